@@ -1,0 +1,272 @@
+"""The gate: one operation with its forward computation and two hand-written local rules.
+
+A gate is written once, as the lecture draws it:
+
+* ``forward(*xs) -> (z, res)`` computes the output ``z`` and the residuals ``res``: what the
+  backward pass must remember from the forward pass.
+* ``vjp``: one rule per input, ``(res, z_bar) -> x_bar``. This is the lecture's
+  "downstream = upstream x local": ``z_bar`` is the upstream gradient, the rule multiplies it
+  by the local gradient without ever forming the local Jacobian.
+* ``jvp``: one rule per input, ``(res, x_dot) -> z_dot part``. Forward mode pushes tangents
+  left to right; the gate's output tangent is the sum of the parts. Every rule is linear in
+  its tangent, so JAX can transpose it.
+
+A rule of ``None`` marks an input with no derivative (integer labels, say).
+
+How the rules are wired into JAX depends on the *pipeline* that is tracing:
+
+* ``"jvp"`` (the default): the gate is a ``jax.custom_jvp`` running our JVP rules. This works
+  under ``jax.jvp``, ``jax.grad`` (JAX transposes our linear JVP rules), ``jax.vmap`` and
+  ``jax.hessian``. ``jaxprop.forward`` uses it.
+* ``"vjp"``: the gate is a ``jax.custom_vjp`` running our VJP rules. ``jaxprop.reverse``
+  traces under it. (``custom_vjp`` refuses ``jax.jvp``, which is why it is not the default.)
+
+The choice is a ``jax.make_user_context``: it is part of ``jax.jit``'s cache key, so a
+function jitted under one pipeline is retraced, never silently reused, under the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+PIPELINES = ("jvp", "vjp")
+
+_pipeline = jax.make_user_context("jvp")
+_observers: list[Callable[..., None]] = []
+
+
+def current_pipeline() -> str:
+    """Returns the wiring that gates use when traced now: ``"jvp"`` or ``"vjp"``."""
+    return _pipeline.value
+
+
+@contextlib.contextmanager
+def pipeline(name: str):
+    """Traces gates with our JVP rules (``"jvp"``) or our VJP rules (``"vjp"``)."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; expected one of {PIPELINES}")
+    with _pipeline(name):
+        yield
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[..., None]):
+    """Calls ``callback(event)`` each time a gate or one of its rules is traced.
+
+    ``event`` is a :class:`RuleEvent`. The callback runs at trace time, with tracers under
+    ``jax.jit``; it sees exactly the arrays the rule uses, so it can record which rule ran
+    (tests do this) or stage a ``jax.debug.callback`` to read values (``jaxprop.explain``).
+    """
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleEvent:
+    """One application of a gate (``kind="forward"``) or of one of its rules.
+
+    For ``kind="vjp"``: ``inputs`` are the gate's primal inputs, ``outputs`` its output,
+    ``upstream`` the cotangent z_bar and ``downstream`` one x_bar per input (``None`` where
+    the input gets no gradient). For ``kind="jvp"``: ``upstream`` holds the input tangents
+    (``None`` for a symbolic zero) and ``downstream`` the output tangent.
+    """
+
+    gate: Gate
+    kind: str
+    inputs: tuple
+    outputs: Any
+    upstream: Any = None
+    downstream: Any = None
+
+
+def _notify(event: RuleEvent) -> None:
+    for callback in tuple(_observers):
+        callback(event)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gate:
+    """A gate with hand-written local rules. See the module docstring for the contract.
+
+    Args:
+      name: the gate's name, as the lecture says it (``"mul"``).
+      pattern: the lecture's name for the backward pattern (``"swap multiplier"``).
+      forward: ``(*xs) -> (z, res)``.
+      vjp: one rule ``(res, z_bar) -> x_bar`` per input, or ``None`` for no derivative.
+      jvp: one rule ``(res, x_dot) -> z_dot`` per input, or ``None`` for no derivative.
+      broadcast: elementwise gate; array inputs are broadcast to a common shape, the way
+        NumPy does, and each VJP sums its gradient back over the broadcast axes (a broadcast
+        copies its input, and copies add their gradients).
+      check: optional ``(*xs) -> None`` that raises on bad shapes or dtypes at trace time.
+      doc: the gate's rules in the lecture's words; becomes its ``__doc__``.
+    """
+
+    name: str
+    pattern: str
+    forward: Callable[..., tuple[Any, Any]]
+    vjp: Sequence[Callable[[Any, Any], Any] | None]
+    jvp: Sequence[Callable[[Any, Any], Any] | None]
+    broadcast: bool = False
+    check: Callable[..., None] | None = None
+    doc: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "__doc__", self.doc)
+        if len(self.vjp) != len(self.jvp):
+            raise ValueError(f"gate {self.name!r}: one VJP and one JVP rule per input")
+
+    @property
+    def arity(self) -> int:
+        return len(self.vjp)
+
+    def __call__(self, *xs):
+        if len(xs) != self.arity:
+            raise TypeError(f"{self.name} takes {self.arity} inputs, got {len(xs)}")
+        const_mask = tuple(_is_constant(x) for x in xs)
+        for i, x in enumerate(xs):
+            if not const_mask[i] and self.vjp[i] is not None:
+                _check_float(self.name, i, x)
+        if self.check is not None:
+            self.check(*xs)
+        if self.broadcast:
+            _broadcast_shape(self.name, xs, const_mask)
+        wired = _wire(self, current_pipeline(), const_mask)
+        consts = [x for x, c in zip(xs, const_mask) if c]
+        arrays = [x for x, c in zip(xs, const_mask) if not c]
+        out = wired(*consts, *arrays)
+        if _observers:
+            _notify(RuleEvent(self, "forward", tuple(xs), out))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Gate({self.name!r}, pattern={self.pattern!r})"
+
+
+def _is_constant(x) -> bool:
+    """Python numbers are constants: the "constant side" of add and mul gets no gradient."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_float(name: str, i: int, x) -> None:
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(
+            f"{name}: input {i} has dtype {dtype}; a differentiable input must be a "
+            "floating-point array (cast it with .astype(jnp.float32))"
+        )
+
+
+def _broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
+    shapes = [np.shape(x) for x, c in zip(xs, const_mask) if not c]
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(
+            f"{name}: input shapes {tuple(shapes)} do not broadcast together"
+        ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
+    """Builds the JAX-visible function of ``gate`` for one pipeline and constant pattern."""
+    positions = [i for i, c in enumerate(const_mask) if not c]
+    n_const = len(const_mask) - len(positions)
+
+    def merge(consts, arrays):
+        it_c, it_a = iter(consts), iter(arrays)
+        return tuple(next(it_c) if c else next(it_a) for c in const_mask)
+
+    def run_forward(xs):
+        """The gate's forward; a broadcasting gate first stretches its arrays to one shape."""
+        if not gate.broadcast:
+            return gate.forward(*xs)
+        shape = _broadcast_shape(gate.name, xs, const_mask)
+        return gate.forward(*(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask)))
+
+    if pipeline_name == "jvp":
+
+        @functools.partial(jax.custom_jvp, nondiff_argnums=tuple(range(n_const)))
+        def wired(*args):
+            return run_forward(merge(args[:n_const], args[n_const:]))[0]
+
+        def jvp_rule(*args):
+            consts, (primals, tangents) = args[:n_const], args[n_const:]
+            xs = merge(consts, primals)
+            z, res = run_forward(xs)
+            z_dot = None
+            x_dots = []
+            for i, x_dot in zip(positions, tangents):
+                rule = gate.jvp[i]
+                if rule is None or isinstance(x_dot, SymbolicZero):
+                    x_dots.append(None)
+                    continue
+                x_dots.append(x_dot)
+                if gate.broadcast:
+                    x_dot = jnp.broadcast_to(x_dot, jnp.shape(z))
+                part = rule(res, x_dot)
+                z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
+            if z_dot is None:
+                z_dot = jax.tree.map(jnp.zeros_like, z)
+            if _observers:
+                _notify(RuleEvent(gate, "jvp", xs, z, tuple(x_dots), z_dot))
+            return z, z_dot
+
+        wired.defjvp(jvp_rule, symbolic_zeros=True)
+        return wired
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=tuple(range(n_const)))
+    def wired(*args):
+        return run_forward(merge(args[:n_const], args[n_const:]))[0]
+
+    def fwd(*args):
+        xs = merge(args[:n_const], args[n_const:])
+        z, res = run_forward(xs)
+        res = jax.tree.map(jnp.asarray, res)  # a constant kept as a residual must be an array
+        return z, (args[n_const:], z, res)
+
+    def bwd(*args):
+        (arrays, z, res), z_bar = args[n_const], args[n_const + 1]
+        xs = merge(args[:n_const], arrays)
+        x_bars = []
+        for i in positions:
+            rule = gate.vjp[i]
+            if rule is None:
+                x_bars.append(None)
+                continue
+            x_bar = rule(res, z_bar)
+            if gate.broadcast:
+                x_bar = unbroadcast(x_bar, np.shape(xs[i]))
+            x_bars.append(x_bar.astype(jnp.result_type(xs[i])))
+        if _observers:
+            _notify(RuleEvent(gate, "vjp", xs, z, z_bar, tuple(x_bars)))
+        return tuple(x_bars)
+
+    wired.defvjp(fwd, bwd)
+    return wired
+
+
+def unbroadcast(x_bar, shape: tuple[int, ...]):
+    """Sums a gradient back to ``shape`` over the axes that broadcasting added or stretched.
+
+    A broadcast input was copied along those axes, and at a copy the gradients add.
+    """
+    shape = tuple(shape)
+    if x_bar.shape == shape:
+        return x_bar
+    lead = x_bar.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and x_bar.shape[lead + i] != 1
+    )
+    return jnp.sum(x_bar, axis=axes).reshape(shape)

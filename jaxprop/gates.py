@@ -1,0 +1,277 @@
+"""The lecture's gates, each with its hand-written local rules.
+
+Notation (Autodidax's): ``z`` is a gate's output, ``z_bar`` the upstream gradient dL/dz,
+``x_bar`` a downstream gradient dL/dx, ``x_dot`` an input tangent and ``z_dot`` the output
+tangent. Each rule sits under its forward computation, as in micrograd. Every gate works on
+arrays of any shape where that makes sense; ``add``, ``mul`` and ``maximum`` broadcast like
+NumPy and take Python numbers as constants (no gradient flows to a constant).
+
+Kinks follow the lecture, and both modes share the convention:
+
+* ``relu`` passes the gradient only where ``x > 0`` (at ``x == 0`` it passes nothing);
+* ``maximum`` routes the whole gradient to ``x`` where ``x >= y``: a tie sends all of it to
+  the first input, none lost and none doubled. (JAX's ``jnp.maximum`` splits a tie half and
+  half instead.)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxprop.gate import Gate
+
+__all__ = [
+    "add",
+    "sub",
+    "neg",
+    "mul",
+    "copy",
+    "maximum",
+    "exp",
+    "log",
+    "reciprocal",
+    "sigmoid",
+    "relu",
+    "matmul",
+    "sum",
+    "mean",
+    "GATES",
+]
+
+
+add = Gate(
+    "add",
+    pattern="distributor",
+    forward=lambda x, y: (x + y, None),
+    vjp=(lambda res, z_bar: z_bar, lambda res, z_bar: z_bar),
+    jvp=(lambda res, x_dot: x_dot, lambda res, y_dot: y_dot),
+    broadcast=True,
+    doc="""Add gate: z = x + y.
+
+Backward ("gradient distributor"): x_bar = z_bar, y_bar = z_bar. The local gradient is 1, so
+the upstream gradient is copied unchanged to every input. A broadcast input (a bias ``b`` of
+shape [C] added to scores [N, C]) was copied N times, so its gradient sums over the batch.
+Forward: z_dot = x_dot + y_dot.
+""",
+)
+
+
+mul = Gate(
+    "mul",
+    pattern="swap multiplier",
+    forward=lambda x, y: (x * y, (x, y)),
+    vjp=(lambda res, z_bar: z_bar * res[1], lambda res, z_bar: z_bar * res[0]),
+    jvp=(lambda res, x_dot: x_dot * res[1], lambda res, y_dot: res[0] * y_dot),
+    broadcast=True,
+    doc="""Multiply gate: z = x * y.
+
+Backward ("swap multiplier"): x_bar = z_bar * y, y_bar = z_bar * x. Each input's local
+gradient is the *other* input.
+Forward: z_dot = x_dot * y + x * y_dot.
+""",
+)
+
+
+copy = Gate(
+    "copy",
+    pattern="gradient adder",
+    forward=lambda x: ((x, x), None),
+    vjp=(lambda res, z_bar: z_bar[0] + z_bar[1],),
+    jvp=(lambda res, x_dot: (x_dot, x_dot),),
+    doc="""Copy gate: (a, b) = (x, x), the branch point where one value feeds two gates.
+
+Backward ("gradient adder"): x_bar = a_bar + b_bar. The gradients of the branches add.
+Forward: (a_dot, b_dot) = (x_dot, x_dot).
+""",
+)
+
+
+maximum = Gate(
+    "maximum",
+    pattern="router",
+    forward=lambda x, y: (jnp.where(x >= y, x, y), x >= y),
+    vjp=(
+        lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
+        lambda x_wins, z_bar: jnp.where(x_wins, 0, z_bar),
+    ),
+    jvp=(
+        lambda x_wins, x_dot: jnp.where(x_wins, x_dot, 0),
+        lambda x_wins, y_dot: jnp.where(x_wins, 0, y_dot),
+    ),
+    broadcast=True,
+    doc="""Max gate: z = max(x, y), elementwise.
+
+Backward ("gradient router"): the larger input takes the whole upstream gradient and the
+other gets zero: x_bar = z_bar * [x >= y], y_bar = z_bar * [x < y]. A tie routes it all to x.
+Forward: z_dot = x_dot where x >= y, else y_dot.
+""",
+)
+
+
+exp = Gate(
+    "exp",
+    pattern="scaled local gradient",
+    forward=lambda x: (jnp.exp(x), jnp.exp(x)),
+    vjp=(lambda z, z_bar: z_bar * z,),
+    jvp=(lambda z, x_dot: x_dot * z,),
+    doc="""Exp gate: z = e^x.
+
+Backward: x_bar = z_bar * e^x. The local gradient is the output itself, saved as the residual.
+Forward: z_dot = x_dot * e^x.
+""",
+)
+
+
+log = Gate(
+    "log",
+    pattern="scaled local gradient",
+    forward=lambda x: (jnp.log(x), x),
+    vjp=(lambda x, z_bar: z_bar / x,),
+    jvp=(lambda x, x_dot: x_dot / x,),
+    doc="""Log gate: z = log x.
+
+Backward: x_bar = z_bar / x. Forward: z_dot = x_dot / x.
+""",
+)
+
+
+reciprocal = Gate(
+    "reciprocal",
+    pattern="scaled local gradient",
+    forward=lambda x: (1 / x, 1 / x),
+    vjp=(lambda z, z_bar: -z_bar * z * z,),
+    jvp=(lambda z, x_dot: -x_dot * z * z,),
+    doc="""Reciprocal gate ("1/x" on the slide): z = 1/x.
+
+Backward: x_bar = z_bar * (-1/x^2) = -z_bar * z^2. Forward: z_dot = -x_dot * z^2.
+""",
+)
+
+
+sigmoid = Gate(
+    "sigmoid",
+    pattern="scaled local gradient",
+    forward=lambda x: (lax.logistic(x), lax.logistic(x)),
+    vjp=(lambda s, z_bar: z_bar * (1 - s) * s,),
+    jvp=(lambda s, x_dot: x_dot * (1 - s) * s,),
+    doc="""Sigmoid gate: s = 1 / (1 + e^-x), one gate for the slide's whole circuit.
+
+Backward: x_bar = z_bar * (1 - s) * s. The local gradient needs only the output s, so the
+lecture collapses exp, add and 1/x into this one gate.
+Forward: z_dot = x_dot * (1 - s) * s.
+""",
+)
+
+
+relu = Gate(
+    "relu",
+    pattern="router",
+    forward=lambda x: (jnp.where(x > 0, x, 0), x > 0),
+    vjp=(lambda passes, z_bar: jnp.where(passes, z_bar, 0),),
+    jvp=(lambda passes, x_dot: jnp.where(passes, x_dot, 0),),
+    doc="""ReLU gate: z = max(0, x), elementwise.
+
+Backward: x_bar = z_bar where x > 0, else 0. The local Jacobian is diagonal and sparse, so it
+is never formed: the rule only masks the upstream gradient.
+Forward: z_dot = x_dot where x > 0, else 0.
+""",
+)
+
+
+def _check_matmul(x, w):
+    x_shape, w_shape = jnp.shape(x), jnp.shape(w)
+    if len(w_shape) != 2 or len(x_shape) < 1:
+        raise ValueError(
+            f"matmul: expected x of shape [..., D] and w of shape [D, M]; "
+            f"got x {x_shape} and w {w_shape}"
+        )
+    if x_shape[-1] != w_shape[0]:
+        raise ValueError(
+            f"matmul: inner dimensions differ: x {x_shape} has D={x_shape[-1]} but "
+            f"w {w_shape} has D={w_shape[0]}"
+        )
+
+
+def _matmul_w_bar(res, z_bar):
+    x, _ = res
+    return x.reshape(-1, x.shape[-1]).T @ z_bar.reshape(-1, z_bar.shape[-1])
+
+
+matmul = Gate(
+    "matmul",
+    pattern="matrix multiply",
+    forward=lambda x, w: (x @ w, (x, w)),
+    vjp=(lambda res, z_bar: z_bar @ res[1].T, _matmul_w_bar),
+    jvp=(lambda res, x_dot: x_dot @ res[1], lambda res, w_dot: res[0] @ w_dot),
+    check=_check_matmul,
+    doc="""Matrix multiply gate: y = x w, with x [N, D] and w [D, M].
+
+Backward, by dimension analysis (the only way the shapes fit):
+    x_bar = y_bar w^T     [N, D] = [N, M] [M, D]
+    w_bar = x^T y_bar     [D, M] = [D, N] [N, M]
+The local Jacobian dy/dx would be [N, M, N, D]; it is never formed. x may have any number of
+leading axes, [..., D]; w_bar then contracts over all of them.
+Forward: y_dot = x_dot w + x w_dot.
+""",
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_gate(axis: tuple[int, ...] | None, x_shape: tuple[int, ...]) -> Gate:
+    def distribute(res, z_bar):
+        if axis is not None:
+            z_bar = jnp.expand_dims(z_bar, axis)
+        return jnp.broadcast_to(z_bar, x_shape)
+
+    return Gate(
+        "sum",
+        pattern="distributor",
+        forward=lambda x: (jnp.sum(x, axis=axis), None),
+        vjp=(distribute,),
+        jvp=(lambda res, x_dot: jnp.sum(x_dot, axis=axis),),
+        doc=sum.__doc__,
+    )
+
+
+def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lecture's name
+    """Sum gate: z = sum_i x_i over ``axis`` (all axes by default).
+
+    Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
+    inputs. Forward: z_dot = sum_i x_dot_i.
+    """
+    if isinstance(axis, int):
+        axis = (axis,)
+    if axis is not None:
+        ndim = jnp.ndim(x)
+        axis = tuple(sorted(a % ndim for a in axis)) if ndim else axis
+    return _sum_gate(axis, tuple(jnp.shape(x)))(x)
+
+
+def mean(x, axis: int | tuple[int, ...] | None = None):
+    """Mean: a sum gate, then a mul gate by the constant 1/n."""
+    shape = jnp.shape(x)
+    axes = range(len(shape)) if axis is None else ([axis] if isinstance(axis, int) else axis)
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return mul(sum(x, axis), 1.0 / n)
+
+
+def neg(x):
+    """Negation: a mul gate by the constant -1."""
+    return mul(x, -1.0)
+
+
+def sub(x, y):
+    """Subtraction: x + (-1) * y, an add gate after a mul gate."""
+    return add(x, neg(y)) if not isinstance(y, (int, float)) else add(x, -y)
+
+
+GATES = {
+    g.name: g
+    for g in (add, mul, copy, maximum, exp, log, reciprocal, sigmoid, relu, matmul)
+}
+"""The primitive gates by name. ``sum`` is built per axis by :func:`sum`."""

@@ -1,0 +1,101 @@
+"""The lecture's classifiers as pure functions of a dict of parameters.
+
+Parameters are plain dicts of arrays with the course names (``W``/``b``, or
+``W1``/``b1``/``W2``/``b2``), so optax updates them as they are.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxprop import gates
+
+__all__ = ["linear_init", "linear_scores", "two_layer_init", "two_layer_scores", "MODELS"]
+
+
+def _check_input(name: str, x, w_name: str, w) -> None:
+    x_shape, w_shape = jnp.shape(x), jnp.shape(w)
+    if len(x_shape) != 2:
+        raise ValueError(f"{name}: x must have rank 2, [N, D]; got shape {x_shape}")
+    if x_shape[1] != w_shape[0]:
+        raise ValueError(
+            f"{name}: input width {x_shape[1]} (x {x_shape}) does not match "
+            f"params[{w_name!r}] {w_shape}, which expects D={w_shape[0]}"
+        )
+
+
+def _check_params(name: str, params, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise KeyError(f"{name}: params lack {missing}; expected keys {list(keys)}")
+
+
+def linear_init(key, in_dim: int, num_classes: int, weight_scale: float = 1e-3,
+                dtype=jnp.float32) -> dict:
+    """Parameters of the linear classifier, as CS231n initialises them.
+
+    Args:
+      key: a ``jax.random`` key.
+      in_dim: D, the input width.
+      num_classes: C.
+      weight_scale: standard deviation of the Gaussian weights.
+      dtype: floating dtype of the parameters.
+
+    Returns:
+      ``{"W": [D, C], "b": [C]}``, with ``b`` zero.
+    """
+    w = weight_scale * jax.random.normal(key, (in_dim, num_classes), dtype)
+    return {"W": w, "b": jnp.zeros((num_classes,), dtype)}
+
+
+def linear_scores(params: dict, x):
+    """Linear classifier: s = x W + b, scores [N, C] for inputs x [N, D].
+
+    A matmul gate, then an add gate whose bias gradient sums over the batch.
+    """
+    _check_params("linear_scores", params, ("W", "b"))
+    _check_input("linear_scores", x, "W", params["W"])
+    return gates.add(gates.matmul(x, params["W"]), params["b"])
+
+
+def two_layer_init(key, in_dim: int, hidden_dim: int, num_classes: int,
+                   weight_scale: float | None = None, dtype=jnp.float32) -> dict:
+    """Parameters of the two-layer ReLU net.
+
+    Args:
+      key: a ``jax.random`` key.
+      in_dim: D.
+      hidden_dim: H.
+      num_classes: C.
+      weight_scale: standard deviation of both weight matrices, as in CS231n's
+        ``TwoLayerNet(std=...)``. ``None`` uses He initialisation, sqrt(2 / fan_in).
+      dtype: floating dtype of the parameters.
+
+    Returns:
+      ``{"W1": [D, H], "b1": [H], "W2": [H, C], "b2": [C]}``, with zero biases.
+    """
+    k1, k2 = jax.random.split(key)
+    s1 = weight_scale if weight_scale is not None else (2.0 / in_dim) ** 0.5
+    s2 = weight_scale if weight_scale is not None else (2.0 / hidden_dim) ** 0.5
+    return {
+        "W1": s1 * jax.random.normal(k1, (in_dim, hidden_dim), dtype),
+        "b1": jnp.zeros((hidden_dim,), dtype),
+        "W2": s2 * jax.random.normal(k2, (hidden_dim, num_classes), dtype),
+        "b2": jnp.zeros((num_classes,), dtype),
+    }
+
+
+def two_layer_scores(params: dict, x):
+    """Two-layer net: s = relu(x W1 + b1) W2 + b2, scores [N, C] for x [N, D]."""
+    _check_params("two_layer_scores", params, ("W1", "b1", "W2", "b2"))
+    _check_input("two_layer_scores", x, "W1", params["W1"])
+    h = gates.relu(gates.add(gates.matmul(x, params["W1"]), params["b1"]))
+    return gates.add(gates.matmul(h, params["W2"]), params["b2"])
+
+
+MODELS = {
+    "linear": (linear_init, linear_scores),
+    "two_layer": (two_layer_init, two_layer_scores),
+}
+"""``(init, scores)`` by the name configs use."""
