@@ -197,7 +197,11 @@ def _check_matmul(x, w):
 
 def _matmul_w_bar(res, z_bar):
     x, _ = res
-    return x.reshape(-1, x.shape[-1]).T @ z_bar.reshape(-1, z_bar.shape[-1])
+    x, z_bar = x.reshape(-1, x.shape[-1]), z_bar.reshape(-1, z_bar.shape[-1])
+    # w_bar = x^T z_bar, computed as (z_bar^T x)^T: the same product in the operand layout
+    # XLA:CPU's GEMM runs fastest (1.3 ms against 2.0 ms at N=200, D=3072, M=100). The
+    # barrier stops XLA from folding the transpose back into the slower layout.
+    return lax.optimization_barrier(z_bar.T @ x).T
 
 
 matmul = Gate(
