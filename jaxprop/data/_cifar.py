@@ -1,0 +1,172 @@
+"""Reading the CIFAR-10 python pickle batches (CIFAR-10 itself and DeepRob's PROPS).
+
+The format, from the CIFAR-10 page: each batch file is a pickled dict with ``b"data"``,
+a uint8 [10000, 3072] array whose rows hold a 32x32 colour image as three channel-major
+planes (1024 red, then 1024 green, then 1024 blue values, each row-major), and
+``b"labels"``, a list of ints in 0..9. ``batches.meta`` holds ``b"label_names"``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from jaxprop.data._files import locate_dir, require_file
+
+__all__ = ["CIFAR_FILES", "PROPS_CLASS_NAMES", "read_batch", "read_cifar_folder"]
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_FILES = (*TRAIN_BATCHES, "test_batch", "batches.meta")
+IMAGE_SHAPE = (32, 32, 3)
+PIXELS = 32 * 32 * 3
+
+# The ten YCB objects of DeepRob's PROPS datasets, in DeepRob's label order; used only when
+# batches.meta carries no label names.
+PROPS_CLASS_NAMES = (
+    "master_chef_can", "cracker_box", "sugar_box", "tomato_soup_can", "mustard_bottle",
+    "tuna_fish_can", "gelatin_box", "potted_meat_can", "mug", "large_marker",
+)
+
+# Folders inside data.root that may hold the batches instead of data.root itself.
+SUBDIRS = {"cifar10": ("cifar-10-batches-py",), "props": ("PROPS-Classification",)}
+
+# What a CIFAR pickle may reference: numpy arrays (as Python 2 or 3 numpy pickles them)
+# and the bytes helper of protocol 2. Anything else (os.system, ...) is refused, so
+# opening a doctored batch file cannot run code.
+_ALLOWED_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, strings, numbers and numpy arrays."""
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("numpy.core"):  # written by numpy < 2
+            module = "numpy._core" + module[len("numpy.core"):]
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}'")
+        return super().find_class(module, name)
+
+
+def _str(key) -> str:
+    return key.decode("latin1") if isinstance(key, bytes) else str(key)
+
+
+def _unpickle(name: str, path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+        # latin1, as CS231n's load_pickle: it reads numpy arrays pickled by Python 2.
+        obj = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        raise ValueError(
+            f"{name}: cannot read '{path.name}' in directory '{path.parent}': not a CIFAR "
+            f"python pickle ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{name}: '{path.name}' in directory '{path.parent}' holds a "
+            f"{type(obj).__name__}, expected a dict with keys b'data' and b'labels'"
+        )
+    return {_str(k): v for k, v in obj.items()}
+
+
+def read_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file as HWC images.
+
+    Args:
+      name: the dataset's name, for messages.
+      path: a ``data_batch_*`` or ``test_batch`` pickle.
+
+    Returns:
+      ``(x, y)``: uint8 [n, 32, 32, 3] images (converted from the channel-major rows as
+      CS231n's ``load_CIFAR10`` does) and int64 [n] labels.
+
+    Raises:
+      ValueError: the file is not a pickle, lacks a key, or has the wrong sizes or dtype.
+    """
+    batch = _unpickle(name, path)
+    where = f"'{path.name}' in directory '{path.parent}'"
+    missing = [k for k in ("data", "labels") if k not in batch]
+    if missing:
+        raise ValueError(
+            f"{name}: {where} lacks key(s) {[k.encode() for k in missing]}; "
+            f"has {[k.encode() for k in batch]}"
+        )
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != PIXELS:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{name}: {where}: b'data' must be uint8 [n, {PIXELS}]; got {got}")
+    try:
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: {where}: b'labels' must be a list of ints ({err})") from err
+    if labels.shape != (data.shape[0],):
+        raise ValueError(
+            f"{name}: {where}: {labels.size} labels for {data.shape[0]} images"
+        )
+    # [n, C, H, W] -> [n, H, W, C], a view: the caller's concatenate makes the one copy.
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _read_label_names(name: str, path: Path) -> tuple[str, ...] | None:
+    meta = _unpickle(name, path)
+    names = meta.get("label_names")
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(
+            f"{name}: '{path.name}' in directory '{path.parent}': b'label_names' must be a "
+            f"non-empty list of names; got {names!r}"
+        )
+    return tuple(_str(n) for n in names)
+
+
+def read_cifar_folder(name: str, root: str | os.PathLike | None):
+    """The five training batches, the test batch and the class names of a CIFAR folder.
+
+    Args:
+      name: ``"cifar10"`` or ``"props"`` (which uses the same format).
+      root: the folder holding ``data_batch_1..5``, ``test_batch`` and ``batches.meta``,
+        or its parent (``cifar-10-batches-py`` for CIFAR-10, ``PROPS-Classification`` for
+        PROPS).
+
+    Returns:
+      ``(x_train, y_train, x_test, y_test, class_names)``: uint8 [N, 32, 32, 3] images in
+      file order (batch 1 first) and int64 labels.
+
+    Raises:
+      FileNotFoundError: a folder or file is missing (named, with the directory).
+      ValueError: a file is corrupt, or a label is outside the class names.
+    """
+    directory = locate_dir(name, root, SUBDIRS[name], (TRAIN_BATCHES[0],))
+    paths = {f: require_file(name, directory, (f,)) for f in CIFAR_FILES}
+    class_names = _read_label_names(name, paths["batches.meta"])
+    if class_names is None:
+        if name != "props":
+            raise ValueError(
+                f"{name}: 'batches.meta' in directory '{directory}' lacks b'label_names'"
+            )
+        class_names = PROPS_CLASS_NAMES
+    parts = [read_batch(name, paths[f]) for f in TRAIN_BATCHES]
+    x_test, y_test = read_batch(name, paths["test_batch"])
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    for y, files in ((y_train, "data_batch_1..5"), (y_test, "test_batch")):
+        bad = (y < 0) | (y >= len(class_names))
+        if bad.any():
+            raise ValueError(
+                f"{name}: {files} in directory '{directory}' has label {int(y[bad][0])}, "
+                f"outside 0..{len(class_names) - 1} ({len(class_names)} names in batches.meta)"
+            )
+    return x_train, y_train, x_test, y_test, class_names
