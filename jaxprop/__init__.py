@@ -7,6 +7,7 @@ the VJP rules, ``jaxprop.forward`` through the JVP rules, and plain ``jax.grad``
 """
 
 from jaxprop import forward, gates, losses, models, reverse
+from jaxprop.explain import explain  # binds the function; `from jaxprop.explain import Trace` works
 from jaxprop.gate import Gate, current_pipeline, observe, pipeline
 from jaxprop.losses import l2_penalty, softmax_loss, svm_loss
 from jaxprop.objective import objective
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Gate",
     "current_pipeline",
+    "explain",
     "forward",
     "gates",
     "l2_penalty",

@@ -101,13 +101,12 @@ def check_budget(who: str, m: int, n: int, dtype, max_bytes: int | None, instead
         )
 
 
-def jacobian_shape(f_dyn: Callable, dyn: tuple):
-    """Returns ``(out_struct, m, n, dtype)`` for the Jacobian of ``f_dyn`` at ``dyn``."""
-    out = jax.eval_shape(f_dyn, *dyn)
+def jacobian_size(out, dyn: tuple):
+    """Returns ``(m, n, dtype)`` of the Jacobian [m, n] from output ``out`` to inputs ``dyn``."""
     m = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(out))
     n = sum(int(np.prod(jnp.shape(leaf))) for leaf in jax.tree.leaves(dyn))
     dtype = jnp.result_type(*jax.tree.leaves(out), *jax.tree.leaves(dyn))
-    return out, m, n, dtype
+    return m, n, dtype
 
 
 def unflatten_jacobian(jac, out, dyn: tuple, single: bool):
@@ -135,3 +134,12 @@ def unflatten_jacobian(jac, out, dyn: tuple, single: bool):
 def ravel(tree):
     """Flattens a pytree into one vector (``jax.flatten_util.ravel_pytree``)."""
     return ravel_pytree(tree)
+
+
+def jacobian_shape(f_dyn: Callable, dyn: tuple):
+    """Returns ``(out_struct, m, n, dtype)`` for the Jacobian of ``f_dyn`` at ``dyn``.
+
+    Traces f once with ``jax.eval_shape``; nothing runs and nothing is allocated.
+    """
+    out = jax.eval_shape(f_dyn, *dyn)
+    return (out, *jacobian_size(out, dyn))

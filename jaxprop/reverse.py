@@ -52,9 +52,9 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         nums = lm.normalize_argnums(argnums, len(args), "jaxprop.reverse.value_and_grad")
         f_dyn, dyn = lm.split_args(f, args, nums)
         lm.check_differentiable("jaxprop.reverse.value_and_grad", dyn, nums)
-        lm.check_scalar("jaxprop.reverse.value_and_grad", jax.eval_shape(f_dyn, *dyn),
-                        "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
         out, pullback = vjp(f_dyn, *dyn)
+        lm.check_scalar("jaxprop.reverse.value_and_grad", out,
+                        "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
         grads = pullback(jax.numpy.ones_like(out))
         return out, grads[0] if isinstance(argnums, int) else grads
 
@@ -87,9 +87,9 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
         nums = lm.normalize_argnums(argnums, len(args), who)
         f_dyn, dyn = lm.split_args(f, args, nums)
         lm.check_differentiable(who, dyn, nums)
-        out_struct, m, n, dtype = lm.jacobian_shape(f_dyn, dyn)
+        out, pullback = vjp(f_dyn, *dyn)  # traced, not run: nothing is allocated yet
+        m, n, dtype = lm.jacobian_size(out, dyn)
         lm.check_budget(who, m, n, dtype, max_bytes, "jaxprop.reverse.vjp")
-        out, pullback = vjp(f_dyn, *dyn)
         _, unravel_out = lm.ravel(out)
         rows = lm.map_basis(lambda e: lm.ravel(pullback(unravel_out(e)))[0], m, dtype,
                             chunk_size)
