@@ -7,6 +7,7 @@ the VJP rules, ``jaxprop.forward`` through the JVP rules, and plain ``jax.grad``
 """
 
 from jaxprop import forward, gates, losses, models, reverse
+from jaxprop.advise import Advice, advise  # binds the function; the module stays importable
 from jaxprop.explain import explain  # binds the function; `from jaxprop.explain import Trace` works
 from jaxprop.gate import Gate, current_pipeline, observe, pipeline
 from jaxprop.losses import l2_penalty, softmax_loss, svm_loss
@@ -15,6 +16,8 @@ from jaxprop.objective import objective
 __version__ = "0.1.0"
 
 __all__ = [
+    "Advice",
+    "advise",
     "Gate",
     "current_pipeline",
     "explain",

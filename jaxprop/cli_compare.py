@@ -1,0 +1,86 @@
+"""``jaxprop compare``: forward against reverse mode, measured, plotted and tabulated.
+
+  jaxprop compare [--config PATH] [--set KEY=VALUE ...] [--quick] [--out DIR]
+
+Runs the sweeps of ``jaxprop.compare`` (n against m, depth, the two-layer net, the cheap
+gradient, the 256 GB Jacobian) and writes CSVs, PNG figures and markdown tables to the
+output folder. The defaults are ``jaxprop.compare.DEFAULTS`` (the same as
+``configs/compare.toml``); ``--quick`` runs a small version in well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from jaxprop.compare.config import all_keys
+
+__all__ = ["register", "run", "main"]
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Adds the ``compare`` sub-command to ``subparsers`` and sets its ``func``."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="measure forward vs reverse mode: time, FLOPs and memory of six Jacobian pipelines",
+        description=__doc__.split("\n\n", 2)[2].strip() if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="settable keys: " + ", ".join(all_keys()),
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="a TOML file like configs/compare.toml (default: built-in defaults)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        dest="sets", help="override one setting, e.g. --set width.hidden=32 "
+                        "or --set sections=width,depth (repeatable)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run (under a minute on two CPU cores)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: the config's out, runs/compare)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the comparison for parsed arguments; prints where the outputs went."""
+    from jaxprop.compare import load_config, run_compare  # JAX loads only when it runs
+
+    config = load_config(args.config, quick=args.quick, sets=args.sets, out=args.out)
+    summary = run_compare(config)
+    cross = summary.get("crossover", {})
+    if cross:
+        print(f"crossover n/m (forward-ours vs reverse-ours): time {_num(cross['time_ours'])}, "
+              f"FLOPs {_num(cross['flops_ours'])}")
+    for path in summary["files"]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _num(value) -> str:
+    return "none in range" if value is None else f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``compare`` alone, for ``experiments/compare_modes.py``: the same options and errors."""
+    from jaxprop.cli import USER_ERRORS
+
+    parser = argparse.ArgumentParser(prog="jaxprop compare",
+                                     description="Forward vs reverse mode, measured.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as err:
+        if os.environ.get("JAXPROP_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"jaxprop compare: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
