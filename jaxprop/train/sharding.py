@@ -1,0 +1,49 @@
+"""Data parallelism with JAX's own sharding: the batch split over devices, params replicated.
+
+One ``jax.sharding.Mesh`` with a single ``"data"`` axis spans every device that
+``jax.devices()`` lists: one CPU, the GPUs of a host, a TPU slice, or, after
+``jax.distributed.initialize()``, the devices of every host. Each step's mini-batch is
+constrained to ``P("data")`` (example i of the batch lives on device ``i // (B / n)``), the
+parameters and optimizer state to ``P()`` (a full copy everywhere), and XLA inserts the
+all-reduce of the gradients. The same code runs unchanged on 1 or n devices.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["make_mesh", "batch_sharding", "replicated", "replicate", "check_batch_size"]
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh, axis ``"data"``, over ``devices`` (default: all of ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split along ``"data"``; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree, mesh: Mesh):
+    """``jax.device_put`` every leaf of ``tree`` replicated over the mesh."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """Raises unless the batch splits evenly over the mesh's devices."""
+    n = mesh.devices.size
+    if batch_size % n:
+        lower = batch_size - batch_size % n
+        raise ValueError(
+            f"config key 'train.batch_size' ({batch_size}) must be divisible by the number of "
+            f"devices ({n}) so that each device gets the same share of every batch; try "
+            f"{lower or n} or {lower + n}")

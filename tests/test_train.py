@@ -1,0 +1,155 @@
+"""The training engine: accuracy of the shipped configs, pipelines, outputs, NaN stop, signals."""
+
+import json
+import os
+import signal
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import jaxprop
+from jaxprop.config import load_config
+from jaxprop.train import EXIT_DIVERGED, Trainer, engine, load_data, train
+from jaxprop.train.plots import class_templates
+
+THRESHOLDS = {"digits_two_layer": 0.97, "digits_linear_softmax": 0.95,
+              "digits_linear_svm": 0.94}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(load_config())
+
+
+@pytest.mark.parametrize("name", sorted(THRESHOLDS))
+def test_shipped_digits_configs_reach_the_issue_accuracy(name, digits, tmp_path):
+    cfg = load_config(name)  # as shipped: every epoch
+    linear = cfg.model.kind == "linear"
+    result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=linear)
+    assert result.status == "completed"
+    assert result.summary["test_accuracy"] >= THRESHOLDS[name]
+    assert result.summary["epochs"] == cfg.train.epochs
+    if linear:
+        assert (tmp_path / "templates.png").stat().st_size > 1000
+
+
+def _tiny(pipeline, **extra):
+    sets = [f"train.pipeline={pipeline}", "data.num_train=128", "model.hidden_dim=8",
+            "train.batch_size=32", "train.epochs=1", "optimizer.name=sgd",
+            "optimizer.lr=0.1", *[f"{k}={v}" for k, v in extra.items()]]
+    return load_config(None, sets)
+
+
+def _one_epoch(cfg, events=None):
+    ds = load_data(cfg)
+    trainer = Trainer(cfg, ds)
+    state = trainer.init_state()
+    if events is not None:
+        with jaxprop.observe(lambda e: events.add(e.kind)):
+            trainer.compile(state)
+    (params, _), stats, _ = trainer.run_epoch(state, 0)
+    return jax.device_get(params), stats
+
+
+def test_three_pipelines_train_to_the_same_parameters():
+    seen = {p: set() for p in ("reverse", "forward", "jax")}
+    params = {p: _one_epoch(_tiny(p), seen[p])[0] for p in seen}
+    # the rules that ran: our VJP rules, our JVP rules, our JVP rules transposed by JAX
+    assert "vjp" in seen["reverse"] and "jvp" not in seen["reverse"]
+    assert "jvp" in seen["forward"] and "vjp" not in seen["forward"]
+    assert "jvp" in seen["jax"] and "vjp" not in seen["jax"]
+    # float32 sums in a different order: agree to a few float32 ulps of the O(1) weights
+    chex.assert_trees_all_close(params["forward"], params["reverse"], atol=2e-6, rtol=0)
+    chex.assert_trees_all_close(params["jax"], params["reverse"], atol=2e-6, rtol=0)
+
+
+def test_forward_pipeline_warns_for_big_models():
+    cfg = load_config(None, ["train.pipeline=forward", "model.hidden_dim=512"])
+    with pytest.warns(UserWarning, match="one JVP per parameter: 38410 JVPs per step"):
+        engine.value_and_grad_fn(cfg, num_params=38410)
+
+
+def test_same_config_same_bits(digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["train.epochs=3"])
+    a = train(cfg, tmp_path / "a", dataset=digits, progress=False, write_plots=False)
+    b = train(cfg, tmp_path / "b", dataset=digits, progress=False, write_plots=False)
+    chex.assert_trees_all_equal(a.params, b.params)
+    c = train(load_config("digits_linear_svm", ["train.epochs=3", "seed=1"]), tmp_path / "c",
+              dataset=digits, progress=False, write_plots=False)
+    assert not np.array_equal(a.params["W"], c.params["W"])
+
+
+def test_outputs_of_a_run(digits, tmp_path):
+    cfg = load_config("digits_linear_softmax", ["train.epochs=2", "data.bias_trick=true"])
+    ds = load_data(cfg)
+    result = train(cfg, tmp_path, dataset=ds, progress=False)
+    assert load_config(tmp_path / "config.toml") == cfg
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds"}
+    assert lines[1]["lr"] == pytest.approx(cfg.optimizer.lr * cfg.optimizer.lr_decay)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("test_accuracy", "val_accuracy", "train_seconds", "steps", "devices",
+                "pipeline"):
+        assert key in summary
+    assert summary["steps"] == 2 * (ds.x_train.shape[0] // cfg.train.batch_size)
+    assert summary["devices"] == jax.device_count()
+    with np.load(tmp_path / "params.npz") as z:
+        assert sorted(z.files) == ["W", "b"]
+        chex.assert_shape(z["W"], (65, 10))  # 64 pixels + the bias-trick row
+        np.testing.assert_array_equal(z["W"], result.params["W"])
+    for png in ("loss.png", "accuracy.png", "templates.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_class_templates_drop_the_bias_row_and_rescale():
+    w = np.arange(65 * 10, dtype=np.float32).reshape(65, 10)
+    t = class_templates(w, (8, 8), bias_trick=True)
+    chex.assert_shape(t, (10, 8, 8))
+    assert t.min() == 0.0 and t.max() == 1.0
+    np.testing.assert_allclose(t[3].reshape(-1), (w[:64, 3] - w[:64].min()) / np.ptp(w[:64]))
+    with pytest.raises(ValueError, match=r"W has 65 rows .*need 64"):
+        class_templates(w, (8, 8), bias_trick=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["optimizer.lr=1e30", "train.epochs=5"])
+    result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False)
+    assert result.status == "diverged" and result.exit_code == EXIT_DIVERGED
+    assert "diverged in epoch" in result.message
+    assert "learning rate is likely too high (optimizer.lr=1e+30)" in result.message
+    epoch = int(result.message.split("diverged in epoch ")[1].split(":")[0])
+    assert result.summary["epochs"] == epoch - 1
+    with np.load(tmp_path / "params.npz") as z:
+        assert np.isfinite(z["W"]).all()
+        np.testing.assert_array_equal(z["W"], result.params["W"])
+    with np.load(tmp_path / "checkpoint.npz") as z:
+        assert int(z["epoch"]) == epoch - 1
+
+
+def test_batch_larger_than_the_training_set(digits):
+    with pytest.raises(ValueError, match=r"'train\.batch_size' \(5000\) exceeds the 1444"):
+        Trainer(load_config(None, ["train.batch_size=5000"]), digits)
+
+
+def test_sigterm_finishes_the_epoch_saves_and_resumes(digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["train.epochs=4"])
+
+    def stop(epoch, stats):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False,
+                   on_epoch_end=stop)
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+    assert result.status == "interrupted" and result.exit_code == 128 + signal.SIGTERM
+    assert "stopped after epoch 1 of 4" in result.message and "--resume" in result.message
+    assert result.summary["epochs"] == 1
+    resumed = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False,
+                     resume=True)
+    full = train(cfg, tmp_path / "full", dataset=digits, progress=False, write_plots=False)
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3, 4]
