@@ -1,0 +1,619 @@
+"""One registry of differentiable cases: every gate, loss and model, and the oracles.
+
+Each :class:`Case` pairs a jaxprop callable with a plain-``jnp`` reference written
+independently of it (never calling a jaxprop gate), the inputs to try it at, and which inputs
+are differentiable. Inputs are drawn away from the kinks (ReLU at 0, max ties, hinge margins of
+0), so that finite differences are valid; the kinks are tested explicitly elsewhere.
+
+The oracles are central finite differences (:func:`fd_jacobian`) and the CS231n-style NumPy
+loops :func:`svm_loss_naive` and :func:`softmax_loss_naive`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import unittest.mock
+import zlib
+from collections.abc import Callable
+
+import chex
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+from jax.test_util import check_grads
+
+import jaxprop
+from jaxprop import gates, losses, models
+from jaxprop.gate import Gate
+
+# Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
+# rounding error about eps_64 |f| / h. At h = 1e-5 with |f| <= 10 and |f'''| <= 100 on these
+# inputs (reciprocal at 0.5 is the worst: 6 / x^4 = 96), both are below 2e-9, so agreement to
+# FD_ATOL = 1e-7 (on top of RTOL) leaves a margin of 50 and still catches any wrong rule.
+FD_STEP = 1e-5
+FD_ATOL = 1e-7
+RTOL = 1e-6
+ATOL = 1e-12  # exact-arithmetic agreement among AD results, up to float64 rounding
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A function to differentiate, its reference, and where to differentiate it.
+
+    Attributes:
+      name: test id.
+      fn: the jaxprop callable ``(*args) -> out`` (an array or a pytree).
+      ref: plain ``jnp`` reference with the same signature and output structure.
+      make_args: ``rng -> args``, drawn away from kinks.
+      diff: positions of the differentiable arguments.
+      gate: the gate whose rules the case exercises, when one can be swapped in.
+      apply: ``(gate, *args) -> out``, ``fn`` with ``gate`` replaced; None if not swappable.
+      kind: "gate", "loss" or "model".
+    """
+
+    name: str
+    fn: Callable
+    ref: Callable
+    make_args: Callable[[np.random.Generator], tuple]
+    diff: tuple[int, ...] = (0,)
+    gate: Gate | None = None
+    apply: Callable | None = None
+    kind: str = "gate"
+
+    def args(self) -> tuple:
+        """The case's inputs, the same on every call and in every process."""
+        rng = np.random.default_rng(zlib.crc32(self.name.encode()))
+        return tuple(jax.tree.map(jnp.asarray, a) for a in self.make_args(rng))
+
+    def split(self, fn: Callable, args: tuple):
+        """Returns ``(g, dyn)``: ``fn`` as a function of the differentiable inputs only."""
+
+        def g(*dyn):
+            full = list(args)
+            for i, a in zip(self.diff, dyn, strict=True):
+                full[i] = a
+            return fn(*full)
+
+        return g, tuple(args[i] for i in self.diff)
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def normal(rng, shape):
+    return rng.normal(size=shape)
+
+
+def away_from_zero(rng, shape, gap=0.1):
+    """Values with |x| >= gap: no ReLU kink within any finite-difference step."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(gap, 2.0, size=shape)
+
+
+def positive(rng, shape):
+    """Values in [0.5, 2]: inside the domain of log and 1/x, away from the pole."""
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def untied_pair(rng, x_shape, y_shape, gap=0.1):
+    """(x, y) whose broadcast elements differ by at least ``gap``: no max tie."""
+    while True:
+        x, y = normal(rng, x_shape), normal(rng, y_shape)
+        if np.all(np.abs(np.subtract(x, y)) >= gap):
+            return x, y
+
+
+def labels_for(rng, n, c):
+    return rng.integers(0, c, size=(n,)).astype(np.int32)
+
+
+def hinge_scores(rng, n, c, gap=0.1):
+    """Scores [N, C] and labels whose margins s_j - s_y + 1 (j != y) all have |.| >= gap."""
+    while True:
+        s, y = normal(rng, (n, c)), labels_for(rng, n, c)
+        margins = s - s[np.arange(n), y][:, None] + 1
+        margins[np.arange(n), y] = 1.0
+        if np.all(np.abs(margins) >= gap):
+            return s, y
+
+
+# ----------------------------------------------------------------------- plain references
+
+
+def bcast(*xs):
+    """Broadcasts explicitly (the tests run with rank promotion set to "raise")."""
+    shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
+    return tuple(jnp.broadcast_to(x, shape) for x in xs)
+
+
+def ref_add(x, y):
+    x, y = bcast(x, y)
+    return x + y
+
+
+def ref_mul(x, y):
+    x, y = bcast(x, y)
+    return x * y
+
+
+def ref_maximum(x, y):
+    x, y = bcast(x, y)
+    return jnp.maximum(x, y)
+
+
+def ref_matmul(x, w):
+    return jnp.tensordot(x, w, axes=1)
+
+
+def ref_sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x))
+
+
+def ref_relu(x):
+    return jnp.maximum(x, 0.0)
+
+
+def ref_svm(scores, labels):
+    n, c = scores.shape
+    correct = scores[jnp.arange(n), labels][:, None]
+    margins = jnp.maximum(scores - correct + 1.0, 0.0)
+    wrong = jnp.arange(c)[None, :] != labels[:, None]
+    return jnp.sum(jnp.where(wrong, margins, 0.0)) / n
+
+
+def ref_softmax(scores, labels):
+    n = scores.shape[0]
+    log_p = scores - jax.scipy.special.logsumexp(scores, axis=1, keepdims=True)
+    return -jnp.sum(log_p[jnp.arange(n), labels]) / n
+
+
+def ref_l2(params):
+    return sum(jnp.sum(w**2) for w in jax.tree.leaves(params) if w.ndim >= 2)
+
+
+def ref_linear(params, x):
+    return x @ params["W"] + params["b"][None, :]
+
+
+def ref_two_layer(params, x):
+    h = jnp.maximum(x @ params["W1"] + params["b1"][None, :], 0.0)
+    return h @ params["W2"] + params["b2"][None, :]
+
+
+def ref_objective(scores_fn, loss_fn, reg):
+    return lambda params, x, y: loss_fn(scores_fn(params, x), y) + reg * ref_l2(params)
+
+
+# --------------------------------------------------------------------- NumPy lecture loops
+
+
+def svm_loss_naive(scores, labels):
+    """CS231n's ``svm_loss_naive``, on scores: returns (loss, dL/dscores), with loops."""
+    scores = np.asarray(scores, np.float64)
+    n, c = scores.shape
+    loss, dscores = 0.0, np.zeros_like(scores)
+    for i in range(n):
+        y = int(labels[i])
+        for j in range(c):
+            if j == y:
+                continue
+            margin = scores[i, j] - scores[i, y] + 1  # note delta = 1
+            if margin > 0:
+                loss += margin
+                dscores[i, j] += 1
+                dscores[i, y] -= 1
+    return loss / n, dscores / n
+
+
+def softmax_loss_naive(scores, labels):
+    """CS231n's ``softmax_loss_naive``, on scores: returns (loss, dL/dscores), with loops."""
+    scores = np.asarray(scores, np.float64)
+    n, c = scores.shape
+    loss, dscores = 0.0, np.zeros_like(scores)
+    for i in range(n):
+        y = int(labels[i])
+        f = scores[i] - np.max(scores[i])  # shift for numeric stability
+        p = np.exp(f) / np.sum(np.exp(f))
+        loss += -np.log(p[y])
+        for j in range(c):
+            dscores[i, j] += p[j] - (j == y)
+    return loss / n, dscores / n
+
+
+# ------------------------------------------------------------------------------ oracles
+
+
+def fd_jacobian(fn: Callable, dyn: tuple, h: float = FD_STEP):
+    """Central finite differences: the Jacobian of ``fn(*dyn)`` as an [m, n] array.
+
+    Column j is (f(v + h e_j) - f(v - h e_j)) / 2h over the flattened inputs v; the 2n
+    evaluations run as one vmap, so this can be traced inside a jit.
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(dyn)
+
+    def f_flat(v):
+        return jax.flatten_util.ravel_pytree(fn(*unravel(v)))[0]
+
+    n = flat.size
+    basis = h * jnp.eye(n, dtype=flat.dtype)
+    values = jax.vmap(f_flat)(jnp.concatenate([flat[None] + basis, flat[None] - basis]))
+    return ((values[:n] - values[n:]) / (2 * h)).T
+
+
+def jacobian_matrix(jac, out, dyn: tuple) -> np.ndarray:
+    """A Jacobian in JAX's layout (out-tree of a tuple of in-trees) as one [m, n] matrix."""
+    out_leaves, in_leaves = jax.tree.leaves(out), jax.tree.leaves(dyn)
+    blocks = jax.tree.leaves(jac)
+    assert len(blocks) == len(out_leaves) * len(in_leaves), (len(blocks), jax.tree.structure(jac))
+    rows = []
+    for k, o in enumerate(out_leaves):
+        row = [
+            np.reshape(blocks[k * len(in_leaves) + j], (np.size(o), np.size(a)))
+            for j, a in enumerate(in_leaves)
+        ]
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def _unary(name, gate, ref, sample, shape=(2, 3)):
+    return Case(name, gate, ref, lambda rng: (sample(rng, shape),), (0,), gate,
+                lambda g, x: g(x))
+
+
+def _binary(name, gate, ref, x_shape, y_shape, untie=False):
+    def make(rng):
+        if untie:
+            return untied_pair(rng, x_shape, y_shape)
+        return normal(rng, x_shape), normal(rng, y_shape)
+
+    return Case(name, gate, ref, make, (0, 1), gate, lambda g, x, y: g(x, y))
+
+
+def _const(name, gate, ref, c, const_first):
+    """A gate with a Python-number constant on one side (no gradient flows to it)."""
+
+    def make(rng):
+        return (normal(rng, (2, 3)),)
+
+    if const_first:
+        return Case(name, lambda x: gate(c, x), lambda x: ref(c, x), make, (0,), gate,
+                    lambda g, x: g(c, x))
+    return Case(name, lambda x: gate(x, c), lambda x: ref(x, c), make, (0,), gate,
+                lambda g, x: g(x, c))
+
+
+def _maximum_const_sample(rng):
+    x = away_from_zero(rng, (2, 3), gap=0.1) + 0.25  # |x - 0.25| >= 0.1: no tie with 0.25
+    return (x,)
+
+
+def _sum(name, axis, shape):
+    return Case(name, lambda x: gates.sum(x, axis), lambda x: jnp.sum(x, axis=axis),
+                lambda rng: (normal(rng, shape),))
+
+
+GATE_CASES = [
+    _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
+    _binary("add_bias", gates.add, ref_add, (2, 3), (3,)),
+    _binary("add_outer", gates.add, ref_add, (2, 1), (1, 3)),
+    _const("add_const_right", gates.add, ref_add, 2.5, const_first=False),
+    _const("add_const_left", gates.add, ref_add, -1.5, const_first=True),
+    _binary("mul", gates.mul, ref_mul, (2, 3), (2, 3)),
+    _binary("mul_bias", gates.mul, ref_mul, (2, 3), (3,)),
+    _binary("mul_scalar_array", gates.mul, ref_mul, (), (2, 3)),
+    _const("mul_const_left", gates.mul, ref_mul, 3.0, const_first=True),
+    _const("mul_const_right", gates.mul, ref_mul, -0.5, const_first=False),
+    Case("copy", gates.copy, lambda x: (x, x), lambda rng: (normal(rng, (2, 3)),), (0,),
+         gates.copy, lambda g, x: g(x)),
+    _binary("maximum", gates.maximum, ref_maximum, (2, 3), (2, 3), untie=True),
+    _binary("maximum_bias", gates.maximum, ref_maximum, (2, 3), (3,), untie=True),
+    Case("maximum_const", lambda x: gates.maximum(x, 0.25), lambda x: ref_maximum(x, 0.25),
+         _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25)),
+    _unary("exp", gates.exp, jnp.exp, normal),
+    _unary("exp_rank0", gates.exp, jnp.exp, normal, shape=()),
+    _unary("log", gates.log, jnp.log, positive),
+    _unary("reciprocal", gates.reciprocal, lambda x: 1.0 / x, positive),
+    _unary("sigmoid", gates.sigmoid, ref_sigmoid, normal),
+    _unary("relu", gates.relu, ref_relu, away_from_zero),
+    _binary("matmul", gates.matmul, ref_matmul, (2, 3), (3, 4)),
+    _binary("matmul_batched", gates.matmul, ref_matmul, (2, 2, 3), (3, 4)),
+    _binary("matmul_vector", gates.matmul, ref_matmul, (3,), (3, 4)),
+    _sum("sum_all", None, (2, 3, 2)),
+    _sum("sum_axis1", 1, (2, 3)),
+    _sum("sum_axes02", (0, 2), (2, 3, 2)),
+    _sum("sum_axis_neg", -1, (2, 3)),
+    Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
+         lambda rng: (normal(rng, (4, 3)),)),
+    Case("sub", gates.sub, lambda x, y: ref_add(x, -y),
+         lambda rng: (normal(rng, (2, 3)), normal(rng, (3,))), (0, 1)),
+]
+
+
+def _loss_case(name, loss, ref, gate_attr):
+    def make(rng):
+        if name == "svm_loss":
+            return hinge_scores(rng, 4, 3)
+        return normal(rng, (4, 3)), labels_for(rng, 4, 3)
+
+    def apply(g, scores, labels):
+        # The public loss, run with its fused gate swapped for g.
+        with unittest.mock.patch.object(losses, gate_attr, g):
+            return loss(scores, labels)
+
+    return Case(name, loss, ref, make, (0,), getattr(losses, gate_attr), apply, "loss")
+
+
+def _two_layer_params(rng, d=3, h=4, c=3, n=5):
+    """Two-layer params and x whose hidden pre-activations are all >= 0.05 away from 0."""
+    while True:
+        p = {"W1": normal(rng, (d, h)), "b1": normal(rng, (h,)) * 0.5,
+             "W2": normal(rng, (h, c)), "b2": normal(rng, (c,)) * 0.5}
+        x = normal(rng, (n, d))
+        if np.all(np.abs(x @ p["W1"] + p["b1"]) >= 0.05):
+            return p, x
+
+
+def _linear_params(rng, d=3, c=4, n=5):
+    return {"W": normal(rng, (d, c)), "b": normal(rng, (c,))}, normal(rng, (n, d))
+
+
+def _objective_args(param_fn, loss_name):
+    def make(rng):
+        while True:
+            p, x = param_fn(rng)
+            if param_fn is _two_layer_params:
+                s = np.asarray(ref_two_layer(p, x))
+            else:
+                s = np.asarray(ref_linear(p, x))
+            y = labels_for(rng, *s.shape)
+            if loss_name == "softmax":
+                return p, x, y
+            m = s - s[np.arange(len(y)), y][:, None] + 1
+            m[np.arange(len(y)), y] = 1.0
+            if np.all(np.abs(m) >= 0.05):  # no hinge margin within reach of 0
+                return p, x, y
+
+    return make
+
+
+LOSS_CASES = [
+    _loss_case("svm_loss", losses.svm_loss, ref_svm, "_svm"),
+    _loss_case("softmax_loss", losses.softmax_loss, ref_softmax, "_softmax"),
+    Case("l2_penalty", losses.l2_penalty, ref_l2,
+         lambda rng: (_two_layer_params(rng)[0],), (0,), kind="loss"),
+]
+
+_REF_LOSS = {"svm": ref_svm, "softmax": ref_softmax}
+_PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params}
+_REF_SCORES = {"linear": ref_linear, "two_layer": ref_two_layer}
+
+MODEL_CASES = [
+    Case("linear_scores", models.linear_scores, ref_linear,
+         lambda rng: _linear_params(rng), (0, 1), kind="model"),
+    Case("two_layer_scores", models.two_layer_scores, ref_two_layer,
+         lambda rng: _two_layer_params(rng), (0, 1), kind="model"),
+] + [
+    Case(f"objective_{model}_{loss}_reg{reg}",
+         jaxprop.objective(models.MODELS[model][1], losses.LOSSES[loss], reg),
+         ref_objective(_REF_SCORES[model], _REF_LOSS[loss], reg),
+         _objective_args(_PARAMS[model], loss), (0, 1), kind="model")
+    for model, loss, reg in [("linear", "svm", 0.1), ("linear", "softmax", 0),
+                             ("two_layer", "softmax", 0.01), ("two_layer", "svm", 0.05)]
+]
+
+CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
+SWAPPABLE = [c for c in CASES if c.apply is not None]
+
+
+# ------------------------------------------------------------------------------ the battery
+# Every case in the registry runs through these checks (test_gates, test_losses, test_models).
+# Each check traces everything it compares into one jax.jit: one compilation per case and
+# check, instead of dozens of op-by-op dispatches. The pipelines' own jits nest inside it.
+
+
+def random_like(tree, seed: int):
+    """A pytree of standard-normal float64 arrays shaped like ``tree``."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = np.random.default_rng(seed)
+    return treedef.unflatten([jnp.asarray(rng.normal(size=np.shape(x))) for x in leaves])
+
+
+def vdot(a, b):
+    """<a, b> summed over the leaves of two pytrees of the same structure."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def flat(tree):
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
+def scale(k: float, tree):
+    return jax.tree.map(lambda a: k * a, tree)
+
+
+def is_scalar(out) -> bool:
+    return not isinstance(out, tuple) and np.shape(out) == ()
+
+
+def _directions(case: Case, args: tuple):
+    g, dyn = case.split(case.fn, args)
+    out = jax.eval_shape(g, *dyn)
+    return random_like(dyn, 1), random_like(out, 2)
+
+
+def check_agreement(case: Case) -> None:
+    """reverse, forward, jvp_from_vjp, JAX autodiff of the reference and central finite
+    differences all give the same derivative: in full (value_and_grad for a scalar, else
+    jacobian, through the public pipelines on the full signature, labels included) and
+    along random directions (jvp, jvp_from_vjp, vjp)."""
+    args = case.args()
+    v, u = _directions(case, args)
+
+    scalar = is_scalar(jax.eval_shape(case.fn, *args))
+
+    @jax.jit
+    def derivatives(args, v, u):
+        g, dyn = case.split(case.fn, args)
+        g_ref, _ = case.split(case.ref, args)
+        r = {"out": g(*dyn), "out_ref": g_ref(*dyn), "jac_fd": fd_jacobian(g, dyn)}
+        if scalar:  # the Jacobian is the gradient: value_and_grad is the pipeline to test
+            r["grad_ref"] = jax.grad(case.ref, case.diff)(*args)
+            r["vg_rev"] = jaxprop.reverse.value_and_grad(case.fn, case.diff)(*args)
+            r["vg_fwd"] = jaxprop.forward.value_and_grad(case.fn, case.diff)(*args)
+        else:
+            r["jac_rev"] = jaxprop.reverse.jacobian(case.fn, case.diff)(*args)
+            r["jac_fwd"] = jaxprop.forward.jacobian(case.fn, case.diff)(*args)
+            r["jac_ref"] = jax.jacrev(case.ref, case.diff)(*args)
+        r["out_f"], r["jvp_fwd"] = jaxprop.forward.jvp(g, dyn, v)
+        r["out_j"], r["jvp_j2v"] = jaxprop.forward.jvp_from_vjp(g, dyn, v)
+        r["jvp_ref"] = jax.jvp(g_ref, dyn, v)[1]
+        r["out_r"], pullback = jaxprop.reverse.vjp(g, *dyn)
+        r["vjp_rev"] = pullback(u)
+        r["vjp_ref"] = jax.vjp(g_ref, *dyn)[1](u)
+        return r
+
+    r = derivatives(args, v, u)
+    close = dict(rtol=RTOL, atol=ATOL)
+    fd_close = dict(rtol=RTOL, atol=FD_ATOL)
+    out = r["out"]
+    chex.assert_trees_all_close(out, r["out_ref"], r["out_f"], r["out_j"], r["out_r"], **close)
+    dyn = tuple(args[i] for i in case.diff)
+    j_fd = r["jac_fd"]
+    if scalar:
+        for name in ("vg_rev", "vg_fwd"):
+            value, grads = r[name]
+            chex.assert_trees_all_close(value, out, **close)
+            chex.assert_trees_all_close(grads, r["grad_ref"], **close)
+        chex.assert_trees_all_close(flat(r["vg_rev"][1]), j_fd[0], **fd_close)
+    else:
+        chex.assert_trees_all_close(r["jac_rev"], r["jac_fwd"], r["jac_ref"], **close)
+        chex.assert_trees_all_close(jacobian_matrix(r["jac_rev"], out, dyn), j_fd, **fd_close)
+    chex.assert_trees_all_close(r["jvp_fwd"], r["jvp_j2v"], r["jvp_ref"], **close)
+    chex.assert_trees_all_close(flat(r["jvp_fwd"]), j_fd @ flat(v), **fd_close)
+    chex.assert_trees_all_close(r["vjp_rev"], r["vjp_ref"], **close)
+    chex.assert_trees_all_close(flat(r["vjp_rev"]), j_fd.T @ flat(u), **fd_close)
+
+
+def check_second_order(case: Case) -> None:
+    """jax.test_util.check_grads to order 2: both modes under the default ("jvp") wiring, and
+    reverse-over-reverse through our VJP rules under the "vjp" wiring."""
+    g, dyn = case.split(case.fn, case.args())
+    # check_grads compares against its own central differences with step eps; see FD_ATOL.
+    tol = dict(atol=FD_ATOL, rtol=RTOL, eps=FD_STEP)
+    check_grads(jax.jit(g), dyn, order=2, modes=("fwd", "rev"), **tol)
+    with jaxprop.pipeline("vjp"):
+        check_grads(jax.jit(g), dyn, order=2, modes=("rev",), **tol)
+
+
+def check_adjoint(case: Case) -> None:
+    """The dot-product test <u, J v> == <J^T u, v>, J v from forward.jvp (our JVP rules) and
+    J^T u from reverse.vjp (our VJP rules): the two hand-written rules are transposes."""
+    args = case.args()
+    g, dyn = case.split(case.fn, args)
+    out = jax.eval_shape(g, *dyn)
+    vs = [random_like(dyn, 10 + k) for k in range(2)]
+    us = [random_like(out, 20 + k) for k in range(2)]
+
+    @jax.jit
+    def both_sides(dyn, vs, us):
+        sides = []
+        for v, u in zip(vs, us, strict=True):
+            jv = jaxprop.forward.jvp(g, dyn, v)[1]
+            jtu = jaxprop.reverse.vjp(g, *dyn)[1](u)
+            sides.append((vdot(u, jv), vdot(jtu, v)))
+        return sides
+
+    for lhs, rhs in both_sides(dyn, vs, us):
+        assert abs(lhs) > 1e-3, "degenerate adjoint test: <u, J v> is 0"
+        chex.assert_trees_all_close(lhs, rhs, rtol=RTOL, atol=ATOL)
+
+
+def rule_events(run: Callable[[], object]) -> tuple[list[str], list[str]]:
+    """Traces ``run()`` (nothing is compiled) under jaxprop.observe. Returns the names of the
+    gates applied and the rules traced, the latter as "gate:kind"."""
+    events = []
+    with jaxprop.observe(events.append):
+        jax.make_jaxpr(run)()
+    applied = [e.gate.name for e in events if e.kind == "forward"]
+    rules = [f"{e.gate.name}:{e.kind}" for e in events if e.kind != "forward"]
+    return applied, rules
+
+
+def check_observed_rules(case: Case) -> None:
+    """Reverse mode traces only our VJP rules and forward mode only our JVP rules, and every
+    gate applied gets its rule exactly once."""
+    args = case.args()
+    g, dyn = case.split(case.fn, args)
+    v, u = _directions(case, args)
+    runs = {
+        "vjp": [lambda: jaxprop.reverse.vjp(g, *dyn)[1](u),
+                lambda: jaxprop.forward.jvp_from_vjp(g, dyn, v),
+                lambda: jaxprop.reverse.jacobian(case.fn, case.diff)(*args)],
+        "jvp": [lambda: jaxprop.forward.jvp(g, dyn, v),
+                lambda: jaxprop.forward.jacobian(case.fn, case.diff)(*args),
+                lambda: jax.jvp(g, dyn, v),  # plain JAX runs our JVP rules by default,
+                lambda: jax.vjp(g, *dyn)[1](u)],  # and transposes them for reverse mode
+    }
+    if is_scalar(jax.eval_shape(g, *dyn)):
+        runs["vjp"].append(lambda: jaxprop.reverse.grad(case.fn, case.diff)(*args))
+        runs["jvp"].append(lambda: jaxprop.forward.grad(case.fn, case.diff)(*args))
+    for kind, fns in runs.items():
+        for k, run in enumerate(fns):
+            applied, rules = rule_events(run)
+            where = (case.name, kind, k, applied, rules)
+            assert applied, where
+            assert {r.split(":")[1] for r in rules} == {kind}, where
+            # Every gate application ran its rule exactly once: none skipped, none twice.
+            assert sorted(r.split(":")[0] for r in rules) == sorted(applied), where
+            if case.gate is not None:
+                assert f"{case.gate.name}:{kind}" in rules, where
+
+
+def scaled_rules(gate: Gate, which: str, factor: float, inputs=None) -> Gate:
+    """A fresh gate like ``gate`` whose ``which`` ("vjp" or "jvp") rules, for ``inputs``
+    (default: all), return ``factor`` times the hand-written ones: a rule that shows itself
+    when it runs."""
+    rules = list(getattr(gate, which))
+    for i, rule in enumerate(rules):
+        if rule is not None and (inputs is None or i in inputs):
+            rules[i] = lambda res, t, rule=rule: jax.tree.map(lambda a: factor * a, rule(res, t))
+    return dataclasses.replace(gate, **{which: tuple(rules)})
+
+
+def check_swapped_rules(case: Case) -> None:
+    """A gate whose VJP rules are scaled by 2 doubles reverse mode (and jvp_from_vjp, built on
+    it) and leaves forward mode alone; one whose JVP rules are scaled by 3 triples forward
+    mode (and plain jax.vjp, which transposes the JVP rules) and leaves our reverse mode
+    alone. So the rule that ran is the hand-written one, in every mode."""
+    args = case.args()
+    v, u = _directions(case, args)
+    variants = {"orig": case.gate, "vjp2": scaled_rules(case.gate, "vjp", 2.0),
+                "jvp3": scaled_rules(case.gate, "jvp", 3.0)}
+
+    @jax.jit
+    def results(args, v, u):
+        r = {}
+        for name, gate in variants.items():
+            g, dyn = case.split(lambda *a, gate=gate: case.apply(gate, *a), args)
+            r[name] = {"rev": jaxprop.reverse.vjp(g, *dyn)[1](u),
+                       "fwd": jaxprop.forward.jvp(g, dyn, v)[1],
+                       "j2v": jaxprop.forward.jvp_from_vjp(g, dyn, v)[1],
+                       "jax_vjp": jax.vjp(g, *dyn)[1](u)}
+        return r
+
+    r = results(args, v, u)
+    orig, vjp2, jvp3 = r["orig"], r["vjp2"], r["jvp3"]
+    assert vdot(orig["rev"], orig["rev"]) > 1e-6 and vdot(orig["fwd"], orig["fwd"]) > 1e-6
+    close = dict(rtol=RTOL, atol=ATOL)
+    chex.assert_trees_all_close(orig["rev"], orig["jax_vjp"], **close)
+    chex.assert_trees_all_close(vjp2["rev"], scale(2.0, orig["rev"]), **close)
+    chex.assert_trees_all_close(vjp2["j2v"], scale(2.0, orig["fwd"]), **close)
+    chex.assert_trees_all_close(vjp2["fwd"], orig["fwd"], **close)
+    chex.assert_trees_all_close(vjp2["jax_vjp"], orig["rev"], **close)
+    chex.assert_trees_all_close(jvp3["fwd"], scale(3.0, orig["fwd"]), **close)
+    chex.assert_trees_all_close(jvp3["jax_vjp"], scale(3.0, orig["rev"]), **close)
+    chex.assert_trees_all_close(jvp3["rev"], orig["rev"], **close)
+    chex.assert_trees_all_close(jvp3["j2v"], orig["fwd"], **close)

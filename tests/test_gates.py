@@ -1,0 +1,174 @@
+"""Every gate through the battery, and the lecture's kink conventions in every mode.
+
+The battery (tests/cases.py) checks each gate's value against plain jnp, and its derivative
+across reverse, forward, jvp_from_vjp, JAX autodiff of the reference and central finite
+differences; check_grads to order 2; the adjoint test between its JVP and VJP rules; and that
+the hand-written rules are the ones that ran.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+from cases import (
+    GATE_CASES,
+    RTOL,
+    SWAPPABLE,
+    check_adjoint,
+    check_agreement,
+    check_observed_rules,
+    check_second_order,
+    check_swapped_rules,
+    scaled_rules,
+)
+
+import jaxprop
+from jaxprop import gates
+
+ids = [c.name for c in GATE_CASES]
+SWAPPABLE_GATES = [c for c in SWAPPABLE if c.kind == "gate"]
+
+
+@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+def test_agreement(case):
+    check_agreement(case)
+
+
+# check_grads to order 2 is the slowest check (six derivative programs per call); it runs on
+# one case per gate, each with a broadcast or constant input where the gate takes one.
+SECOND_ORDER = [c for c in GATE_CASES if c.name in {
+    "add_bias", "add_const_left", "mul_bias", "mul_const_right", "copy", "maximum_bias",
+    "maximum_const", "exp", "log", "reciprocal", "sigmoid", "relu", "matmul_batched",
+    "sum_axes02", "mean_axis0"}]
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER, ids=[c.name for c in SECOND_ORDER])
+def test_check_grads_order2(case):
+    check_second_order(case)
+
+
+def test_second_order_cases_cover_every_gate():
+    covered = {c.gate.name for c in SECOND_ORDER if c.gate is not None}
+    assert covered == set(gates.GATES), set(gates.GATES) - covered
+
+
+@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+def test_adjoint(case):
+    check_adjoint(case)
+
+
+@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+def test_observed_rules(case):
+    check_observed_rules(case)
+
+
+@pytest.mark.parametrize("case", SWAPPABLE_GATES, ids=[c.name for c in SWAPPABLE_GATES])
+def test_swapped_rule_is_the_one_that_runs(case):
+    check_swapped_rules(case)
+
+
+def test_registry_covers_every_primitive_gate():
+    covered = {c.gate.name for c in SWAPPABLE_GATES}
+    assert covered == set(gates.GATES), set(gates.GATES) - covered
+
+
+def test_swapping_one_input_rule_changes_only_that_input():
+    """mul with only x's VJP rule doubled: x_bar doubles, y_bar is untouched (swap multiplier)."""
+    mul_x2 = scaled_rules(gates.mul, "vjp", 2.0, inputs=(0,))
+    x, y = jnp.array([1.0, -2.0]), jnp.array([3.0, 0.5])
+    x_bar, y_bar = jaxprop.reverse.vjp(mul_x2, x, y)[1](jnp.ones(2))
+    chex.assert_trees_all_close((x_bar, y_bar), (2.0 * y, x), rtol=RTOL)
+
+
+# ------------------------------------------------------------------------------------ kinks
+# Each kink is checked in reverse mode (our VJP rules), forward mode (our JVP rules),
+# jvp_from_vjp, and plain jax.grad/jax.jvp (the default wiring): all share one convention.
+
+
+def _all_modes_vjp(f, primals, upstream):
+    """The cotangents of f at primals for ``upstream``, by every route."""
+    return {
+        "reverse": jaxprop.reverse.vjp(f, *primals)[1](upstream),
+        "jax.vjp": jax.vjp(f, *primals)[1](upstream),
+        # forward mode gives J; its transpose applied to upstream, one column per input
+        "forward": jax.tree.map(
+            lambda j: jnp.tensordot(upstream, j, axes=jnp.ndim(upstream)),
+            jaxprop.forward.jacobian(f, tuple(range(len(primals))))(*primals),
+        ),
+    }
+
+
+def _all_modes_jvp(f, primals, tangents):
+    return {
+        "forward": jaxprop.forward.jvp(f, primals, tangents)[1],
+        "jvp_from_vjp": jaxprop.forward.jvp_from_vjp(f, primals, tangents)[1],
+        "jax.jvp": jax.jvp(f, primals, tangents)[1],
+    }
+
+
+def test_relu_at_zero_passes_nothing():
+    x = jnp.array([-1.0, 0.0, 2.0])
+    for mode, (x_bar,) in _all_modes_vjp(gates.relu, (x,), jnp.array([5.0, 7.0, 3.0])).items():
+        chex.assert_trees_all_close(x_bar, jnp.array([0.0, 0.0, 3.0]), atol=0, custom_message=mode)
+    for mode, z_dot in _all_modes_jvp(gates.relu, (x,), (jnp.array([5.0, 7.0, 3.0]),)).items():
+        chex.assert_trees_all_close(z_dot, jnp.array([0.0, 0.0, 3.0]), atol=0, custom_message=mode)
+    chex.assert_trees_all_close(jaxprop.reverse.grad(lambda x: gates.sum(gates.relu(x)))(x),
+                                jnp.array([0.0, 0.0, 1.0]), atol=0)
+    chex.assert_trees_all_close(jaxprop.forward.grad(lambda x: gates.sum(gates.relu(x)))(x),
+                                jnp.array([0.0, 0.0, 1.0]), atol=0)
+
+
+def test_max_tie_routes_all_to_the_first_input():
+    """At x == y the whole upstream gradient goes to x: none lost, none doubled."""
+    x, y = jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 5.0])  # tie at index 0
+    up = jnp.array([4.0, -1.0, 6.0])
+    for mode, (x_bar, y_bar) in _all_modes_vjp(gates.maximum, (x, y), up).items():
+        chex.assert_trees_all_close(x_bar, jnp.array([4.0, -1.0, 0.0]), atol=0,
+                                    custom_message=mode)
+        chex.assert_trees_all_close(y_bar, jnp.array([0.0, 0.0, 6.0]), atol=0,
+                                    custom_message=mode)
+        chex.assert_trees_all_close(x_bar + y_bar, up, atol=0, custom_message=mode)
+    tangents = (jnp.array([10.0, 20.0, 30.0]), jnp.array([-1.0, -2.0, -3.0]))
+    for mode, z_dot in _all_modes_jvp(gates.maximum, (x, y), tangents).items():
+        chex.assert_trees_all_close(z_dot, jnp.array([10.0, 20.0, -3.0]), atol=0,
+                                    custom_message=mode)
+
+
+def test_max_tie_with_broadcast_input_sums_its_routed_gradient():
+    x = jnp.array([[0.5, 2.0], [0.5, -1.0]])
+    y = jnp.array([0.5, 0.0])  # ties at x[:, 0]; y is broadcast over rows
+    up = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    for mode, (x_bar, y_bar) in _all_modes_vjp(gates.maximum, (x, y), up).items():
+        chex.assert_trees_all_close(x_bar, jnp.array([[1.0, 2.0], [3.0, 0.0]]), atol=0,
+                                    custom_message=mode)
+        chex.assert_trees_all_close(y_bar, jnp.array([0.0, 4.0]), atol=0, custom_message=mode)
+        chex.assert_trees_all_close(jnp.sum(x_bar) + jnp.sum(y_bar), jnp.sum(up), atol=0)
+
+
+def test_max_tie_differs_from_jnp_maximum_by_design():
+    """jnp.maximum splits a tie half and half; the lecture's router does not."""
+    x = y = jnp.array(2.0)
+    assert jax.grad(jnp.maximum, (0, 1))(x, y) == (0.5, 0.5)
+    assert jaxprop.reverse.grad(gates.maximum, (0, 1))(x, y) == (1.0, 0.0)
+    assert jaxprop.forward.grad(gates.maximum, (0, 1))(x, y) == (1.0, 0.0)
+
+
+def test_constant_side_gets_no_gradient_and_keeps_dtype():
+    x = jnp.array([1.0, 2.0], dtype=jnp.float32)
+    (x_bar,) = jaxprop.reverse.vjp(lambda x: gates.mul(3.0, gates.add(x, 1.0)), x)[1](
+        jnp.ones(2, jnp.float32))
+    chex.assert_type(x_bar, jnp.float32)
+    chex.assert_trees_all_close(x_bar, jnp.full(2, 3.0, jnp.float32), atol=0)
+
+
+def test_bias_gradient_sums_over_the_batch():
+    """A bias [C] added to scores [N, C] was copied N times: its gradient adds the copies."""
+    s, b = jnp.zeros((3, 2)), jnp.zeros(2)
+    up = jnp.arange(6.0).reshape(3, 2)
+    for mode in (jaxprop.reverse.vjp(gates.add, s, b)[1](up), jax.vjp(gates.add, s, b)[1](up)):
+        chex.assert_trees_all_close(mode, (up, jnp.array([6.0, 9.0])), atol=0)
+
+
+def test_gate_rejects_wrong_arity():
+    with pytest.raises(TypeError, match="add takes 2 inputs, got 1"):
+        gates.add(jnp.ones(2))
