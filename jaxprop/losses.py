@@ -47,6 +47,13 @@ def _one_hot(labels, num_classes, dtype):
     return (labels[:, None] == jnp.arange(num_classes)[None, :]).astype(dtype)
 
 
+def _nan_where_label_invalid(loss, local, labels, num_classes):
+    """Under jit labels cannot be checked at trace time: a label outside [0, C) makes the loss
+    and its row of the local gradient NaN, so it shows instead of being silently dropped."""
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.where(jnp.all(valid), loss, jnp.nan), jnp.where(valid[:, None], local, jnp.nan)
+
+
 def _svm_forward(scores, labels):
     n, c = scores.shape
     correct = jnp.take_along_axis(scores, labels[:, None], axis=1)  # s_y, [N, 1]
@@ -56,7 +63,7 @@ def _svm_forward(scores, labels):
     loss = jnp.sum(jnp.where(positive, margins, 0)) / n
     count = jnp.sum(positive, axis=1, keepdims=True)
     local = (positive.astype(scores.dtype) - is_y * count.astype(scores.dtype)) / n
-    return loss, local
+    return _nan_where_label_invalid(loss, local, labels, c)
 
 
 _svm = Gate(
@@ -99,7 +106,7 @@ def _softmax_forward(scores, labels):
     log_p = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=1, keepdims=True))
     loss = -jnp.sum(jnp.take_along_axis(log_p, labels[:, None], axis=1)) / n
     local = (jnp.exp(log_p) - _one_hot(labels, c, scores.dtype)) / n
-    return loss, local
+    return _nan_where_label_invalid(loss, local, labels, c)
 
 
 _softmax = Gate(

@@ -43,6 +43,18 @@ def test_out_of_range_concrete_labels(loss, bad):
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=loss_ids)
+@pytest.mark.parametrize("pipeline", [jaxprop.reverse, jaxprop.forward], ids=["reverse", "forward"])
+def test_out_of_range_traced_labels_give_nan_not_a_silent_answer(loss, pipeline):
+    # Inside jit the labels are tracers, so no trace-time check can see their values.
+    scores = jnp.arange(6.0).reshape(2, 3)
+    value, grad = pipeline.value_and_grad(loss)(scores, jnp.array([0, 5]))
+    assert jnp.isnan(value)
+    assert jnp.all(jnp.isnan(grad[1]))  # the bad row (forward mode's NaN * 0 spreads wider)
+    value, grad = pipeline.value_and_grad(loss)(scores, jnp.array([0, 2]))
+    assert jnp.isfinite(value) and jnp.all(jnp.isfinite(grad))
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=loss_ids)
 def test_wrong_rank_scores_and_labels(loss):
     for f in eager_and_jitted(loss):
         with pytest.raises(ValueError,
