@@ -101,7 +101,8 @@ def main() -> None:
 
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, float32")
     print(f"step: N={N} D={D} H={H} C={C}, value_and_grad + SGD, jitted")
-    print(f"FLOPs per step: {analytic / 1e6:.1f} M (matmuls), XLA cost analysis {flops / 1e6:.1f} M")
+    print(f"FLOPs per step: {analytic / 1e6:.1f} M (matmuls), "
+          f"XLA cost analysis {flops / 1e6:.1f} M")
     print(f"jaxprop.reverse : {med_ours * 1e3:8.3f} ms  {analytic / med_ours / 1e9:7.1f} GFLOP/s")
     print(f"plain JAX       : {med_plain * 1e3:8.3f} ms  {analytic / med_plain / 1e9:7.1f} GFLOP/s")
     print(f"matmul peak     : {peak:7.1f} GFLOP/s (1024^3 float32)")

@@ -24,7 +24,9 @@ def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tup
     """Returns argnums as a tuple of non-negative ints, or raises naming the bad one."""
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums or not all(isinstance(i, int) for i in nums):
-        raise TypeError(f"{who}: argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        raise TypeError(
+            f"{who}: argnums must be an int or a non-empty tuple of ints, got {argnums!r}"
+        )
     for i in nums:
         if not -nargs <= i < nargs:
             raise ValueError(

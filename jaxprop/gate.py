@@ -178,7 +178,7 @@ def _broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
     """Builds the JAX-visible function of ``gate`` for one pipeline and constant pattern."""
     positions = [i for i, c in enumerate(const_mask) if not c]
@@ -193,7 +193,8 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
         if not gate.broadcast:
             return gate.forward(*xs)
         shape = _broadcast_shape(gate.name, xs, const_mask)
-        return gate.forward(*(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask)))
+        stretched = (x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
+        return gate.forward(*stretched)
 
     if pipeline_name == "jvp":
 

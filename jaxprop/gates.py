@@ -223,7 +223,7 @@ Forward: y_dot = x_dot w + x w_dot.
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sum_gate(axis: tuple[int, ...] | None, x_shape: tuple[int, ...]) -> Gate:
     def distribute(res, z_bar):
         if axis is not None:
