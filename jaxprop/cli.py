@@ -15,8 +15,10 @@ import sys
 
 COMMAND_MODULES = ("jaxprop.cli_train", "jaxprop.cli_compare", "jaxprop.cli_explain")
 
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, MemoryError, OSError)
-"""Exceptions that report bad input: shown as a message, not a traceback."""
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError, MemoryError)
+"""Exceptions that report bad input (a config value, a shape, a missing file): shown as one
+line. Anything else is a bug in jaxprop and is reported as an internal error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if os.environ.get("JAXPROP_DEBUG"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"jaxprop {args.command}: error: {message}", file=sys.stderr)
+        print(f"jaxprop {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("JAXPROP_DEBUG"):

@@ -11,7 +11,6 @@ output folder. The defaults are ``jaxprop.compare.DEFAULTS`` (the same as
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from jaxprop.compare.config import all_keys
@@ -65,21 +64,10 @@ def _num(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``compare`` alone, for ``experiments/compare_modes.py``: the same options and errors."""
-    from jaxprop.cli import USER_ERRORS
+    """``compare`` alone, for ``experiments/compare_modes.py``: ``jaxprop compare ...``."""
+    from jaxprop.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="jaxprop compare",
-                                     description="Forward vs reverse mode, measured.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as err:
-        if os.environ.get("JAXPROP_DEBUG"):
-            raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"jaxprop compare: error: {message}", file=sys.stderr)
-        return 2
+    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

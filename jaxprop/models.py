@@ -28,35 +28,40 @@ def _check_input(name: str, x, w_name: str, w) -> None:
 def _check_params(name: str, params, keys: tuple[str, ...]) -> None:
     missing = [k for k in keys if k not in params]
     if missing:
-        raise KeyError(f"{name}: params lack {missing}; expected keys {list(keys)}")
+        raise ValueError(f"{name}: params lack {missing}; expected keys {list(keys)}")
 
 
 def linear_init(key, in_dim: int, num_classes: int, weight_scale: float = 1e-3,
-                dtype=jnp.float32) -> dict:
+                dtype=jnp.float32, bias: bool = True) -> dict:
     """Parameters of the linear classifier, as CS231n initialises them.
 
     Args:
       key: a ``jax.random`` key.
-      in_dim: D, the input width.
+      in_dim: D, the input width (with the bias trick, the data's trailing 1 included).
       num_classes: C.
       weight_scale: standard deviation of the Gaussian weights.
       dtype: floating dtype of the parameters.
+      bias: whether to keep a separate bias ``b``. With the bias trick the data carries a
+        constant-1 column and the last row of ``W`` is the bias, so pass ``bias=False``, as
+        CS231n's ``LinearClassifier`` does.
 
     Returns:
-      ``{"W": [D, C], "b": [C]}``, with ``b`` zero.
+      ``{"W": [D, C], "b": [C]}`` with ``b`` zero, or ``{"W": [D, C]}`` without a bias.
     """
     w = weight_scale * jax.random.normal(key, (in_dim, num_classes), dtype)
-    return {"W": w, "b": jnp.zeros((num_classes,), dtype)}
+    return {"W": w, "b": jnp.zeros((num_classes,), dtype)} if bias else {"W": w}
 
 
 def linear_scores(params: dict, x):
     """Linear classifier: s = x W + b, scores [N, C] for inputs x [N, D].
 
-    A matmul gate, then an add gate whose bias gradient sums over the batch.
+    A matmul gate, then an add gate whose bias gradient sums over the batch. Without a ``b``
+    in ``params`` (the bias trick: the bias is the last row of W), just s = x W.
     """
-    _check_params("linear_scores", params, ("W", "b"))
+    _check_params("linear_scores", params, ("W",))
     _check_input("linear_scores", x, "W", params["W"])
-    return gates.add(gates.matmul(x, params["W"]), params["b"])
+    scores = gates.matmul(x, params["W"])
+    return gates.add(scores, params["b"]) if "b" in params else scores
 
 
 def two_layer_init(key, in_dim: int, hidden_dim: int, num_classes: int,

@@ -97,7 +97,7 @@ def test_model_input_wrong_rank(model, params, w_name):
 
 
 def test_model_params_missing_keys():
-    with pytest.raises(KeyError, match=r"params lack \['b2'\]"):
+    with pytest.raises(ValueError, match=r"params lack \['b2'\]"):
         models.two_layer_scores({"W1": jnp.zeros((4, 5)), "b1": jnp.zeros(5),
                                  "W2": jnp.zeros((5, 3))}, jnp.zeros((2, 4)))
 

@@ -172,9 +172,10 @@ def test_cheap_gradient_reverse_is_a_constant_forward_grows():
     for h in cfg["hiddens"]:
         assert 1 < by[h, "reverse-ours grad"]["flops_over_forward"] < 6
         assert by[h, "forward-ours grad"]["flops_over_forward"] > by[h, "forward pass"]["params"]
-        # Two reverse passes: JAX's transpose leaves no more than Autograd's 1.5x.
-        assert 0.9 < by[h, "jvp_from_vjp"]["unoptimized_flops_over_jvp"] < 1.5
-        assert 0.9 < by[h, "jvp_from_vjp"]["flops_over_jvp"] < 1.5
+        # Two reverse passes cost what one JVP does: the second pass transposes the pullback,
+        # a linear map, symbolically, so the primal never runs twice (Autograd measured 1.5x).
+        assert 0.95 < by[h, "jvp_from_vjp"]["unoptimized_flops_over_jvp"] < 1.05
+        assert 0.95 < by[h, "jvp_from_vjp"]["flops_over_jvp"] < 1.05
     assert (by[8, "forward-ours grad"]["flops_over_forward"]
             > 2 * by[2, "forward-ours grad"]["flops_over_forward"])
 
