@@ -8,6 +8,7 @@ is given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,7 +33,10 @@ def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tup
             raise ValueError(
                 f"{who}: argnums {i} is out of range for f called with {nargs} positional arguments"
             )
-    return tuple(i % nargs for i in nums)
+    nums = tuple(i % nargs for i in nums)
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"{who}: argnums {argnums!r} names the same argument twice")
+    return nums
 
 
 def split_args(f: Callable, args: tuple, argnums: tuple[int, ...]):
@@ -46,6 +50,53 @@ def split_args(f: Callable, args: tuple, argnums: tuple[int, ...]):
         return f(*full)
 
     return f_dyn, dyn
+
+
+def prepare(who: str, f: Callable, args: tuple, argnums):
+    """The prologue of every driver: checked argnums, f of the differentiated args, those args.
+
+    Returns ``(f_dyn, dyn)``; raises naming a bad argnums or a non-float argument.
+    """
+    nums = normalize_argnums(argnums, len(args), who)
+    f_dyn, dyn = split_args(f, args, nums)
+    check_differentiable(who, dyn, nums)
+    return f_dyn, dyn
+
+
+def is_python_constant(x) -> bool:
+    """Python numbers, strings and None: what a driver passes to f as a constant."""
+    return x is None or isinstance(x, (bool, int, float, complex, str))
+
+
+class Jitted:
+    """``jax.jit`` of a driver, with the Python constants among the arguments made static.
+
+    ``jax.grad(f)(x, 2)`` hands f a Python 2, a constant; a jitted driver would trace it into
+    an int32 array, which no gate takes and which a string cannot become. So each Python
+    number, string or None outside ``argnums`` is a static argument, baked into the program
+    (one compile per value, as for any static argument of ``jax.jit``).
+    """
+
+    def __init__(self, fn: Callable, argnums, who: str):
+        self._fn, self._argnums, self._who = fn, argnums, who
+        self._jitted: dict[tuple[int, ...], Callable] = {}
+        functools.update_wrapper(self, fn)
+
+    def _for(self, args: tuple):
+        nums = normalize_argnums(self._argnums, len(args), self._who)
+        static = tuple(
+            i for i, a in enumerate(args) if i not in nums and is_python_constant(a)
+        )
+        if static not in self._jitted:
+            self._jitted[static] = jax.jit(self._fn, static_argnums=static)
+        return self._jitted[static]
+
+    def __call__(self, *args):
+        return self._for(args)(*args)
+
+    def lower(self, *args):
+        """``jax.jit(...).lower`` for these arguments, for XLA's cost and memory analysis."""
+        return self._for(args).lower(*args)
 
 
 def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None:

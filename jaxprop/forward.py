@@ -63,12 +63,15 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, *,
       argnums: which positional arguments to differentiate.
       chunk_size: basis vectors per chunk; ``None`` pushes all of them in one vmap.
     """
+    value_and_grad_f = _value_and_grad(f, argnums, chunk_size)
+    return lm.Jitted(value_and_grad_f, argnums, "jaxprop.forward.value_and_grad")
+
+
+def _value_and_grad(f: Callable, argnums, chunk_size: int | None) -> Callable:
     who = "jaxprop.forward.value_and_grad"
 
     def value_and_grad_f(*args):
-        nums = lm.normalize_argnums(argnums, len(args), who)
-        f_dyn, dyn = lm.split_args(f, args, nums)
-        lm.check_differentiable(who, dyn, nums)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums)
         out, f_jvp = linearize(f_dyn, *dyn)
         lm.check_scalar(who, out, "jaxprop.forward.jvp or jacobian")
         flat, unravel = lm.ravel(dyn)
@@ -76,14 +79,14 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, *,
         grads = unravel(column.astype(flat.dtype))
         return out, grads[0] if isinstance(argnums, int) else grads
 
-    return jax.jit(value_and_grad_f)
+    return value_and_grad_f
 
 
 def grad(f: Callable, argnums: int | Sequence[int] = 0, *,
          chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Callable:
     """Returns a jitted ``(*args) -> df/d args[argnums]``. See value_and_grad."""
-    value_and_grad_f = value_and_grad(f, argnums, chunk_size=chunk_size)
-    return jax.jit(lambda *args: value_and_grad_f(*args)[1])
+    value_and_grad_f = _value_and_grad(f, argnums, chunk_size)
+    return lm.Jitted(lambda *args: value_and_grad_f(*args)[1], argnums, "jaxprop.forward.grad")
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
@@ -103,9 +106,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
     who = "jaxprop.forward.jacobian"
 
     def jacobian_f(*args):
-        nums = lm.normalize_argnums(argnums, len(args), who)
-        f_dyn, dyn = lm.split_args(f, args, nums)
-        lm.check_differentiable(who, dyn, nums)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums)
         out, f_jvp = linearize(f_dyn, *dyn)  # traced, not run: nothing is allocated yet
         m, n, dtype = lm.jacobian_size(out, dyn)
         lm.check_budget(who, m, n, dtype, max_bytes, "jaxprop.forward.jvp")
@@ -113,7 +114,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
         cols = lm.map_basis(lambda e: lm.ravel(f_jvp(*unravel(e)))[0], n, dtype, chunk_size)
         return lm.unflatten_jacobian(cols.T, out, dyn, isinstance(argnums, int))
 
-    return jax.jit(jacobian_f)
+    return lm.Jitted(jacobian_f, argnums, who)
 
 
 def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple):

@@ -134,7 +134,7 @@ class Gate:
     def __call__(self, *xs):
         if len(xs) != self.arity:
             raise TypeError(f"{self.name} takes {self.arity} inputs, got {len(xs)}")
-        const_mask = tuple(_is_constant(x) for x in xs)
+        const_mask = tuple(is_constant(x) for x in xs)
         for i, x in enumerate(xs):
             if not const_mask[i] and self.vjp[i] is not None:
                 _check_float(self.name, i, x)
@@ -154,8 +154,9 @@ class Gate:
         return f"Gate({self.name!r}, pattern={self.pattern!r})"
 
 
-def _is_constant(x) -> bool:
-    """Python numbers are constants: the "constant side" of add and mul gets no gradient."""
+def is_constant(x) -> bool:
+    """Python numbers (not bools) are constants: the "constant side" of add and mul gets no
+    gradient and is baked into the traced program."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -163,8 +164,8 @@ def _check_float(name: str, i: int, x) -> None:
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.inexact):
         raise TypeError(
-            f"{name}: input {i} has dtype {dtype}; a differentiable input must be a "
-            "floating-point array (cast it with .astype(jnp.float32))"
+            f"{name}: input {i} has dtype {dtype}; gates take floating-point arrays (or "
+            "Python numbers as constants): cast it with .astype(jnp.float32)"
         )
 
 
@@ -216,7 +217,7 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
                 x_dots.append(x_dot)
                 if gate.broadcast:
                     x_dot = jnp.broadcast_to(x_dot, jnp.shape(z))
-                part = rule(res, x_dot)
+                part = jax.tree.map(_like, rule(res, x_dot), z)  # z_dot takes z's dtype
                 z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
             if z_dot is None:
                 z_dot = jax.tree.map(jnp.zeros_like, z)
@@ -256,6 +257,10 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
 
     wired.defvjp(fwd, bwd)
     return wired
+
+
+def _like(part, z):
+    return part.astype(jnp.result_type(z))
 
 
 def unbroadcast(x_bar, shape: tuple[int, ...]):

@@ -21,7 +21,7 @@ import functools
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import Gate
+from jaxprop.gate import Gate, is_constant
 
 __all__ = [
     "add",
@@ -92,7 +92,7 @@ Forward: (a_dot, b_dot) = (x_dot, x_dot).
 maximum = Gate(
     "maximum",
     pattern="router",
-    forward=lambda x, y: (jnp.where(x >= y, x, y), x >= y),
+    forward=lambda x, y: (jnp.maximum(x, y), x >= y),  # the value propagates NaN
     vjp=(
         lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
         lambda x_wins, z_bar: jnp.where(x_wins, 0, z_bar),
@@ -169,7 +169,7 @@ Forward: z_dot = x_dot * (1 - s) * s.
 relu = Gate(
     "relu",
     pattern="router",
-    forward=lambda x: (jnp.where(x > 0, x, 0), x > 0),
+    forward=lambda x: (jnp.maximum(x, 0), x > 0),  # the value propagates NaN
     vjp=(lambda passes, z_bar: jnp.where(passes, z_bar, 0),),
     jvp=(lambda passes, x_dot: jnp.where(passes, x_dot, 0),),
     doc="""ReLU gate: z = max(0, x), elementwise.
@@ -198,9 +198,18 @@ def _check_matmul(x, w):
 def _matmul_w_bar(res, z_bar):
     x, _ = res
     x, z_bar = x.reshape(-1, x.shape[-1]), z_bar.reshape(-1, z_bar.shape[-1])
-    # w_bar = x^T z_bar, computed as (z_bar^T x)^T: the same product in the operand layout
-    # XLA:CPU's GEMM runs fastest (1.3 ms against 2.0 ms at N=200, D=3072, M=100). The
-    # barrier stops XLA from folding the transpose back into the slower layout.
+    return lax.platform_dependent(x, z_bar, default=_xt_dy, cpu=_xt_dy_cpu_layout)
+
+
+def _xt_dy(x, z_bar):
+    """w_bar = x^T z_bar."""
+    return x.T @ z_bar
+
+
+def _xt_dy_cpu_layout(x, z_bar):
+    """w_bar = x^T z_bar, computed as (z_bar^T x)^T: the same product in the operand layout
+    XLA:CPU's GEMM runs fastest (1.2 ms against 1.8 ms at N=200, D=3072, M=100; see
+    benchmarks/train_step.py). The barrier stops XLA folding the transpose back."""
     return lax.optimization_barrier(z_bar.T @ x).T
 
 
@@ -246,22 +255,35 @@ def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lectu
     Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
     inputs. Forward: z_dot = sum_i x_dot_i.
     """
-    if isinstance(axis, int):
-        axis = (axis,)
-    if axis is not None:
-        ndim = jnp.ndim(x)
-        axis = tuple(sorted(a % ndim for a in axis)) if ndim else axis
-    return _sum_gate(axis, tuple(jnp.shape(x)))(x)
+    return _sum_gate(_normalize_axes("sum", x, axis), tuple(jnp.shape(x)))(x)
+
+
+def _normalize_axes(name: str, x, axis) -> tuple[int, ...] | None:
+    """Returns ``axis`` as sorted non-negative ints, or raises naming the bad axis."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = jnp.ndim(x)
+    for a in axes:
+        if not isinstance(a, int) or not -ndim <= a < ndim:
+            raise ValueError(
+                f"{name}: axis {a!r} is out of range for an input of shape {jnp.shape(x)} "
+                f"(rank {ndim}); expected ints in [{-ndim}, {ndim})"
+            )
+    normalized = tuple(sorted(a % ndim for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name}: axis {axis!r} names the same axis twice")
+    return normalized
 
 
 def mean(x, axis: int | tuple[int, ...] | None = None):
     """Mean: a sum gate, then a mul gate by the constant 1/n."""
+    axes = _normalize_axes("mean", x, axis)
     shape = jnp.shape(x)
-    axes = range(len(shape)) if axis is None else ([axis] if isinstance(axis, int) else axis)
     n = 1
-    for a in axes:
+    for a in range(len(shape)) if axes is None else axes:
         n *= shape[a]
-    return mul(sum(x, axis), 1.0 / n)
+    return mul(sum(x, axes), 1.0 / n)
 
 
 def neg(x):
@@ -271,7 +293,7 @@ def neg(x):
 
 def sub(x, y):
     """Subtraction: x + (-1) * y, an add gate after a mul gate."""
-    return add(x, neg(y)) if not isinstance(y, (int, float)) else add(x, -y)
+    return add(x, -y) if is_constant(y) else add(x, neg(y))
 
 
 GATES = {

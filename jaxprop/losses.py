@@ -60,7 +60,7 @@ def _svm_forward(scores, labels):
     is_y = _one_hot(labels, c, bool)
     margins = scores - correct + 1
     positive = (margins > 0) & ~is_y  # a margin counts only where it is > 0
-    loss = jnp.sum(jnp.where(positive, margins, 0)) / n
+    loss = jnp.sum(jnp.where(is_y, 0, jnp.maximum(margins, 0))) / n  # NaN scores stay NaN
     count = jnp.sum(positive, axis=1, keepdims=True)
     local = (positive.astype(scores.dtype) - is_y * count.astype(scores.dtype)) / n
     return _nan_where_label_invalid(loss, local, labels, c)
@@ -96,6 +96,7 @@ def svm_loss(scores, labels):
     Returns:
       The scalar loss.
     """
+    labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
     check_scores_labels("svm_loss", scores, labels)
     return _svm(scores, labels)
 
@@ -135,6 +136,7 @@ def softmax_loss(scores, labels):
     Returns:
       The scalar loss.
     """
+    labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
     check_scores_labels("softmax_loss", scores, labels)
     return _softmax(scores, labels)
 

@@ -25,10 +25,21 @@ def _check_input(name: str, x, w_name: str, w) -> None:
         )
 
 
-def _check_params(name: str, params, keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in params]
-    if missing:
-        raise ValueError(f"{name}: params lack {missing}; expected keys {list(keys)}")
+def _check_params(name: str, params, required: tuple[str, ...], optional=()) -> None:
+    missing = [k for k in required if k not in params]
+    unknown = [k for k in params if k not in required and k not in optional]
+    if missing or unknown:
+        problem = f"lack {missing}" if missing else f"have unknown keys {unknown}"
+        raise ValueError(
+            f"{name}: params {problem}; expected keys {list(required) + list(optional)}"
+        )
+
+
+def _check_shape(name: str, key: str, array, expected: tuple[int, ...]) -> None:
+    if tuple(jnp.shape(array)) != expected:
+        raise ValueError(
+            f"{name}: params[{key!r}] has shape {tuple(jnp.shape(array))}; expected {expected}"
+        )
 
 
 def linear_init(key, in_dim: int, num_classes: int, weight_scale: float = 1e-3,
@@ -58,8 +69,10 @@ def linear_scores(params: dict, x):
     A matmul gate, then an add gate whose bias gradient sums over the batch. Without a ``b``
     in ``params`` (the bias trick: the bias is the last row of W), just s = x W.
     """
-    _check_params("linear_scores", params, ("W",))
+    _check_params("linear_scores", params, ("W",), optional=("b",))
     _check_input("linear_scores", x, "W", params["W"])
+    if "b" in params:
+        _check_shape("linear_scores", "b", params["b"], (jnp.shape(params["W"])[1],))
     scores = gates.matmul(x, params["W"])
     return gates.add(scores, params["b"]) if "b" in params else scores
 
@@ -95,6 +108,10 @@ def two_layer_scores(params: dict, x):
     """Two-layer net: s = relu(x W1 + b1) W2 + b2, scores [N, C] for x [N, D]."""
     _check_params("two_layer_scores", params, ("W1", "b1", "W2", "b2"))
     _check_input("two_layer_scores", x, "W1", params["W1"])
+    (_, hidden), (_, classes) = jnp.shape(params["W1"]), jnp.shape(params["W2"])
+    _check_shape("two_layer_scores", "W2", params["W2"], (hidden, classes))
+    _check_shape("two_layer_scores", "b1", params["b1"], (hidden,))
+    _check_shape("two_layer_scores", "b2", params["b2"], (classes,))
     h = gates.relu(gates.add(gates.matmul(x, params["W1"]), params["b1"]))
     return gates.add(gates.matmul(h, params["W2"]), params["b2"])
 

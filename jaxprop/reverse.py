@@ -48,23 +48,26 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     ``argnums`` the gradient is a tuple, as in ``jax.value_and_grad``.
     """
 
+    return lm.Jitted(_value_and_grad(f, argnums), argnums, "jaxprop.reverse.value_and_grad")
+
+
+def _value_and_grad(f: Callable, argnums) -> Callable:
+    who = "jaxprop.reverse.value_and_grad"
+
     def value_and_grad_f(*args):
-        nums = lm.normalize_argnums(argnums, len(args), "jaxprop.reverse.value_and_grad")
-        f_dyn, dyn = lm.split_args(f, args, nums)
-        lm.check_differentiable("jaxprop.reverse.value_and_grad", dyn, nums)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums)
         out, pullback = vjp(f_dyn, *dyn)
-        lm.check_scalar("jaxprop.reverse.value_and_grad", out,
-                        "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
+        lm.check_scalar(who, out, "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
         grads = pullback(jax.numpy.ones_like(out))
         return out, grads[0] if isinstance(argnums, int) else grads
 
-    return jax.jit(value_and_grad_f)
+    return value_and_grad_f
 
 
 def grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """Returns a jitted ``(*args) -> df/d args[argnums]`` for scalar f. See value_and_grad."""
-    value_and_grad_f = value_and_grad(f, argnums)
-    return jax.jit(lambda *args: value_and_grad_f(*args)[1])
+    value_and_grad_f = _value_and_grad(f, argnums)
+    return lm.Jitted(lambda *args: value_and_grad_f(*args)[1], argnums, "jaxprop.reverse.grad")
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
@@ -84,9 +87,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
     who = "jaxprop.reverse.jacobian"
 
     def jacobian_f(*args):
-        nums = lm.normalize_argnums(argnums, len(args), who)
-        f_dyn, dyn = lm.split_args(f, args, nums)
-        lm.check_differentiable(who, dyn, nums)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums)
         out, pullback = vjp(f_dyn, *dyn)  # traced, not run: nothing is allocated yet
         m, n, dtype = lm.jacobian_size(out, dyn)
         lm.check_budget(who, m, n, dtype, max_bytes, "jaxprop.reverse.vjp")
@@ -95,4 +96,4 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
                             chunk_size)
         return lm.unflatten_jacobian(rows, out, dyn, isinstance(argnums, int))
 
-    return jax.jit(jacobian_f)
+    return lm.Jitted(jacobian_f, argnums, who)

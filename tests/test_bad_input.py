@@ -105,8 +105,8 @@ def test_model_params_missing_keys():
 @pytest.mark.parametrize("gate", [gates.exp, gates.relu, gates.sigmoid], ids=lambda g: g.name)
 def test_non_float_input_to_a_gate(gate):
     for f in eager_and_jitted(gate):
-        with pytest.raises(TypeError, match=rf"{gate.name}: input 0 has dtype int32; a "
-                                            r"differentiable input must be a floating-point"):
+        with pytest.raises(TypeError, match=rf"{gate.name}: input 0 has dtype int32; gates "
+                                            r"take floating-point arrays.*astype\(jnp.float32"):
             f(jnp.arange(3, dtype=jnp.int32))
 
 
@@ -177,3 +177,33 @@ def test_small_max_bytes_budget(mode):
     jac = PIPELINES[mode].jacobian(gates.matmul, (0, 1), max_bytes=1152)(x, w)  # exactly fits
     assert jac[0].shape == (2, 4, 2, 3)
     assert np.isfinite(np.asarray(jac[1])).all()
+
+
+def test_sum_and_mean_reject_bad_axes_instead_of_wrapping():
+    x = jnp.ones((2, 3))
+    for fn in (gates.sum, gates.mean):
+        with pytest.raises(ValueError, match=r"axis 5 is out of range for an input of shape "
+                                             r"\(2, 3\) \(rank 2\); expected ints in \[-2, 2\)"):
+            fn(x, axis=5)
+        with pytest.raises(ValueError, match=r"axis -3 is out of range"):
+            fn(x, axis=-3)
+        with pytest.raises(ValueError, match=r"names the same axis twice"):
+            fn(x, axis=(0, -2))
+
+
+@pytest.mark.parametrize("pipeline", [jaxprop.reverse, jaxprop.forward], ids=["reverse", "forward"])
+def test_duplicate_argnums_are_refused(pipeline):
+    f = lambda x, y: gates.sum(gates.mul(x, y))  # noqa: E731
+    with pytest.raises(ValueError, match=r"argnums \(0, 0\) names the same argument twice"):
+        pipeline.grad(f, (0, 0))(jnp.ones(2), jnp.ones(2))
+
+
+def test_model_params_with_unknown_keys_or_wrong_shapes_are_refused():
+    x = jnp.zeros((2, 4))
+    with pytest.raises(ValueError, match=r"have unknown keys \['bias'\]"):
+        models.linear_scores({"W": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}, x)
+    with pytest.raises(ValueError, match=r"params\['b'\] has shape \(1,\); expected \(3,\)"):
+        models.linear_scores({"W": jnp.zeros((4, 3)), "b": jnp.zeros(1)}, x)
+    with pytest.raises(ValueError, match=r"params\['W2'\] has shape \(6, 3\); expected \(5, 3\)"):
+        models.two_layer_scores({"W1": jnp.zeros((4, 5)), "b1": jnp.zeros(5),
+                                 "W2": jnp.zeros((6, 3)), "b2": jnp.zeros(3)}, x)

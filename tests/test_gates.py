@@ -23,7 +23,7 @@ from cases import (
 )
 
 import jaxprop
-from jaxprop import gates
+from jaxprop import gates, losses
 
 ids = [c.name for c in GATE_CASES]
 SWAPPABLE_GATES = [c for c in SWAPPABLE if c.kind == "gate"]
@@ -172,3 +172,38 @@ def test_bias_gradient_sums_over_the_batch():
 def test_gate_rejects_wrong_arity():
     with pytest.raises(TypeError, match="add takes 2 inputs, got 1"):
         gates.add(jnp.ones(2))
+
+
+@pytest.mark.parametrize("fn", [lambda x: gates.relu(x), lambda x: gates.maximum(x, 0.0),
+                                lambda x: gates.maximum(0.0, x)], ids=["relu", "max_xy", "max_yx"])
+def test_nan_propagates_through_routers(fn):
+    # A diverged model must not look converged: the value keeps NaN as jnp.maximum does.
+    out = fn(jnp.array([1.0, jnp.nan, -1.0]))
+    assert jnp.isnan(out[1]) and out[0] == 1.0 and out[2] == 0.0
+
+
+def test_svm_loss_propagates_nan_scores():
+    assert jnp.isnan(losses.svm_loss(jnp.array([[jnp.nan, 1.0, 2.0]]), jnp.array([0])))
+    assert jnp.isnan(losses.svm_loss(jnp.array([[0.0, jnp.nan, 2.0]]), jnp.array([0])))
+
+
+@pytest.mark.parametrize("gate", [gates.add, gates.mul, gates.maximum], ids=lambda g: g.name)
+def test_mixed_dtypes_under_every_mode(gate):
+    # The narrower operand's tangent is cast to the output's dtype, as JAX's own rules do.
+    x16, y32 = jnp.ones(3, jnp.float16), jnp.full(3, 2.0, jnp.float32)
+    f = lambda a: gates.sum(gate(a, y32))  # noqa: E731
+    expected = jax.grad(lambda a: jnp.sum(
+        {"add": jnp.add, "mul": jnp.multiply, "maximum": jnp.maximum}[gate.name](a, y32)))(x16)
+    for grad in (jax.grad(f), jaxprop.reverse.grad(f), jaxprop.forward.grad(f)):
+        chex.assert_trees_all_close(grad(x16), expected)
+
+
+@pytest.mark.parametrize("pipeline", [jaxprop.reverse, jaxprop.forward], ids=["reverse", "forward"])
+def test_python_constants_passed_through_f_stay_constants(pipeline):
+    f = lambda x, k, act: gates.sum(gates.relu(gates.mul(x, k)) if act == "relu"  # noqa: E731
+                                    else gates.mul(x, k))
+    x = jnp.array([-1.0, 0.5, 2.0])
+    chex.assert_trees_all_close(pipeline.grad(f)(x, 2, "relu"), jnp.array([0.0, 2.0, 2.0]))
+    chex.assert_trees_all_close(pipeline.grad(f)(x, 3, "linear"), jnp.full(3, 3.0))
+    chex.assert_trees_all_close(pipeline.jacobian(lambda x, k: gates.mul(x, k))(x, 2),
+                                2 * jnp.eye(3))
