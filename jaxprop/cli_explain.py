@@ -2,13 +2,15 @@
 
 EXAMPLE is a built-in (``simple``, ``sigmoid``, ``sigmoid-gate``, ``relu-vector``, ``matmul``,
 ``two-layer``) or ``module:function`` (or ``path/to/file.py:function``) with ``--args``, a
-Python/JSON list holding one entry per positional argument; every entry becomes a floating
-array. For example::
+Python/JSON list holding one entry per positional argument. An entry whose numbers are all
+integers (``[0, 2]``, integer labels) becomes an int32 array; any other entry (one float such
+as ``1.0`` is enough) becomes a floating array. For example::
 
   jaxprop explain simple
   jaxprop explain matmul --mode forward --out pictures/
   jaxprop explain mypkg.funcs:f --args "[-2.0, 5.0, -4.0]"
-  jaxprop explain mypkg.funcs:g --args "[[1, -2, 3]]" --upstream "[1, 1, 1]"
+  jaxprop explain mypkg.funcs:g --args "[[1.0, -2, 3]]" --upstream "[1, 1, 1]"
+  jaxprop explain mypkg.funcs:loss --args "[[[1.0, -2.0], [0.5, 3.0]], [1, 0]]"
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def register(subparsers) -> None:
     parser.add_argument("--format", choices=FORMATS, default="svg",
                         help="picture format (default: svg)")
     parser.add_argument("--args", dest="fn_args", metavar="LIST", default=None,
-                        help='for module:function: its arguments as a list, e.g. "[-2.0, 5.0]"')
+                        help='for module:function: its arguments as a list, e.g. "[-2.0, 5.0]"; '
+                        'an all-integer entry ("[1, 0]") stays int32 (labels)')
     parser.add_argument("--upstream", metavar="VALUE", default=None,
                         help="for module:function: dL/d output to pull back (default: ones)")
     parser.set_defaults(func=run)
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             )
         fn, fn_args = example.fn, example.args()
         upstream = example.upstream() if example.upstream is not None else None
-        title = f"{name}: {example.summary}"
+        title = example.title(args.mode)
     trace = explain(fn, *fn_args, mode=args.mode, upstream=upstream, title=title)
 
     console = Console()
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if trace.grads is not None:
         from jaxprop.explain import fmt
 
-        parts = [f"{n} = {fmt.value(g)}" for n, g in _named_grads(trace)]
+        parts = [f"{n} = {fmt.value(g)}" for n, g in _named_grads(trace, fn_args)]
         console.print("gradients: " + "; ".join(parts), markup=False)
     stem = "explain_" + re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
     if args.mode == "forward":
@@ -109,15 +112,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _named_grads(trace):
+def _named_grads(trace, args: tuple):
+    """Yields ``(leaf name, gradient)``; a non-float argument's leaves are skipped by name too."""
     import jax
 
     names = iter(trace.inputs)
-    for g in trace.grads:
+    for arg, g in zip(args, trace.grads, strict=True):
+        arg_names = [next(names, "?") for _ in jax.tree.leaves(arg)]
         if g is None:
             continue
-        for leaf in jax.tree.leaves(g):
-            yield next(names, "?"), leaf
+        yield from zip(arg_names, jax.tree.leaves(g), strict=False)
 
 
 def load_function(spec: str) -> Callable:
@@ -160,13 +164,22 @@ def _literal(flag: str, text: str):
         ) from None
 
 
-def _to_array(value, what: str):
+def _all_ints(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_all_ints(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_array(value, what: str, keep_ints: bool = False):
+    """``value`` as a floating array; as int32 when ``keep_ints`` and all its numbers are ints."""
     import jax
     import jax.numpy as jnp
 
+    dtype = (jnp.int32 if keep_ints and _all_ints(value)
+             else jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
-        array = jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(jnp.float64))
-    except (TypeError, ValueError):
+        array = jnp.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{what}: {value!r} is not a number or a rectangular list of "
                          "numbers") from None
     return array
@@ -175,6 +188,9 @@ def _to_array(value, what: str):
 def parse_args(text: str) -> tuple:
     """Parses ``--args``: a list with one entry per positional argument, each made an array.
 
+    An entry whose numbers are all Python ints (integer labels, ``[1, 0]``) becomes an int32
+    array, held fixed; any other entry a floating array (write ``1.0``, not ``1``, for a
+    float input).
     ``"[-2.0, 5.0, -4.0]"`` gives three scalars; ``"[[1, -2, 3, -1]]"`` one vector;
     ``"[[[2, 1], [3, 4]], [1, 2]]"`` a [2, 2] matrix and a [2] vector.
     """
@@ -184,4 +200,4 @@ def parse_args(text: str) -> tuple:
             f"--args: expected a non-empty list with one entry per positional argument, "
             f"e.g. \"[-2.0, 5.0, -4.0]\"; got {text!r}"
         )
-    return tuple(_to_array(v, f"--args entry {i}") for i, v in enumerate(value))
+    return tuple(_to_array(v, f"--args entry {i}", keep_ints=True) for i, v in enumerate(value))

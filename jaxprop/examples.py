@@ -42,6 +42,8 @@ class Example:
       make_args: ``() -> args``, the example arguments in the default float dtype
         (float32, or float64 when ``jax_enable_x64`` is on).
       upstream: ``() -> dL/d out`` to pull back, or ``None`` for ones.
+      forward_summary: the title in forward mode, where no gradient is pulled back
+        (``None``: the summary).
       expected: the lecture's numbers: ``"output"`` and ``"grads"`` (one per argument,
         ``None`` for a non-float one), where the lecture states them.
     """
@@ -52,9 +54,16 @@ class Example:
     make_args: Callable[[], tuple]
     upstream: Callable[[], Any] | None = None
     expected: dict = dataclasses.field(default_factory=dict)
+    forward_summary: str | None = None
 
     def args(self) -> tuple:
         return self.make_args()
+
+    def title(self, mode: str = "reverse") -> str:
+        """``name: summary``, with the forward summary in forward mode."""
+        summary = self.forward_summary if mode == "forward" and self.forward_summary else \
+            self.summary
+        return f"{self.name}: {summary}"
 
 
 def _float(x):
@@ -130,6 +139,7 @@ EXAMPLES: dict[str, Example] = {
             lambda: (_float([1.0, -2.0, 3.0, -1.0]),),
             upstream=lambda: _float([4.0, -1.0, 5.0, 9.0]),
             expected={"output": (1.0, 0.0, 3.0, 0.0), "grads": ((4.0, 0.0, 5.0, 0.0),)},
+            forward_summary="relu([1, -2, 3, -1]): one tangent per input element pushed forward",
         ),
         Example(
             "matmul", "y = x w, x [2, 3], w [3, 4], upstream dL/dy [2, 4]", matmul,
@@ -141,6 +151,8 @@ EXAMPLES: dict[str, Example] = {
                 "grads": (((0, 16, -9), (-24, 9, -30)),
                           ((28, 3, -18, 0), (-30, 7, 13, 33), (-22, -7, 17, -15))),
             },
+            forward_summary="y = x w, x [2, 3], w [3, 4]: one tangent per input element "
+                            "pushed forward",
         ),
         Example(
             "two-layer", "two-layer ReLU net, softmax loss + 0.1 L2, batch of 2",

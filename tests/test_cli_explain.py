@@ -65,7 +65,7 @@ def test_user_function_from_a_file_and_from_a_module(main, tmp_path, monkeypatch
     assert "adder" in out and "gradients: x = 2; y = 5" in out  # y feeds two gates
     assert len(list(tmp_path.glob("explain_*explain_user_fns_py_f.svg"))) == 1
     monkeypatch.chdir(tmp_path)
-    args = ["explain", "explain_user_fns:scale", "--args", "[[1, -2]]", "--upstream",
+    args = ["explain", "explain_user_fns:scale", "--args", "[[1.0, -2]]", "--upstream",
             "[1, 10]", "--out", "pics"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -94,3 +94,23 @@ def test_errors_are_one_line_with_the_choices(main, argv, message, capsys):
     assert err.startswith("jaxprop explain: error: ") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
+
+
+LABELS_FN = """
+from jaxprop import losses
+
+
+def loss(y, s):  # integer labels first: their names must not shift the gradients' names
+    return losses.softmax_loss(s, y)
+"""
+
+
+def test_integer_labels_stay_integers(main, tmp_path, capsys):
+    path = tmp_path / "explain_labels.py"
+    path.write_text(LABELS_FN)
+    argv = ["explain", f"{path}:loss", "--args", "[[1, 0], [[0.0, 0.0], [0.0, 0.0]]]",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # softmax of equal scores is 1/2 each: ds = (p - onehot(y)) / N
+    assert "gradients: s = [[0.25, -0.25], [-0.25, 0.25]]" in out

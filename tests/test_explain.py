@@ -74,7 +74,11 @@ def test_simple_gradients_and_the_distributor(traces, mode):
         chex.assert_trees_all_close(add.tangent_out, np.asarray([1.0, 1.0, 0.0]))
         chex.assert_trees_all_close(mul.tangents_in[1], np.asarray([0.0, 0.0, 1.0]))
         chex.assert_trees_all_close(mul.tangent_out, np.asarray([-4.0, -4.0, 3.0]))
-    assert add.local == "ds1/dx = ds1/dy = 1"
+    if mode == "reverse":
+        assert add.local == "ds1/dx = ds1/dy = 1"
+    else:  # forward mode states the JVP rule, not the local gradient
+        assert add.local == "s1_dot = x_dot + y_dot"
+        assert mul.local == "s2_dot = s1_dot*z + s1*z_dot; z = -4; s1 = 3"
 
 
 # ---- sigmoid neuron: the slide's circuit --------------------------------------------------------
@@ -96,9 +100,14 @@ def test_sigmoid_circuit_reproduces_the_slide(traces, mode):
     assert (neg.symbol, plus_one.symbol, recip.symbol) == ("*-1", "+1", "1/x")
     chex.assert_trees_all_close(exp.outputs, np.asarray(0.37), atol=SLIDE)
     chex.assert_trees_all_close(recip.inputs[0], np.asarray(1.37), atol=SLIDE)
-    assert recip.local == "ds8/ds7 = -1/x^2 = -0.53"
-    assert exp.local == "ds6/ds5 = e^x = 0.37"
-    assert neg.local == "ds5/ds4 = a = -1"
+    if mode == "reverse":
+        assert recip.local == "ds8/ds7 = -1/x^2 = -0.53"
+        assert exp.local == "ds6/ds5 = e^x = 0.37"
+        assert neg.local == "ds5/ds4 = a = -1"
+    else:
+        assert recip.local == "s8_dot = -1/x^2 * s7_dot; -1/x^2 = -0.53"
+        assert exp.local == "s6_dot = e^x * s5_dot; e^x = 0.37"
+        assert neg.local == "s5_dot = -1 * s4_dot"
     if mode == "reverse":
         # 1/x gate: upstream 1.00, local -0.53, downstream -0.53
         chex.assert_trees_all_close(recip.upstream, np.asarray(1.0))
@@ -133,7 +142,10 @@ def test_relu_vector_routes(traces, mode):
     trace = traces["relu-vector"]
     (row,) = trace.rows
     assert (row.gate, row.pattern) == ("relu", "router")
-    assert "passes 2 of 4" in row.detail
+    assert "passes 2 of 4" in row.detail if mode == "reverse" else \
+        "passes the tangent at 2 of 4 (where x > 0)" in row.detail
+    if mode == "forward":
+        assert row.local == "s1_dot = x_dot where x > 0; [x > 0] = [1, 0, 1, 0]"
     chex.assert_trees_all_close(trace.grads, (np.asarray([4.0, 0.0, 5.0, 0.0]),))
     if mode == "reverse":
         chex.assert_trees_all_close(row.upstream, np.asarray([4.0, -1.0, 5.0, 9.0]))
@@ -150,7 +162,10 @@ def test_matmul_by_dimension_analysis(traces, mode):
     trace = traces["matmul"]
     (row,) = trace.rows
     assert (row.gate, row.pattern) == ("matmul", "switcher")
-    assert row.local.startswith("dx = dy w^T  [2, 3] = [2, 4][4, 3]; dw = x^T dy  [3, 4]")
+    if mode == "reverse":
+        assert row.local.startswith("dx = dy w^T  [2, 3] = [2, 4][4, 3]; dw = x^T dy  [3, 4]")
+    else:
+        assert row.local == "s1_dot = x_dot w + x w_dot  [2, 4]"
     chex.assert_trees_all_close(trace.output, np.asarray([[-1.0, -1, 2, 6], [5, 2, 11, 7]]))
     dx, dw = trace.grads
     chex.assert_trees_all_close(dx, np.asarray([[0.0, 16, -9], [-24, 9, -30]]))
@@ -284,7 +299,8 @@ def test_gate_no_differentiated_input_reaches():
 
 def test_table_lists_every_row(traces, mode):
     text = str(traces["sigmoid"])
-    for word in ("reciprocal", "scaled local gradient", "-1/x^2 = -0.53", "ds1/dw0 = x0 = -1"):
+    local = "ds1/dw0 = x0 = -1" if mode == "reverse" else "s1_dot = w0_dot*x0 +"
+    for word in ("reciprocal", "scaled local gradient", "-1/x^2 = -0.53", local):
         assert word in text
     assert type(traces["sigmoid"].to_table()).__name__ == "Table"
     if mode == "forward":
@@ -341,3 +357,65 @@ def test_top_level_explain_as_the_issue_spells_it():
 
     trace = jaxprop.explain(examples.simple, *examples.get("simple").args())
     chex.assert_trees_all_close(trace.grads[2], np.asarray(3.0))
+
+
+# ---- robustness: chunked forward mode, dead gates, stop_gradient, constant gates -----------------
+
+
+def test_forward_mode_is_bitwise_the_chunked_pipeline():
+    # 113 inputs: more than one chunk of jaxprop.forward.DEFAULT_CHUNK_SIZE (64)
+    from jaxprop import losses, models
+
+    f = jaxprop.objective(models.two_layer_scores, losses.softmax_loss, reg=0.1)
+    params = models.two_layer_init(jax.random.PRNGKey(0), 5, 10, 3, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5), jnp.float64)
+    y = jnp.asarray([0, 2, 1, 2], jnp.int32)
+    n = sum(p.size for p in jax.tree.leaves(params)) + x.size
+    assert jaxprop.forward.DEFAULT_CHUNK_SIZE < n <= 256
+    want_v, want_g = jaxprop.forward.value_and_grad(f, (0, 1))(params, x, y)
+    trace = explain(f, params, x, y, mode="forward")
+    chex.assert_trees_all_equal(trace.output, np.asarray(want_v))
+    chex.assert_trees_all_equal(trace.grads[:2], jax.tree.map(np.asarray, want_g))
+    assert trace.grads[2] is None
+
+
+def _dead(x, y):
+    gates.mul(x, y)  # its output is never used
+    return gates.mul(x, 3.0)
+
+
+def test_a_dead_gate_is_a_row_without_gradient(mode):
+    trace = explain(_dead, jnp.asarray(2.0), jnp.asarray(5.0), mode=mode)
+    dead, live = [r for r in trace.rows if r.gate == "mul"]
+    assert dead.input_names == ("x", "y") and live.input_names == ("x", "3")
+    chex.assert_trees_all_close(dead.outputs, np.asarray(10.0))
+    chex.assert_trees_all_close(trace.grads, (np.asarray(3.0), np.asarray(0.0)))
+    if mode == "reverse":
+        assert dead.upstream is None and dead.downstream is None
+        assert "no gradient" in dead.detail and "unused" in dead.detail
+        chex.assert_trees_all_close(live.downstream[0], np.asarray(3.0))
+    else:  # forward mode pushes tangents through it all the same
+        chex.assert_trees_all_close(dead.tangent_out, np.asarray([5.0, 2.0]))
+
+
+def test_a_gate_under_stop_gradient_is_a_row_without_gradient():
+    def f(x):
+        a = jax.lax.stop_gradient(gates.exp(x))
+        return gates.sum(gates.mul(a, x))
+
+    x = jnp.asarray([1.0, 2.0])
+    trace = explain(f, x)
+    exp = _row(trace, "exp")
+    assert exp.upstream is None and "no gradient" in exp.detail
+    chex.assert_trees_all_close(exp.outputs, np.exp(np.asarray([1.0, 2.0])))
+    want = jax.grad(lambda x: jnp.sum(jax.lax.stop_gradient(jnp.exp(x)) * x))(x)
+    chex.assert_trees_all_close(trace.grads, (np.asarray(want),))
+
+
+def test_a_gate_of_constants_only(mode):
+    trace = explain(lambda x: gates.mul(x, gates.add(1.0, 2.0)), jnp.asarray(2.0), mode=mode)
+    const = _row(trace, "add")
+    assert const.input_names == ("1", "2") and "all inputs are constants" in const.detail
+    assert const.upstream is None and const.downstream is None
+    chex.assert_trees_all_close(const.outputs, np.asarray(3.0))
+    chex.assert_trees_all_close(trace.grads, (np.asarray(3.0),))

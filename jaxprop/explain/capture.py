@@ -8,14 +8,20 @@ compiles, and the numbers are exactly the pipeline's.
 
 Reverse mode traces ``jax.vjp`` under the ``"vjp"`` pipeline and pulls back ``upstream``
 (ones by default): the rules run in reverse order of the gates, and each one reports its
-upstream gradient z_bar and its downstream gradients x_bar. Forward mode traces ``jax.jvp``
-under the ``"jvp"`` pipeline: each rule reports its input tangents and its output tangent.
-Without explicit tangents, forward mode pushes the whole standard basis of the inputs at
-once (``jax.vmap``): one column of the Jacobian per input element, which is how forward mode
-builds a gradient.
+upstream gradient z_bar and its downstream gradients x_bar.
 
-Gate applications are identified across events by object identity (``id``) of the tracers
-within the one trace: a gate's output tracer is the very object the next gate receives.
+Forward mode does what ``jaxprop.forward.value_and_grad`` does: f runs forward once under
+``jaxprop.forward.linearize`` (our JVP rules), then the standard basis of the inputs is
+pushed through the linear map ``jaxprop.forward.DEFAULT_CHUNK_SIZE`` vectors at a time
+(``jaxprop._linear_maps.map_basis``): one column of the Jacobian per input element. The
+linearized function also returns every gate's inputs and outputs, so the same push gives
+each wire's tangent.
+
+Gate applications are identified by object identity (``id``) of the tracers within the one
+trace: a gate's output tracer is the very object the next gate receives. A rule is paired
+with its gate by the primal value both saw (the rule's output is the primal of the gate's
+output), so a gate whose rule never ran (its output unused, or under
+``jax.lax.stop_gradient``) is simply a gate without a gradient.
 """
 
 from __future__ import annotations
@@ -27,18 +33,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from jaxprop.gate import RuleEvent, observe, pipeline
+from jaxprop import _linear_maps as lm
+from jaxprop import forward
+from jaxprop.gate import RuleEvent, is_constant, observe, pipeline
 
 MODES = ("reverse", "forward")
 DEFAULT_MAX_BASIS = 256
 """Most input elements forward mode pushes a basis vector for, unless told otherwise."""
-
-
-def is_constant(x) -> bool:
-    """A Python number given to a gate is a constant (as in ``jaxprop.gate``)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 @dataclasses.dataclass
@@ -47,8 +49,9 @@ class Application:
 
     ``input_ids``/``output_ids`` identify values within the trace; ``consts`` holds, per
     input, the Python number it was or ``None``. ``upstream``/``downstream`` follow
-    :class:`jaxprop.gate.RuleEvent`; both are ``None`` for a gate that no differentiated
-    input reaches.
+    :class:`jaxprop.gate.RuleEvent` (forward mode: the input tangents and the output
+    tangent); both are ``None`` for a gate whose rule never ran: no differentiated input
+    reaches it, or its output reaches nothing that is differentiated.
     """
 
     gate: Any
@@ -83,6 +86,15 @@ def _is_inexact(arg) -> bool:
     return bool(leaves) and all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves)
 
 
+def _primal(x):
+    """The primal value under an AD tracer (the value itself otherwise).
+
+    Under ``jax.vjp``/``jax.linearize`` a gate sees AD tracers, while its rules see their
+    primals; ``primal`` is the attribute JAX's JVP and linearize tracers hold it in.
+    """
+    return getattr(x, "primal", x)
+
+
 def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         max_basis: int | None = DEFAULT_MAX_BASIS) -> Capture:
     """Runs f once in the jitted pipeline for ``mode`` and collects every rule's values."""
@@ -111,14 +123,15 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         tangents = tuple(
             _check_like(f"tangents[{k}]", t, jax.eval_shape(lambda a=args[i]: a), f"argument {i}")
             for k, (t, i) in enumerate(zip(tangents, diff, strict=True)))
-    if basis:
-        n = sum(int(np.size(x)) for i in diff for x in jax.tree.leaves(args[i]))
-        if max_basis is not None and n > max_basis:
-            raise ValueError(
-                f"explain: forward mode pushes one basis vector per input element, and the "
-                f"inputs have {n} > max_basis={max_basis}; pass tangents=(...) for one "
-                "direction, raise max_basis, or use mode='reverse'"
-            )
+    n_basis = sum(int(np.size(x)) for i in diff for x in jax.tree.leaves(args[i]))
+    if basis and max_basis is not None and n_basis > max_basis:
+        raise ValueError(
+            f"explain: forward mode pushes one basis vector per input element, and the "
+            f"inputs have {n_basis} > max_basis={max_basis}; pass tangents=(...) for one "
+            "direction, raise max_basis, or use mode='reverse'"
+        )
+    scalar_out = jax.tree_util.treedef_is_leaf(jax.tree.structure(out_struct)) and \
+        jax.tree.leaves(out_struct)[0].shape == ()
 
     events: list[RuleEvent] = []
     meta: dict[str, Any] = {}
@@ -128,7 +141,6 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         for i, a in zip(diff, dyn, strict=False):
             full[i] = a
         meta["arg_leaves"] = [jax.tree.leaves(a) for a in full]
-        meta["ad_trace"] = getattr(jax.tree.leaves(dyn)[0], "_trace", None)
         out = f(*full)
         meta["out_leaves"] = jax.tree.leaves(out)
         return out
@@ -143,42 +155,47 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
                     seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
                             else seed_or_tangents)
                     grads = pullback(seed)
-                return out, seed, grads, _export(events, meta)
-            with pipeline("jvp"):
-                if not basis:
-                    out, out_dot = jax.jvp(fun, dyn, seed_or_tangents)
-                    return out, None, out_dot, _export(events, meta)
-                flat, unravel = ravel_pytree(dyn)
+                return out, seed, grads, _export(events), None
 
-                def push(e):
-                    events.clear()
-                    t = unravel(e)
-                    out, out_dot = jax.jvp(fun, dyn, t)
-                    return out, out_dot, _export(events, meta), t
+            def fun_and_wires(*d):  # f, and every gate input and output whose tangent we show
+                out = fun(*d)
+                wires = _wires(events)
+                meta["wire_ids"] = [id(w) for w in wires]
+                return out, wires
 
-                eye = jnp.eye(flat.size, dtype=flat.dtype)
-                out, out_dot, exported, arg_t = jax.vmap(push)(eye)
-                out = jax.tree.map(lambda a: a[0], out)
-                return out, arg_t, out_dot, exported
+            (out, _), f_jvp = forward.linearize(fun_and_wires, *dyn)
+            exported = _export(events)
+        if not basis:
+            out_dot, wire_dots = f_jvp(*seed_or_tangents)
+            return out, None, out_dot, exported, wire_dots
+        # As jaxprop.forward.value_and_grad: the basis through the linear map, in chunks.
+        flat, unravel = lm.ravel(dyn)
+        out_dot, wire_dots = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
+                                          forward.DEFAULT_CHUNK_SIZE)
+        grads = unravel(out_dot.astype(flat.dtype)) if scalar_out else None
+        return out, grads, out_dot, exported, wire_dots
 
     fixed = tuple(None if i in diff else a for i, a in enumerate(args))
     dyn = tuple(args[i] for i in diff)
     try:
-        out, extra, result, exported = jax.jit(traced)(
+        out, extra, result, exported, wire_dots = jax.jit(traced)(
             fixed, dyn, upstream if mode == "reverse" else tangents)
     except jax.errors.UnexpectedTracerError as err:
         raise ValueError(
             "explain: a gate value escaped its trace; pass the plain function, not one "
             "wrapped in jax.jit (explain jits it itself)"
         ) from err
-    exported = jax.tree.map(np.asarray, exported)
-    applications = _applications(events, meta, exported, mode, basis)
+    to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
+    exported = to_np(exported)
+    wire_tangent = None
+    if mode == "forward":
+        wire_tangent = dict(zip(meta["wire_ids"], to_np(wire_dots), strict=True))
+    applications = _applications(events, exported, mode, wire_tangent)
     if not applications:
         raise ValueError(
             "explain: f applied no jaxprop gate (build it from jaxprop.gates; a function "
             "already wrapped in jax.jit is traced only once, so pass the plain function)"
         )
-    to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
     arg_leaf_ids = [[id(x) for x in leaves] for leaves in meta["arg_leaves"]]
     arg_tangents = None
     grads = output_tangent = None
@@ -188,14 +205,43 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     else:
         seed = None
         output_tangent = to_np(result)
-        tangent_per_diff = to_np(extra) if basis else to_np(tangents)
+        tangent_per_diff = _basis_tangents(dyn) if basis else to_np(tangents)
         arg_tangents = [None] * len(args)
         for i, t in zip(diff, tangent_per_diff, strict=False):
             arg_tangents[i] = jax.tree.leaves(t)
-        if basis:
+        if basis and upstream is None and scalar_out:
+            grads = _per_arg(to_np(extra), diff, len(args))  # exactly forward.value_and_grad's
+        elif basis:
             grads = _forward_grads(output_tangent, upstream, dyn, diff, len(args))
     return Capture(mode, basis, arg_leaf_ids, [id(x) for x in meta["out_leaves"]],
                    applications, to_np(out), seed, arg_tangents, grads, output_tangent)
+
+
+def _wires(events: list[RuleEvent]) -> list:
+    """Every floating-point gate input and output, once each, in order of appearance."""
+    seen, wires = set(), []
+    for e in events:
+        if e.kind != "forward":
+            continue
+        for x in (*e.inputs, *jax.tree.leaves(e.outputs)):
+            if is_constant(x) or id(x) in seen:
+                continue
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+                seen.add(id(x))
+                wires.append(x)
+    return wires
+
+
+def _basis_tangents(dyn) -> list:
+    """The standard basis, split like ``dyn``: per leaf an array [n, *leaf.shape]."""
+    leaves, treedef = jax.tree.flatten(dyn)
+    sizes = [int(np.size(x)) for x in leaves]
+    dtype = jnp.result_type(*leaves)
+    eye = np.eye(sum(sizes), dtype=dtype)
+    cols = np.split(eye, np.cumsum(sizes)[:-1], axis=1)
+    parts = [c.reshape((eye.shape[0],) + np.shape(x)).astype(jnp.result_type(x))
+             for c, x in zip(cols, leaves, strict=True)]
+    return list(jax.tree.unflatten(treedef, parts))
 
 
 def _check_like(what: str, given, struct, of: str):
@@ -222,8 +268,8 @@ def _per_arg(per_diff, diff, nargs) -> tuple:
 def _forward_grads(columns, upstream, dyn, diff, nargs) -> tuple:
     """dL/dx_j = <upstream, J e_j>: the gradient from the pushed columns, one per element.
 
-    For a scalar f with the default upstream 1 this is column j itself, exactly as
-    ``jaxprop.forward.grad`` assembles it.
+    Used for a non-scalar f or a given upstream; a scalar f with the default upstream 1
+    takes column j itself, exactly as ``jaxprop.forward.value_and_grad`` assembles it.
     """
     cols = jax.tree.leaves(columns)
     ups = ([None] * len(cols) if upstream is None
@@ -240,61 +286,60 @@ def _forward_grads(columns, upstream, dyn, diff, nargs) -> tuple:
     return _per_arg(jax.tree.unflatten(treedef, grads), diff, nargs)
 
 
-def _export(events: list[RuleEvent], meta: dict) -> list:
-    """The arrays each event saw, as a pytree the jitted function can return."""
-    ad_trace = meta["ad_trace"]
+def _key(outputs) -> int:
+    """Identifies a gate application by the primal of its first output."""
+    return id(_primal(jax.tree.leaves(outputs)[0]))
+
+
+def _export(events: list[RuleEvent]) -> list:
+    """The arrays each event saw, as a pytree the jitted function can return.
+
+    A gate's own event gives the primal values of its inputs and output; a VJP rule's event
+    its upstream and downstream gradients (the JVP rules' tangents come from the pushed
+    linear map instead).
+    """
     exported = []
     for e in events:
-        arrays = lambda xs: tuple(None if is_constant(x) else x for x in xs)  # noqa: E731
         if e.kind == "forward":
-            if _differentiated(e, ad_trace):
-                exported.append(None)
-            else:
-                exported.append({"inputs": arrays(e.inputs), "outputs": e.outputs})
+            exported.append({
+                "inputs": tuple(None if is_constant(x) else _primal(x) for x in e.inputs),
+                "outputs": jax.tree.map(_primal, e.outputs),
+            })
+        elif e.kind == "vjp":
+            exported.append({"upstream": e.upstream, "downstream": e.downstream})
         else:
-            exported.append({"inputs": arrays(e.inputs), "outputs": e.outputs,
-                             "upstream": e.upstream, "downstream": e.downstream})
+            exported.append(None)
     return exported
 
 
-def _differentiated(event: RuleEvent, ad_trace) -> bool:
-    return any(getattr(x, "_trace", None) is ad_trace for x in jax.tree.leaves(event.outputs))
-
-
-def _applications(events, meta, exported, mode, basis) -> list[Application]:
-    """Pairs each gate application with the values of its rule (reverse: rules run backward)."""
-    ad_trace = meta["ad_trace"]
-    forward = [(e, x) for e, x in zip(events, exported, strict=False) if e.kind == "forward"]
-    rules = [(e, x) for e, x in zip(events, exported, strict=False) if e.kind != "forward"]
-    if mode == "reverse":
-        rules = rules[::-1]
-    rules_iter = iter(rules)
-    primal = (lambda a: a[0]) if basis else (lambda a: a)
+def _applications(events, exported, mode, wire_tangent) -> list[Application]:
+    """Pairs each gate application with its rule, by the primal value both saw."""
+    rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
+             if e.kind != "forward"}
     apps = []
-    for event, values in forward:
-        diffd = _differentiated(event, ad_trace)
-        if diffd:
-            rule_event, values = next(rules_iter, (None, None))
-            if rule_event is None or rule_event.gate is not event.gate:
-                raise RuntimeError(
-                    "explain: could not pair the gate applications with their rules "
-                    f"(at gate {event.gate.name!r}); please report this"
-                )
-        inputs = tuple(c if is_constant(c) else primal(v)
-                       for c, v in zip(event.inputs, values["inputs"], strict=False))
-        upstream, downstream = values.get("upstream"), values.get("downstream")
-        if diffd and mode == "reverse":  # the rule reports x_bars for its array inputs only
-            downstream = _per_input(event.inputs, downstream)
-        elif diffd:
-            upstream = _per_input(event.inputs, upstream)
+    for event, values in zip(events, exported, strict=True):
+        if event.kind != "forward":
+            continue
+        rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
+        differentiated = rule_event is not None and rule_event.gate is event.gate
+        upstream = downstream = None
+        if differentiated and mode == "reverse":  # the rule reports x_bars for arrays only
+            upstream = rule_values["upstream"]
+            downstream = _per_input(event.inputs, rule_values["downstream"])
+        elif differentiated:  # a None input tangent is a symbolic zero: nothing flows
+            flows = _per_input(event.inputs, rule_event.upstream)
+            upstream = tuple(None if t is None else wire_tangent.get(id(x))
+                             for x, t in zip(event.inputs, flows, strict=True))
+            downstream = jax.tree.map(lambda z: wire_tangent.get(id(z)), event.outputs)
         apps.append(Application(
             gate=event.gate,
             input_ids=tuple(id(x) for x in event.inputs),
             output_ids=tuple(id(x) for x in jax.tree.leaves(event.outputs)),
             consts=tuple(x if is_constant(x) else None for x in event.inputs),
-            inputs=inputs,
-            outputs=jax.tree.map(primal, values["outputs"]),
-            differentiated=diffd,
+            inputs=tuple(c if is_constant(c) else v
+                         for c, v in zip(event.inputs, values["inputs"], strict=True)),
+            outputs=values["outputs"],
+            differentiated=differentiated,
             upstream=upstream,
             downstream=downstream,
         ))

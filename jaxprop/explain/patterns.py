@@ -16,6 +16,9 @@ The label follows the rule, and the values refine it: a ``mul`` by a Python cons
 (``mul(x, -1.0)``, the slide's ``*-1`` gate) is a *scaled local gradient*, not a switcher,
 because only one input gets a gradient and the factor is fixed. A relu whose inputs are all
 positive is still a *router*: the detail says that it passed everything this time.
+
+In forward mode the same gate pushes tangents instead, and ``local`` states its JVP rule,
+e.g. ``z_dot = x_dot*y + x*y_dot`` for mul or ``z_dot = x_dot where x > 0`` for relu.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class Description:
       pattern: one of :data:`PATTERNS`, or the gate's own ``pattern`` for a gate this
         module does not know.
       detail: what the values add, e.g. ``"passes 2 of 4 (where x > 0)"``.
-      local: the local gradient as the lecture states it, e.g. ``"dz/dx = y = -4"``.
+      local: the local gradient as the lecture states it, e.g. ``"dz/dx = y = -4"``; in
+        forward mode the JVP rule, e.g. ``"z_dot = x_dot*y + x*y_dot"``.
       symbol: the short label of the node on the circuit, e.g. ``"*"`` or ``"*-1"``.
     """
 
@@ -72,7 +76,7 @@ _SYMBOLS = {
 
 
 def describe(gate_name: str, gate_pattern: str, consts: tuple, inputs: tuple, outputs,
-             names: tuple[str, ...], out: str = "z") -> Description:
+             names: tuple[str, ...], out: str = "z", mode: str = "reverse") -> Description:
     """Labels one gate application.
 
     Args:
@@ -83,6 +87,7 @@ def describe(gate_name: str, gate_pattern: str, consts: tuple, inputs: tuple, ou
       outputs: the output value (a tuple for copy).
       names: per input, its name on the circuit (``"x"``, ``"s1"``).
       out: the output's name, for the local gradients ``d out / d x``.
+      mode: ``"reverse"`` states the local gradient (VJP), ``"forward"`` the JVP rule.
 
     Returns:
       The :class:`Description`.
@@ -92,9 +97,17 @@ def describe(gate_name: str, gate_pattern: str, consts: tuple, inputs: tuple, ou
     if gate_name in ("add", "mul", "maximum") and any(c is not None for c in consts):
         const = next(c for c in consts if c is not None)
         symbol = f"{symbol}{fmt.number(const)}" if gate_name != "maximum" else f"max(.,{const})"
-    describe_fn = _DESCRIBE.get(gate_name)
+    if all(c is not None for c in consts):
+        return Description(gate_pattern, "all inputs are constants: no gradient",
+                           "none: every input is a constant", symbol)
+    describe_fn = (_DESCRIBE if mode == "reverse" else _DESCRIBE_JVP).get(gate_name)
     if describe_fn is None:
-        return Description(gate_pattern, "", "the gate's own VJP rule", symbol)
+        rule = "VJP" if mode == "reverse" else "JVP"
+        return Description(gate_pattern, "", f"the gate's own {rule} rule", symbol)
+    if mode == "forward":
+        pattern = _DESCRIBE[gate_name](consts, values, outputs, names, out)[0]
+        detail, local = describe_fn(consts, values, outputs, names, out)
+        return Description(pattern, detail, local, symbol)
     pattern, detail, local = describe_fn(consts, values, outputs, names, out)
     return Description(pattern, detail, local, symbol)
 
@@ -198,8 +211,101 @@ _DESCRIBE = {
 }
 
 
-def implicit_copy(name: str, n_branches: int) -> Description:
+def implicit_copy(name: str, n_branches: int, mode: str = "reverse") -> Description:
     """The branch point where one value feeds several gates without an explicit copy gate."""
+    if mode == "forward":
+        return Description(ADDER, f"{name} feeds {n_branches} gates; each gets its tangent",
+                           f"every branch carries {name}_dot", "branch")
     return Description(
         ADDER, f"{name} feeds {n_branches} gates; their gradients add",
         f"1 per branch: d{name} = sum of {n_branches} branch gradients", "branch")
+
+
+# Forward mode: each returns (detail, JVP rule as a formula with the values).
+
+
+def _add_jvp(consts, xs, z, names, out):
+    arrays = [n for n, c in zip(names, consts, strict=False) if c is None]
+    return ("adds the input tangents",
+            f"{out}_dot = " + " + ".join(f"{n}_dot" for n in arrays))
+
+
+def _mul_jvp(consts, xs, z, names, out):
+    if any(c is not None for c in consts):
+        i = next(i for i, c in enumerate(consts) if c is None)
+        a = fmt.number(next(c for c in consts if c is not None))
+        return (f"the constant {a} x the tangent", f"{out}_dot = {a} * {names[i]}_dot")
+    (nx, ny), (x, y) = names, xs
+    if nx == ny:
+        return ("x * x: both factors carry the tangent",
+                f"{out}_dot = 2 {nx} * {nx}_dot; {nx} = {fmt.value(x)}")
+    return ("each tangent x the other input",
+            f"{out}_dot = {nx}_dot*{ny} + {nx}*{ny}_dot; {ny} = {fmt.value(y)}; "
+            f"{nx} = {fmt.value(x)}")
+
+
+def _copy_jvp(consts, xs, z, names, out):
+    return "each copy carries the tangent", f"a_dot = b_dot = {names[0]}_dot"
+
+
+def _maximum_jvp(consts, xs, z, names, out):
+    x, y = (np.broadcast_to(v, np.shape(z)) for v in xs)
+    wins = x >= y
+    nx, ny = names
+    return (f"takes {nx}_dot where {nx} wins, {ny}_dot elsewhere",
+            f"{out}_dot = {nx}_dot where {nx} >= {ny}, else {ny}_dot; "
+            f"[{nx} >= {ny}] = {fmt.value(wins)}")
+
+
+def _relu_jvp(consts, xs, z, names, out):
+    (x,), (n,) = xs, names
+    passes = x > 0
+    if passes.ndim == 0:
+        detail = "passes the tangent" if passes else "blocks the tangent"
+    else:
+        detail = f"passes the tangent at {int(passes.sum())} of {passes.size} (where {n} > 0)"
+    return (detail,
+            f"{out}_dot = {n}_dot where {n} > 0; [{n} > 0] = {fmt.value(passes)}")
+
+
+def _scaled_jvp(formula, compute):
+    def describe_fn(consts, xs, z, names, out):
+        local = compute(xs[0], np.asarray(z))
+        return ("the tangent x local",
+                f"{out}_dot = {formula} * {names[0]}_dot; {formula} = {fmt.value(local)}")
+
+    return describe_fn
+
+
+def _matmul_jvp(consts, xs, z, names, out):
+    nx, nw = names
+    return ("product rule for matrices",
+            f"{out}_dot = {nx}_dot {nw} + {nx} {nw}_dot  {fmt.shape(np.shape(z))}")
+
+
+def _sum_jvp(consts, xs, z, names, out):
+    return "sums the tangent's elements", f"{out}_dot = sum_i {names[0]}_dot_i"
+
+
+def _loss_jvp(formula):
+    def describe_fn(consts, xs, z, names, out):
+        return "fused loss: saved local x the tangent", formula
+
+    return describe_fn
+
+
+_DESCRIBE_JVP = {
+    "add": _add_jvp,
+    "mul": _mul_jvp,
+    "copy": _copy_jvp,
+    "maximum": _maximum_jvp,
+    "relu": _relu_jvp,
+    "exp": _scaled_jvp("e^x", lambda x, z: z),
+    "log": _scaled_jvp("1/x", lambda x, z: 1 / x),
+    "reciprocal": _scaled_jvp("-1/x^2", lambda x, z: -z * z),
+    "sigmoid": _scaled_jvp("(1-s)s", lambda x, s: (1 - s) * s),
+    "matmul": _matmul_jvp,
+    "sum": _sum_jvp,
+    "softmax_loss": _loss_jvp("z_dot = sum((p - onehot(y)) * s_dot) / N"),
+    "svm_loss": _loss_jvp("z_dot = sum(([margin > 0] - count * onehot(y)) * s_dot) / N"),
+}

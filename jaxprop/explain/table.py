@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jaxprop.explain import fmt
+from jaxprop.gate import is_constant
 
 
 def _named(names, values) -> str:
@@ -51,12 +52,12 @@ def build(trace) -> Table:
         table.add_column("downstream", style="red")
     else:
         table.add_column("tangents in", style="blue")
-        table.add_column("local gradient")
+        table.add_column("JVP rule")
         table.add_column("tangent out", style="blue")
     for row in trace.rows:
         pattern = row.pattern + (f"\n({row.detail})" if row.detail else "")
         inputs = _named(row.input_names, row.inputs)
-        consts = [isinstance(x, (int, float)) for x in row.inputs]
+        consts = [is_constant(x) for x in row.inputs]
         if reverse:
             up = fmt.value(row.upstream)
             down = _per_input(row.input_names, row.downstream, consts)

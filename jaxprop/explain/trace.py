@@ -313,7 +313,7 @@ def _build(cap: capture.Capture, arg_names: list[str], args: tuple, title: str) 
         else:
             v = item
             branch_node[id(v)] = f"gate:{step}"
-            desc = patterns.implicit_copy(v.name, len(v.consumers))
+            desc = patterns.implicit_copy(v.name, len(v.consumers), cap.mode)
             n = len(v.consumers)
             outs = tuple(f"{v.name}.{j + 1}" for j in range(n))
             if reverse:
@@ -355,10 +355,16 @@ def _gate_row(step: int, app: capture.Application, values: dict, reverse: bool) 
                   for vid, c in zip(app.input_ids, app.consts, strict=False))
     out_names = tuple(values[vid].name for vid in app.output_ids)
     desc = patterns.describe(app.gate.name, app.gate.pattern, app.consts, app.inputs,
-                             app.outputs, names, out_names[0] if len(out_names) == 1 else "z")
+                             app.outputs, names, out_names[0] if len(out_names) == 1 else "z",
+                             mode="reverse" if reverse else "forward")
     detail = desc.detail
-    if not app.differentiated:
-        detail = "no input is differentiated: " + ("no gradient" if reverse else "zero tangent")
+    if all(c is not None for c in app.consts):
+        detail = "all inputs are constants: " + ("no gradient" if reverse else "zero tangent")
+    elif not app.differentiated and reverse:
+        detail = ("its rule never ran, no gradient: no differentiated input reaches it, "
+                  "or its output is unused or under stop_gradient")
+    elif not app.differentiated:
+        detail = "no input is differentiated: zero tangent"
     return Row(step, app.gate.name, desc.pattern, detail, desc.symbol, names, app.inputs,
                out_names, app.outputs, app.upstream, desc.local, app.downstream)
 
