@@ -9,6 +9,9 @@
    (CS231n's ``TwoLayerNet.loss``) and Adam as in CS231n's ``optim.py``.
 4. PyTorch eager, the same loop, when ``import torch`` works (optional, never required).
 
+Every method does the same work per epoch: the steps, then the accuracy on the training
+set (its first ``TRAIN_ACC_EXAMPLES``) and on the validation set.
+
 Times are after compiling (the compile is reported apart), the median of interleaved
 repeats, so the methods share the machine's noise. The last line is the ratio of jaxprop
 to plain JAX.
@@ -91,6 +94,7 @@ def numpy_run(cfg, ds, p0, seed: int = 0):
     x, y = ds.x_train, ds.y_train
     n, bsz, reg = x.shape[0], cfg.train.batch_size, cfg.loss.reg
     steps = n // bsz
+    n_acc = min(n, engine.TRAIN_ACC_EXAMPLES)
     b1, b2, eps, t = 0.9, 0.999, 1e-8, 0
     rng = np.random.default_rng(seed)
     for epoch in range(cfg.train.epochs):
@@ -121,7 +125,15 @@ def numpy_run(cfg, ds, p0, seed: int = 0):
                 v2[k] = b2 * v2[k] + (1 - b2) * grads[k] ** 2
                 mt, vt = m[k] / (1 - b1 ** t), v2[k] / (1 - b2 ** t)
                 p[k] -= lr * mt / (np.sqrt(vt) + eps)
-    return p
+        # the same per-epoch evaluation as the JAX sides: train and val accuracy
+        stats = {"train_acc": _np_acc(p, x[:n_acc], y[:n_acc]),
+                 "val_acc": _np_acc(p, ds.x_val, ds.y_val)}
+    return p, stats
+
+
+def _np_acc(p, x, y):
+    h = np.maximum(0, x @ p["W1"] + p["b1"])
+    return float(np.mean(np.argmax(h @ p["W2"] + p["b2"], axis=1) == y))
 
 
 def torch_run(cfg, ds, p0):
@@ -132,7 +144,15 @@ def torch_run(cfg, ds, p0):
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.optimizer.lr_decay)
     x, y = torch.tensor(ds.x_train), torch.tensor(ds.y_train, dtype=torch.long)
     n, bsz = x.shape[0], cfg.train.batch_size
+    xv, yv = torch.tensor(ds.x_val), torch.tensor(ds.y_val, dtype=torch.long)
+    n_acc = min(int(x.shape[0]), engine.TRAIN_ACC_EXAMPLES)
     gen = torch.Generator().manual_seed(cfg.seed)
+
+    def acc(xs, ys):
+        with torch.no_grad():
+            s = torch.relu(xs @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+            return (s.argmax(dim=1) == ys).float().mean().item()
+
     for _ in range(cfg.train.epochs):
         order = torch.randperm(n, generator=gen)
         for i in range(n // bsz):
@@ -144,7 +164,9 @@ def torch_run(cfg, ds, p0):
             loss.backward()
             opt.step()
         sched.step()
-    return {k: v.detach().numpy() for k, v in p.items()}
+        # the same per-epoch evaluation as the JAX sides: train and val accuracy
+        stats = {"train_acc": acc(x[:n_acc], y[:n_acc]), "val_acc": acc(xv, yv)}
+    return {k: v.detach().numpy() for k, v in p.items()}, stats
 
 
 def _test_acc(p, ds):
@@ -178,9 +200,9 @@ def main() -> None:
 
     methods = {"jaxprop": lambda: jaxprop_run(trainer, cfg.train.epochs)[0],
                "plain JAX": lambda: plain()[0],
-               "NumPy loop": lambda: numpy_run(cfg, ds, jax.device_get(p0))}
+               "NumPy loop": lambda: numpy_run(cfg, ds, jax.device_get(p0))[0]}
     if have_torch:
-        methods["PyTorch loop"] = lambda: torch_run(cfg, ds, jax.device_get(p0))
+        methods["PyTorch loop"] = lambda: torch_run(cfg, ds, jax.device_get(p0))[0]
     times = {k: [] for k in methods}
     results = {}
     for _ in range(args.repeats):

@@ -123,7 +123,8 @@ class TrainConfig:
     epochs: int = _field(30, doc="passes over the training set", low=1)
     batch_size: int = _field(64, doc="examples per step", low=1)
     pipeline: str = _field("reverse", doc="gradients from our VJP rules (reverse), our JVP "
-                           "rules (forward) or JAX's autodiff (jax)", choices=PIPELINES)
+                           "rules (forward), or JAX's own autodiff of the plain-jnp twin of "
+                           "the model and loss, jaxprop.plain (jax)", choices=PIPELINES)
     forward_chunk_size: int = _field(64, doc="JVPs pushed at once by the forward pipeline",
                                      low=1)
 
@@ -366,8 +367,28 @@ def _config_dirs() -> list[Path]:
     return unique
 
 
-def shipped_configs() -> dict[str, Path]:
-    """The experiments found in ``configs/`` (cwd's, then the repository's), by name."""
+_SECTIONS = ("data", "model", "loss", "optimizer", "train", "sweep")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+
+
+def _not_an_experiment(path: Path, raw: Mapping[str, Any]) -> str | None:
+    """Why the TOML file at ``path`` is not a training experiment, or None if it is one."""
+    if not any(k in raw for k in _SECTIONS):
+        return f"it has none of the tables [{'], ['.join(_SECTIONS)}]"
+    try:
+        from_dict({"name": path.stem, **raw})
+    except (ValueError, TypeError) as err:
+        return str(err).split(" Valid keys:")[0]
+    return None
+
+
+def _toml_files() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in _config_dirs():
         if d.is_dir():
@@ -376,16 +397,45 @@ def shipped_configs() -> dict[str, Path]:
     return found
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The training experiments in ``configs/`` (cwd's, then the repository's), by name.
+
+    Only files that are valid experiments count: ``configs/compare.toml`` (the settings of
+    ``jaxprop compare``) and other foreign TOML files are left out.
+    """
+    found: dict[str, Path] = {}
+    for name, p in _toml_files().items():
+        try:
+            if _not_an_experiment(p, _read_toml(p)) is None:
+                found[name] = p
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def find_config(path_or_name: str | Path) -> Path:
-    """Resolves a TOML path, or the name of a shipped experiment (``digits_linear_svm``)."""
+    """Resolves a TOML path, or the name of a shipped experiment (``digits_linear_svm``).
+
+    Raises:
+      FileNotFoundError: neither a file nor a shipped name (the names are listed).
+      ValueError: the name is a TOML file in ``configs/`` that is not a training
+        experiment (none of its tables is a config section, as ``compare``).
+    """
     path = Path(path_or_name)
     if path.is_file():
         return path
-    shipped = shipped_configs()
     name = path.stem if path.suffix == ".toml" and len(path.parts) == 1 else str(path_or_name)
+    shipped = shipped_configs()
     if name in shipped:
         return shipped[name]
     names = ", ".join(shipped) or "none found"
+    other = _toml_files().get(name)
+    if other is not None and any(k in _read_toml(other) for k in _SECTIONS):
+        return other  # an experiment with a mistake: load_config names it
+    if other is not None:
+        raise ValueError(
+            f"config {name!r} ({other}) is not a training experiment, so `jaxprop train` and "
+            f"`jaxprop sweep` cannot use it; the training experiments are: {names}")
     raise FileNotFoundError(
         f"config file {str(path_or_name)!r} not found, and it is not the name of a shipped "
         f"experiment (in {', '.join(str(d) for d in _config_dirs())}: {names})")
@@ -406,10 +456,13 @@ def load_config(path_or_name: str | Path | None = None,
         cfg = default_config()
     else:
         path = find_config(path_or_name)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        raw = _read_toml(path)
+        if not any(k in raw for k in _SECTIONS):
+            names = ", ".join(shipped_configs()) or "none found"
+            raise ValueError(
+                f"config file {str(path)!r} is not a training experiment: it has none of the "
+                f"tables [{'], ['.join(_SECTIONS)}]. Give a training config, e.g. one of: "
+                f"{names}")
         raw.setdefault("name", path.stem)
         cfg = from_dict(raw)
     return apply_overrides(cfg, overrides)

@@ -37,7 +37,8 @@ from jaxprop.config import SWEEP_KEYS, Config, parse_override, to_toml
 from jaxprop.train import checkpoint, engine, plots, sharding
 from jaxprop.train.run import Trainer, load_data
 
-__all__ = ["SweepResult", "grid_of", "parse_grid", "run_sweep", "print_sweep"]
+__all__ = ["SweepProgram", "SweepResult", "grid_of", "parse_grid", "pick_best", "run_sweep",
+           "print_sweep"]
 
 
 def parse_grid(items: list[str]) -> list[str]:
@@ -74,11 +75,14 @@ class SweepResult:
 
     Attributes:
       rows: one dict per grid point: lr, reg, train_loss, train_acc, val_acc, diverged_epoch.
-      best: the best row by validation accuracy, with ``test_acc`` added (None if every run
-        diverged).
+      best: the best row by validation accuracy (ties: the lowest final train loss), with
+        ``test_acc`` and ``tied`` (how many runs share the best validation accuracy) added;
+        None if every run diverged.
       val_acc: [len(lrs), len(regs)] final validation accuracies (NaN: diverged).
       params: the best run's parameters (host arrays), or None.
-      seconds: wall-clock of compile plus training; ``compile_seconds`` the compile alone.
+      seconds: wall-clock of set-up, compile and training (set-up and compile count only
+        when ``run_sweep`` built the program); ``compile_seconds`` the compile alone;
+        ``train_seconds`` the epochs alone.
       out_dir: where the files went.
     """
 
@@ -91,15 +95,64 @@ class SweepResult:
     seconds: float
     compile_seconds: float
     out_dir: Path | None
+    train_seconds: float = math.nan
+
+
+def pick_best(rows: list[dict]) -> tuple[int | None, int]:
+    """The index of the best run and how many runs share its validation accuracy.
+
+    Best is the highest validation accuracy; among runs tied on it (a small validation set
+    makes ties common), the lowest final train loss; then the first in grid order.
+    Diverged runs (NaN) never win.
+
+    Returns:
+      ``(index, tied)``: ``tied`` counts the runs with the best validation accuracy
+      (1 = no tie); ``(None, 0)`` if every run diverged.
+    """
+    ok = [i for i, r in enumerate(rows) if math.isfinite(r["val_acc"])]
+    if not ok:
+        return None, 0
+    top = max(rows[i]["val_acc"] for i in ok)
+    tied = [i for i in ok if rows[i]["val_acc"] == top]
+    best = min(tied, key=lambda i: (rows[i]["train_loss"], i))
+    return best, len(tied)
 
 
 def _stack(tree, g: int):
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), tree)
 
 
+class SweepProgram:
+    """The grid's compiled, vmapped epoch, its data on the devices and its initial state.
+
+    Building it does everything but train: load the data (unless given), place it, stack
+    G copies of the initial state, and compile. ``run_sweep`` trains it; the state here is
+    never modified, so one program can be run again.
+    """
+
+    def __init__(self, cfg: Config, dataset=None, mesh=None):
+        self.cfg = cfg
+        self.dataset = load_data(cfg) if dataset is None else dataset
+        self.lrs, self.regs = grid_of(cfg)
+        self.pairs = list(itertools.product(self.lrs, self.regs))
+        g = len(self.pairs)
+        self.trainer = trainer = Trainer(cfg, self.dataset, mesh, copies=g)
+        rep = sharding.replicated(trainer.mesh)
+        self.hparams = jax.device_put(
+            {"lr": jnp.asarray([p[0] for p in self.pairs], jnp.float32),
+             "reg": jnp.asarray([p[1] for p in self.pairs], jnp.float32)}, rep)
+        self.state = jax.device_put(_stack(trainer.init_state(), g), rep)
+        epoch_fn = engine.make_epoch_fn(cfg, trainer.steps, trainer.mesh, trainer.num_params)
+        vmapped = jax.jit(jax.vmap(epoch_fn, in_axes=(0, 0, 0, None, None, None, None, None)))
+        key0 = jax.random.fold_in(trainer.data_key, 0)
+        t0 = time.perf_counter()
+        self.compiled = vmapped.lower(*self.state, self.hparams, key0, *trainer.data).compile()
+        self.compile_seconds = time.perf_counter() - t0
+
+
 def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=None,
               mesh=None, progress: bool = True, console=None,
-              write: bool = True) -> SweepResult:
+              write: bool = True, program: SweepProgram | None = None) -> SweepResult:
     """Trains every (lr, reg) of the grid at once and picks the best by validation accuracy.
 
     Args:
@@ -112,6 +165,8 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
       console: rich console for the bar (default stderr).
       write: write ``sweep.csv``, ``heatmap.png``, ``summary.json``, ``params.npz`` (best)
         and ``config.toml`` (the best config).
+      program: a ``SweepProgram`` for ``cfg`` built beforehand (a benchmark times the
+        training alone this way); ``dataset`` and ``mesh`` are then ignored.
 
     Returns:
       A SweepResult.
@@ -120,22 +175,16 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     console = console or Console(stderr=True)
-    dataset = load_data(cfg) if dataset is None else dataset
-    lrs, regs = grid_of(cfg)
-    pairs = list(itertools.product(lrs, regs))
-    g = len(pairs)
     t_start = time.perf_counter()
-    trainer = Trainer(cfg, dataset, mesh)
-    rep = sharding.replicated(trainer.mesh)
-    hp = jax.device_put({"lr": jnp.asarray([p[0] for p in pairs], jnp.float32),
-                         "reg": jnp.asarray([p[1] for p in pairs], jnp.float32)}, rep)
-    params, opt_state = jax.device_put(_stack(trainer.init_state(), g), rep)
-    epoch_fn = engine.make_epoch_fn(cfg, trainer.steps, trainer.mesh, trainer.num_params)
-    vmapped = jax.jit(jax.vmap(epoch_fn, in_axes=(0, 0, 0, None, None, None, None, None)))
-    key0 = jax.random.fold_in(trainer.data_key, 0)
-    t0 = time.perf_counter()
-    compiled = vmapped.lower(params, opt_state, hp, key0, *trainer.data).compile()
-    compile_seconds = time.perf_counter() - t0
+    if program is None:
+        program = SweepProgram(cfg, dataset, mesh)
+    elif program.cfg != cfg:
+        raise ValueError("run_sweep: program was built for another config")
+    dataset, trainer, compiled = program.dataset, program.trainer, program.compiled
+    lrs, regs, pairs, g = program.lrs, program.regs, program.pairs, len(program.pairs)
+    hp, params, opt_state = program.hparams, *program.state
+    compile_seconds = program.compile_seconds
+    t_train = time.perf_counter()
 
     diverged = np.zeros(g, dtype=np.int64)  # 0: finite; e: first epoch with NaN/Inf
     bar = Progress(TextColumn(f"sweep of {g}: epoch"), MofNCompleteColumn(), BarColumn(),
@@ -153,6 +202,7 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
             best = f"{np.max(stats['val_acc'][ok]):.4f}" if ok.any() else "-"
             bar.update(task, completed=epoch + 1, best=best)
     seconds = time.perf_counter() - t_start
+    train_seconds = time.perf_counter() - t_train
 
     rows = []
     for i, (lr, reg) in enumerate(pairs):
@@ -166,17 +216,19 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
         })
     val = np.array([r["val_acc"] for r in rows]).reshape(len(lrs), len(regs))
     best, best_params = None, None
-    if np.isfinite(val).any():
-        i = int(np.nanargmax(val.reshape(-1)))
+    i, ties = pick_best(rows)
+    if i is not None:
         best_params = {k: np.asarray(v[i]) for k, v in jax.device_get(params).items()}
         best = dict(rows[i])
+        best["tied"] = ties
         best["test_acc"] = trainer.accuracy(best_params, dataset.x_test, dataset.y_test)
     out = None
     if write:
         out = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.name}_sweep"
         _write(cfg, out, lrs, regs, rows, val, best, best_params, seconds, compile_seconds,
                trainer)
-    return SweepResult(lrs, regs, rows, best, val, best_params, seconds, compile_seconds, out)
+    return SweepResult(lrs, regs, rows, best, val, best_params, seconds, compile_seconds, out,
+                       train_seconds)
 
 
 def _write(cfg, out: Path, lrs, regs, rows, val, best, best_params, seconds, compile_seconds,
@@ -194,6 +246,7 @@ def _write(cfg, out: Path, lrs, regs, rows, val, best, best_params, seconds, com
         "seconds": seconds, "compile_seconds": compile_seconds,
         "devices": int(trainer.mesh.devices.size), "pipeline": cfg.train.pipeline,
         "diverged": sum(r["diverged_epoch"] is not None for r in rows),
+        "tied_best": best["tied"] if best is not None else 0,
     }
     checkpoint.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     checkpoint.atomic_write_text(out / "sweep_config.toml", to_toml(cfg))
@@ -230,6 +283,8 @@ def print_sweep(result: SweepResult, console=None) -> None:
         console.print("every run diverged: lower the learning rates")
     else:
         b = result.best
+        tie = (f"  ({b['tied']} runs tied on val accuracy; picked the lowest train loss)"
+               if b.get("tied", 1) > 1 else "")
         console.print(f"best: optimizer.lr={b['lr']:g} loss.reg={b['reg']:g}  val accuracy "
                       f"{b['val_acc']:.4f}  test accuracy {b['test_acc']:.4f}"
-                      + (f"  ({result.out_dir})" if result.out_dir else ""))
+                      + (f"  ({result.out_dir})" if result.out_dir else "") + tie)

@@ -1,6 +1,8 @@
 """Checkpoints: atomic writes, exact round trips, clear errors, bit-exact resume."""
 
 import json
+import os
+import stat
 
 import chex
 import jax.numpy as jnp
@@ -24,6 +26,18 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp_files(tmp_path):
     checkpoint.atomic_write_text(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in path.parent.iterdir()] == ["file.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_gives_the_umask_mode_not_0600(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_write_text(tmp_path / "a.txt", "x")
+        checkpoint.save_npz(tmp_path / "p.npz", {"W": np.zeros((2, 2), np.float32)})
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "p.npz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):

@@ -30,7 +30,16 @@ def _no_traceback(err: str) -> None:
     assert "Traceback" not in err
 
 
-def test_no_arguments_trains_the_default(tmp_path, capsys, cache_dir):
+@pytest.fixture
+def fresh_compiled(monkeypatch):
+    """An empty in-process cache of compiled epochs, so the run really compiles (and writes
+    the persistent cache) whatever trained earlier in this process."""
+    from jaxprop.train import run
+
+    monkeypatch.setattr(run, "_COMPILED", {})
+
+
+def test_no_arguments_trains_the_default(tmp_path, capsys, cache_dir, fresh_compiled):
     assert main(["train", "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     _no_traceback(err)
@@ -66,6 +75,9 @@ def test_config_by_name_with_overrides(tmp_path, capsys):
     (["--set", "train.batch_size=-1"], "'train.batch_size' must be >= 1; got -1"),
     (["--set", "model.kind=cnn"], "'model.kind' must be one of 'linear', 'two_layer'; got 'cnn'"),
     (["--config", "no_such_experiment"], "'no_such_experiment' not found"),
+    (["--config", "compare"], "config 'compare' ("),
+    (["--config", "compare"], "is not a training experiment, so `jaxprop train` and "
+                              "`jaxprop sweep` cannot use it; the training experiments are: "),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tmp_path, capsys):
     assert main(["train", *args, "--out", str(tmp_path)]) == 2
@@ -129,3 +141,30 @@ def test_sweep_command(tmp_path, capsys):
     assert main(["sweep", "--grid", "model.kind=linear", "--out", str(tmp_path)]) == 2
     _, err = capsys.readouterr()
     assert "jaxprop sweep: error: --grid expects KEY=V1,V2,..." in err
+
+
+def test_only_training_experiments_are_listed_and_accepted(tmp_path, capsys):
+    from jaxprop.config import shipped_configs
+
+    shipped = shipped_configs()
+    assert "compare" not in shipped and "digits_two_layer" in shipped
+    assert main(["sweep", "--config", "compare", "--out", str(tmp_path)]) == 2
+    _, err = capsys.readouterr()
+    _no_traceback(err)
+    assert "jaxprop sweep: error: config 'compare'" in err and "digits_linear_svm" in err
+    foreign = tmp_path / "foreign.toml"
+    foreign.write_text('out = "runs/x"\n[width]\nn = [1]\n')
+    assert main(["train", "--config", str(foreign), "--out", str(tmp_path / "r")]) == 2
+    _, err = capsys.readouterr()
+    assert "foreign.toml' is not a training experiment: it has none of the tables" in err
+    assert "unknown config key" not in err
+
+
+def test_absurd_hidden_dim_is_refused_without_allocating(tmp_path, capsys):
+    assert main(["train", "--set", "model.hidden_dim=100000000", "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    _, err = capsys.readouterr()
+    _no_traceback(err)
+    assert err.startswith("jaxprop train: error: this run needs about ")
+    assert "model.hidden_dim=100000000" in err and "GiB" in err
+    assert not (tmp_path / "checkpoint.npz").exists()

@@ -151,3 +151,33 @@ def test_file_without_name_takes_the_file_stem(tmp_path):
     assert cfg.name == "quick_run"
     assert cfg.train.epochs == 2
     assert cfg.model == C.ModelConfig()
+
+
+@pytest.mark.parametrize("name", ["props_linear_svm", "props_linear_softmax",
+                                  "props_two_layer"])
+def test_props_configs_say_they_are_untuned_starting_values(name):
+    from jaxprop.config import find_config
+
+    text = find_config(name).read_text()
+    assert "Untuned starting values" in text and "NOT verified against P1's" in text
+    assert f"jaxprop sweep --config {name}" in text
+    C.load_config(name)  # and still a valid experiment
+
+
+def test_non_training_toml_is_not_an_experiment(tmp_path, monkeypatch):
+    from jaxprop.config import find_config, shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tool.toml").write_text('out = "x"\n[width]\nn = 1\n')
+    (tmp_path / "configs" / "mine.toml").write_text('[train]\nepochs = 2\n')
+    (tmp_path / "configs" / "typo.toml").write_text('[train]\nepochz = 2\n')
+    shipped = shipped_configs()
+    assert "mine" in shipped and "tool" not in shipped and "typo" not in shipped
+    assert C.load_config("mine").train.epochs == 2
+    with pytest.raises(ValueError, match=r"config 'tool' \(.*tool\.toml\) is not a training "
+                                         r"experiment.*training experiments are: .*mine"):
+        find_config("tool")
+    # a broken experiment, named: its real error, not "not an experiment"
+    with pytest.raises(ValueError, match=r"unknown config key 'train\.epochz'"):
+        C.load_config("typo")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxprop.config import load_config
-from jaxprop.sweep import grid_of, parse_grid, run_sweep
+from jaxprop.sweep import grid_of, parse_grid, pick_best, print_sweep, run_sweep
 from jaxprop.train import Trainer, load_data
 
 TINY = ["data.num_train=256", "model.hidden_dim=16", "train.batch_size=32", "train.epochs=3",
@@ -69,3 +69,31 @@ def test_grid_parsing():
         parse_grid(["optimizer.lr="])
     with pytest.raises(TypeError, match=r"'sweep\.lr\[0\]' must be a number; got 'big'"):
         load_config(None, parse_grid(["optimizer.lr=big"]))
+
+
+def _row(val_acc, train_loss):
+    return {"lr": 0.1, "reg": 0.0, "train_loss": train_loss, "train_acc": 0.5,
+            "val_acc": val_acc, "diverged_epoch": None}
+
+
+def test_ties_in_val_accuracy_go_to_the_lowest_train_loss():
+    nan = float("nan")
+    rows = [_row(0.9, 0.5), _row(0.95, 0.4), _row(nan, nan), _row(0.95, 0.2), _row(0.95, 0.3)]
+    assert pick_best(rows) == (3, 3)
+    assert pick_best([_row(0.9, 0.5), _row(0.8, 0.1)]) == (0, 1)
+    assert pick_best([_row(nan, nan)]) == (None, 0)
+
+
+def test_sweep_reports_the_tie(tmp_path, capsys):
+    # reg is far too small to change a prediction in 1 epoch: the two runs tie on val acc
+    cfg = load_config(None, [*TINY, "train.epochs=1", "sweep.lr=[0.05]",
+                             "sweep.reg=[0.0, 1e-9]"])
+    result = run_sweep(cfg, tmp_path, progress=False)
+    assert result.rows[0]["val_acc"] == result.rows[1]["val_acc"]
+    assert result.best["tied"] == 2
+    losses = [r["train_loss"] for r in result.rows]
+    assert result.best["train_loss"] == min(losses)
+    assert json.loads((tmp_path / "summary.json").read_text())["tied_best"] == 2
+    print_sweep(result)
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "(2 runs tied on val accuracy; picked the lowest train loss)" in out

@@ -6,11 +6,15 @@ import signal
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxprop
+from jaxprop import plain
 from jaxprop.config import load_config
+from jaxprop.losses import LOSSES
+from jaxprop.models import MODELS
 from jaxprop.train import EXIT_DIVERGED, Trainer, engine, load_data, train
 from jaxprop.train.plots import class_templates
 
@@ -56,13 +60,31 @@ def _one_epoch(cfg, events=None):
 def test_three_pipelines_train_to_the_same_parameters():
     seen = {p: set() for p in ("reverse", "forward", "jax")}
     params = {p: _one_epoch(_tiny(p), seen[p])[0] for p in seen}
-    # the rules that ran: our VJP rules, our JVP rules, our JVP rules transposed by JAX
+    # the rules that ran: our VJP rules, our JVP rules, and for "jax" none of ours at all:
+    # JAX's own autodiff of the plain-jnp twin (jaxprop.plain), no gate event of any kind
     assert "vjp" in seen["reverse"] and "jvp" not in seen["reverse"]
     assert "jvp" in seen["forward"] and "vjp" not in seen["forward"]
-    assert "jvp" in seen["jax"] and "vjp" not in seen["jax"]
+    assert seen["jax"] == set()
     # float32 sums in a different order: agree to a few float32 ulps of the O(1) weights
     chex.assert_trees_all_close(params["forward"], params["reverse"], atol=2e-6, rtol=0)
     chex.assert_trees_all_close(params["jax"], params["reverse"], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+@pytest.mark.parametrize("model", ["linear", "two_layer"])
+def test_plain_twins_match_the_gate_models_and_losses(model, loss):
+    cfg = load_config(None, [f"model.kind={model}", f"loss.kind={loss}", "model.hidden_dim=6"])
+    x = jax.random.normal(jax.random.key(0), (5, 4), jnp.float32)
+    y = jnp.array([0, 2, 1, 2, 0], jnp.int32)
+    params = engine.init_params(cfg, jax.random.key(1), 4, 3)
+    params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.key(2), p.shape,
+                                                                p.dtype), params)
+    reg = jnp.float32(0.1)
+    ours = jax.jit(jaxprop.reverse.value_and_grad(engine.loss_fn(cfg)))(params, x, y, reg)
+    with jaxprop.observe(lambda e: pytest.fail(f"plain twin ran gate {e.kind}")):
+        theirs = jax.jit(jax.value_and_grad(engine.plain_loss_fn(cfg)))(params, x, y, reg)
+    chex.assert_trees_all_close(theirs, ours, rtol=1e-5, atol=1e-6)
+    assert set(plain.MODELS) == set(MODELS) and set(plain.LOSSES) == set(LOSSES)
 
 
 def test_forward_pipeline_warns_for_big_models():
@@ -97,11 +119,33 @@ def test_outputs_of_a_run(digits, tmp_path):
     assert summary["steps"] == 2 * (ds.x_train.shape[0] // cfg.train.batch_size)
     assert summary["devices"] == jax.device_count()
     with np.load(tmp_path / "params.npz") as z:
-        assert sorted(z.files) == ["W", "b"]
+        # bias trick: no separate b, the last row of W is the bias (CS231n LinearClassifier)
+        assert sorted(z.files) == ["W"]
         chex.assert_shape(z["W"], (65, 10))  # 64 pixels + the bias-trick row
         np.testing.assert_array_equal(z["W"], result.params["W"])
     for png in ("loss.png", "accuracy.png", "templates.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bias_trick_initialises_w_only_and_regularises_the_bias_row():
+    trick = load_config(None, ["model.kind=linear", "data.bias_trick=true"])
+    params = engine.init_params(trick, jax.random.key(0), 65, 10)
+    assert sorted(params) == ["W"]
+    chex.assert_shape(params["W"], (65, 10))
+    no_trick = load_config(None, ["model.kind=linear"])
+    assert sorted(engine.init_params(no_trick, jax.random.key(0), 64, 10)) == ["W", "b"]
+    # the bias row is regularised with W: the penalty's gradient 2 * reg * W reaches row 64
+    x = jnp.zeros((4, 65), jnp.float32)
+    y = jnp.zeros((4,), jnp.int32)
+    w = {"W": jnp.ones((65, 10), jnp.float32)}
+    reg = jnp.float32(0.5)
+    for pipeline in ("reverse", "jax"):
+        cfg = load_config(None, ["model.kind=linear", "data.bias_trick=true",
+                                 f"train.pipeline={pipeline}"])
+        _, grads = jax.jit(engine.value_and_grad_fn(cfg))(w, x, y, reg)
+        assert sorted(grads) == ["W"]
+        # x = 0: the data loss sends no gradient to W; 2 * reg * W = 1 on every row
+        chex.assert_trees_all_close(grads["W"][64], jnp.ones((10,), jnp.float32), atol=1e-6)
 
 
 def test_class_templates_drop_the_bias_row_and_rescale():
@@ -153,3 +197,44 @@ def test_sigterm_finishes_the_epoch_saves_and_resumes(digits, tmp_path):
     full = train(cfg, tmp_path / "full", dataset=digits, progress=False, write_plots=False)
     chex.assert_trees_all_equal(resumed.params, full.params)
     assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3, 4]
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["train.epochs=2"])
+    train(load_config("digits_linear_svm", ["train.epochs=1"]), tmp_path, dataset=digits,
+          progress=False, write_plots=False)
+    metrics = tmp_path / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # a crash in the middle of an append
+    resumed = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False,
+                    resume=True)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2]
+    lines = metrics.read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]  # rewritten without the tear
+
+
+def test_damaged_metrics_line_before_the_last_names_file_and_line(tmp_path):
+    from jaxprop.train.run import _read_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    good = '{"epoch": 1, "train_loss": 1.0}\n{"epoch": 2, "train_loss": 0.5}\n'
+    metrics.write_text(good + '{"epoch": 3, "tra')
+    assert [m["epoch"] for m in _read_metrics(metrics, upto=5)] == [1, 2]
+    metrics.write_text("not json\n" + good)
+    with pytest.raises(ValueError, match=r"metrics\.jsonl' line 1 is not a metrics record"):
+        _read_metrics(metrics, upto=5)
+    metrics.write_text(good.replace("\n", "\n\n[1, 2]\n", 1))
+    with pytest.raises(ValueError, match=r"metrics\.jsonl' line 3 is not a metrics record"):
+        _read_metrics(metrics, upto=5)
+
+
+def test_absurd_size_is_refused_before_compiling(digits):
+    cfg = load_config(None, ["model.hidden_dim=100000000"])
+    with pytest.raises(ValueError, match=r"needs about \d+\.\d GiB \(model\.hidden_dim="
+                                         r"100000000, train\.batch_size=64.*over the budget"):
+        Trainer(cfg, digits)
+    est = engine.estimate_bytes(load_config(), 64, 10, num_eval=1444)
+    assert est["total"] < 2**24  # the default run: a few MB
+    assert est["params"] == 4 * 3 * (64 * 128 + 128 + 128 * 10 + 10)
+    with pytest.raises(ValueError, match=r"train\.batch_size=64.*budget of 0\.0 GiB"):
+        engine.check_memory(load_config(), 64, 10, num_eval=1444, budget=1000)

@@ -1,10 +1,12 @@
 """The training step and the compiled epoch: one ``lax.scan`` over the epoch's mini-batches.
 
-Every pipeline differentiates the same function, ``jaxprop.objective(scores_fn, loss_fn,
-reg)``: ``reverse`` through our VJP rules, ``forward`` through our JVP rules (one JVP per
-parameter), ``jax`` through ``jax.value_and_grad``. The learning rate and the regularisation
-strength enter the step as traced scalars (``hparams``), so one compiled epoch serves every
-value of them and a sweep can ``vmap`` over both.
+The gate pipelines differentiate ``jaxprop.objective(scores_fn, loss_fn, reg)``:
+``reverse`` through our VJP rules, ``forward`` through our JVP rules (one JVP per
+parameter). ``jax`` is the control: ``jax.value_and_grad`` of the plain-jnp twin of the
+same model and loss (``jaxprop.plain``), JAX's own autodiff with none of our rules involved.
+The learning rate and the regularisation strength enter the step as traced scalars
+(``hparams``), so one compiled epoch serves every value of them and a sweep can ``vmap``
+over both.
 
 Data order: epoch ``e`` visits the training set in the order
 ``jax.random.permutation(fold_in(data_key, e), N)``, cut into ``N // B`` full batches of B
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxprop
+from jaxprop import plain
 from jaxprop.config import Config
 from jaxprop.losses import LOSSES
 from jaxprop.models import MODELS
@@ -41,6 +44,10 @@ __all__ = [
     "steps_per_epoch",
     "make_epoch_fn",
     "accuracy_fn",
+    "MEMORY_BUDGET_BYTES",
+    "memory_budget",
+    "estimate_bytes",
+    "check_memory",
 ]
 
 TRAIN_ACC_EXAMPLES = 10_000
@@ -57,11 +64,17 @@ def keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def init_params(cfg: Config, key, in_dim: int, num_classes: int) -> dict:
-    """The model's initial float32 parameters with the course names (W/b or W1/b1/W2/b2)."""
+    """The model's initial float32 parameters with the course names (W/b or W1/b1/W2/b2).
+
+    A linear model with ``data.bias_trick`` has only ``W`` [D + 1, C]: its last row is the
+    bias, regularised with W, as in CS231n's ``LinearClassifier``.
+    """
     init, _ = MODELS[cfg.model.kind]
     if cfg.model.kind == "linear":
         scale = 1e-3 if cfg.model.weight_scale is None else cfg.model.weight_scale
-        return init(key, in_dim, num_classes, weight_scale=scale, dtype=jnp.float32)
+        # bias trick: the data's last column is 1, the last row of W is the bias (no "b")
+        return init(key, in_dim, num_classes, weight_scale=scale, dtype=jnp.float32,
+                    bias=not cfg.data.bias_trick)
     return init(key, in_dim, cfg.model.hidden_dim, num_classes,
                 weight_scale=cfg.model.weight_scale, dtype=jnp.float32)
 
@@ -73,6 +86,17 @@ def loss_fn(cfg: Config) -> Callable:
 
     def f(params, x, y, reg):
         return jaxprop.objective(scores_fn, data_loss, reg)(params, x, y)
+
+    return f
+
+
+def plain_loss_fn(cfg: Config) -> Callable:
+    """The same ``f(params, x, y, reg)`` from the plain-jnp twins in ``jaxprop.plain``."""
+    scores_fn = plain.MODELS[cfg.model.kind]
+    data_loss = plain.LOSSES[cfg.loss.kind]
+
+    def f(params, x, y, reg):
+        return plain.objective(scores_fn, data_loss, reg)(params, x, y)
 
     return f
 
@@ -91,8 +115,8 @@ def value_and_grad_fn(cfg: Config, num_params: int | None = None) -> Callable:
                 "'reverse' takes a second; use it to compare the pipelines on small nets.",
                 stacklevel=2)
         return jaxprop.forward.value_and_grad(f, chunk_size=cfg.train.forward_chunk_size)
-    if kind == "jax":
-        return jax.value_and_grad(f)
+    if kind == "jax":  # JAX's autodiff of the plain-jnp twin: none of our rules
+        return jax.value_and_grad(plain_loss_fn(cfg))
     raise ValueError(f"unknown train.pipeline {kind!r}; expected reverse, forward or jax")
 
 
@@ -146,6 +170,8 @@ def make_epoch_fn(cfg: Config, steps: int, mesh, num_params: int | None = None) 
     batch_size = cfg.train.batch_size
     vg = value_and_grad_fn(cfg, num_params)
     _, scores_fn = MODELS[cfg.model.kind]
+    if cfg.train.pipeline == "jax":  # the control run touches none of our gates
+        scores_fn = plain.MODELS[cfg.model.kind]
     batch_spec = sharding.batch_sharding(mesh)
 
     def epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val):
@@ -183,3 +209,83 @@ def accuracy_fn(model_kind: str) -> Callable:
     """Jitted ``accuracy(params, x, y)``: the fraction of argmax scores equal to the labels."""
     _, scores_fn = MODELS[model_kind]
     return jax.jit(lambda params, x, y: _accuracy(scores_fn, params, x, y))
+
+
+MEMORY_BUDGET_BYTES = 8 * 2**30
+"""The budget when the device's memory is not known: 8 GiB."""
+
+_OPT_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
+
+
+def memory_budget() -> int:
+    """Bytes a run may plan to use: 80% of the device's memory (an accelerator's
+    ``bytes_limit``, or physical RAM for the CPU), else ``MEMORY_BUDGET_BYTES``."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(0.8 * stats["bytes_limit"])
+    try:
+        import os
+
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return MEMORY_BUDGET_BYTES
+
+
+def estimate_bytes(cfg: Config, in_dim: int, num_classes: int, num_eval: int,
+                   copies: int = 1) -> dict[str, int]:
+    """A lower estimate of a run's float32 working set, from the config alone (no arrays).
+
+    Args:
+      cfg: the experiment.
+      in_dim: D. num_classes: C.
+      num_eval: the most examples scored at once by the accuracy evaluation.
+      copies: models trained side by side (a sweep's grid size).
+
+    Returns:
+      ``{"params", "optimizer", "activations", "total"}`` in bytes: parameters with their
+      gradients and updates (3 copies), the optimizer state, and the activations of one
+      batch (forward pipeline: ``forward_chunk_size`` tangents of them) or of one
+      evaluation pass, whichever is larger.
+    """
+    d, c, b = int(in_dim), int(num_classes), cfg.train.batch_size
+    if cfg.model.kind == "linear":
+        p = d * c + (0 if cfg.data.bias_trick else c)
+        width = 3 * c  # scores, their gradient, the loss's local gradient
+    else:
+        h = cfg.model.hidden_dim
+        p = d * h + h + h * c + c
+        width = 4 * h + 3 * c
+    batch_width = width * (cfg.train.forward_chunk_size + 1 if cfg.train.pipeline == "forward"
+                           else 1)
+    out = {"params": 4 * 3 * p * copies,
+           "optimizer": 4 * _OPT_COPIES[cfg.optimizer.name] * p * copies,
+           "activations": 4 * max(b * batch_width, num_eval * width) * copies}
+    out["total"] = sum(out.values())
+    return out
+
+
+def check_memory(cfg: Config, in_dim: int, num_classes: int, num_eval: int, copies: int = 1,
+                 budget: int | None = None) -> int:
+    """Raises ValueError, before anything is compiled or allocated, if the run cannot fit.
+
+    Returns:
+      The estimated bytes.
+    """
+    est = estimate_bytes(cfg, in_dim, num_classes, num_eval, copies)
+    budget = memory_budget() if budget is None else budget
+    if est["total"] > budget:
+        gib = 2.0**30
+        size = (f"model.hidden_dim={cfg.model.hidden_dim}, " if cfg.model.kind == "two_layer"
+                else "")
+        grid = f" x {copies} sweep runs" if copies > 1 else ""
+        raise ValueError(
+            f"this run needs about {est['total'] / gib:.1f} GiB ({size}"
+            f"train.batch_size={cfg.train.batch_size}, D={in_dim}, C={num_classes}{grid}: "
+            f"params {est['params'] / gib:.1f} GiB, optimizer state "
+            f"{est['optimizer'] / gib:.1f} GiB, activations {est['activations'] / gib:.1f} GiB)"
+            f", over the budget of {budget / gib:.1f} GiB; lower model.hidden_dim or "
+            "train.batch_size")
+    return est["total"]

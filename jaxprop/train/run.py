@@ -107,14 +107,25 @@ class Trainer:
       cfg: the experiment.
       dataset: a ``jaxprop.data.Dataset``.
       mesh: the device mesh (default: all devices, axis ``"data"``).
+      copies: models trained side by side (a sweep's grid size), for the memory check.
+
+    Raises:
+      ValueError: the batch size does not fit the data or the devices, or the run's
+        estimated memory (``engine.check_memory``) is over the budget; checked before
+        anything is compiled or allocated.
     """
 
-    def __init__(self, cfg: Config, dataset, mesh=None):
+    def __init__(self, cfg: Config, dataset, mesh=None, copies: int = 1):
         self.cfg = cfg
         self.dataset = dataset
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         sharding.check_batch_size(cfg.train.batch_size, self.mesh)
-        self.steps = engine.steps_per_epoch(cfg, int(dataset.x_train.shape[0]))
+        n = int(dataset.x_train.shape[0])
+        self.steps = engine.steps_per_epoch(cfg, n)
+        num_eval = max(min(n, engine.TRAIN_ACC_EXAMPLES), int(dataset.x_val.shape[0]),
+                       int(dataset.x_test.shape[0]))
+        self.estimated_bytes = engine.check_memory(cfg, dataset.in_dim, dataset.num_classes,
+                                                   num_eval, copies)
         self.init_key, self.data_key = engine.keys(cfg.seed)
         rep = sharding.replicated(self.mesh)
         self.data = jax.device_put(
@@ -261,10 +272,30 @@ class _RunFiles:
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
+    """The records of ``metrics.jsonl`` up to epoch ``upto``.
+
+    A crash in the middle of an append leaves a torn last line: it is dropped (the file is
+    rewritten from the kept records by the caller). An undecodable line anywhere else means
+    the file was damaged some other way, and raises.
+    """
     if not path.is_file():
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [m for m in lines if m["epoch"] <= upto]
+    lines = path.read_text().splitlines()
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for k, (lineno, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "epoch" not in record:
+                raise ValueError("not an epoch record")
+        except ValueError as err:
+            if k == len(numbered) - 1:
+                break  # the torn tail of an interrupted append
+            raise ValueError(
+                f"{str(path)!r} line {lineno} is not a metrics record ({err}); fix or delete "
+                "that line, or start afresh without --resume") from None
+        records.append(record)
+    return [m for m in records if m["epoch"] <= upto]
 
 
 def _append_line(path: Path, record: dict) -> None:
