@@ -205,8 +205,15 @@ def main() -> None:
         methods["PyTorch loop"] = lambda: torch_run(cfg, ds, jax.device_get(p0))[0]
     times = {k: [] for k in methods}
     results = {}
-    for _ in range(args.repeats):
-        for name, fn in methods.items():
+    # The two JAX methods alternate, in turn first, with nothing else between them; the
+    # NumPy (and PyTorch) loops run after, apart: their BLAS threads keep spinning for a
+    # while after each call and would slow whichever method came next.
+    pairs = [["jaxprop", "plain JAX"], ["plain JAX", "jaxprop"]]
+    rounds = [pairs[r % 2] for r in range(2 * args.repeats)]
+    rounds += [[name for name in methods if "JAX" not in name and name != "jaxprop"]] * args.repeats
+    for names in rounds:
+        for name in names:
+            fn = methods[name]
             t0 = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - t0)

@@ -198,7 +198,12 @@ def _check_matmul(x, w):
 def _matmul_w_bar(res, z_bar):
     x, _ = res
     x, z_bar = x.reshape(-1, x.shape[-1]), z_bar.reshape(-1, z_bar.shape[-1])
+    if x.size < _CPU_LAYOUT_MIN_SIZE:  # small products: the extra transpose costs more
+        return _xt_dy(x, z_bar)
     return lax.platform_dependent(x, z_bar, default=_xt_dy, cpu=_xt_dy_cpu_layout)
+
+
+_CPU_LAYOUT_MIN_SIZE = 2**16
 
 
 def _xt_dy(x, z_bar):

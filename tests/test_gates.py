@@ -207,3 +207,17 @@ def test_python_constants_passed_through_f_stay_constants(pipeline):
     chex.assert_trees_all_close(pipeline.grad(f)(x, 3, "linear"), jnp.full(3, 3.0))
     chex.assert_trees_all_close(pipeline.jacobian(lambda x, k: gates.mul(x, k))(x, 2),
                                 2 * jnp.eye(3))
+
+
+def test_matmul_weight_gradient_in_the_cpu_layout_is_still_x_transpose_dy():
+    # From 2**16 elements of x on, the rule computes x^T dy as (dy^T x)^T on CPU; the small
+    # cases of the battery never reach that branch.
+    from jaxprop.gates import _CPU_LAYOUT_MIN_SIZE
+
+    kx, kw, ky = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(kx, (_CPU_LAYOUT_MIN_SIZE // 128, 128))
+    w = jax.random.normal(kw, (128, 3))
+    dy = jax.random.normal(ky, (x.shape[0], 3))
+    _, pullback = jaxprop.reverse.vjp(gates.matmul, x, w)
+    x_bar, w_bar = pullback(dy)
+    chex.assert_trees_all_close((x_bar, w_bar), (dy @ w.T, x.T @ dy), rtol=1e-12)
