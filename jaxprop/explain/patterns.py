@@ -194,16 +194,21 @@ def _loss(formula):
     return describe_fn
 
 
+_SCALED_LOCAL = {
+    "exp": ("e^x", lambda x, z: z),
+    "log": ("1/x", lambda x, z: 1 / x),
+    "reciprocal": ("-1/x^2", lambda x, z: -z * z),
+    "sigmoid": ("(1-s)s", lambda x, s: (1 - s) * s),
+}
+"""The local gradient of each one-input gate, as the lecture writes it and from (x, z)."""
+
 _DESCRIBE = {
     "add": _add,
     "mul": _mul,
     "copy": _copy,
     "maximum": _maximum,
     "relu": _relu,
-    "exp": _scaled("e^x", lambda x, z: z),
-    "log": _scaled("1/x", lambda x, z: 1 / x),
-    "reciprocal": _scaled("-1/x^2", lambda x, z: -z * z),
-    "sigmoid": _scaled("(1-s)s", lambda x, s: (1 - s) * s),
+    **{name: _scaled(*local) for name, local in _SCALED_LOCAL.items()},
     "matmul": _matmul,
     "sum": _sum,
     "softmax_loss": _loss("(p - onehot(y)) / N"),
@@ -300,10 +305,7 @@ _DESCRIBE_JVP = {
     "copy": _copy_jvp,
     "maximum": _maximum_jvp,
     "relu": _relu_jvp,
-    "exp": _scaled_jvp("e^x", lambda x, z: z),
-    "log": _scaled_jvp("1/x", lambda x, z: 1 / x),
-    "reciprocal": _scaled_jvp("-1/x^2", lambda x, z: -z * z),
-    "sigmoid": _scaled_jvp("(1-s)s", lambda x, s: (1 - s) * s),
+    **{name: _scaled_jvp(*local) for name, local in _SCALED_LOCAL.items()},
     "matmul": _matmul_jvp,
     "sum": _sum_jvp,
     "softmax_loss": _loss_jvp("z_dot = sum((p - onehot(y)) * s_dot) / N"),
