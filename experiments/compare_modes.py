@@ -5,7 +5,7 @@
 
 import sys
 
-from jaxprop.cli_compare import main
+from jaxprop.cli.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

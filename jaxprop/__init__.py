@@ -4,32 +4,32 @@ Every operation is a gate (``jaxprop.gates``) with a hand-written VJP rule (the 
 backward pattern) and a hand-written JVP rule. ``jaxprop.reverse`` differentiates through
 the VJP rules, ``jaxprop.forward`` through the JVP rules, and plain ``jax.grad``,
 ``jax.jvp``, ``jax.vmap`` and ``jax.hessian`` work on the same functions.
+
+The public names are loaded lazily (PEP 562), so ``import jaxprop`` and the ``jaxprop``
+command's ``--help`` do not import JAX; the first use of a name does.
 """
 
-from jaxprop import forward, gates, losses, models, reverse
-from jaxprop.advise import Advice, advise  # binds the function; the module stays importable
-from jaxprop.explain import explain  # binds the function; `from jaxprop.explain import Trace` works
-from jaxprop.gate import Gate, current_pipeline, observe, pipeline
-from jaxprop.losses import l2_penalty, softmax_loss, svm_loss
-from jaxprop.objective import objective
+from jaxprop._lazy import exports
+from jaxprop._version import __version__ as __version__
 
-__version__ = "0.1.0"
+_SUBMODULES = ("forward", "gates", "losses", "models", "reference", "reverse", "compare",
+               "data", "explainer", "train")
+_NAMES = {
+    "Gate": "jaxprop.gate",
+    "RuleEvent": "jaxprop.gate",
+    "PATTERNS": "jaxprop.gate",
+    "current_pipeline": "jaxprop.gate",
+    "observe": "jaxprop.gate",
+    "pipeline": "jaxprop.gate",
+    "l2_penalty": "jaxprop.losses",
+    "softmax_loss": "jaxprop.losses",
+    "svm_loss": "jaxprop.losses",
+    "objective": "jaxprop.losses",
+    "explain": "jaxprop.explainer.trace",
+    "Trace": "jaxprop.explainer.trace",
+    "advise": "jaxprop.compare.advice",
+    "Advice": "jaxprop.compare.advice",
+}
 
-__all__ = [
-    "Advice",
-    "advise",
-    "Gate",
-    "current_pipeline",
-    "explain",
-    "forward",
-    "gates",
-    "l2_penalty",
-    "losses",
-    "models",
-    "objective",
-    "observe",
-    "pipeline",
-    "reverse",
-    "softmax_loss",
-    "svm_loss",
-]
+__all__ = sorted([*_SUBMODULES, *_NAMES, "__version__"])
+__getattr__, __dir__ = exports(__name__, _NAMES, _SUBMODULES)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxprop import _linear_maps as lm
+from jaxprop import _drivers as lm
 from jaxprop import reverse
 from jaxprop.gate import pipeline
 
@@ -103,18 +103,9 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian larger
         than this (``None``: no limit).
     """
-    who = "jaxprop.forward.jacobian"
-
-    def jacobian_f(*args):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums)
-        out, f_jvp = linearize(f_dyn, *dyn)  # traced, not run: nothing is allocated yet
-        m, n, dtype = lm.jacobian_size(out, dyn)
-        lm.check_budget(who, m, n, dtype, max_bytes, "jaxprop.forward.jvp")
-        _, unravel = lm.ravel(dyn)
-        cols = lm.map_basis(lambda e: lm.ravel(f_jvp(*unravel(e)))[0], n, dtype, chunk_size)
-        return lm.unflatten_jacobian(cols.T, out, dyn, isinstance(argnums, int))
-
-    return lm.Jitted(jacobian_f, argnums, who)
+    return lm.jacobian_driver("jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes,
+                              lambda f_dyn, dyn: linearize(f_dyn, *dyn), False,
+                              "jaxprop.forward.jvp")
 
 
 def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple):

@@ -11,9 +11,14 @@ A gate is written once, as the lecture draws it:
   left to right; the gate's output tangent is the sum of the parts. Every rule is linear in
   its tangent, so JAX can transpose it.
 
-A rule of ``None`` marks an input with no derivative (integer labels, say).
+A rule of ``None`` marks an input with no derivative (integer labels, say). A gate with
+static parameters (the axes of a sum, the shape of a reshape) names them in ``params``; they
+are passed as keywords to ``forward`` and to every rule, and they are part of the wiring's
+cache key. The gate also carries the facts that ``jaxprop.explain``, the README's table and
+the test battery read: its ``pattern`` in the lecture's words, its circuit ``symbol``, and
+the text of each rule (``local``, ``tangent``).
 
-How the rules are wired into JAX depends on the *pipeline* that is tracing:
+How the rules are wired into JAX depends on the *rule set* that is tracing:
 
 * ``"jvp"`` (the default): the gate is a ``jax.custom_jvp`` running our JVP rules. This works
   under ``jax.jvp``, ``jax.grad`` (JAX transposes our linear JVP rules), ``jax.vmap`` and
@@ -22,7 +27,7 @@ How the rules are wired into JAX depends on the *pipeline* that is tracing:
   traces under it. (``custom_vjp`` refuses ``jax.jvp``, which is why it is not the default.)
 
 The choice is a ``jax.make_user_context``: it is part of ``jax.jit``'s cache key, so a
-function jitted under one pipeline is retraced, never silently reused, under the other.
+function jitted under one rule set is retraced, never silently reused, under the other.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,23 +44,43 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-PIPELINES = ("jvp", "vjp")
+RULE_SETS = ("jvp", "vjp")
+"""The two ways a gate is wired: our JVP rules (the default) or our VJP rules."""
 
-_pipeline = jax.make_user_context("jvp")
+DISTRIBUTOR = "distributor"
+SWITCHER = "switcher"
+ROUTER = "router"
+ADDER = "adder"
+SCALED = "scaled local gradient"
+STRUCTURE = "structure"
+
+PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
+"""The lecture's names for how a gate passes the gradient back:
+
+* distributor (add, sum): the local gradient is 1, upstream is copied to every input;
+* switcher (mul, matmul): "swap multiplier", each input's gradient uses the *other* input;
+* router (max, relu): the upstream gradient goes to one input, or passes where x > 0;
+* adder (copy, every branch): the gradients of the branches add;
+* scaled local gradient (exp, 1/x, sigmoid, the fused losses): upstream times one number per
+  element that depends on the values;
+* structure (reshape, transpose): the gradient is moved back into place, no value changes.
+"""
+
+_rule_set = jax.make_user_context("jvp")
 _observers: list[Callable[..., None]] = []
 
 
 def current_pipeline() -> str:
-    """Returns the wiring that gates use when traced now: ``"jvp"`` or ``"vjp"``."""
-    return _pipeline.value
+    """Returns the rule set that gates use when traced now: ``"jvp"`` or ``"vjp"``."""
+    return _rule_set.value
 
 
 @contextlib.contextmanager
 def pipeline(name: str):
     """Traces gates with our JVP rules (``"jvp"``) or our VJP rules (``"vjp"``)."""
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; expected one of {PIPELINES}")
-    with _pipeline(name):
+    if name not in RULE_SETS:
+        raise ValueError(f"unknown pipeline {name!r}; expected one of {RULE_SETS}")
+    with _rule_set(name):
         yield
 
 
@@ -80,7 +106,10 @@ class RuleEvent:
     For ``kind="vjp"``: ``inputs`` are the gate's primal inputs, ``outputs`` its output,
     ``upstream`` the cotangent z_bar and ``downstream`` one x_bar per input (``None`` where
     the input gets no gradient). For ``kind="jvp"``: ``upstream`` holds the input tangents
-    (``None`` for a symbolic zero) and ``downstream`` the output tangent.
+    (``None`` for a symbolic zero) and ``downstream`` the output tangent. ``rule(i, t)``
+    applies input i's rule of this very application (its residuals) to a tangent or
+    cotangent ``t`` shaped like the output (VJP) or like the broadcast input (JVP): explain
+    uses it to show the local gradient the rule really computes.
     """
 
     gate: Gate
@@ -89,6 +118,8 @@ class RuleEvent:
     outputs: Any
     upstream: Any = None
     downstream: Any = None
+    rule: Callable[[int, Any], Any] | None = None
+    params: tuple = ()
 
 
 def _notify(event: RuleEvent) -> None:
@@ -102,23 +133,41 @@ class Gate:
 
     Args:
       name: the gate's name, as the lecture says it (``"mul"``).
-      pattern: the lecture's name for the backward pattern (``"swap multiplier"``).
-      forward: ``(*xs) -> (z, res)``.
-      vjp: one rule ``(res, z_bar) -> x_bar`` per input, or ``None`` for no derivative.
-      jvp: one rule ``(res, x_dot) -> z_dot`` per input, or ``None`` for no derivative.
+      pattern: the lecture's name for the backward pattern, one of :data:`PATTERNS`.
+      forward: ``(*xs, **params) -> (z, res)``.
+      vjp: one rule ``(res, z_bar, **params) -> x_bar`` per input, or ``None``.
+      jvp: one rule ``(res, x_dot, **params) -> z_dot`` per input, or ``None``.
+      symbol: its label on the circuit (``"*"``); the name by default.
+      local: per input, the local gradient d z / d x_i as the lecture writes it, in the
+        names of ``forward``'s parameters and ``output`` (``("y", "x")`` for mul,
+        ``("(1-s)s",)`` for sigmoid). ``None`` (or leaving it out): explain shows values.
+      tangent: the JVP rule as the lecture writes it (``"x_dot*y + x*y_dot"``).
+      output: the output's name in ``local`` and ``tangent`` (``"s"`` for sigmoid).
+      const_pattern: the pattern when some input is a Python-number constant (a mul by a
+        constant is a *scaled local gradient*, not a switcher); None: ``pattern``.
+      params: names of the static keyword parameters of ``forward`` and the rules.
       broadcast: elementwise gate; array inputs are broadcast to a common shape, the way
         NumPy does, and each VJP sums its gradient back over the broadcast axes (a broadcast
         copies its input, and copies add their gradients).
-      check: optional ``(*xs) -> None`` that raises on bad shapes or dtypes at trace time.
+      elementwise: z[i] depends on x[i] only, so the local Jacobian is diagonal (implied by
+        ``broadcast``).
+      check: optional ``(*xs, **params) -> None`` that raises on bad shapes or dtypes.
       doc: the gate's rules in the lecture's words; becomes its ``__doc__``.
     """
 
     name: str
     pattern: str
     forward: Callable[..., tuple[Any, Any]]
-    vjp: Sequence[Callable[[Any, Any], Any] | None]
-    jvp: Sequence[Callable[[Any, Any], Any] | None]
+    vjp: Sequence[Callable[..., Any] | None]
+    jvp: Sequence[Callable[..., Any] | None]
+    symbol: str = ""
+    local: Sequence[str | None] = ()
+    tangent: str = ""
+    output: str = "z"
+    const_pattern: str | None = None
+    params: tuple[str, ...] = ()
     broadcast: bool = False
+    elementwise: bool = False
     check: Callable[..., None] | None = None
     doc: str = ""
 
@@ -126,28 +175,50 @@ class Gate:
         object.__setattr__(self, "__doc__", self.doc)
         if len(self.vjp) != len(self.jvp):
             raise ValueError(f"gate {self.name!r}: one VJP and one JVP rule per input")
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"gate {self.name!r}: pattern {self.pattern!r} is not one of "
+                             f"{PATTERNS}")
+        object.__setattr__(self, "symbol", self.symbol or self.name)
+        object.__setattr__(self, "elementwise", self.elementwise or self.broadcast)
+        local = tuple(self.local) + (None,) * (len(self.vjp) - len(self.local))
+        object.__setattr__(self, "local", local)
 
     @property
     def arity(self) -> int:
         return len(self.vjp)
 
-    def __call__(self, *xs):
+    @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        """The names of ``forward``'s positional parameters (``("x", "y")``)."""
+        try:
+            names = [p.name for p in inspect.signature(self.forward).parameters.values()
+                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            names = []
+        names = names[: self.arity]
+        return tuple(names) + tuple(f"x{i}" for i in range(len(names), self.arity))
+
+    def __call__(self, *xs, **params):
         if len(xs) != self.arity:
             raise TypeError(f"{self.name} takes {self.arity} inputs, got {len(xs)}")
+        if set(params) != set(self.params):
+            raise TypeError(f"{self.name} takes the parameters {self.params}, got "
+                            f"{tuple(sorted(params))}")
         const_mask = tuple(is_constant(x) for x in xs)
         for i, x in enumerate(xs):
             if not const_mask[i] and self.vjp[i] is not None:
                 _check_float(self.name, i, x)
         if self.check is not None:
-            self.check(*xs)
+            self.check(*xs, **params)
         if self.broadcast:
             _broadcast_shape(self.name, xs, const_mask)
-        wired = _wire(self, current_pipeline(), const_mask)
+        frozen = tuple(sorted(params.items()))
+        wired = _wire(self, current_pipeline(), const_mask, frozen)
         consts = [x for x, c in zip(xs, const_mask) if c]
         arrays = [x for x, c in zip(xs, const_mask) if not c]
         out = wired(*consts, *arrays)
         if _observers:
-            _notify(RuleEvent(self, "forward", tuple(xs), out))
+            _notify(RuleEvent(self, "forward", tuple(xs), out, params=frozen))
         return out
 
     def __repr__(self) -> str:
@@ -179,11 +250,20 @@ def _broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
         ) from None
 
 
-@functools.cache
-def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
-    """Builds the JAX-visible function of ``gate`` for one pipeline and constant pattern."""
+def _bind(rule: Callable, params: dict) -> Callable:
+    """``rule`` with the gate's static parameters bound (a gate without any: ``rule``)."""
+    return functools.partial(rule, **params) if params else rule
+
+
+@functools.lru_cache(maxsize=8192)
+def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple):
+    """Builds the JAX-visible function of ``gate`` for one rule set, constant pattern and set
+    of static parameters."""
+    params = dict(frozen)
     positions = [i for i, c in enumerate(const_mask) if not c]
     n_const = len(const_mask) - len(positions)
+    vjps = [None if r is None else _bind(r, params) for r in gate.vjp]
+    jvps = [None if r is None else _bind(r, params) for r in gate.jvp]
 
     def merge(consts, arrays):
         it_c, it_a = iter(consts), iter(arrays)
@@ -191,13 +271,12 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
 
     def run_forward(xs):
         """The gate's forward; a broadcasting gate first stretches its arrays to one shape."""
-        if not gate.broadcast:
-            return gate.forward(*xs)
-        shape = _broadcast_shape(gate.name, xs, const_mask)
-        stretched = (x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
-        return gate.forward(*stretched)
+        if gate.broadcast:
+            shape = _broadcast_shape(gate.name, xs, const_mask)
+            xs = tuple(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
+        return gate.forward(*xs, **params)
 
-    if pipeline_name == "jvp":
+    if rule_set == "jvp":
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=tuple(range(n_const)))
         def wired(*args):
@@ -210,7 +289,7 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
             z_dot = None
             x_dots = []
             for i, x_dot in zip(positions, tangents):
-                rule = gate.jvp[i]
+                rule = jvps[i]
                 if rule is None or isinstance(x_dot, SymbolicZero):
                     x_dots.append(None)
                     continue
@@ -222,7 +301,8 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
             if z_dot is None:
                 z_dot = jax.tree.map(jnp.zeros_like, z)
             if _observers:
-                _notify(RuleEvent(gate, "jvp", xs, z, tuple(x_dots), z_dot))
+                _notify(RuleEvent(gate, "jvp", xs, z, tuple(x_dots), z_dot,
+                                  lambda i, t: jvps[i](res, t), frozen))
             return z, z_dot
 
         wired.defjvp(jvp_rule, symbolic_zeros=True)
@@ -243,7 +323,7 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
         xs = merge(args[:n_const], arrays)
         x_bars = []
         for i in positions:
-            rule = gate.vjp[i]
+            rule = vjps[i]
             if rule is None:
                 x_bars.append(None)
                 continue
@@ -252,7 +332,8 @@ def _wire(gate: Gate, pipeline_name: str, const_mask: tuple[bool, ...]):
                 x_bar = unbroadcast(x_bar, np.shape(xs[i]))
             x_bars.append(x_bar.astype(jnp.result_type(xs[i])))
         if _observers:
-            _notify(RuleEvent(gate, "vjp", xs, z, z_bar, tuple(x_bars)))
+            _notify(RuleEvent(gate, "vjp", xs, z, z_bar, tuple(x_bars),
+                              lambda i, t: vjps[i](res, t), frozen))
         return tuple(x_bars)
 
     wired.defvjp(fwd, bwd)

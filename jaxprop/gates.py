@@ -12,16 +12,25 @@ Kinks follow the lecture, and both modes share the convention:
 * ``maximum`` routes the whole gradient to ``x`` where ``x >= y``: a tie sends all of it to
   the first input, none lost and none doubled. (JAX's ``jnp.maximum`` splits a tie half and
   half instead.)
+
+``GATES`` lists every gate of this module by name; it is built from the module itself, so a
+new gate is registered by being written here.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import Gate, is_constant
+from jaxprop.gate import (
+    ADDER,
+    DISTRIBUTOR,
+    ROUTER,
+    SCALED,
+    SWITCHER,
+    Gate,
+    is_constant,
+)
 
 __all__ = [
     "add",
@@ -39,15 +48,19 @@ __all__ = [
     "sum",
     "mean",
     "GATES",
+    "pattern_table",
 ]
 
 
 add = Gate(
     "add",
-    pattern="distributor",
+    pattern=DISTRIBUTOR,
+    symbol="+",
     forward=lambda x, y: (x + y, None),
     vjp=(lambda res, z_bar: z_bar, lambda res, z_bar: z_bar),
     jvp=(lambda res, x_dot: x_dot, lambda res, y_dot: y_dot),
+    local=("1", "1"),
+    tangent="x_dot + y_dot",
     broadcast=True,
     doc="""Add gate: z = x + y.
 
@@ -61,15 +74,20 @@ Forward: z_dot = x_dot + y_dot.
 
 mul = Gate(
     "mul",
-    pattern="swap multiplier",
+    pattern=SWITCHER,
+    const_pattern=SCALED,
+    symbol="*",
     forward=lambda x, y: (x * y, (x, y)),
     vjp=(lambda res, z_bar: z_bar * res[1], lambda res, z_bar: z_bar * res[0]),
     jvp=(lambda res, x_dot: x_dot * res[1], lambda res, y_dot: res[0] * y_dot),
+    local=("y", "x"),
+    tangent="x_dot*y + x*y_dot",
     broadcast=True,
     doc="""Multiply gate: z = x * y.
 
 Backward ("swap multiplier"): x_bar = z_bar * y, y_bar = z_bar * x. Each input's local
-gradient is the *other* input.
+gradient is the *other* input. By a constant a (the slide's ``*-1`` gate) it is a scaled
+local gradient instead: x_bar = z_bar * a.
 Forward: z_dot = x_dot * y + x * y_dot.
 """,
 )
@@ -77,10 +95,12 @@ Forward: z_dot = x_dot * y + x * y_dot.
 
 copy = Gate(
     "copy",
-    pattern="gradient adder",
+    pattern=ADDER,
     forward=lambda x: ((x, x), None),
     vjp=(lambda res, z_bar: z_bar[0] + z_bar[1],),
     jvp=(lambda res, x_dot: (x_dot, x_dot),),
+    local=("1 per branch: x_bar = a_bar + b_bar",),
+    tangent="(x_dot, x_dot), one per branch",
     doc="""Copy gate: (a, b) = (x, x), the branch point where one value feeds two gates.
 
 Backward ("gradient adder"): x_bar = a_bar + b_bar. The gradients of the branches add.
@@ -91,7 +111,8 @@ Forward: (a_dot, b_dot) = (x_dot, x_dot).
 
 maximum = Gate(
     "maximum",
-    pattern="router",
+    pattern=ROUTER,
+    symbol="max",
     forward=lambda x, y: (jnp.maximum(x, y), x >= y),  # the value propagates NaN
     vjp=(
         lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
@@ -101,6 +122,8 @@ maximum = Gate(
         lambda x_wins, x_dot: jnp.where(x_wins, x_dot, 0),
         lambda x_wins, y_dot: jnp.where(x_wins, 0, y_dot),
     ),
+    local=("[x >= y]", "[x < y]"),
+    tangent="x_dot where x >= y, else y_dot",
     broadcast=True,
     doc="""Max gate: z = max(x, y), elementwise.
 
@@ -113,10 +136,12 @@ Forward: z_dot = x_dot where x >= y, else y_dot.
 
 exp = Gate(
     "exp",
-    pattern="scaled local gradient",
+    pattern=SCALED,
     forward=lambda x: (jnp.exp(x), jnp.exp(x)),
     vjp=(lambda z, z_bar: z_bar * z,),
     jvp=(lambda z, x_dot: x_dot * z,),
+    local=("e^x",),
+    elementwise=True,
     doc="""Exp gate: z = e^x.
 
 Backward: x_bar = z_bar * e^x. The local gradient is the output itself, saved as the residual.
@@ -127,10 +152,12 @@ Forward: z_dot = x_dot * e^x.
 
 log = Gate(
     "log",
-    pattern="scaled local gradient",
+    pattern=SCALED,
     forward=lambda x: (jnp.log(x), x),
     vjp=(lambda x, z_bar: z_bar / x,),
     jvp=(lambda x, x_dot: x_dot / x,),
+    local=("1/x",),
+    elementwise=True,
     doc="""Log gate: z = log x.
 
 Backward: x_bar = z_bar / x. Forward: z_dot = x_dot / x.
@@ -140,10 +167,13 @@ Backward: x_bar = z_bar / x. Forward: z_dot = x_dot / x.
 
 reciprocal = Gate(
     "reciprocal",
-    pattern="scaled local gradient",
+    pattern=SCALED,
+    symbol="1/x",
     forward=lambda x: (1 / x, 1 / x),
     vjp=(lambda z, z_bar: -z_bar * z * z,),
     jvp=(lambda z, x_dot: -x_dot * z * z,),
+    local=("-1/x^2",),
+    elementwise=True,
     doc="""Reciprocal gate ("1/x" on the slide): z = 1/x.
 
 Backward: x_bar = z_bar * (-1/x^2) = -z_bar * z^2. Forward: z_dot = -x_dot * z^2.
@@ -153,10 +183,13 @@ Backward: x_bar = z_bar * (-1/x^2) = -z_bar * z^2. Forward: z_dot = -x_dot * z^2
 
 sigmoid = Gate(
     "sigmoid",
-    pattern="scaled local gradient",
+    pattern=SCALED,
     forward=lambda x: (lax.logistic(x), lax.logistic(x)),
     vjp=(lambda s, z_bar: z_bar * (1 - s) * s,),
     jvp=(lambda s, x_dot: x_dot * (1 - s) * s,),
+    local=("(1-s)s",),
+    output="s",
+    elementwise=True,
     doc="""Sigmoid gate: s = 1 / (1 + e^-x), one gate for the slide's whole circuit.
 
 Backward: x_bar = z_bar * (1 - s) * s. The local gradient needs only the output s, so the
@@ -168,10 +201,13 @@ Forward: z_dot = x_dot * (1 - s) * s.
 
 relu = Gate(
     "relu",
-    pattern="router",
+    pattern=ROUTER,
     forward=lambda x: (jnp.maximum(x, 0), x > 0),  # the value propagates NaN
     vjp=(lambda passes, z_bar: jnp.where(passes, z_bar, 0),),
     jvp=(lambda passes, x_dot: jnp.where(passes, x_dot, 0),),
+    local=("[x > 0]",),
+    tangent="x_dot where x > 0",
+    elementwise=True,
     doc="""ReLU gate: z = max(0, x), elementwise.
 
 Backward: x_bar = z_bar where x > 0, else 0. The local Jacobian is diagonal and sparse, so it
@@ -198,12 +234,13 @@ def _check_matmul(x, w):
 def _matmul_w_bar(res, z_bar):
     x, _ = res
     x, z_bar = x.reshape(-1, x.shape[-1]), z_bar.reshape(-1, z_bar.shape[-1])
-    if x.size < _CPU_LAYOUT_MIN_SIZE:  # small products: the extra transpose costs more
+    if x.size < CPU_LAYOUT_MIN_SIZE:  # small products: the extra transpose costs more
         return _xt_dy(x, z_bar)
     return lax.platform_dependent(x, z_bar, default=_xt_dy, cpu=_xt_dy_cpu_layout)
 
 
-_CPU_LAYOUT_MIN_SIZE = 2**16
+CPU_LAYOUT_MIN_SIZE = 2**16
+"""From this many elements of x on, matmul's weight gradient takes the CPU GEMM's layout."""
 
 
 def _xt_dy(x, z_bar):
@@ -220,10 +257,13 @@ def _xt_dy_cpu_layout(x, z_bar):
 
 matmul = Gate(
     "matmul",
-    pattern="matrix multiply",
+    pattern=SWITCHER,
     forward=lambda x, w: (x @ w, (x, w)),
     vjp=(lambda res, z_bar: z_bar @ res[1].T, _matmul_w_bar),
     jvp=(lambda res, x_dot: x_dot @ res[1], lambda res, w_dot: res[0] @ w_dot),
+    local=("dy w^T  {x} = {y}{w^T}", "x^T dy  {w}"),
+    tangent="x_dot w + x w_dot  {y}",
+    output="y",
     check=_check_matmul,
     doc="""Matrix multiply gate: y = x w, with x [N, D] and w [D, M].
 
@@ -237,21 +277,28 @@ Forward: y_dot = x_dot w + x w_dot.
 )
 
 
-@functools.cache
-def _sum_gate(axis: tuple[int, ...] | None, x_shape: tuple[int, ...]) -> Gate:
-    def distribute(res, z_bar):
-        if axis is not None:
-            z_bar = jnp.expand_dims(z_bar, axis)
-        return jnp.broadcast_to(z_bar, x_shape)
+def _distribute(res, z_bar, *, axes, shape):
+    if axes is not None:
+        z_bar = jnp.expand_dims(z_bar, axes)
+    return jnp.broadcast_to(z_bar, shape)
 
-    return Gate(
-        "sum",
-        pattern="distributor",
-        forward=lambda x: (jnp.sum(x, axis=axis), None),
-        vjp=(distribute,),
-        jvp=(lambda res, x_dot: jnp.sum(x_dot, axis=axis),),
-        doc=sum.__doc__,
-    )
+
+_sum = Gate(
+    "sum",
+    pattern=DISTRIBUTOR,
+    forward=lambda x, *, axes, shape: (jnp.sum(x, axis=axes), None),
+    vjp=(_distribute,),
+    jvp=(lambda res, x_dot, *, axes, shape: jnp.sum(x_dot, axis=axes),),
+    local=("1",),
+    tangent="sum_i x_dot_i",
+    params=("axes", "shape"),
+    doc="""Sum gate: z = sum_i x_i over ``axes`` (all axes when None).
+
+Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
+inputs: z_bar is broadcast back over the summed axes to x's ``shape``.
+Forward: z_dot = sum_i x_dot_i.
+""",
+)
 
 
 def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lecture's name
@@ -260,7 +307,7 @@ def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lectu
     Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
     inputs. Forward: z_dot = sum_i x_dot_i.
     """
-    return _sum_gate(_normalize_axes("sum", x, axis), tuple(jnp.shape(x)))(x)
+    return _sum(x, axes=_normalize_axes("sum", x, axis), shape=tuple(jnp.shape(x)))
 
 
 def _normalize_axes(name: str, x, axis) -> tuple[int, ...] | None:
@@ -301,8 +348,25 @@ def sub(x, y):
     return add(x, -y) if is_constant(y) else add(x, neg(y))
 
 
-GATES = {
-    g.name: g
-    for g in (add, mul, copy, maximum, exp, log, reciprocal, sigmoid, relu, matmul)
-}
-"""The primitive gates by name. ``sum`` is built per axis by :func:`sum`."""
+GATES: dict[str, Gate] = {g.name: g for g in list(globals().values()) if isinstance(g, Gate)}
+"""Every gate of this module, by name: the one registry of gates."""
+
+
+def pattern_table() -> str:
+    """The README's table of the lecture's patterns, written from the gates' own facts."""
+    lines = ["| gate | lecture pattern | local gradient (VJP rule) | JVP rule |",
+             "|---|---|---|---|"]
+    for gate in GATES.values():
+        out = gate.output
+        names = gate.input_names
+        local = "; ".join(f"{'d' if '{' in t else f'd{out}/d'}{n} = {_plain(t)}"
+                          for n, t in zip(names, gate.local) if t is not None)
+        tangent = f"{out}_dot = " + (_plain(gate.tangent) if gate.tangent else " + ".join(
+            f"{_plain(t)} * {n}_dot" for n, t in zip(names, gate.local) if t is not None))
+        lines.append(f"| `{gate.name}` | {gate.pattern} | `{local}` | `{tangent}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(text: str) -> str:
+    """A rule's text without the dimension analysis that explain appends after two spaces."""
+    return text.split("  ")[0]

@@ -1,4 +1,5 @@
-"""The losses: multiclass SVM (hinge), softmax cross-entropy and L2 regularisation.
+"""The losses: multiclass SVM (hinge), softmax cross-entropy, L2 regularisation, and the
+training objective that adds them up.
 
 Rows of ``scores`` are examples, shape [N, C]; ``labels`` are integers in [0, C), shape [N].
 The SVM and softmax losses are fused gates: one hand-written local gradient for the whole
@@ -7,18 +8,25 @@ loss, the way the CS231n assignments write it, instead of a circuit of small gat
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprop import gates
-from jaxprop.gate import Gate
+from jaxprop import gates, reference
+from jaxprop.gate import SCALED, Gate
 
-__all__ = ["svm_loss", "softmax_loss", "l2_penalty", "LOSSES"]
+__all__ = ["Loss", "svm_loss", "softmax_loss", "l2_penalty", "objective", "svm_gate",
+           "softmax_gate", "check_scores_labels", "LOSSES"]
 
 
-def check_scores_labels(name: str, scores, labels) -> None:
-    """Raises at trace time unless scores is [N, C] floating and labels is [N] integer."""
+def check_scores_labels(name: str, scores, labels):
+    """Returns the labels as an array, after checking at trace time that scores is [N, C]
+    floating and labels is [N] integer (and, when concrete, in [0, C)).
+    """
+    labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
     s_shape, y_shape = jnp.shape(scores), jnp.shape(labels)
     if len(s_shape) != 2:
         raise ValueError(f"{name}: scores must have rank 2, [N, C]; got shape {s_shape}")
@@ -41,6 +49,7 @@ def check_scores_labels(name: str, scores, labels) -> None:
                 f"{name}: labels must lie in [0, C) = [0, {s_shape[1]}); "
                 f"got values from {y.min()} to {y.max()}"
             )
+    return labels
 
 
 def _one_hot(labels, num_classes, dtype):
@@ -54,7 +63,28 @@ def _nan_where_label_invalid(loss, local, labels, num_classes):
     return jnp.where(jnp.all(valid), loss, jnp.nan), jnp.where(valid[:, None], local, jnp.nan)
 
 
-def _svm_forward(scores, labels):
+def fused_loss_gate(name: str, forward, local: str, doc: str) -> Gate:
+    """A fused loss gate ``L(s, y)``: ``forward(s, y) -> (L, dL/ds)`` saves the whole local
+    gradient, so both rules are one line, as the CS231n assignments write them.
+
+    Backward: s_bar = L_bar * (dL/ds), the saved local gradient scaled by upstream.
+    Forward: L_dot = sum_ij (dL/ds_ij) s_dot_ij. The labels y get no derivative.
+    """
+    return Gate(
+        name,
+        pattern=SCALED,
+        symbol=name.replace("_", " "),
+        forward=forward,
+        vjp=(lambda local, z_bar: z_bar * local, None),
+        jvp=(lambda local, s_dot: jnp.sum(local * s_dot), None),
+        local=(local,),
+        tangent=f"sum({local.removesuffix(' / N')} * s_dot) / N",
+        doc=doc,
+    )
+
+
+def _svm_forward(s, y):
+    scores, labels = s, y
     n, c = scores.shape
     correct = jnp.take_along_axis(scores, labels[:, None], axis=1)  # s_y, [N, 1]
     is_y = _one_hot(labels, c, bool)
@@ -66,12 +96,8 @@ def _svm_forward(scores, labels):
     return _nan_where_label_invalid(loss, local, labels, c)
 
 
-_svm = Gate(
-    "svm_loss",
-    pattern="scaled local gradient",
-    forward=_svm_forward,
-    vjp=(lambda local, z_bar: z_bar * local, None),
-    jvp=(lambda local, s_dot: jnp.sum(local * s_dot), None),
+svm_gate = fused_loss_gate(
+    "svm_loss", _svm_forward, "([margin > 0] - count * onehot(y)) / N",
     doc="""Multiclass SVM loss: L = 1/N sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + 1).
 
     Backward (fused): each positive margin sends +1 to its class j and -1 to the correct
@@ -96,12 +122,11 @@ def svm_loss(scores, labels):
     Returns:
       The scalar loss.
     """
-    labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
-    check_scores_labels("svm_loss", scores, labels)
-    return _svm(scores, labels)
+    return svm_gate(scores, check_scores_labels("svm_loss", scores, labels))
 
 
-def _softmax_forward(scores, labels):
+def _softmax_forward(s, y):
+    scores, labels = s, y
     n, c = scores.shape
     shifted = scores - jnp.max(scores, axis=1, keepdims=True)  # finite for logits of 1e4
     log_p = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=1, keepdims=True))
@@ -110,12 +135,8 @@ def _softmax_forward(scores, labels):
     return _nan_where_label_invalid(loss, local, labels, c)
 
 
-_softmax = Gate(
-    "softmax_loss",
-    pattern="scaled local gradient",
-    forward=_softmax_forward,
-    vjp=(lambda local, z_bar: z_bar * local, None),
-    jvp=(lambda local, s_dot: jnp.sum(local * s_dot), None),
+softmax_gate = fused_loss_gate(
+    "softmax_loss", _softmax_forward, "(p - onehot(y)) / N",
     doc="""Softmax cross-entropy: L = -1/N sum_i log softmax(s_i)_{y_i}.
 
     Backward (fused): dL/ds = (p - onehot(y)) / N with p = softmax(s); scores_bar = L_bar * that.
@@ -136,9 +157,7 @@ def softmax_loss(scores, labels):
     Returns:
       The scalar loss.
     """
-    labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
-    check_scores_labels("softmax_loss", scores, labels)
-    return _softmax(scores, labels)
+    return softmax_gate(scores, check_scores_labels("softmax_loss", scores, labels))
 
 
 def l2_penalty(params):
@@ -169,5 +188,59 @@ def l2_penalty(params):
     return total
 
 
-LOSSES = {"svm": svm_loss, "softmax": softmax_loss}
-"""The data losses by the name configs use for them."""
+def objective(scores_fn: Callable, loss_fn: Callable, reg) -> Callable:
+    """Builds ``f(params, x, y) = loss_fn(scores_fn(params, x), y) + reg * l2_penalty(params)``.
+
+    The one function every pipeline differentiates: ``jaxprop.reverse.grad(f)``,
+    ``jaxprop.forward.grad(f)`` and ``jax.grad(f)`` all take it as it is.
+
+    Args:
+      scores_fn: ``(params, x) -> scores [N, C]``, e.g. ``models.two_layer_scores``.
+      loss_fn: ``(scores, labels) -> scalar``, e.g. ``losses.softmax_loss``.
+      reg: the regularisation strength, a Python number or a scalar array (a sweep can vmap
+        over it). With ``reg == 0`` the penalty is left out.
+
+    Returns:
+      ``f(params, x, y) -> scalar``.
+
+    For example::
+
+      f = objective(two_layer_scores, softmax_loss, reg=1e-3)
+      loss, grads = jaxprop.reverse.value_and_grad(f)(params, x, y)
+    """
+
+    def f(params, x, y):
+        loss = loss_fn(scores_fn(params, x), y)
+        if isinstance(reg, (int, float)) and reg == 0:
+            return loss
+        return gates.add(loss, gates.mul(reg, l2_penalty(params)))
+
+    return f
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A data loss: the function built from gates, its fused gate, and its plain-jnp twin.
+
+    Attributes:
+      name: the name configs use (``loss.kind``).
+      fn: ``(scores [N, C], labels [N]) -> scalar``, built from gates.
+      gate: the fused gate ``fn`` applies after checking its inputs.
+      reference: the same loss in plain jnp (``jaxprop.reference``).
+      summary: one line for listings.
+    """
+
+    name: str
+    fn: Callable
+    gate: Gate
+    reference: Callable
+    summary: str
+
+
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
+    Loss("softmax", softmax_loss, softmax_gate, reference.softmax_loss,
+         "softmax cross-entropy, -log softmax(s)_y, averaged over the batch"),
+    Loss("svm", svm_loss, svm_gate, reference.svm_loss,
+         "multiclass SVM (hinge), sum over j != y of max(0, s_j - s_y + 1), averaged"),
+)}
+"""The data losses by the name configs use for them (``loss.kind``)."""

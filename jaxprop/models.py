@@ -6,12 +6,16 @@ Parameters are plain dicts of arrays with the course names (``W``/``b``, or
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
-from jaxprop import gates
+from jaxprop import gates, reference
 
-__all__ = ["linear_init", "linear_scores", "two_layer_init", "two_layer_scores", "MODELS"]
+__all__ = ["Model", "linear_init", "linear_scores", "two_layer_init", "two_layer_scores",
+           "MODELS"]
 
 
 def _check_input(name: str, x, w_name: str, w) -> None:
@@ -116,8 +120,46 @@ def two_layer_scores(params: dict, x):
     return gates.add(gates.matmul(h, params["W2"]), params["b2"])
 
 
-MODELS = {
-    "linear": (linear_init, linear_scores),
-    "two_layer": (two_layer_init, two_layer_scores),
-}
-"""``(init, scores)`` by the name configs use."""
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A classifier: its parameters' initialiser, its scores built from gates, and its twin.
+
+    Attributes:
+      name: the name configs use (``model.kind``).
+      init: ``(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype) -> params``,
+        the config's view of the initialiser; ``weight_scale=None`` takes the model's
+        default, ``bias=False`` leaves out a separate bias where the data has the bias trick.
+      scores: ``(params, x [N, D]) -> scores [N, C]``, built from gates.
+      reference: the same scores in plain jnp (``jaxprop.reference``).
+      activations: ``(hidden_dim, num_classes) -> floats per example`` that one step holds
+        (for the memory estimate made before compiling).
+      summary: one line for listings.
+    """
+
+    name: str
+    init: Callable
+    scores: Callable
+    reference: Callable
+    activations: Callable[[int, int], int]
+    summary: str
+
+
+def _linear(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype):
+    scale = 1e-3 if weight_scale is None else weight_scale
+    return linear_init(key, in_dim, num_classes, weight_scale=scale, dtype=dtype, bias=bias)
+
+
+def _two_layer(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype):
+    return two_layer_init(key, in_dim, hidden_dim, num_classes, weight_scale=weight_scale,
+                          dtype=dtype)
+
+
+MODELS: dict[str, Model] = {m.name: m for m in (
+    Model("linear", _linear, linear_scores, reference.linear_scores,
+          lambda h, c: 3 * c,  # scores, their gradient, the loss's local gradient
+          "linear classifier s = x W + b (W only with the bias trick)"),
+    Model("two_layer", _two_layer, two_layer_scores, reference.two_layer_scores,
+          lambda h, c: 4 * h + 3 * c,
+          "two-layer ReLU net s = relu(x W1 + b1) W2 + b2"),
+)}
+"""The classifiers by the name configs use (``model.kind``)."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from jaxprop import _linear_maps as lm
+from jaxprop import _drivers as lm
 from jaxprop.gate import pipeline
 
 __all__ = ["vjp", "grad", "value_and_grad", "jacobian"]
@@ -84,16 +84,5 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian
         larger than this (``None``: no limit).
     """
-    who = "jaxprop.reverse.jacobian"
-
-    def jacobian_f(*args):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums)
-        out, pullback = vjp(f_dyn, *dyn)  # traced, not run: nothing is allocated yet
-        m, n, dtype = lm.jacobian_size(out, dyn)
-        lm.check_budget(who, m, n, dtype, max_bytes, "jaxprop.reverse.vjp")
-        _, unravel_out = lm.ravel(out)
-        rows = lm.map_basis(lambda e: lm.ravel(pullback(unravel_out(e)))[0], m, dtype,
-                            chunk_size)
-        return lm.unflatten_jacobian(rows, out, dyn, isinstance(argnums, int))
-
-    return lm.Jitted(jacobian_f, argnums, who)
+    return lm.jacobian_driver("jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes,
+                              lambda f_dyn, dyn: vjp(f_dyn, *dyn), True, "jaxprop.reverse.vjp")

@@ -12,7 +12,6 @@ loops :func:`svm_loss_naive` and :func:`softmax_loss_naive`.
 from __future__ import annotations
 
 import dataclasses
-import unittest.mock
 import zlib
 from collections.abc import Callable
 
@@ -24,7 +23,7 @@ import numpy as np
 from jax.test_util import check_grads
 
 import jaxprop
-from jaxprop import gates, losses, models
+from jaxprop import gates, losses, models, reference
 from jaxprop.gate import Gate
 
 # Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
@@ -50,6 +49,11 @@ class Case:
       gate: the gate whose rules the case exercises, when one can be swapped in.
       apply: ``(gate, *args) -> out``, ``fn`` with ``gate`` replaced; None if not swappable.
       kind: "gate", "loss" or "model".
+      covers: the registry entry the case tests (a gate, loss or model name).
+      order2: the case carries its gate's (or entry's) check_grads to order 2, the slowest
+        check; every registry entry has at least one such case (a test says so).
+      domain: where the property tests draw its inputs: "normal", "positive" (log, 1/x) or
+        "grid" (kept off a kink).
     """
 
     name: str
@@ -60,6 +64,9 @@ class Case:
     gate: Gate | None = None
     apply: Callable | None = None
     kind: str = "gate"
+    covers: str = ""
+    order2: bool = False
+    domain: str = "normal"
 
     def args(self) -> tuple:
         """The case's inputs, the same on every call and in every process."""
@@ -153,35 +160,12 @@ def ref_relu(x):
     return jnp.maximum(x, 0.0)
 
 
-def ref_svm(scores, labels):
-    n, c = scores.shape
-    correct = scores[jnp.arange(n), labels][:, None]
-    margins = jnp.maximum(scores - correct + 1.0, 0.0)
-    wrong = jnp.arange(c)[None, :] != labels[:, None]
-    return jnp.sum(jnp.where(wrong, margins, 0.0)) / n
-
-
-def ref_softmax(scores, labels):
-    n = scores.shape[0]
-    log_p = scores - jax.scipy.special.logsumexp(scores, axis=1, keepdims=True)
-    return -jnp.sum(log_p[jnp.arange(n), labels]) / n
-
-
-def ref_l2(params):
-    return sum(jnp.sum(w**2) for w in jax.tree.leaves(params) if w.ndim >= 2)
-
-
-def ref_linear(params, x):
-    return x @ params["W"] + params["b"][None, :]
-
-
-def ref_two_layer(params, x):
-    h = jnp.maximum(x @ params["W1"] + params["b1"][None, :], 0.0)
-    return h @ params["W2"] + params["b2"][None, :]
-
-
-def ref_objective(scores_fn, loss_fn, reg):
-    return lambda params, x, y: loss_fn(scores_fn(params, x), y) + reg * ref_l2(params)
+ref_svm = reference.svm_loss
+ref_softmax = reference.softmax_loss
+ref_l2 = reference.l2_penalty
+ref_linear = reference.linear_scores
+ref_two_layer = reference.two_layer_scores
+ref_objective = reference.objective
 
 
 # --------------------------------------------------------------------- NumPy lecture loops
@@ -258,21 +242,22 @@ def jacobian_matrix(jac, out, dyn: tuple) -> np.ndarray:
 # ----------------------------------------------------------------------------- the registry
 
 
-def _unary(name, gate, ref, sample, shape=(2, 3)):
+def _unary(name, gate, ref, sample, shape=(2, 3), **flags):
     return Case(name, gate, ref, lambda rng: (sample(rng, shape),), (0,), gate,
-                lambda g, x: g(x))
+                lambda g, x: g(x), covers=gate.name, **flags)
 
 
-def _binary(name, gate, ref, x_shape, y_shape, untie=False):
+def _binary(name, gate, ref, x_shape, y_shape, untie=False, **flags):
     def make(rng):
         if untie:
             return untied_pair(rng, x_shape, y_shape)
         return normal(rng, x_shape), normal(rng, y_shape)
 
-    return Case(name, gate, ref, make, (0, 1), gate, lambda g, x, y: g(x, y))
+    return Case(name, gate, ref, make, (0, 1), gate, lambda g, x, y: g(x, y), covers=gate.name,
+                **flags)
 
 
-def _const(name, gate, ref, c, const_first):
+def _const(name, gate, ref, c, const_first, **flags):
     """A gate with a Python-number constant on one side (no gradient flows to it)."""
 
     def make(rng):
@@ -280,9 +265,9 @@ def _const(name, gate, ref, c, const_first):
 
     if const_first:
         return Case(name, lambda x: gate(c, x), lambda x: ref(c, x), make, (0,), gate,
-                    lambda g, x: g(c, x))
+                    lambda g, x: g(c, x), covers=gate.name, **flags)
     return Case(name, lambda x: gate(x, c), lambda x: ref(x, c), make, (0,), gate,
-                lambda g, x: g(x, c))
+                lambda g, x: g(x, c), covers=gate.name, **flags)
 
 
 def _maximum_const_sample(rng):
@@ -290,60 +275,68 @@ def _maximum_const_sample(rng):
     return (x,)
 
 
-def _sum(name, axis, shape):
+def _sum(name, axis, shape, **flags):
+    """The sum gate over ``axis``; swapped in with its parameters spelled out."""
+    axes = None if axis is None else tuple(sorted(
+        a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)))
     return Case(name, lambda x: gates.sum(x, axis), lambda x: jnp.sum(x, axis=axis),
-                lambda rng: (normal(rng, shape),))
+                lambda rng: (normal(rng, shape),), (0,), gates.GATES["sum"],
+                lambda g, x: g(x, axes=axes, shape=shape), covers="sum", **flags)
 
 
 GATE_CASES = [
     _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
-    _binary("add_bias", gates.add, ref_add, (2, 3), (3,)),
+    _binary("add_bias", gates.add, ref_add, (2, 3), (3,), order2=True),
     _binary("add_outer", gates.add, ref_add, (2, 1), (1, 3)),
     _const("add_const_right", gates.add, ref_add, 2.5, const_first=False),
-    _const("add_const_left", gates.add, ref_add, -1.5, const_first=True),
+    _const("add_const_left", gates.add, ref_add, -1.5, const_first=True, order2=True),
     _binary("mul", gates.mul, ref_mul, (2, 3), (2, 3)),
-    _binary("mul_bias", gates.mul, ref_mul, (2, 3), (3,)),
+    _binary("mul_bias", gates.mul, ref_mul, (2, 3), (3,), order2=True),
     _binary("mul_scalar_array", gates.mul, ref_mul, (), (2, 3)),
     _const("mul_const_left", gates.mul, ref_mul, 3.0, const_first=True),
-    _const("mul_const_right", gates.mul, ref_mul, -0.5, const_first=False),
+    _const("mul_const_right", gates.mul, ref_mul, -0.5, const_first=False, order2=True),
     Case("copy", gates.copy, lambda x: (x, x), lambda rng: (normal(rng, (2, 3)),), (0,),
-         gates.copy, lambda g, x: g(x)),
+         gates.copy, lambda g, x: g(x), covers="copy", order2=True),
     _binary("maximum", gates.maximum, ref_maximum, (2, 3), (2, 3), untie=True),
-    _binary("maximum_bias", gates.maximum, ref_maximum, (2, 3), (3,), untie=True),
+    _binary("maximum_bias", gates.maximum, ref_maximum, (2, 3), (3,), untie=True, order2=True),
     Case("maximum_const", lambda x: gates.maximum(x, 0.25), lambda x: ref_maximum(x, 0.25),
-         _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25)),
-    _unary("exp", gates.exp, jnp.exp, normal),
+         _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25),
+         covers="maximum", order2=True),
+    _unary("exp", gates.exp, jnp.exp, normal, order2=True),
     _unary("exp_rank0", gates.exp, jnp.exp, normal, shape=()),
-    _unary("log", gates.log, jnp.log, positive),
-    _unary("reciprocal", gates.reciprocal, lambda x: 1.0 / x, positive),
-    _unary("sigmoid", gates.sigmoid, ref_sigmoid, normal),
-    _unary("relu", gates.relu, ref_relu, away_from_zero),
+    _unary("log", gates.log, jnp.log, positive, order2=True, domain="positive"),
+    _unary("reciprocal", gates.reciprocal, lambda x: 1.0 / x, positive, order2=True,
+           domain="positive"),
+    _unary("sigmoid", gates.sigmoid, ref_sigmoid, normal, order2=True),
+    _unary("relu", gates.relu, ref_relu, away_from_zero, order2=True, domain="grid"),
     _binary("matmul", gates.matmul, ref_matmul, (2, 3), (3, 4)),
-    _binary("matmul_batched", gates.matmul, ref_matmul, (2, 2, 3), (3, 4)),
+    _binary("matmul_batched", gates.matmul, ref_matmul, (2, 2, 3), (3, 4), order2=True),
     _binary("matmul_vector", gates.matmul, ref_matmul, (3,), (3, 4)),
     _sum("sum_all", None, (2, 3, 2)),
     _sum("sum_axis1", 1, (2, 3)),
-    _sum("sum_axes02", (0, 2), (2, 3, 2)),
+    _sum("sum_axes02", (0, 2), (2, 3, 2), order2=True),
     _sum("sum_axis_neg", -1, (2, 3)),
     Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
-         lambda rng: (normal(rng, (4, 3)),)),
+         lambda rng: (normal(rng, (4, 3)),), covers="sum", order2=True),
     Case("sub", gates.sub, lambda x, y: ref_add(x, -y),
-         lambda rng: (normal(rng, (2, 3)), normal(rng, (3,))), (0, 1)),
+         lambda rng: (normal(rng, (2, 3)), normal(rng, (3,))), (0, 1), covers="add"),
 ]
 
 
-def _loss_case(name, loss, ref, gate_attr):
+def _loss_case(name):
+    entry = losses.LOSSES[name]
+
     def make(rng):
-        if name == "svm_loss":
+        if name == "svm":
             return hinge_scores(rng, 4, 3)
         return normal(rng, (4, 3)), labels_for(rng, 4, 3)
 
     def apply(g, scores, labels):
-        # The public loss, run with its fused gate swapped for g.
-        with unittest.mock.patch.object(losses, gate_attr, g):
-            return loss(scores, labels)
+        # The public loss's checks, then the fused gate g in place of the loss's own.
+        return g(scores, losses.check_scores_labels(entry.gate.name, scores, labels))
 
-    return Case(name, loss, ref, make, (0,), getattr(losses, gate_attr), apply, "loss")
+    return Case(entry.gate.name, entry.fn, entry.reference, make, (0,), entry.gate, apply,
+                "loss", covers=name, order2=True)
 
 
 def _two_layer_params(rng, d=3, h=4, c=3, n=5):
@@ -379,29 +372,27 @@ def _objective_args(param_fn, loss_name):
     return make
 
 
-LOSS_CASES = [
-    _loss_case("svm_loss", losses.svm_loss, ref_svm, "_svm"),
-    _loss_case("softmax_loss", losses.softmax_loss, ref_softmax, "_softmax"),
+LOSS_CASES = [_loss_case(name) for name in losses.LOSSES] + [
     Case("l2_penalty", losses.l2_penalty, ref_l2,
-         lambda rng: (_two_layer_params(rng)[0],), (0,), kind="loss"),
+         lambda rng: (_two_layer_params(rng)[0],), (0,), kind="loss", covers="l2_penalty",
+         order2=True),
 ]
 
-_REF_LOSS = {"svm": ref_svm, "softmax": ref_softmax}
 _PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params}
-_REF_SCORES = {"linear": ref_linear, "two_layer": ref_two_layer}
 
 MODEL_CASES = [
-    Case("linear_scores", models.linear_scores, ref_linear,
-         lambda rng: _linear_params(rng), (0, 1), kind="model"),
-    Case("two_layer_scores", models.two_layer_scores, ref_two_layer,
-         lambda rng: _two_layer_params(rng), (0, 1), kind="model"),
+    Case(f"{name}_scores", entry.scores, entry.reference, lambda rng, name=name:
+         _PARAMS[name](rng), (0, 1), kind="model", covers=name)
+    for name, entry in models.MODELS.items()
 ] + [
     Case(f"objective_{model}_{loss}_reg{reg}",
-         jaxprop.objective(models.MODELS[model][1], losses.LOSSES[loss], reg),
-         ref_objective(_REF_SCORES[model], _REF_LOSS[loss], reg),
-         _objective_args(_PARAMS[model], loss), (0, 1), kind="model")
-    for model, loss, reg in [("linear", "svm", 0.1), ("linear", "softmax", 0),
-                             ("two_layer", "softmax", 0.01), ("two_layer", "svm", 0.05)]
+         jaxprop.objective(models.MODELS[model].scores, losses.LOSSES[loss].fn, reg),
+         ref_objective(models.MODELS[model].reference, losses.LOSSES[loss].reference, reg),
+         _objective_args(_PARAMS[model], loss), (0, 1), kind="model", covers=model,
+         order2=order2)
+    for model, loss, reg, order2 in [("linear", "svm", 0.1, True), ("linear", "softmax", 0, False),
+                                     ("two_layer", "softmax", 0.01, True),
+                                     ("two_layer", "svm", 0.05, False)]
 ]
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
@@ -579,7 +570,8 @@ def scaled_rules(gate: Gate, which: str, factor: float, inputs=None) -> Gate:
     rules = list(getattr(gate, which))
     for i, rule in enumerate(rules):
         if rule is not None and (inputs is None or i in inputs):
-            rules[i] = lambda res, t, rule=rule: jax.tree.map(lambda a: factor * a, rule(res, t))
+            rules[i] = lambda res, t, rule=rule, **params: jax.tree.map(
+                lambda a: factor * a, rule(res, t, **params))
     return dataclasses.replace(gate, **{which: tuple(rules)})
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 
 from jaxprop import gates
-from jaxprop.advise import Advice, advise
 from jaxprop.compare import chain_case, two_layer_loss_case
+from jaxprop.compare.advice import Advice, advise
 
 F64 = jnp.float64
 

@@ -80,7 +80,7 @@ SCORES = [("linear", {"W": jnp.zeros((4, 3)), "b": jnp.zeros(3)}, "W"),
 
 @pytest.mark.parametrize(("model", "params", "w_name"), SCORES, ids=[s[0] for s in SCORES])
 def test_model_input_width_mismatch(model, params, w_name):
-    scores = models.MODELS[model][1]
+    scores = models.MODELS[model].scores
     for f in eager_and_jitted(scores):
         with pytest.raises(ValueError, match=rf"input width 7 \(x \(2, 7\)\) does not match "
                                              rf"params\['{w_name}'\] \(4, .\), which expects D=4"):
@@ -89,7 +89,7 @@ def test_model_input_width_mismatch(model, params, w_name):
 
 @pytest.mark.parametrize(("model", "params", "w_name"), SCORES, ids=[s[0] for s in SCORES])
 def test_model_input_wrong_rank(model, params, w_name):
-    scores = models.MODELS[model][1]
+    scores = models.MODELS[model].scores
     for f in eager_and_jitted(scores):
         with pytest.raises(ValueError,
                            match=r"x must have rank 2, \[N, D\]; got shape \(2, 2, 4\)"):

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxprop.config import load_config
 from jaxprop.train import checkpoint, load_data, train
+from jaxprop.train.experiment import load_config
 
 
 def _state():

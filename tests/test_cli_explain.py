@@ -12,7 +12,7 @@ from jaxprop import cli
 @pytest.fixture
 def main(monkeypatch):
     """The real ``jaxprop.cli.main``, with only the explain command registered."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("jaxprop.cli_explain",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("jaxprop.cli.explain",))
     monkeypatch.setattr(sys, "path", list(sys.path))  # load_function may add the cwd
     return cli.main
 
@@ -80,12 +80,12 @@ def test_user_function_from_a_file_and_from_a_module(main, tmp_path, monkeypatch
     (["no_such_module_xyz:f", "--args", "[1.0]"], "cannot import module 'no_such_module_xyz'"),
     (["jaxprop.gates:nothing", "--args", "[1.0]"], "has no function 'nothing'; its functions"),
     (["missing_file.py:f", "--args", "[1.0]"], "no such file 'missing_file.py'"),
-    (["jaxprop.examples:simple"], "give the function's example arguments with --args"),
-    (["jaxprop.examples:simple", "--args", "[1.0, "], r"--args: cannot parse '\[1.0, '"),
-    (["jaxprop.examples:simple", "--args", "3.0"], "expected a non-empty list"),
-    (["jaxprop.examples:simple", "--args", "[1.0, 2.0]"],
+    (["jaxprop.explainer.lecture:simple"], "give the function's example arguments with --args"),
+    (["jaxprop.explainer.lecture:simple", "--args", "[1.0, "], r"--args: cannot parse '\[1.0, '"),
+    (["jaxprop.explainer.lecture:simple", "--args", "3.0"], "expected a non-empty list"),
+    (["jaxprop.explainer.lecture:simple", "--args", "[1.0, 2.0]"],
      "f cannot take the 2 arguments given"),
-    (["jaxprop.examples:relu_vector", "--args", "[[1, [2]]]"],
+    (["jaxprop.explainer.lecture:relu_vector", "--args", "[[1, [2]]]"],
      "--args entry 0: .* is not a number or a rectangular list"),
 ])
 def test_errors_are_one_line_with_the_choices(main, argv, message, capsys):

@@ -20,7 +20,7 @@ def cache_dir(tmp_path_factory):
     yield folder
     mp.undo()
     if previous is None and jax.config.jax_compilation_cache_dir == str(folder):
-        from jax._src import compilation_cache
+        from jax.experimental.compilation_cache import compilation_cache
 
         jax.config.update("jax_compilation_cache_dir", None)
         compilation_cache.reset_cache()
@@ -31,12 +31,12 @@ def _no_traceback(err: str) -> None:
 
 
 @pytest.fixture
-def fresh_compiled(monkeypatch):
+def fresh_compiled():
     """An empty in-process cache of compiled epochs, so the run really compiles (and writes
     the persistent cache) whatever trained earlier in this process."""
-    from jaxprop.train import run
+    from jaxprop.train import trainer
 
-    monkeypatch.setattr(run, "_COMPILED", {})
+    trainer.clear_compiled()
 
 
 def test_no_arguments_trains_the_default(tmp_path, capsys, cache_dir, fresh_compiled):
@@ -144,7 +144,7 @@ def test_sweep_command(tmp_path, capsys):
 
 
 def test_only_training_experiments_are_listed_and_accepted(tmp_path, capsys):
-    from jaxprop.config import shipped_configs
+    from jaxprop.train.experiment import shipped_configs
 
     shipped = shipped_configs()
     assert "compare" not in shipped and "digits_two_layer" in shipped

@@ -9,22 +9,25 @@ import pytest
 
 from jaxprop import forward, gates, observe, reverse
 from jaxprop.compare import (
-    MODE,
-    PIPELINES,
+    METHODS,
     Cost,
-    cases,
     chain_case,
     compile_fn,
     cost_of,
     crossover,
     deep_case,
-    jacobian_pipelines,
+    jacobian_methods,
     measure_case,
     memory_of,
-    sweeps,
     two_layer_loss_case,
 )
+from jaxprop.compare import plan as plan_lib
+from jaxprop.compare import problems as cases
+from jaxprop.compare import sections as sweeps
 from jaxprop.compare.measure import flops_from_analysis, time_interleaved
+
+PIPELINES = tuple(METHODS)
+MODE = {name: m.mode for name, m in METHODS.items()}
 
 F64 = jnp.float64
 KEY = 0  # the seed of every case's NumPy-drawn data
@@ -39,7 +42,7 @@ AGREEMENT_CASES = [
 
 @pytest.mark.parametrize("case", AGREEMENT_CASES, ids=lambda c: c.name)
 def test_six_pipelines_agree(case):
-    fns = jacobian_pipelines(case.fn, case.twin, case.argnums)
+    fns = jacobian_methods(case.fn, case.twin, case.argnums)
     assert list(fns) == list(PIPELINES)
     reference = fns["reverse-jax"](*case.args)  # JAX's own rules on the plain-jnp twin
     for name, jac in fns.items():
@@ -70,7 +73,7 @@ def test_each_pipeline_runs_the_rules_it_claims():
         "forward-jvp_from_vjp": {"vjp"},
         "forward-jax": set(),
     }
-    for name, jac in jacobian_pipelines(case.fn, case.twin, 0).items():
+    for name, jac in jacobian_methods(case.fn, case.twin, 0).items():
         events = []
         with observe(events.append):
             jax.make_jaxpr(jac)(*case.args)  # rules are observed at trace time
@@ -148,7 +151,8 @@ def test_the_256_gb_jacobian_is_refused_before_anything_is_allocated():
 
 
 def test_the_vjp_of_the_big_matmul_needs_only_linear_memory():
-    big = sweeps.big_jacobian({"batch": 64, "input": 4096, "output": 4096, "run": False},
+    big = sweeps.big_jacobian(plan_lib.BigJacobian(batch=64, input=4096, output=4096,
+                                                   run=False),
                               jnp.float32, repeats=1, log=lambda message: None)
     n, d, m = 64, 4096, 4096
     assert big["jacobian_x_bytes"] == 256 * 2**30  # the lecture's "256 GB"
@@ -163,13 +167,13 @@ def test_the_vjp_of_the_big_matmul_needs_only_linear_memory():
 
 
 def test_cheap_gradient_reverse_is_a_constant_forward_grows():
-    cfg = {"input": 4, "hiddens": [2, 8], "classes": 3, "batch": 2, "reg": 1e-3}
+    cfg = plan_lib.CheapGradient(input=4, hiddens=(2, 8), classes=3, batch=2, reg=1e-3)
     programs = ("forward pass", "reverse-ours grad", "forward-ours grad", "jvp (ours)",
                 "jvp_from_vjp")
     rows = sweeps.cheap_gradient_sweep(cfg, KEY, F64, repeats=1, log=lambda message: None,
                                        programs=programs)
     by = {(r["hidden"], r["program"]): r for r in rows}
-    for h in cfg["hiddens"]:
+    for h in cfg.hiddens:
         assert 1 < by[h, "reverse-ours grad"]["flops_over_forward"] < 6
         assert by[h, "forward-ours grad"]["flops_over_forward"] > by[h, "forward pass"]["params"]
         # Two reverse passes cost what one JVP does: the second pass transposes the pullback,
@@ -186,4 +190,5 @@ def test_param_count():
 
 def test_cheap_gradient_sweep_names_bad_programs():
     with pytest.raises(ValueError, match="programs must be among"):
-        sweeps.cheap_gradient_sweep({}, KEY, F64, 1, programs=("backward pass",))
+        sweeps.cheap_gradient_sweep(plan_lib.CheapGradient(), KEY, F64, 1,
+                                    programs=("backward pass",))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxprop import config as C
-from jaxprop import data
+from jaxprop import _settings, data
+from jaxprop.train import experiment as C
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -25,7 +25,7 @@ def test_code_defaults_equal_the_default_toml():
     raw = tomllib.loads((CONFIGS / "digits_two_layer.toml").read_text())
     assert C.from_dict(raw) == C.Config()
     assert sorted(f"{t}.{k}" for t, v in raw.items() if isinstance(v, dict) for k in v) == \
-        sorted(k for k in C._all_keys() if "." in k and not k.startswith(("data.root",
+        sorted(k for k in _settings.keys(C.Config) if "." in k and not k.startswith(("data.root",
                "data.preprocess", "data.num_train", "model.weight_scale")))
 
 
@@ -38,16 +38,20 @@ def test_every_shipped_config_loads_by_name_and_by_path(name):
 
 
 def test_issue_keys_exist_with_their_names():
-    keys = set(C._all_keys())
+    keys = set(_settings.keys(C.Config))
     for key in ("seed", "data.dataset", "data.root", "model.kind", "model.hidden_dim",
                 "loss.kind", "loss.reg", "optimizer.name", "optimizer.lr", "train.epochs",
                 "train.batch_size", "train.pipeline"):
         assert key in keys
 
 
+def _choices(key):
+    return _settings.choices_of(_settings.leaf(C.Config, key)[0].metadata)
+
+
 def test_choices_match_the_data_module():
-    assert C.DATASETS == data.DATASETS
-    assert C.PREPROCESS == data.PREPROCESS
+    assert _choices("data.dataset") == tuple(data.DATASETS)
+    assert _choices("data.preprocess") == data.PREPROCESS
 
 
 def test_toml_round_trip():
@@ -156,7 +160,7 @@ def test_file_without_name_takes_the_file_stem(tmp_path):
 @pytest.mark.parametrize("name", ["props_linear_svm", "props_linear_softmax",
                                   "props_two_layer"])
 def test_props_configs_say_they_are_untuned_starting_values(name):
-    from jaxprop.config import find_config
+    from jaxprop.train.experiment import find_config
 
     text = find_config(name).read_text()
     assert "Untuned starting values" in text and "NOT verified against P1's" in text
@@ -165,7 +169,7 @@ def test_props_configs_say_they_are_untuned_starting_values(name):
 
 
 def test_non_training_toml_is_not_an_experiment(tmp_path, monkeypatch):
-    from jaxprop.config import find_config, shipped_configs
+    from jaxprop.train.experiment import find_config, shipped_configs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()

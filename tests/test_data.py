@@ -31,7 +31,7 @@ from jaxprop.data import (
     digits_split,
     load_dataset,
 )
-from jaxprop.data._cifar import PROPS_CLASS_NAMES
+from jaxprop.data.datasets import PROPS_CLASS_NAMES
 
 # Rows are float32; a mean over ~100 rows of values up to 255 carries float32 rounding of
 # about 255 * 6e-8 per term, so "centred" is checked to 1e-4 (1e-6 for [0, 1] pixels).
@@ -234,7 +234,7 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError, match=r"unknown preprocess 'zca'; valid choices: "
                                          r"cs231n, deeprob, none"):
         load_dataset("digits", preprocess="zca")
-    assert DATASETS == ("digits", "cifar10", "props", "mnist")
+    assert tuple(DATASETS) == ("digits", "cifar10", "props", "mnist")
     assert PREPROCESS == ("cs231n", "deeprob", "none")
 
 

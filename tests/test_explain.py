@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxprop
-from jaxprop import examples, gates
-from jaxprop.explain import PATTERNS, explain
+from jaxprop import gates
+from jaxprop.explainer import PATTERNS, examples, explain, lecture
 
 SLIDE = 0.005  # the slides print two decimals: 0.73, -0.53, 0.37, -0.20
 
@@ -207,7 +207,7 @@ def test_explained_run_equals_the_jitted_pipeline_bitwise(traces, mode, name):
 
 
 def test_explicit_tangents_give_the_jvp():
-    f = examples.simple
+    f = lecture.simple
     args = examples.get("simple").args()
     tangents = tuple(jnp.asarray(t, dtype=args[0].dtype) for t in (1.0, 2.0, 0.5))
     trace = explain(f, *args, mode="forward", tangents=tangents)
@@ -329,7 +329,7 @@ def test_render_refuses_other_formats(traces, tmp_path):
 
 
 def test_bad_input_is_named():
-    f, args = examples.simple, examples.get("simple").args()
+    f, args = lecture.simple, examples.get("simple").args()
     with pytest.raises(ValueError, match="unknown mode 'sideways'"):
         explain(f, *args, mode="sideways")
     with pytest.raises(ValueError, match="give f's example arguments"):
@@ -355,7 +355,7 @@ def test_bad_input_is_named():
 def test_top_level_explain_as_the_issue_spells_it():
     import jaxprop
 
-    trace = jaxprop.explain(examples.simple, *examples.get("simple").args())
+    trace = jaxprop.explain(lecture.simple, *examples.get("simple").args())
     chex.assert_trees_all_close(trace.grads[2], np.asarray(3.0))
 
 

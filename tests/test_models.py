@@ -88,14 +88,15 @@ def _two_layer_naive(params, x, y, loss_naive, reg):
 def test_objective_matches_numpy_backprop(model, loss):
     naive_model = {"linear": _linear_naive, "two_layer": _two_layer_naive}[model]
     naive_loss = {"svm": svm_loss_naive, "softmax": softmax_loss_naive}[loss]
-    init, scores = models.MODELS[model]
+    entry = models.MODELS[model]
+    scores = entry.scores
     key = jax.random.PRNGKey(0)
-    dims = (4, 5, 3) if model == "two_layer" else (4, 3)
-    params = init(key, *dims, weight_scale=0.5, dtype=jnp.float64)
+    params = entry.init(key, 4, 3, hidden_dim=5, weight_scale=0.5, bias=True,
+                        dtype=jnp.float64)
     params = jax.tree.map(lambda p: p + 0.1, params)  # nonzero biases
     rng = np.random.default_rng(1)
     x, y = jnp.asarray(rng.normal(size=(6, 4))), jnp.asarray(rng.integers(0, 3, 6), jnp.int32)
-    f = jaxprop.objective(scores, losses.LOSSES[loss], reg=0.3)
+    f = jaxprop.objective(scores, losses.LOSSES[loss].fn, reg=0.3)
     want_value, want_grads = naive_model(params, x, np.asarray(y), naive_loss, 0.3)
     both = jax.jit(lambda *a: [m.value_and_grad(f)(*a) for m in (jaxprop.reverse,
                                                                    jaxprop.forward)])
@@ -116,7 +117,7 @@ def test_swapped_matmul_rules_through_the_objective(model):
     case = BY_NAME[f"objective_{model}_{'svm' if model == 'linear' else 'softmax'}"
                    f"_reg{0.1 if model == 'linear' else 0.01}"]
     params, x, y = case.args()
-    scores = models.MODELS[model][1]
+    scores = models.MODELS[model].scores
     loss = losses.svm_loss if model == "linear" else losses.softmax_loss
     f = jaxprop.objective(scores, loss, reg=0)  # no penalty: only the data path
     hops = ({"W": 1, "b": 0} if model == "linear" else {"W1": 2, "b1": 1, "W2": 1, "b2": 0})
@@ -262,3 +263,22 @@ def test_float32_in_float32_out_in_every_mode():
     for grads in every_mode(p32, x32, y):
         chex.assert_type(list(grads.values()), jnp.float32)
         chex.assert_trees_all_close(grads, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_twins_share_the_lectures_relu_kink():
+    """One set of plain-jnp twins (jaxprop.reference): at a hidden pre-activation of exactly 0,
+    JAX's own autodiff of the twin passes no gradient, as our relu gate does in both modes."""
+    from jaxprop import reference
+
+    params = {"W1": jnp.array([[1.0, -1.0]]), "b1": jnp.array([0.0, 0.5]),
+              "W2": jnp.array([[2.0], [3.0]]), "b2": jnp.zeros(1)}
+    x = jnp.array([[0.0]])  # x W1 + b1 = [0, 0.5]: the first unit sits on its kink
+
+    def total(scores_fn):
+        return lambda p: jnp.sum(scores_fn(p, x))
+
+    want = jax.grad(total(reference.two_layer_scores))(params)
+    assert float(want["b1"][0]) == 0.0 and float(want["b1"][1]) == 3.0
+    for grad in (jaxprop.reverse.grad, jaxprop.forward.grad, jax.grad):
+        got = grad(lambda p: gates.sum(models.two_layer_scores(p, x)))(params)
+        chex.assert_trees_all_close(got, want, atol=0)

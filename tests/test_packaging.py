@@ -19,7 +19,7 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 
 def test_shipped_configs_are_found_by_name_outside_the_repo(tmp_path, monkeypatch):
-    from jaxprop.config import find_config
+    from jaxprop.train.experiment import find_config
 
     monkeypatch.chdir(tmp_path)
     for path in (ROOT / "configs").glob("digits_*.toml"):

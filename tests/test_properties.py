@@ -10,12 +10,8 @@ import numpy as np
 import strategies as S
 from cases import (
     ATOL,
+    GATE_CASES,
     RTOL,
-    ref_add,
-    ref_maximum,
-    ref_mul,
-    ref_relu,
-    ref_sigmoid,
     softmax_loss_naive,
     svm_loss_naive,
 )
@@ -28,15 +24,28 @@ from jaxprop import gates, losses
 # Small and reproducible: CI must not flake, and the suite must stay fast.
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 
-UNARY = {
-    "exp": (gates.exp, jnp.exp, S.normal_values),
-    "log": (gates.log, jnp.log, S.positive_values),
-    "reciprocal": (gates.reciprocal, lambda x: 1 / x, S.positive_values),
-    "sigmoid": (gates.sigmoid, ref_sigmoid, S.normal_values),
-    "relu": (gates.relu, ref_relu, lambda shape: S.grid_values(shape, 0.25)),
-}
-BINARY = {"add": (gates.add, ref_add), "mul": (gates.mul, ref_mul),
-          "maximum": (gates.maximum, ref_maximum)}
+DOMAINS = {"normal": S.normal_values, "positive": S.positive_values,
+           "grid": lambda shape: S.grid_values(shape, 0.25)}
+
+
+def _plain_case(gate):
+    """The registry's first case of ``gate`` on arrays alone (no constant, no parameter)."""
+    for case in GATE_CASES:
+        if case.fn is gate and len(case.diff) == gate.arity:
+            return case
+    raise LookupError(f"no case applies gate {gate.name!r} to arrays alone")
+
+
+# Every elementwise gate of the registry, with its reference and input domain from its case.
+UNARY = {name: (g, _plain_case(g).ref, DOMAINS[_plain_case(g).domain])
+         for name, g in gates.GATES.items() if g.elementwise and g.arity == 1}
+BINARY = {name: (g, _plain_case(g).ref)
+          for name, g in gates.GATES.items() if g.broadcast and g.arity == 2}
+
+
+def test_property_tests_cover_every_elementwise_gate():
+    elementwise = {name for name, g in gates.GATES.items() if g.elementwise}
+    assert set(UNARY) | set(BINARY) == elementwise
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

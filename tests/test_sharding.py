@@ -11,7 +11,7 @@ from jaxprop.train import sharding
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from jaxprop.config import load_config
+    from jaxprop.train.experiment import load_config
     from jaxprop.train import Trainer, load_data, sharding, train
 
     assert jax.device_count() == 4, jax.devices()

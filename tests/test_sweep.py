@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxprop.config import load_config
-from jaxprop.sweep import grid_of, parse_grid, pick_best, print_sweep, run_sweep
 from jaxprop.train import Trainer, load_data
+from jaxprop.train.experiment import load_config
+from jaxprop.train.sweep import grid_of, parse_grid, pick_best, print_sweep, run_sweep
 
 TINY = ["data.num_train=256", "model.hidden_dim=16", "train.batch_size=32", "train.epochs=3",
         "optimizer.name=sgd"]

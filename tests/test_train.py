@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import jaxprop
-from jaxprop import plain
-from jaxprop.config import load_config
+from jaxprop import reference
 from jaxprop.losses import LOSSES
 from jaxprop.models import MODELS
-from jaxprop.train import EXIT_DIVERGED, Trainer, engine, load_data, train
+from jaxprop.train import EXIT_DIVERGED, Trainer, engine, load_data, memory, train
+from jaxprop.train.experiment import load_config
 from jaxprop.train.plots import class_templates
 
 THRESHOLDS = {"digits_two_layer": 0.97, "digits_linear_softmax": 0.95,
@@ -61,7 +61,7 @@ def test_three_pipelines_train_to_the_same_parameters():
     seen = {p: set() for p in ("reverse", "forward", "jax")}
     params = {p: _one_epoch(_tiny(p), seen[p])[0] for p in seen}
     # the rules that ran: our VJP rules, our JVP rules, and for "jax" none of ours at all:
-    # JAX's own autodiff of the plain-jnp twin (jaxprop.plain), no gate event of any kind
+    # JAX's own autodiff of the plain-jnp twin (jaxprop.reference), no gate event of any kind
     assert "vjp" in seen["reverse"] and "jvp" not in seen["reverse"]
     assert "jvp" in seen["forward"] and "vjp" not in seen["forward"]
     assert seen["jax"] == set()
@@ -73,24 +73,28 @@ def test_three_pipelines_train_to_the_same_parameters():
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
 @pytest.mark.parametrize("model", ["linear", "two_layer"])
 def test_plain_twins_match_the_gate_models_and_losses(model, loss):
-    cfg = load_config(None, [f"model.kind={model}", f"loss.kind={loss}", "model.hidden_dim=6"])
     x = jax.random.normal(jax.random.key(0), (5, 4), jnp.float32)
     y = jnp.array([0, 2, 1, 2, 0], jnp.int32)
-    params = engine.init_params(cfg, jax.random.key(1), 4, 3)
+    params = MODELS[model].init(jax.random.key(1), 4, 3, hidden_dim=6, weight_scale=None,
+                                bias=True, dtype=jnp.float32)
     params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.key(2), p.shape,
                                                                 p.dtype), params)
     reg = jnp.float32(0.1)
-    ours = jax.jit(jaxprop.reverse.value_and_grad(engine.loss_fn(cfg)))(params, x, y, reg)
+    gated = engine.objective_fn(MODELS[model], LOSSES[loss])
+    ours = jax.jit(jaxprop.reverse.value_and_grad(gated))(params, x, y, reg)
+    twin = engine.objective_fn(MODELS[model], LOSSES[loss], twin=True)
     with jaxprop.observe(lambda e: pytest.fail(f"plain twin ran gate {e.kind}")):
-        theirs = jax.jit(jax.value_and_grad(engine.plain_loss_fn(cfg)))(params, x, y, reg)
+        theirs = jax.jit(jax.value_and_grad(twin))(params, x, y, reg)
     chex.assert_trees_all_close(theirs, ours, rtol=1e-5, atol=1e-6)
-    assert set(plain.MODELS) == set(MODELS) and set(plain.LOSSES) == set(LOSSES)
+    # every model and loss has its twin in jaxprop.reference
+    for entry in (*MODELS.values(), *LOSSES.values()):
+        assert getattr(reference, entry.reference.__name__) is entry.reference
 
 
 def test_forward_pipeline_warns_for_big_models():
-    cfg = load_config(None, ["train.pipeline=forward", "model.hidden_dim=512"])
     with pytest.warns(UserWarning, match="one JVP per parameter: 38410 JVPs per step"):
-        engine.value_and_grad_fn(cfg, num_params=38410)
+        engine.value_and_grad_fn("forward", MODELS["two_layer"], LOSSES["softmax"],
+                                 num_params=38410)
 
 
 def test_same_config_same_bits(digits, tmp_path):
@@ -127,13 +131,21 @@ def test_outputs_of_a_run(digits, tmp_path):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def _init(cfg, in_dim, num_classes):
+    """The config's initial parameters, as the Trainer makes them."""
+    return MODELS[cfg.model.kind].init(jax.random.key(0), in_dim, num_classes,
+                                       hidden_dim=cfg.model.hidden_dim,
+                                       weight_scale=cfg.model.weight_scale,
+                                       bias=not cfg.data.bias_trick, dtype=jnp.float32)
+
+
 def test_bias_trick_initialises_w_only_and_regularises_the_bias_row():
     trick = load_config(None, ["model.kind=linear", "data.bias_trick=true"])
-    params = engine.init_params(trick, jax.random.key(0), 65, 10)
+    params = _init(trick, 65, 10)
     assert sorted(params) == ["W"]
     chex.assert_shape(params["W"], (65, 10))
     no_trick = load_config(None, ["model.kind=linear"])
-    assert sorted(engine.init_params(no_trick, jax.random.key(0), 64, 10)) == ["W", "b"]
+    assert sorted(_init(no_trick, 64, 10)) == ["W", "b"]
     # the bias row is regularised with W: the penalty's gradient 2 * reg * W reaches row 64
     x = jnp.zeros((4, 65), jnp.float32)
     y = jnp.zeros((4,), jnp.int32)
@@ -142,7 +154,8 @@ def test_bias_trick_initialises_w_only_and_regularises_the_bias_row():
     for pipeline in ("reverse", "jax"):
         cfg = load_config(None, ["model.kind=linear", "data.bias_trick=true",
                                  f"train.pipeline={pipeline}"])
-        _, grads = jax.jit(engine.value_and_grad_fn(cfg))(w, x, y, reg)
+        vg = engine.value_and_grad_fn(cfg.train.pipeline, MODELS["linear"], LOSSES["softmax"])
+        _, grads = jax.jit(vg)(w, x, y, reg)
         assert sorted(grads) == ["W"]
         # x = 0: the data loss sends no gradient to W; 2 * reg * W = 1 on every row
         chex.assert_trees_all_close(grads["W"][64], jnp.ones((10,), jnp.float32), atol=1e-6)
@@ -214,7 +227,7 @@ def test_torn_last_metrics_line_is_dropped_on_resume(digits, tmp_path):
 
 
 def test_damaged_metrics_line_before_the_last_names_file_and_line(tmp_path):
-    from jaxprop.train.run import _read_metrics
+    from jaxprop.train.rundir import read_metrics as _read_metrics
 
     metrics = tmp_path / "metrics.jsonl"
     good = '{"epoch": 1, "train_loss": 1.0}\n{"epoch": 2, "train_loss": 0.5}\n'
@@ -233,8 +246,8 @@ def test_absurd_size_is_refused_before_compiling(digits):
     with pytest.raises(ValueError, match=r"needs about \d+\.\d GiB \(model\.hidden_dim="
                                          r"100000000, train\.batch_size=64.*over the budget"):
         Trainer(cfg, digits)
-    est = engine.estimate_bytes(load_config(), 64, 10, num_eval=1444)
+    est = memory.estimate_bytes(load_config(), 64, 10, num_eval=1444)
     assert est["total"] < 2**24  # the default run: a few MB
     assert est["params"] == 4 * 3 * (64 * 128 + 128 + 128 * 10 + 10)
     with pytest.raises(ValueError, match=r"train\.batch_size=64.*budget of 0\.0 GiB"):
-        engine.check_memory(load_config(), 64, 10, num_eval=1444, budget=1000)
+        memory.check_memory(load_config(), 64, 10, num_eval=1444, budget=1000)

@@ -1,4 +1,4 @@
-"""Forward against reverse mode, measured: six Jacobian pipelines, their time, FLOPs, memory.
+"""Forward against reverse mode, measured: six Jacobian methods, their time, FLOPs, memory.
 
 The lecture's claims become measurements a user can rerun on their own functions:
 
@@ -9,53 +9,51 @@ The lecture's claims become measurements a user can rerun on their own functions
 * forward mode from "two calls to reverse-mode AD (inefficient but elegant)";
 * a 4096-wide layer's Jacobian "takes 256 GB", so it is never formed.
 
+Modules: ``methods`` (the six methods, one registry entry each), ``problems`` (the functions
+differentiated, each with its plain-jnp twin), ``measure`` (FLOPs, memory, interleaved
+times), ``sections`` (width, depth, two-layer, cheap gradient, the big Jacobian),
+``plan`` (the settings), ``report`` (CSVs and tables), ``figures``, ``advice``
+(``jaxprop.advise``).
+
 For example::
 
   from jaxprop import compare
-  fns = compare.jacobian_pipelines(f, f_jnp, argnums=0)  # six jitted Jacobians
+  fns = compare.jacobian_methods(f, f_jnp, argnums=0)  # six jitted Jacobians
   summary = compare.run_compare(compare.load_config(quick=True))
+
+Names are imported lazily, so ``jaxprop.compare.plan`` loads without JAX.
 """
 
-from jaxprop.compare.cases import (
-    Case,
-    chain_case,
-    deep_case,
-    two_layer_loss_case,
-    two_layer_scores_case,
-)
-from jaxprop.compare.config import DEFAULTS, QUICK, SECTIONS, load_config
-from jaxprop.compare.measure import Cost, compile_fn, cost_of, flops_of, memory_of
-from jaxprop.compare.pipelines import (
-    MODE,
-    PIPELINES,
-    jacobian_pipelines,
-    jvp_from_vjp_jacobian,
-)
-from jaxprop.compare.run import markdown_tables, run_compare
-from jaxprop.compare.sweeps import crossover, max_rel_error, measure_case
+from jaxprop._lazy import exports
 
-__all__ = [
-    "Case",
-    "Cost",
-    "DEFAULTS",
-    "MODE",
-    "PIPELINES",
-    "QUICK",
-    "SECTIONS",
-    "chain_case",
-    "compile_fn",
-    "cost_of",
-    "crossover",
-    "deep_case",
-    "flops_of",
-    "jacobian_pipelines",
-    "jvp_from_vjp_jacobian",
-    "load_config",
-    "markdown_tables",
-    "max_rel_error",
-    "measure_case",
-    "memory_of",
-    "run_compare",
-    "two_layer_loss_case",
-    "two_layer_scores_case",
-]
+_EXPORTS = {
+    "Advice": "jaxprop.compare.advice",
+    "advise": "jaxprop.compare.advice",
+    "Cost": "jaxprop.compare.measure",
+    "compile_fn": "jaxprop.compare.measure",
+    "cost_of": "jaxprop.compare.measure",
+    "flops_of": "jaxprop.compare.measure",
+    "memory_of": "jaxprop.compare.measure",
+    "METHODS": "jaxprop.compare.methods",
+    "Method": "jaxprop.compare.methods",
+    "jacobian_methods": "jaxprop.compare.methods",
+    "jvp_from_vjp_jacobian": "jaxprop.compare.methods",
+    "DEFAULTS": "jaxprop.compare.plan",
+    "QUICK": "jaxprop.compare.plan",
+    "SECTIONS": "jaxprop.compare.plan",
+    "Plan": "jaxprop.compare.plan",
+    "load_config": "jaxprop.compare.plan",
+    "Problem": "jaxprop.compare.problems",
+    "chain_case": "jaxprop.compare.problems",
+    "deep_case": "jaxprop.compare.problems",
+    "two_layer_loss_case": "jaxprop.compare.problems",
+    "two_layer_scores_case": "jaxprop.compare.problems",
+    "markdown_tables": "jaxprop.compare.report",
+    "run_compare": "jaxprop.compare.report",
+    "crossover": "jaxprop.compare.sections",
+    "max_rel_error": "jaxprop.compare.sections",
+    "measure_case": "jaxprop.compare.sections",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -10,17 +10,19 @@
   [0, 1] scaling, per-channel mean and last-20%-of-train validation.
 - ``mnist``: the four IDX files, plain or gzipped.
 
-Files are read from ``root`` only: jaxprop never downloads. A missing file raises
+Every dataset is one entry of ``DATASETS`` (``jaxprop.data.datasets``). Files are read from
+``root`` only: jaxprop never downloads. A missing file raises
 ``FileNotFoundError`` naming it and the directory; a corrupt one raises ``ValueError``.
 """
 
 from jaxprop.data._dataset import Dataset
 from jaxprop.data._digits import DIGITS_SPLIT_SIZES, digits_split
-from jaxprop.data._load import DATASETS, DEFAULT_PREPROCESS, PREPROCESS, course_split, load_dataset
+from jaxprop.data._load import PREPROCESS, course_split, load_dataset
+from jaxprop.data.datasets import DATASETS, DatasetSpec
 
 __all__ = [
     "DATASETS",
-    "DEFAULT_PREPROCESS",
+    "DatasetSpec",
     "DIGITS_SPLIT_SIZES",
     "PREPROCESS",
     "Dataset",

@@ -17,22 +17,12 @@ import numpy as np
 
 from jaxprop.data._files import locate_dir, require_file
 
-__all__ = ["CIFAR_FILES", "PROPS_CLASS_NAMES", "read_batch", "read_cifar_folder"]
+__all__ = ["CIFAR_FILES", "read_batch", "read_cifar_folder"]
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FILES = (*TRAIN_BATCHES, "test_batch", "batches.meta")
 IMAGE_SHAPE = (32, 32, 3)
 PIXELS = 32 * 32 * 3
-
-# The ten YCB objects of DeepRob's PROPS datasets, in DeepRob's label order; used only when
-# batches.meta carries no label names.
-PROPS_CLASS_NAMES = (
-    "master_chef_can", "cracker_box", "sugar_box", "tomato_soup_can", "mustard_bottle",
-    "tuna_fish_can", "gelatin_box", "potted_meat_can", "mug", "large_marker",
-)
-
-# Folders inside data.root that may hold the batches instead of data.root itself.
-SUBDIRS = {"cifar10": ("cifar-10-batches-py",), "props": ("PROPS-Classification",)}
 
 # What a CIFAR pickle may reference: numpy arrays (as Python 2 or 3 numpy pickles them)
 # and the bytes helper of protocol 2. Anything else (os.system, ...) is refused, so
@@ -132,14 +122,19 @@ def _read_label_names(name: str, path: Path) -> tuple[str, ...] | None:
     return tuple(_str(n) for n in names)
 
 
-def read_cifar_folder(name: str, root: str | os.PathLike | None):
+def read_cifar_folder(name: str, root: str | os.PathLike | None, subdirs: tuple[str, ...],
+                      source: str, fallback_names: tuple[str, ...] | None = None):
     """The five training batches, the test batch and the class names of a CIFAR folder.
 
     Args:
-      name: ``"cifar10"`` or ``"props"`` (which uses the same format).
+      name: the dataset's name, for messages (``"cifar10"``, or ``"props"``, which uses the
+        same format).
       root: the folder holding ``data_batch_1..5``, ``test_batch`` and ``batches.meta``,
-        or its parent (``cifar-10-batches-py`` for CIFAR-10, ``PROPS-Classification`` for
-        PROPS).
+        or its parent.
+      subdirs: folders inside ``root`` that may hold the batches instead
+        (``cifar-10-batches-py``).
+      source: where the user gets the files, for a missing-file message.
+      fallback_names: class names to use when ``batches.meta`` has none (else an error).
 
     Returns:
       ``(x_train, y_train, x_test, y_test, class_names)``: uint8 [N, 32, 32, 3] images in
@@ -149,15 +144,15 @@ def read_cifar_folder(name: str, root: str | os.PathLike | None):
       FileNotFoundError: a folder or file is missing (named, with the directory).
       ValueError: a file is corrupt, or a label is outside the class names.
     """
-    directory = locate_dir(name, root, SUBDIRS[name], (TRAIN_BATCHES[0],))
-    paths = {f: require_file(name, directory, (f,)) for f in CIFAR_FILES}
+    directory = locate_dir(name, root, subdirs, (TRAIN_BATCHES[0],), source)
+    paths = {f: require_file(name, directory, (f,), source) for f in CIFAR_FILES}
     class_names = _read_label_names(name, paths["batches.meta"])
     if class_names is None:
-        if name != "props":
+        if fallback_names is None:
             raise ValueError(
                 f"{name}: 'batches.meta' in directory '{directory}' lacks b'label_names'"
             )
-        class_names = PROPS_CLASS_NAMES
+        class_names = fallback_names
     parts = [read_batch(name, paths[f]) for f in TRAIN_BATCHES]
     x_test, y_test = read_batch(name, paths["test_batch"])
     x_train = np.concatenate([p[0] for p in parts])

@@ -10,29 +10,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["WHERE_TO_GET", "find_file", "locate_dir", "require_file"]
-
-WHERE_TO_GET = {
-    "cifar10": (
-        "get the CIFAR-10 python version (cifar-10-python.tar.gz) from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html, extract it, and set data.root to the "
-        "extracted cifar-10-batches-py folder (or to the folder that contains it)"
-    ),
-    "props": (
-        "get the PROPS Classification set (CIFAR-10 format) from "
-        "https://deeprob.org/datasets/props-classification/, extract it, and set data.root "
-        "to the folder holding data_batch_1..5, test_batch and batches.meta"
-    ),
-    "mnist": (
-        "get the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, plain or .gz) from "
-        "http://yann.lecun.com/exdb/mnist/ or a mirror, and set data.root to their folder"
-    ),
-}
+__all__ = ["find_file", "locate_dir", "require_file"]
 
 
-def _never_downloads(name: str) -> str:
-    return f"jaxprop never downloads data: {WHERE_TO_GET[name]}"
+def _never_downloads(source: str) -> str:
+    return f"jaxprop never downloads data: {source}"
 
 
 def find_file(directory: Path, names: Sequence[str]) -> Path | None:
@@ -45,7 +27,7 @@ def find_file(directory: Path, names: Sequence[str]) -> Path | None:
 
 
 def locate_dir(name: str, root: str | os.PathLike | None, subdirs: Sequence[str],
-               first_file: Sequence[str]) -> Path:
+               first_file: Sequence[str], source: str) -> Path:
     """The directory holding a dataset's files: ``root`` itself or one of its ``subdirs``.
 
     Args:
@@ -54,6 +36,7 @@ def locate_dir(name: str, root: str | os.PathLike | None, subdirs: Sequence[str]
       subdirs: folders inside ``root`` that may hold the files instead (for example
         ``cifar-10-batches-py`` when ``root`` is the folder it was extracted into).
       first_file: the accepted spellings of one file that must be there.
+      source: where the user gets the files, for the message.
 
     Returns:
       The first of ``root``, ``root/subdirs[0]``, ... that holds ``first_file``.
@@ -63,13 +46,13 @@ def locate_dir(name: str, root: str | os.PathLike | None, subdirs: Sequence[str]
     """
     if root is None:
         raise FileNotFoundError(
-            f"{name}: no data directory given (data.root is not set); {_never_downloads(name)}"
+            f"{name}: no data directory given (data.root is not set); {_never_downloads(source)}"
         )
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
             f"{name}: data directory '{root}' does not exist or is not a directory; "
-            f"{_never_downloads(name)}"
+            f"{_never_downloads(source)}"
         )
     searched = [root] + [root / sub for sub in subdirs]
     for directory in searched:
@@ -78,11 +61,11 @@ def locate_dir(name: str, root: str | os.PathLike | None, subdirs: Sequence[str]
     where = ", ".join(f"'{d}'" for d in searched)
     raise FileNotFoundError(
         f"{name}: expected file '{first_file[0]}' not found in directory '{root}' "
-        f"(searched {where}); {_never_downloads(name)}"
+        f"(searched {where}); {_never_downloads(source)}"
     )
 
 
-def require_file(name: str, directory: Path, names: Sequence[str]) -> Path:
+def require_file(name: str, directory: Path, names: Sequence[str], source: str) -> Path:
     """The path of a required file (any of its accepted spellings ``names``) in ``directory``.
 
     Raises:
@@ -93,6 +76,6 @@ def require_file(name: str, directory: Path, names: Sequence[str]) -> Path:
         also = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
         raise FileNotFoundError(
             f"{name}: expected file '{names[0]}'{also} not found in directory '{directory}'; "
-            f"{_never_downloads(name)}"
+            f"{_never_downloads(source)}"
         )
     return path

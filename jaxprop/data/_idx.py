@@ -24,7 +24,6 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-SUBDIRS = ("MNIST/raw",)  # torchvision's layout
 
 
 def _spellings(stem: str) -> tuple[str, ...]:
@@ -76,8 +75,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def read_mnist_folder(root: str | os.PathLike | None):
-    """MNIST's training and test sets from the four IDX files in ``root`` (or ``root/MNIST/raw``).
+def read_mnist_folder(root: str | os.PathLike | None, subdirs: tuple[str, ...], source: str):
+    """MNIST's training and test sets from the four IDX files in ``root`` (or one of
+    ``subdirs`` inside it, such as torchvision's ``MNIST/raw``); ``source`` says where the
+    files come from, for a missing-file message.
 
     Returns:
       ``(x_train, y_train, x_test, y_test)``: uint8 [N, H, W] images and int64 [N] labels.
@@ -87,8 +88,9 @@ def read_mnist_folder(root: str | os.PathLike | None):
       ValueError: a file is corrupt, or images and labels disagree in number.
     """
     first = _spellings(MNIST_FILES["train_images"])
-    directory = locate_dir("mnist", root, SUBDIRS, first)
-    paths = {k: require_file("mnist", directory, _spellings(v)) for k, v in MNIST_FILES.items()}
+    directory = locate_dir("mnist", root, subdirs, first, source)
+    paths = {k: require_file("mnist", directory, _spellings(v), source)
+             for k, v in MNIST_FILES.items()}
     arrays = {}
     for split in ("train", "test"):
         x = read_idx(paths[f"{split}_images"], 3)

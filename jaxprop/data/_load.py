@@ -6,24 +6,13 @@ import os
 
 import numpy as np
 
-from jaxprop.data._cifar import read_cifar_folder
 from jaxprop.data._dataset import Dataset
-from jaxprop.data._digits import read_digits
-from jaxprop.data._idx import read_mnist_folder
+from jaxprop.data.datasets import DATASETS
 
-__all__ = ["DATASETS", "DEFAULT_PREPROCESS", "PREPROCESS", "course_split", "load_dataset"]
+__all__ = ["PREPROCESS", "course_split", "load_dataset"]
 
-DATASETS = ("digits", "cifar10", "props", "mnist")
 PREPROCESS = ("cs231n", "deeprob", "none")
-
-# preprocess=None picks the course each dataset comes from; digits and mnist follow
-# DeepRob's recipe (pixels scaled to [0, 1], then centred).
-DEFAULT_PREPROCESS = {"digits": "deeprob", "cifar10": "cs231n", "props": "deeprob",
-                      "mnist": "deeprob"}
-
-# The largest raw pixel value: what "scale to [0, 1]" divides by.
-_MAX_VALUE = {"digits": 16.0, "cifar10": 255.0, "props": 255.0, "mnist": 255.0}
-_DIGIT_NAMES = tuple(str(d) for d in range(10))
+"""The preprocessing recipes: each course's mean subtraction, or none."""
 
 
 def course_split(recipe: str, n_train: int, n_test: int) -> tuple[int, int, int]:
@@ -145,27 +134,25 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *,
       data.x_train.shape   # (1444, 64)
       load_dataset("cifar10", "~/data/cifar-10-batches-py", bias_trick=True).in_dim  # 3073
     """
-    _check_choice("dataset", name, DATASETS)
+    _check_choice("dataset", name, tuple(DATASETS))
     if preprocess is not None:
         _check_choice("preprocess", preprocess, PREPROCESS)
-    recipe = DEFAULT_PREPROCESS[name] if preprocess is None else preprocess
+    spec = DATASETS[name]
+    recipe = spec.course if preprocess is None else preprocess
     if num_train is not None and (isinstance(num_train, bool) or not isinstance(num_train, int)
                                   or num_train < 1):
         raise ValueError(f"num_train must be a positive int or None; got {num_train!r}")
     if not isinstance(bias_trick, (bool, np.bool_)):
         raise ValueError(f"bias_trick must be True or False; got {bias_trick!r}")
 
-    if name == "digits":
-        (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = read_digits()
-        image_shape, class_names = (8, 8), _DIGIT_NAMES
+    raw = spec.read(root)
+    class_names = raw.class_names
+    (x_all, y_all), (x_te, y_te) = raw.train, raw.test
+    image_shape = tuple(int(s) for s in x_all.shape[1:])
+    if raw.val is not None:  # a fixed split of its own (digits)
+        (x_tr, y_tr), (x_val, y_val) = raw.train, raw.val
     else:
-        if name == "mnist":
-            x_all, y_all, x_te, y_te = read_mnist_folder(root)
-            class_names = _DIGIT_NAMES
-        else:
-            x_all, y_all, x_te, y_te, class_names = read_cifar_folder(name, root)
-        image_shape = tuple(int(s) for s in x_all.shape[1:])
-        split_recipe = recipe if recipe != "none" else DEFAULT_PREPROCESS[name]
+        split_recipe = recipe if recipe != "none" else spec.course
         try:
             n_tr, n_val, n_te = course_split(split_recipe, x_all.shape[0], x_te.shape[0])
         except ValueError as err:
@@ -179,7 +166,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *,
             f"num_train={num_train} exceeds the {x_tr.shape[0]} training images of {name} "
             f"with preprocess {recipe!r}"
         )
-    mean, divisor = _centre(recipe, _MAX_VALUE[name], x_tr, x_val, image_shape)
+    mean, divisor = _centre(recipe, spec.max_value, x_tr, x_val, image_shape)
     mean32 = mean.astype(np.float32)
     keep = x_tr.shape[0] if num_train is None else num_train
     return Dataset(

@@ -1,34 +1,39 @@
 """Training the lecture's classifiers: jitted epochs, checkpoints, data-parallel sharding.
 
-Modules: ``engine`` (the step and the compiled epoch), ``run`` (a whole run and its files),
-``checkpoint`` (atomic saves), ``sharding`` (the device mesh), ``plots`` (the PNGs).
+Modules, each holding one thing:
+
+* ``experiment``: the settings schema of a run, and loading configs by path or name;
+* ``optimizers``: the optax optimizers a config can name;
+* ``engine``: the gradient pipelines, the step and the epoch (a ``lax.scan``);
+* ``trainer``: the one place an epoch is compiled (single, or vmapped over a sweep's grid);
+* ``loop``: ``train()``, a whole run; ``sweep``: ``run_sweep()``, a grid;
+* ``rundir``, ``checkpoint``: the run's files, written atomically;
+* ``signals``, ``report``, ``plots``, ``cache``, ``memory``, ``sharding``.
 
 For example::
 
-  from jaxprop.config import load_config
-  from jaxprop.train import train
+  from jaxprop.train import load_config, train
   result = train(load_config(), "runs/digits")   # the default: two-layer net on digits
   result.summary["test_accuracy"]
+
+Names are imported lazily, so ``from jaxprop.train import load_config`` loads no JAX.
 """
 
-from jaxprop.train.run import (
-    EXIT_DIVERGED,
-    RunResult,
-    Trainer,
-    default_out_dir,
-    enable_compilation_cache,
-    load_data,
-    print_summary,
-    train,
-)
+from jaxprop._lazy import exports
 
-__all__ = [
-    "EXIT_DIVERGED",
-    "RunResult",
-    "Trainer",
-    "default_out_dir",
-    "enable_compilation_cache",
-    "load_data",
-    "print_summary",
-    "train",
-]
+_EXPORTS = {
+    "load_config": "jaxprop.train.experiment",
+    "Config": "jaxprop.train.experiment",
+    "EXIT_DIVERGED": "jaxprop.train.loop",
+    "RunResult": "jaxprop.train.loop",
+    "default_out_dir": "jaxprop.train.loop",
+    "train": "jaxprop.train.loop",
+    "Trainer": "jaxprop.train.trainer",
+    "load_data": "jaxprop.train.trainer",
+    "enable_compilation_cache": "jaxprop.train.cache",
+    "print_summary": "jaxprop.train.report",
+    "run_sweep": "jaxprop.train.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -1,22 +1,25 @@
 """The training step and the compiled epoch: one ``lax.scan`` over the epoch's mini-batches.
 
-The gate pipelines differentiate ``jaxprop.objective(scores_fn, loss_fn, reg)``:
-``reverse`` through our VJP rules, ``forward`` through our JVP rules (one JVP per
+The gradient pipelines (``PIPELINES``) differentiate ``jaxprop.objective(scores, loss,
+reg)``: ``reverse`` through our VJP rules, ``forward`` through our JVP rules (one JVP per
 parameter). ``jax`` is the control: ``jax.value_and_grad`` of the plain-jnp twin of the
-same model and loss (``jaxprop.plain``), JAX's own autodiff with none of our rules involved.
-The learning rate and the regularisation strength enter the step as traced scalars
-(``hparams``), so one compiled epoch serves every value of them and a sweep can ``vmap``
-over both.
+same model and loss (``jaxprop.reference``), JAX's own autodiff with none of our rules
+involved. The learning rate and the regularisation strength enter the step as traced
+scalars (``hparams``), so one compiled epoch serves every value of them and a sweep can
+``vmap`` over both.
 
 Data order: epoch ``e`` visits the training set in the order
 ``jax.random.permutation(fold_in(data_key, e), N)``, cut into ``N // B`` full batches of B
 examples. The ``N mod B`` examples left over (a different few each epoch) wait for a later
 epoch. Because the order depends only on ``(seed, epoch)``, a resumed run sees exactly the
 batches an uninterrupted one does.
+
+Every function here takes what it needs (a model, a loss, an optimizer), not a config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
@@ -25,29 +28,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import jaxprop
-from jaxprop import plain
-from jaxprop.config import Config
-from jaxprop.losses import LOSSES
-from jaxprop.models import MODELS
+from jaxprop import forward, reference, reverse
+from jaxprop.losses import objective
 from jaxprop.train import sharding
 
 __all__ = [
+    "Pipeline",
+    "PIPELINES",
     "TRAIN_ACC_EXAMPLES",
     "FORWARD_WARN_PARAMS",
     "keys",
-    "init_params",
-    "loss_fn",
+    "objective_fn",
     "value_and_grad_fn",
-    "make_optimizer",
-    "lr_at_epoch",
     "steps_per_epoch",
     "make_epoch_fn",
     "accuracy_fn",
-    "MEMORY_BUDGET_BYTES",
-    "memory_budget",
-    "estimate_bytes",
-    "check_memory",
 ]
 
 TRAIN_ACC_EXAMPLES = 10_000
@@ -57,100 +52,79 @@ FORWARD_WARN_PARAMS = 2_000
 """Above this many parameters the forward pipeline warns: it costs one JVP per parameter."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Where a training step's gradients come from.
+
+    Attributes:
+      name: the name configs use (``train.pipeline``).
+      build: ``(f, chunk_size) -> value_and_grad(f)`` for ``f(params, x, y, reg)``.
+      reference: the step differentiates the plain-jnp twins, not the gated functions.
+      rules: the rule set that runs, ``"vjp"``, ``"jvp"``, or None (JAX's own).
+      summary: one line for listings.
+    """
+
+    name: str
+    build: Callable[[Callable, int], Callable]
+    reference: bool
+    rules: str | None
+    summary: str
+
+
+PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
+    Pipeline("reverse", lambda f, chunk: reverse.value_and_grad(f), False, "vjp",
+             "our VJP rules, one backward pass"),
+    Pipeline("forward", lambda f, chunk: forward.value_and_grad(f, chunk_size=chunk),
+             False, "jvp", "our JVP rules, one JVP per parameter (slow by design)"),
+    Pipeline("jax", lambda f, chunk: jax.value_and_grad(f), True, None,
+             "JAX's own autodiff of the plain-jnp twin (jaxprop.reference): the control"),
+)}
+"""The gradient pipelines by name."""
+
+
 def keys(seed: int) -> tuple[jax.Array, jax.Array]:
     """``(init_key, data_key)`` from the seed; epoch e shuffles with ``fold_in(data_key, e)``."""
     init_key, data_key = jax.random.split(jax.random.key(seed))
     return init_key, data_key
 
 
-def init_params(cfg: Config, key, in_dim: int, num_classes: int) -> dict:
-    """The model's initial float32 parameters with the course names (W/b or W1/b1/W2/b2).
+def objective_fn(model, loss, *, twin: bool = False) -> Callable:
+    """``f(params, x, y, reg) = data loss + reg * sum W^2`` for a model and a loss entry.
 
-    A linear model with ``data.bias_trick`` has only ``W`` [D + 1, C]: its last row is the
-    bias, regularised with W, as in CS231n's ``LinearClassifier``.
+    Built with ``jaxprop.objective`` from the gated functions, or with
+    ``jaxprop.reference.objective`` from their plain-jnp twins when ``twin``.
     """
-    init, _ = MODELS[cfg.model.kind]
-    if cfg.model.kind == "linear":
-        scale = 1e-3 if cfg.model.weight_scale is None else cfg.model.weight_scale
-        # bias trick: the data's last column is 1, the last row of W is the bias (no "b")
-        return init(key, in_dim, num_classes, weight_scale=scale, dtype=jnp.float32,
-                    bias=not cfg.data.bias_trick)
-    return init(key, in_dim, cfg.model.hidden_dim, num_classes,
-                weight_scale=cfg.model.weight_scale, dtype=jnp.float32)
-
-
-def loss_fn(cfg: Config) -> Callable:
-    """``f(params, x, y, reg) = data loss + reg * sum W^2``, built with jaxprop.objective."""
-    _, scores_fn = MODELS[cfg.model.kind]
-    data_loss = LOSSES[cfg.loss.kind]
+    if twin:
+        scores, data_loss, build = model.reference, loss.reference, reference.objective
+    else:
+        scores, data_loss, build = model.scores, loss.fn, objective
 
     def f(params, x, y, reg):
-        return jaxprop.objective(scores_fn, data_loss, reg)(params, x, y)
+        return build(scores, data_loss, reg)(params, x, y)
 
     return f
 
 
-def plain_loss_fn(cfg: Config) -> Callable:
-    """The same ``f(params, x, y, reg)`` from the plain-jnp twins in ``jaxprop.plain``."""
-    scores_fn = plain.MODELS[cfg.model.kind]
-    data_loss = plain.LOSSES[cfg.loss.kind]
-
-    def f(params, x, y, reg):
-        return plain.objective(scores_fn, data_loss, reg)(params, x, y)
-
-    return f
-
-
-def value_and_grad_fn(cfg: Config, num_params: int | None = None) -> Callable:
-    """``(params, x, y, reg) -> (loss, grads)`` from the pipeline ``cfg.train.pipeline``."""
-    f = loss_fn(cfg)
-    kind = cfg.train.pipeline
-    if kind == "reverse":
-        return jaxprop.reverse.value_and_grad(f)
-    if kind == "forward":
-        if num_params is not None and num_params > FORWARD_WARN_PARAMS:
-            warnings.warn(
-                f"train.pipeline='forward' costs one JVP per parameter: {num_params} JVPs per "
-                "step for this model, each as costly as a forward pass. Expect minutes where "
-                "'reverse' takes a second; use it to compare the pipelines on small nets.",
-                stacklevel=2)
-        return jaxprop.forward.value_and_grad(f, chunk_size=cfg.train.forward_chunk_size)
-    if kind == "jax":  # JAX's autodiff of the plain-jnp twin: none of our rules
-        return jax.value_and_grad(plain_loss_fn(cfg))
-    raise ValueError(f"unknown train.pipeline {kind!r}; expected reverse, forward or jax")
+def value_and_grad_fn(pipeline: str, model, loss, *, chunk_size: int = 64,
+                      num_params: int | None = None) -> Callable:
+    """``(params, x, y, reg) -> (loss, grads)`` from the named gradient pipeline."""
+    entry = PIPELINES[pipeline]
+    if entry.rules == "jvp" and num_params is not None and num_params > FORWARD_WARN_PARAMS:
+        warnings.warn(
+            f"train.pipeline={pipeline!r} costs one JVP per parameter: {num_params} JVPs per "
+            "step for this model, each as costly as a forward pass. Expect minutes where "
+            "'reverse' takes a second; use it to compare the pipelines on small nets.",
+            stacklevel=2)
+    return entry.build(objective_fn(model, loss, twin=entry.reference), chunk_size)
 
 
-def steps_per_epoch(cfg: Config, num_train: int) -> int:
+def steps_per_epoch(batch_size: int, num_train: int) -> int:
     """``N // B`` full batches; raises if the training set is smaller than one batch."""
-    if cfg.train.batch_size > num_train:
+    if batch_size > num_train:
         raise ValueError(
-            f"config key 'train.batch_size' ({cfg.train.batch_size}) exceeds the "
-            f"{num_train} training examples; use a batch size of at most {num_train}")
-    return num_train // cfg.train.batch_size
-
-
-def make_optimizer(cfg: Config, lr, steps: int) -> optax.GradientTransformation:
-    """The optax optimizer with the course's step decay: lr * lr_decay ** epoch.
-
-    ``lr`` may be a traced scalar. The state's structure does not depend on it, so a state
-    made with one learning rate is updated by an optimizer built with another.
-    """
-    schedule = optax.exponential_decay(lr, transition_steps=steps,
-                                       decay_rate=cfg.optimizer.lr_decay, staircase=True)
-    name = cfg.optimizer.name
-    if name == "sgd":
-        return optax.sgd(schedule)
-    if name == "momentum":
-        return optax.sgd(schedule, momentum=cfg.optimizer.momentum)
-    if name == "adam":
-        return optax.adam(schedule)
-    raise ValueError(f"unknown optimizer.name {name!r}; expected sgd, momentum or adam")
-
-
-def lr_at_epoch(cfg: Config, epoch: int, lr: float | None = None) -> float:
-    """The learning rate used during (0-based) epoch ``epoch``."""
-    base = cfg.optimizer.lr if lr is None else lr
-    return float(base * cfg.optimizer.lr_decay ** epoch)
+            f"config key 'train.batch_size' ({batch_size}) exceeds the {num_train} training "
+            f"examples; use a batch size of at most {num_train}")
+    return num_train // batch_size
 
 
 def _accuracy(scores_fn, params, x, y):
@@ -158,8 +132,17 @@ def _accuracy(scores_fn, params, x, y):
     return jnp.mean((pred == y).astype(jnp.float32))
 
 
-def make_epoch_fn(cfg: Config, steps: int, mesh, num_params: int | None = None) -> Callable:
+def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
+                  optimizer: Callable[..., optax.GradientTransformation], batch_size: int,
+                  steps: int, mesh) -> Callable:
     """One epoch as a function to jit: a lax.scan of ``steps`` optimizer steps.
+
+    Args:
+      value_and_grad: ``(params, x, y, reg) -> (loss, grads)``.
+      scores_fn: ``(params, x) -> scores``, for the accuracies.
+      optimizer: ``lr -> optax.GradientTransformation`` (``optimizers.make_optimizer``).
+      batch_size: B. steps: full batches per epoch.
+      mesh: the device mesh; each batch is sharded along its ``"data"`` axis.
 
     Returns:
       ``epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val) ->
@@ -167,15 +150,10 @@ def make_epoch_fn(cfg: Config, steps: int, mesh, num_params: int | None = None) 
       and ``stats`` = ``train_loss`` (mean over the steps), ``train_acc``, ``val_acc`` and
       ``finite`` (every step's loss and every final parameter finite).
     """
-    batch_size = cfg.train.batch_size
-    vg = value_and_grad_fn(cfg, num_params)
-    _, scores_fn = MODELS[cfg.model.kind]
-    if cfg.train.pipeline == "jax":  # the control run touches none of our gates
-        scores_fn = plain.MODELS[cfg.model.kind]
     batch_spec = sharding.batch_sharding(mesh)
 
     def epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val):
-        opt = make_optimizer(cfg, hparams["lr"], steps)
+        opt = optimizer(hparams["lr"])
         n = x_train.shape[0]
         order = jax.random.permutation(key, n)[: steps * batch_size]
         order = order.reshape(steps, batch_size)
@@ -184,7 +162,7 @@ def make_epoch_fn(cfg: Config, steps: int, mesh, num_params: int | None = None) 
             params, opt_state = carry
             xb = jax.lax.with_sharding_constraint(x_train[idx], batch_spec)
             yb = jax.lax.with_sharding_constraint(y_train[idx], batch_spec)
-            loss, grads = vg(params, xb, yb, hparams["reg"])
+            loss, grads = value_and_grad(params, xb, yb, hparams["reg"])
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -205,87 +183,6 @@ def make_epoch_fn(cfg: Config, steps: int, mesh, num_params: int | None = None) 
 
 
 @functools.cache
-def accuracy_fn(model_kind: str) -> Callable:
+def accuracy_fn(scores_fn: Callable) -> Callable:
     """Jitted ``accuracy(params, x, y)``: the fraction of argmax scores equal to the labels."""
-    _, scores_fn = MODELS[model_kind]
     return jax.jit(lambda params, x, y: _accuracy(scores_fn, params, x, y))
-
-
-MEMORY_BUDGET_BYTES = 8 * 2**30
-"""The budget when the device's memory is not known: 8 GiB."""
-
-_OPT_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
-
-
-def memory_budget() -> int:
-    """Bytes a run may plan to use: 80% of the device's memory (an accelerator's
-    ``bytes_limit``, or physical RAM for the CPU), else ``MEMORY_BUDGET_BYTES``."""
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(0.8 * stats["bytes_limit"])
-    try:
-        import os
-
-        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return MEMORY_BUDGET_BYTES
-
-
-def estimate_bytes(cfg: Config, in_dim: int, num_classes: int, num_eval: int,
-                   copies: int = 1) -> dict[str, int]:
-    """A lower estimate of a run's float32 working set, from the config alone (no arrays).
-
-    Args:
-      cfg: the experiment.
-      in_dim: D. num_classes: C.
-      num_eval: the most examples scored at once by the accuracy evaluation.
-      copies: models trained side by side (a sweep's grid size).
-
-    Returns:
-      ``{"params", "optimizer", "activations", "total"}`` in bytes: parameters with their
-      gradients and updates (3 copies), the optimizer state, and the activations of one
-      batch (forward pipeline: ``forward_chunk_size`` tangents of them) or of one
-      evaluation pass, whichever is larger.
-    """
-    d, c, b = int(in_dim), int(num_classes), cfg.train.batch_size
-    if cfg.model.kind == "linear":
-        p = d * c + (0 if cfg.data.bias_trick else c)
-        width = 3 * c  # scores, their gradient, the loss's local gradient
-    else:
-        h = cfg.model.hidden_dim
-        p = d * h + h + h * c + c
-        width = 4 * h + 3 * c
-    batch_width = width * (cfg.train.forward_chunk_size + 1 if cfg.train.pipeline == "forward"
-                           else 1)
-    out = {"params": 4 * 3 * p * copies,
-           "optimizer": 4 * _OPT_COPIES[cfg.optimizer.name] * p * copies,
-           "activations": 4 * max(b * batch_width, num_eval * width) * copies}
-    out["total"] = sum(out.values())
-    return out
-
-
-def check_memory(cfg: Config, in_dim: int, num_classes: int, num_eval: int, copies: int = 1,
-                 budget: int | None = None) -> int:
-    """Raises ValueError, before anything is compiled or allocated, if the run cannot fit.
-
-    Returns:
-      The estimated bytes.
-    """
-    est = estimate_bytes(cfg, in_dim, num_classes, num_eval, copies)
-    budget = memory_budget() if budget is None else budget
-    if est["total"] > budget:
-        gib = 2.0**30
-        size = (f"model.hidden_dim={cfg.model.hidden_dim}, " if cfg.model.kind == "two_layer"
-                else "")
-        grid = f" x {copies} sweep runs" if copies > 1 else ""
-        raise ValueError(
-            f"this run needs about {est['total'] / gib:.1f} GiB ({size}"
-            f"train.batch_size={cfg.train.batch_size}, D={in_dim}, C={num_classes}{grid}: "
-            f"params {est['params'] / gib:.1f} GiB, optimizer state "
-            f"{est['optimizer'] / gib:.1f} GiB, activations {est['activations'] / gib:.1f} GiB)"
-            f", over the budget of {budget / gib:.1f} GiB; lower model.hidden_dim or "
-            "train.batch_size")
-    return est["total"]

@@ -1,0 +1,230 @@
+"""What both drivers share: argnums, the standard basis in chunks, and Jacobian assembly.
+
+A Jacobian is built one standard-basis vector at a time: reverse mode pulls back the output
+basis (one VJP per output element, giving rows), forward mode pushes forward the input basis
+(one JVP per input element, giving columns). The basis is never held whole when a chunk size
+is given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+DEFAULT_MAX_BYTES = 2**30
+"""Largest Jacobian (1 GiB) that ``jacobian`` builds unless ``max_bytes`` says otherwise."""
+
+
+def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tuple[int, ...]:
+    """Returns argnums as a tuple of non-negative ints, or raises naming the bad one."""
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or not all(isinstance(i, int) for i in nums):
+        raise TypeError(
+            f"{who}: argnums must be an int or a non-empty tuple of ints, got {argnums!r}"
+        )
+    for i in nums:
+        if not -nargs <= i < nargs:
+            raise ValueError(
+                f"{who}: argnums {i} is out of range for f called with {nargs} positional arguments"
+            )
+    nums = tuple(i % nargs for i in nums)
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"{who}: argnums {argnums!r} names the same argument twice")
+    return nums
+
+
+def split_args(f: Callable, args: tuple, argnums: tuple[int, ...]):
+    """Returns ``(f_dyn, dyn)``: f as a function of the differentiated arguments only."""
+    dyn = tuple(args[i] for i in argnums)
+
+    def f_dyn(*new):
+        full = list(args)
+        for i, a in zip(argnums, new):
+            full[i] = a
+        return f(*full)
+
+    return f_dyn, dyn
+
+
+def prepare(who: str, f: Callable, args: tuple, argnums):
+    """The prologue of every driver: checked argnums, f of the differentiated args, those args.
+
+    Returns ``(f_dyn, dyn)``; raises naming a bad argnums or a non-float argument.
+    """
+    nums = normalize_argnums(argnums, len(args), who)
+    f_dyn, dyn = split_args(f, args, nums)
+    check_differentiable(who, dyn, nums)
+    return f_dyn, dyn
+
+
+def is_python_constant(x) -> bool:
+    """Python numbers, strings and None: what a driver passes to f as a constant."""
+    return x is None or isinstance(x, (bool, int, float, complex, str))
+
+
+class Jitted:
+    """``jax.jit`` of a driver, with the Python constants among the arguments made static.
+
+    ``jax.grad(f)(x, 2)`` hands f a Python 2, a constant; a jitted driver would trace it into
+    an int32 array, which no gate takes and which a string cannot become. So each Python
+    number, string or None outside ``argnums`` is a static argument, baked into the program
+    (one compile per value, as for any static argument of ``jax.jit``).
+    """
+
+    def __init__(self, fn: Callable, argnums, who: str):
+        self._fn, self._argnums, self._who = fn, argnums, who
+        self._jitted: dict[tuple[int, ...], Callable] = {}
+        functools.update_wrapper(self, fn)
+
+    def _for(self, args: tuple):
+        nums = normalize_argnums(self._argnums, len(args), self._who)
+        static = tuple(
+            i for i, a in enumerate(args) if i not in nums and is_python_constant(a)
+        )
+        if static not in self._jitted:
+            self._jitted[static] = jax.jit(self._fn, static_argnums=static)
+        return self._jitted[static]
+
+    def __call__(self, *args):
+        return self._for(args)(*args)
+
+    def lower(self, *args):
+        """``jax.jit(...).lower`` for these arguments, for XLA's cost and memory analysis."""
+        return self._for(args).lower(*args)
+
+
+def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None:
+    for i, arg in zip(argnums, dyn):
+        for leaf in jax.tree.leaves(arg):
+            dtype = jnp.result_type(leaf)
+            if not jnp.issubdtype(dtype, jnp.inexact):
+                raise TypeError(
+                    f"{who}: argument {i} has a leaf of dtype {dtype}; only floating-point "
+                    "arguments can be differentiated (check argnums)"
+                )
+
+
+def check_scalar(who: str, out, alternative: str) -> None:
+    leaves, tree = jax.tree.flatten(out)
+    if not (jax.tree_util.treedef_is_leaf(tree) and leaves and np.shape(leaves[0]) == ()):
+        shapes = jax.tree.map(jnp.shape, out)
+        raise TypeError(
+            f"{who}: f must return a scalar, got {shapes}; use {alternative} for vector outputs"
+        )
+
+
+def map_basis(fn: Callable, size: int, dtype, chunk_size: int | None):
+    """Returns ``stack([fn(e_i) for i in range(size)])`` for the standard basis e_i.
+
+    With ``chunk_size`` None or at least ``size`` this is one vmap over the whole basis, the
+    way ``jax.jacfwd``/``jax.jacrev`` do it; otherwise ``chunk_size`` basis vectors at a time.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+
+    def apply(i):
+        return fn(jax.nn.one_hot(i, size, dtype=dtype))
+
+    indices = jnp.arange(size)
+    if chunk_size is None or chunk_size >= size:
+        return jax.vmap(apply)(indices)
+    return lax.map(apply, indices, batch_size=chunk_size)
+
+
+def _nbytes_text(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB ({nbytes / 1e9:,.1f} GB)"
+
+
+def check_budget(who: str, m: int, n: int, dtype, max_bytes: int | None, instead: str) -> None:
+    """Refuses, before anything is allocated, a Jacobian [m, n] larger than ``max_bytes``."""
+    if max_bytes is None:
+        return
+    nbytes = m * n * np.dtype(dtype).itemsize
+    if nbytes > max_bytes:
+        raise MemoryError(
+            f"{who}: the full Jacobian would be {m:,} x {n:,} {np.dtype(dtype).name} entries = "
+            f"{_nbytes_text(nbytes)}, over the budget of {_nbytes_text(max_bytes)}. "
+            f"Use {instead} to apply it without forming it, or pass max_bytes= to allow it."
+        )
+
+
+def jacobian_size(out, dyn: tuple):
+    """Returns ``(m, n, dtype)`` of the Jacobian [m, n] from output ``out`` to inputs ``dyn``."""
+    m = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(out))
+    n = sum(int(np.prod(jnp.shape(leaf))) for leaf in jax.tree.leaves(dyn))
+    dtype = jnp.result_type(*jax.tree.leaves(out), *jax.tree.leaves(dyn))
+    return m, n, dtype
+
+
+def unflatten_jacobian(jac, out, dyn: tuple, single: bool):
+    """Splits ``jac`` [m, n] into JAX's layout: an out-tree of in-trees of blocks.
+
+    Each block has shape ``out_leaf.shape + in_leaf.shape``, as ``jax.jacrev`` returns.
+    """
+    inner = dyn[0] if single else dyn
+    out_leaves, out_tree = jax.tree.flatten(out)
+    in_leaves, in_tree = jax.tree.flatten(inner)
+    out_sizes = [int(np.prod(leaf.shape)) for leaf in out_leaves]
+    in_sizes = [int(np.prod(jnp.shape(leaf))) for leaf in in_leaves]
+    rows = np.cumsum([0] + out_sizes)
+    cols = np.cumsum([0] + in_sizes)
+    blocks = []
+    for k, o in enumerate(out_leaves):
+        per_in = []
+        for j, a in enumerate(in_leaves):
+            block = jac[rows[k] : rows[k + 1], cols[j] : cols[j + 1]]
+            per_in.append(block.reshape(tuple(o.shape) + tuple(jnp.shape(a))))
+        blocks.append(in_tree.unflatten(per_in))
+    return out_tree.unflatten(blocks)
+
+
+def ravel(tree):
+    """Flattens a pytree into one vector (``jax.flatten_util.ravel_pytree``)."""
+    return ravel_pytree(tree)
+
+
+def jacobian_shape(f_dyn: Callable, dyn: tuple):
+    """Returns ``(out_struct, m, n, dtype)`` for the Jacobian of ``f_dyn`` at ``dyn``.
+
+    Traces f once with ``jax.eval_shape``; nothing runs and nothing is allocated.
+    """
+    out = jax.eval_shape(f_dyn, *dyn)
+    return (out, *jacobian_size(out, dyn))
+
+
+def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
+                    max_bytes: int | None, linear_map: Callable, rows: bool, instead: str):
+    """A jitted full Jacobian of f, built one standard-basis vector at a time.
+
+    Args:
+      who: the driver's name, for messages.
+      f, argnums: the function and the arguments differentiated.
+      chunk_size: basis vectors at once (None: one vmap of them all).
+      max_bytes: refuse a larger Jacobian at trace time (None: no limit).
+      linear_map: ``(f_dyn, dyn) -> (out, apply)``, tracing f once: a pullback
+        ``apply(out_bar) -> dyn_bar`` (``rows=True``, reverse mode: each output basis vector
+        gives a row J^T e_i) or a push-forward ``apply(*dyn_dot) -> out_dot``
+        (``rows=False``, forward mode: each input basis vector gives a column J e_j).
+      instead: what to use to apply J without forming it, for the over-budget message.
+    """
+
+    def jacobian_f(*args):
+        f_dyn, dyn = prepare(who, f, args, argnums)
+        out, apply = linear_map(f_dyn, dyn)  # traced, not run: nothing is allocated yet
+        m, n, dtype = jacobian_size(out, dyn)
+        check_budget(who, m, n, dtype, max_bytes, instead)
+        if rows:
+            _, unravel = ravel(out)
+            jac = map_basis(lambda e: ravel(apply(unravel(e)))[0], m, dtype, chunk_size)
+        else:
+            _, unravel = ravel(dyn)
+            jac = map_basis(lambda e: ravel(apply(*unravel(e)))[0], n, dtype, chunk_size).T
+        return unflatten_jacobian(jac, out, dyn, isinstance(argnums, int))
+
+    return Jitted(jacobian_f, argnums, who)

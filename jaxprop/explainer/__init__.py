@@ -1,0 +1,36 @@
+"""See the gradients flow: the lecture's slide view for any function built from gates.
+
+``jaxprop.explain(f, *args)`` runs f in the jitted pipeline and returns a
+:class:`jaxprop.Trace` with one row per gate application: its inputs and output, the upstream
+gradient, the local gradient as the lecture states it (with the values the gate's own rule
+computes), the downstream gradient, and the pattern's name (distributor, switcher, router,
+adder, scaled local gradient). ``trace.to_table()`` prints it, ``trace.render("circuit.svg")``
+draws it like the slides.
+
+Modules: ``capture`` (one jitted run that also returns every rule's values), ``trace``
+(the rows and the circuit), ``describe`` (the lecture's words for a row), ``table``,
+``render`` and ``layout`` (the picture), ``fmt`` (numbers), ``examples`` and ``lecture``
+(the built-in examples).
+
+For example::
+
+  import jaxprop
+  from jaxprop import gates
+
+  trace = jaxprop.explain(lambda x, y, z: gates.mul(gates.add(x, y), z), -2.0, 5.0, -4.0)
+  print(trace)
+  trace.render("simple.svg")
+"""
+
+from jaxprop._lazy import exports
+
+_EXPORTS = {
+    "PATTERNS": "jaxprop.gate",
+    "Edge": "jaxprop.explainer.trace",
+    "Row": "jaxprop.explainer.trace",
+    "Trace": "jaxprop.explainer.trace",
+    "explain": "jaxprop.explainer.trace",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -1,0 +1,74 @@
+"""The plain-jnp twins of the models and losses: the one reference jaxprop is checked against.
+
+The same models, losses and objective as ``jaxprop.models``, ``jaxprop.losses`` and
+``jaxprop.objective``, written the way a JAX user writes them: ``jnp`` operations,
+``jax.nn.relu``, ``optax``'s cross-entropy, no gates. ``jax.value_and_grad`` of
+``objective(...)`` is therefore JAX's own reverse mode over JAX's own primitives; none of our
+VJP or JVP rules run. The training engine uses these for ``train.pipeline = "jax"``, the
+comparison for its plain-JAX methods, and the tests as their plain-JAX oracle.
+
+The kinks follow the lecture under JAX's own rules too: ``jax.nn.relu`` passes no gradient
+at 0 (its custom JVP says so), and the hinge is ``relu(margin)``, so a margin of exactly 0
+contributes none.
+
+For example::
+
+  f = objective(two_layer_scores, softmax_loss, reg=1e-3)
+  loss, grads = jax.value_and_grad(f)(params, x, y)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["linear_scores", "two_layer_scores", "svm_loss", "softmax_loss", "l2_penalty",
+           "objective"]
+
+
+def linear_scores(params: dict, x):
+    """Linear classifier: s = x W + b, scores [N, C] for x [N, D]; just x W without a "b"."""
+    scores = x @ params["W"]
+    return scores + params["b"][None, :] if "b" in params else scores
+
+
+def two_layer_scores(params: dict, x):
+    """Two-layer net: s = relu(x W1 + b1) W2 + b2, scores [N, C] for x [N, D]."""
+    h = jax.nn.relu(x @ params["W1"] + params["b1"][None, :])
+    return h @ params["W2"] + params["b2"][None, :]
+
+
+def svm_loss(scores, labels):
+    """The lecture's multiclass SVM loss: 1/N sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + 1).
+
+    Args:
+      scores: [N, C] floating class scores.
+      labels: [N] integer labels in [0, C).
+    """
+    n, c = scores.shape
+    correct = scores[jnp.arange(n), labels]  # s_y, [N]
+    margins = jax.nn.relu(scores - correct[:, None] + 1)
+    is_y = labels[:, None] == jnp.arange(c)[None, :]
+    return jnp.sum(jnp.where(is_y, 0.0, margins)) / n
+
+
+def softmax_loss(scores, labels):
+    """Softmax cross-entropy averaged over the batch (optax's, with integer labels)."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(scores, labels))
+
+
+def l2_penalty(params):
+    """R(W) = sum of W^2 over the leaves of rank >= 2 (the weight matrices; no 1/2)."""
+    return sum(jnp.sum(w * w) for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2)
+
+
+def objective(scores_fn: Callable, loss_fn: Callable, reg) -> Callable:
+    """``f(params, x, y) = loss_fn(scores_fn(params, x), y) + reg * l2_penalty(params)``."""
+
+    def f(params, x, y):
+        return loss_fn(scores_fn(params, x), y) + reg * l2_penalty(params)
+
+    return f

@@ -1,0 +1,166 @@
+"""The one place an epoch is compiled: a config's step, its data on the devices, its state.
+
+A :class:`Trainer` looks up the config's model, loss, optimizer and gradient pipeline in
+their registries, checks before compiling anything that the batch fits the devices and the
+run fits in memory, puts the data on the device mesh, and compiles the epoch once. With a
+``grid`` of (lr, reg) pairs it compiles the same epoch ``jax.vmap``-ed over the grid: every
+pair trained side by side in one program (``jaxprop sweep``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprop.losses import LOSSES
+from jaxprop.models import MODELS
+from jaxprop.train import engine, memory, sharding
+from jaxprop.train.optimizers import make_optimizer
+
+__all__ = ["Trainer", "load_data", "clear_compiled"]
+
+_COMPILED: dict = {}
+"""Compiled epochs of this process, by static config and shapes (at most 16)."""
+
+
+def clear_compiled() -> None:
+    """Forgets the epochs compiled in this process, so the next Trainer compiles (and fills
+    the persistent compilation cache) whatever trained before."""
+    _COMPILED.clear()
+
+
+def load_data(cfg):
+    """The dataset of ``cfg.data`` from ``jaxprop.data.load_dataset``."""
+    from jaxprop.data import load_dataset
+
+    d = cfg.data
+    return load_dataset(d.dataset, d.root, preprocess=d.preprocess, bias_trick=d.bias_trick,
+                        num_train=d.num_train)
+
+
+class Trainer:
+    """One config's compiled epoch, with the data already on the devices.
+
+    Args:
+      cfg: the experiment.
+      dataset: a ``jaxprop.data.Dataset``.
+      mesh: the device mesh (default: all devices, axis ``"data"``).
+      grid: ``(lr, reg)`` pairs to train side by side, one vmapped program (a sweep); None
+        trains the config's own lr and reg.
+
+    Raises:
+      ValueError: the batch size does not fit the data or the devices, or the run's
+        estimated memory (``memory.check_memory``) is over the budget; checked before
+        anything is compiled or allocated.
+    """
+
+    def __init__(self, cfg, dataset, mesh=None, grid: Sequence[tuple[float, float]] | None = None):
+        self.cfg = cfg
+        self.dataset = dataset
+        self.grid = None if grid is None else [tuple(map(float, p)) for p in grid]
+        self.copies = 1 if grid is None else len(self.grid)
+        self.model = MODELS[cfg.model.kind]
+        self.loss = LOSSES[cfg.loss.kind]
+        self.pipeline = engine.PIPELINES[cfg.train.pipeline]
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        sharding.check_batch_size(cfg.train.batch_size, self.mesh)
+        n = int(dataset.x_train.shape[0])
+        self.steps = engine.steps_per_epoch(cfg.train.batch_size, n)
+        num_eval = max(min(n, engine.TRAIN_ACC_EXAMPLES), int(dataset.x_val.shape[0]),
+                       int(dataset.x_test.shape[0]))
+        self.estimated_bytes = memory.check_memory(cfg, dataset.in_dim, dataset.num_classes,
+                                                   num_eval, self.copies)
+        self.init_key, self.data_key = engine.keys(cfg.seed)
+        rep = sharding.replicated(self.mesh)
+        self.data = jax.device_put(
+            (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val), rep)
+        pairs = [(cfg.optimizer.lr, cfg.loss.reg)] if grid is None else self.grid
+        lrs, regs = (jnp.asarray([p[k] for p in pairs], jnp.float32) for k in (0, 1))
+        self.hparams = jax.device_put({"lr": lrs, "reg": regs} if grid is not None else
+                                      {"lr": lrs[0], "reg": regs[0]}, rep)
+        self.optimizer = make_optimizer(cfg.optimizer, self.steps)
+        self.scores_fn = self.model.reference if self.pipeline.reference else self.model.scores
+        self.num_params = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(
+            jax.eval_shape(self._init_params)))
+        value_and_grad = engine.value_and_grad_fn(
+            cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
+            num_params=self.num_params)
+        epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer,
+                                     cfg.train.batch_size, self.steps, self.mesh)
+        if grid is not None:
+            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
+        self._epoch = jax.jit(epoch)
+        self._compiled = None
+        self.compile_seconds = 0.0
+
+    def _init_params(self):
+        m = self.cfg.model
+        return self.model.init(self.init_key, self.dataset.in_dim, self.dataset.num_classes,
+                               hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
+                               bias=not self.cfg.data.bias_trick, dtype=jnp.float32)
+
+    def init_state(self):
+        """``(params, opt_state)`` at epoch 0, replicated over the mesh (one per grid pair,
+        stacked along a leading axis, for a grid)."""
+        params = self._init_params()
+        state = (params, self.optimizer(self.cfg.optimizer.lr).init(params))
+        if self.grid is not None:  # every pair starts from the same weights
+            state = jax.tree.map(lambda x: jnp.broadcast_to(x, (self.copies, *x.shape)), state)
+        return sharding.replicate(state, self.mesh)
+
+    def _cache_key(self, state):
+        cfg = self.cfg
+        static = (cfg.model, cfg.loss.kind, cfg.optimizer.name, cfg.optimizer.lr_decay,
+                  cfg.optimizer.momentum, cfg.train.batch_size, cfg.train.pipeline,
+                  cfg.train.forward_chunk_size, self.steps, self.mesh, self.copies,
+                  jax.config.jax_enable_x64)
+        shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.data))
+        return static, str(shapes)
+
+    def compile(self, state) -> None:
+        """Compiles the epoch ahead of time (timed as ``compile_seconds``).
+
+        The learning rate, the regularisation, the seed and the data values are arguments
+        of the compiled epoch, so a Trainer whose config differs only in those reuses the
+        program compiled in this process.
+        """
+        if self._compiled is None:
+            t0 = time.perf_counter()
+            key = self._cache_key(state)
+            self._compiled = _COMPILED.get(key)
+            if self._compiled is None:
+                params, opt_state = state
+                epoch_key = jax.random.fold_in(self.data_key, 0)
+                self._compiled = self._epoch.lower(params, opt_state, self.hparams, epoch_key,
+                                                   *self.data).compile()
+                if len(_COMPILED) >= 16:
+                    _COMPILED.pop(next(iter(_COMPILED)))
+                _COMPILED[key] = self._compiled
+            self.compile_seconds = time.perf_counter() - t0
+
+    def run_epoch(self, state, epoch: int, hparams: dict | None = None):
+        """Runs 0-based ``epoch``; returns ``(state, stats, seconds)``.
+
+        Stats are floats (NumPy arrays over the grid, for a grid). ``hparams``
+        (``{"lr": ..., "reg": ...}``) replaces the config's learning rate and regularisation
+        without recompiling.
+        """
+        self.compile(state)
+        key = jax.random.fold_in(self.data_key, epoch)
+        hparams = self.hparams if hparams is None else jax.device_put(
+            {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+            sharding.replicated(self.mesh))
+        t0 = time.perf_counter()
+        params, opt_state, stats = self._compiled(*state, hparams, key, *self.data)
+        stats = jax.device_get(stats)
+        if self.grid is None:
+            stats = {k: v.item() for k, v in stats.items()}
+        return (params, opt_state), stats, time.perf_counter() - t0
+
+    def accuracy(self, params, x, y) -> float:
+        """Accuracy of ``params`` on ``(x, y)``."""
+        return float(engine.accuracy_fn(self.scores_fn)(params, x, y))
