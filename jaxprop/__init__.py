@@ -25,6 +25,8 @@ _NAMES = {
     "softmax_loss": "jaxprop.losses",
     "svm_loss": "jaxprop.losses",
     "objective": "jaxprop.losses",
+    "gated": "jaxprop.tracer",
+    "hessian": "jaxprop.forward",
     "explain": "jaxprop.explainer.trace",
     "Trace": "jaxprop.explainer.trace",
     "advise": "jaxprop.compare.advice",

@@ -9,6 +9,7 @@ is given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 
 import jax
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+
+from jaxprop.tracer import gated
 
 DEFAULT_MAX_BYTES = 2**30
 """Largest Jacobian (1 GiB) that ``jacobian`` builds unless ``max_bytes`` says otherwise."""
@@ -39,28 +42,32 @@ def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tup
     return nums
 
 
-def split_args(f: Callable, args: tuple, argnums: tuple[int, ...]):
-    """Returns ``(f_dyn, dyn)``: f as a function of the differentiated arguments only."""
+def split_args(f: Callable, args: tuple, argnums: tuple[int, ...], kwargs=None):
+    """Returns ``(f_dyn, dyn)``: f as a function of the differentiated arguments only (the
+    other arguments, and the keyword arguments, passed to f as they are)."""
     dyn = tuple(args[i] for i in argnums)
+    kwargs = kwargs or {}
 
     def f_dyn(*new):
         full = list(args)
         for i, a in zip(argnums, new):
             full[i] = a
-        return f(*full)
+        return f(*full, **kwargs)
 
     return f_dyn, dyn
 
 
-def prepare(who: str, f: Callable, args: tuple, argnums):
-    """The prologue of every driver: checked argnums, f of the differentiated args, those args.
+def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
+            allow_jax_rules: bool = False):
+    """The prologue of every driver: checked argnums, f of the differentiated args routed
+    through the gates (``jaxprop.gated``), those args.
 
     Returns ``(f_dyn, dyn)``; raises naming a bad argnums or a non-float argument.
     """
     nums = normalize_argnums(argnums, len(args), who)
-    f_dyn, dyn = split_args(f, args, nums)
+    f_dyn, dyn = split_args(f, args, nums, kwargs)
     check_differentiable(who, dyn, nums)
-    return f_dyn, dyn
+    return gated(f_dyn, allow_jax_rules=allow_jax_rules), dyn
 
 
 def is_python_constant(x) -> bool:
@@ -73,37 +80,63 @@ class Jitted:
 
     ``jax.grad(f)(x, 2)`` hands f a Python 2, a constant; a jitted driver would trace it into
     an int32 array, which no gate takes and which a string cannot become. So each Python
-    number, string or None outside ``argnums`` is a static argument, baked into the program
-    (one compile per value, as for any static argument of ``jax.jit``).
+    number, string or None outside ``argnums`` (positional or keyword) is a static argument,
+    baked into the program (one compile per value, as for any static argument of
+    ``jax.jit``).
     """
 
     def __init__(self, fn: Callable, argnums, who: str):
         self._fn, self._argnums, self._who = fn, argnums, who
-        self._jitted: dict[tuple[int, ...], Callable] = {}
+        self._jitted: dict[tuple, Callable] = {}
         functools.update_wrapper(self, fn)
 
-    def _for(self, args: tuple):
+    def _for(self, args: tuple, kwargs: dict):
         nums = normalize_argnums(self._argnums, len(args), self._who)
         static = tuple(
             i for i, a in enumerate(args) if i not in nums and is_python_constant(a)
         )
-        if static not in self._jitted:
-            self._jitted[static] = jax.jit(self._fn, static_argnums=static)
-        return self._jitted[static]
+        names = tuple(sorted(k for k, v in kwargs.items() if is_python_constant(v)))
+        if (static, names) not in self._jitted:
+            self._jitted[static, names] = jax.jit(self._fn, static_argnums=static,
+                                                  static_argnames=names)
+        return self._jitted[static, names]
 
-    def __call__(self, *args):
-        return self._for(args)(*args)
+    def __call__(self, *args, **kwargs):
+        return self._for(args, kwargs)(*args, **kwargs)
 
-    def lower(self, *args):
+    def lower(self, *args, **kwargs):
         """``jax.jit(...).lower`` for these arguments, for XLA's cost and memory analysis."""
-        return self._for(args).lower(*args)
+        return self._for(args, kwargs).lower(*args, **kwargs)
+
+
+_DRIVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cached_driver(f: Callable, key: tuple, build: Callable[[], Jitted]) -> Jitted:
+    """The driver built by ``build()`` for ``f`` and ``key``, built once and kept as long as f
+    lives: making ``jaxprop.reverse.grad(f)`` again in a loop compiles nothing again."""
+    try:
+        per_f = _DRIVERS.setdefault(f, {})
+    except TypeError:  # not weakly referable
+        return build()
+    try:
+        if key not in per_f:
+            per_f[key] = build()
+        return per_f[key]
+    except TypeError:  # an unhashable option
+        return build()
 
 
 def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None:
     for i, arg in zip(argnums, dyn):
         for leaf in jax.tree.leaves(arg):
             dtype = jnp.result_type(leaf)
-            if not jnp.issubdtype(dtype, jnp.inexact):
+            if jnp.issubdtype(dtype, jnp.complexfloating):
+                raise TypeError(
+                    f"{who}: argument {i} has a leaf of dtype {dtype}; jaxprop's rules are "
+                    "written for real numbers, so complex arguments are not differentiated: "
+                    "pass the real and imaginary parts as two real arguments")
+            if not jnp.issubdtype(dtype, jnp.floating):
                 raise TypeError(
                     f"{who}: argument {i} has a leaf of dtype {dtype}; only floating-point "
                     "arguments can be differentiated (check argnums)"
@@ -111,12 +144,30 @@ def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None
 
 
 def check_scalar(who: str, out, alternative: str) -> None:
+    """Raises, as ``jax.grad`` does, unless ``out`` is one real floating-point scalar."""
     leaves, tree = jax.tree.flatten(out)
     if not (jax.tree_util.treedef_is_leaf(tree) and leaves and np.shape(leaves[0]) == ()):
         shapes = jax.tree.map(jnp.shape, out)
         raise TypeError(
             f"{who}: f must return a scalar, got {shapes}; use {alternative} for vector outputs"
         )
+    dtype = jnp.result_type(leaves[0])
+    if not jnp.issubdtype(dtype, jnp.floating):
+        why = ("jaxprop's rules are written for real numbers (jax.grad would need "
+               "holomorphic=True)" if jnp.issubdtype(dtype, jnp.complexfloating) else
+               "an integer or boolean output has no gradient")
+        raise TypeError(f"{who}: f must return a real floating-point scalar, got dtype "
+                        f"{dtype}: {why} (jax.grad refuses it too)")
+
+
+def split_aux(who: str, out, has_aux: bool):
+    """``(out, aux)`` of f's result; with ``has_aux`` f must return a pair."""
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"{who}: with has_aux=True f must return a pair (output, aux); got "
+                        f"{type(out).__name__}")
+    return out[0], out[1]
 
 
 def map_basis(fn: Callable, size: int, dtype, chunk_size: int | None):
@@ -199,7 +250,8 @@ def jacobian_shape(f_dyn: Callable, dyn: tuple):
 
 
 def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
-                    max_bytes: int | None, linear_map: Callable, rows: bool, instead: str):
+                    max_bytes: int | None, linear_map: Callable, rows: bool, instead: str,
+                    has_aux: bool = False, allow_jax_rules: bool = False):
     """A jitted full Jacobian of f, built one standard-basis vector at a time.
 
     Args:
@@ -212,12 +264,14 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
         gives a row J^T e_i) or a push-forward ``apply(*dyn_dot) -> out_dot``
         (``rows=False``, forward mode: each input basis vector gives a column J e_j).
       instead: what to use to apply J without forming it, for the over-budget message.
+      has_aux: f returns (output, aux); the driver returns (jacobian, aux).
+      allow_jax_rules: see ``jaxprop.gated``.
     """
 
-    def jacobian_f(*args):
-        f_dyn, dyn = prepare(who, f, args, argnums)
-        out, apply = linear_map(f_dyn, dyn)  # traced, not run: nothing is allocated yet
-        m, n, dtype = jacobian_size(out, dyn)
+    def jacobian_f(*args, **kwargs):
+        f_dyn, dyn = prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow_jax_rules)
+        out, apply, aux = linear_map(f_dyn, dyn, has_aux)  # traced, not run: nothing is
+        m, n, dtype = jacobian_size(out, dyn)  # allocated yet
         check_budget(who, m, n, dtype, max_bytes, instead)
         if rows:
             _, unravel = ravel(out)
@@ -225,6 +279,7 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
         else:
             _, unravel = ravel(dyn)
             jac = map_basis(lambda e: ravel(apply(*unravel(e)))[0], n, dtype, chunk_size).T
-        return unflatten_jacobian(jac, out, dyn, isinstance(argnums, int))
+        jac = unflatten_jacobian(jac, out, dyn, isinstance(argnums, int))
+        return (jac, aux) if has_aux else jac
 
     return Jitted(jacobian_f, argnums, who)

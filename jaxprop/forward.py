@@ -1,14 +1,19 @@
 """Forward mode: tangents pushed left to right through our JVP rules.
 
-Under this pipeline every gate is a ``jax.custom_jvp`` running our hand-written JVP rule. One
-JVP gives J v, the derivative of every output along one input direction v: "grads of scalar
-input w.r.t. vector outputs". A gradient of a scalar function therefore costs one JVP per
-input element, and ``grad`` works through the standard basis in chunks.
+Under this pipeline every gate is a ``jax.custom_jvp`` running our hand-written JVP rule, and
+f itself is traced into gates (``jaxprop.gated``). One JVP gives J v, the derivative of
+every output along one input direction v: "grads of scalar input w.r.t. vector outputs". A
+gradient of a scalar function therefore costs one JVP per input element, and ``grad`` works
+through the standard basis in chunks.
+
+The drivers take ``jax.grad``'s arguments (``argnums``, ``has_aux``, keyword arguments passed
+to f) and are cached per f, like ``jaxprop.reverse``'s.
 
 For example::
 
   out, out_dot = jaxprop.forward.jvp(f, (params, x, y), (params_dot, x_dot, y_dot))
   grads = jaxprop.forward.grad(f, chunk_size=256)(params, x, y)
+  hess = jaxprop.hessian(f)(params, x, y)      # forward over reverse, our rules twice
 """
 
 from __future__ import annotations
@@ -21,37 +26,46 @@ import jax.numpy as jnp
 from jaxprop import _drivers as lm
 from jaxprop import reverse
 from jaxprop.gate import pipeline
+from jaxprop.tracer import gated
 
-__all__ = ["jvp", "linearize", "grad", "value_and_grad", "jacobian", "jvp_from_vjp"]
+__all__ = ["jvp", "linearize", "grad", "value_and_grad", "jacobian", "jvp_from_vjp",
+           "hessian"]
 
 DEFAULT_CHUNK_SIZE = 64
 """Basis vectors pushed forward at once by ``grad`` when no chunk size is given."""
 
 
-def jvp(f: Callable, primals: tuple, tangents: tuple):
-    """Returns ``(f(*primals), J tangents)``, through our JVP rules. Mirrors ``jax.jvp``."""
+def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
+        allow_jax_rules: bool = False):
+    """Returns ``(f(*primals), J tangents)`` (and ``aux`` with ``has_aux``), through our JVP
+    rules. Mirrors ``jax.jvp``."""
     with pipeline("jvp"):
-        return jax.jvp(f, tuple(primals), tuple(tangents))
+        return jax.jvp(gated(f, allow_jax_rules=allow_jax_rules), tuple(primals),
+                       tuple(tangents), has_aux=has_aux)
 
 
-def linearize(f: Callable, *primals):
-    """Returns ``(f(*primals), f_jvp)`` with ``f_jvp(*tangents)`` the linear map J (our rules).
+def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = False):
+    """Returns ``(f(*primals), f_jvp)`` with ``f_jvp(*tangents)`` the linear map J (our rules);
+    with ``has_aux``, ``aux`` last.
 
     The forward pass runs once; each later ``f_jvp`` call only pushes tangents.
     """
     with pipeline("jvp"):
-        out, f_jvp = jax.linearize(f, *primals)
+        out, f_jvp, *aux = jax.linearize(gated(f, allow_jax_rules=allow_jax_rules), *primals,
+                                         has_aux=has_aux)
 
     def f_jvp_in_pipeline(*tangents):
         with pipeline("jvp"):
             return f_jvp(*tangents)
 
-    return out, f_jvp_in_pipeline
+    return (out, f_jvp_in_pipeline, *aux)
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, *,
-                   chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Callable:
-    """Returns a jitted ``(*args) -> (f(*args), df/d args[argnums])``, by forward mode.
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+                   chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                   allow_jax_rules: bool = False) -> Callable:
+    """Returns a jitted ``(*args, **kwargs) -> (f(*args), df/d args[argnums])``, by forward
+    mode (``((out, aux), grads)`` with ``has_aux``, as ``jax.value_and_grad``).
 
     A scalar f has a one-row Jacobian, and forward mode builds it one column at a time: one
     JVP per element of the differentiated arguments. f runs forward once
@@ -61,36 +75,62 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, *,
     Args:
       f: scalar function.
       argnums: which positional arguments to differentiate.
+      has_aux: f returns ``(out, aux)``.
       chunk_size: basis vectors per chunk; ``None`` pushes all of them in one vmap.
+      allow_jax_rules: see ``jaxprop.gated``.
     """
-    value_and_grad_f = _value_and_grad(f, argnums, chunk_size)
-    return lm.Jitted(value_and_grad_f, argnums, "jaxprop.forward.value_and_grad")
-
-
-def _value_and_grad(f: Callable, argnums, chunk_size: int | None) -> Callable:
+    key = ("forward.value_and_grad", argnums, has_aux, chunk_size, allow_jax_rules)
     who = "jaxprop.forward.value_and_grad"
+    return lm.cached_driver(f, key, lambda: lm.Jitted(
+        _value_and_grad(f, argnums, has_aux, chunk_size, allow_jax_rules, who), argnums, who))
 
-    def value_and_grad_f(*args):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums)
-        out, f_jvp = linearize(f_dyn, *dyn)
+
+def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None, allow: bool,
+                    who: str) -> Callable:
+    def value_and_grad_f(*args, **kwargs):
+        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow)
+        with pipeline("jvp"):
+            out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
         lm.check_scalar(who, out, "jaxprop.forward.jvp or jacobian")
         flat, unravel = lm.ravel(dyn)
-        column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype, chunk_size)
+        with pipeline("jvp"):
+            column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
+                                  chunk_size)
         grads = unravel(column.astype(flat.dtype))
-        return out, grads[0] if isinstance(argnums, int) else grads
+        grads = grads[0] if isinstance(argnums, int) else grads
+        return ((out, aux[0]) if has_aux else out), grads
 
     return value_and_grad_f
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0, *,
-         chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Callable:
-    """Returns a jitted ``(*args) -> df/d args[argnums]``. See value_and_grad."""
-    value_and_grad_f = _value_and_grad(f, argnums, chunk_size)
-    return lm.Jitted(lambda *args: value_and_grad_f(*args)[1], argnums, "jaxprop.forward.grad")
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+         chunk_size: int | None = DEFAULT_CHUNK_SIZE, allow_jax_rules: bool = False) -> Callable:
+    """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
+    ``has_aux``). See value_and_grad."""
+    key = ("forward.grad", argnums, has_aux, chunk_size, allow_jax_rules)
+    who = "jaxprop.forward.grad"
+
+    def build():
+        value_and_grad_f = _value_and_grad(f, argnums, has_aux, chunk_size, allow_jax_rules,
+                                           who)
+
+        def grad_f(*args, **kwargs):
+            value, grads = value_and_grad_f(*args, **kwargs)
+            return (grads, value[1]) if has_aux else grads
+
+        return lm.Jitted(grad_f, argnums, who)
+
+    return lm.cached_driver(f, key, build)
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
-             max_bytes: int | None = lm.DEFAULT_MAX_BYTES) -> Callable:
+def _push_map(f_dyn, dyn, has_aux):
+    out, f_jvp, *aux = linearize(f_dyn, *dyn, has_aux=has_aux)
+    return out, f_jvp, aux[0] if has_aux else None
+
+
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+             chunk_size: int | None = None, max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+             allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one column per JVP.
 
     Each column is the push-forward of one input basis vector, J e_j. The result has
@@ -99,16 +139,36 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
     Args:
       f: the function.
       argnums: which positional arguments to differentiate.
+      has_aux: f returns ``(out, aux)``; the result is ``(jacobian, aux)``.
       chunk_size: columns pushed at once; ``None`` does all in one vmap.
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian larger
         than this (``None``: no limit).
+      allow_jax_rules: see ``jaxprop.gated``.
     """
-    return lm.jacobian_driver("jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes,
-                              lambda f_dyn, dyn: linearize(f_dyn, *dyn), False,
-                              "jaxprop.forward.jvp")
+    key = ("forward.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
+    return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
+        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, _push_map, False,
+        "jaxprop.forward.jvp", has_aux, allow_jax_rules))
 
 
-def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple):
+def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
+            max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+            allow_jax_rules: bool = False) -> Callable:
+    """Returns a jitted function computing the Hessian of scalar f, through our rules twice.
+
+    Forward over reverse, as ``jax.hessian`` does it: the gradient comes from our VJP rules
+    (``jaxprop.reverse.grad``); that whole backward computation is then traced into gates in
+    its turn, and its Jacobian pushed through their JVP rules, one column per input element.
+    The result has ``jax.hessian``'s layout.
+    """
+    key = ("forward.hessian", argnums, chunk_size, max_bytes, allow_jax_rules)
+    return lm.cached_driver(f, key, lambda: jacobian(
+        reverse.grad(f, argnums, allow_jax_rules=allow_jax_rules), argnums,
+        chunk_size=chunk_size, max_bytes=max_bytes, allow_jax_rules=allow_jax_rules))
+
+
+def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple, *,
+                 allow_jax_rules: bool = False):
     """Forward mode from two calls to reverse mode ("inefficient but elegant").
 
     The first reverse pass, through our VJP rules, gives the pullback u -> J^T u. It is linear
@@ -116,7 +176,7 @@ def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple):
     JVP. Returns ``(f(*primals), J tangents)``, like :func:`jvp`.
     """
     primals, tangents = tuple(primals), tuple(tangents)
-    out, pullback = reverse.vjp(f, *primals)
+    out, pullback = reverse.vjp(f, *primals, allow_jax_rules=allow_jax_rules)
     with pipeline("vjp"):
         _, pullback_of_pullback = jax.vjp(pullback, jax.tree.map(jnp.zeros_like, out))
         (out_dot,) = pullback_of_pullback(tangents)

@@ -67,7 +67,13 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
 """
 
 _rule_set = jax.make_user_context("jvp")
+_capturing = jax.make_user_context(False)
+_observing = jax.make_user_context(())  # in jit's cache key: observed code is retraced
 _observers: list[Callable[..., None]] = []
+
+CAPTURE_TAG = "jaxprop.gate#"
+"""How the name of an explicit gate call recorded by ``capture`` begins (see captured)."""
+_CAPTURED: dict[str, tuple] = {}
 
 
 def current_pipeline() -> str:
@@ -85,16 +91,42 @@ def pipeline(name: str):
 
 
 @contextlib.contextmanager
+def capture(on: bool = True):
+    """While on, an explicit gate call records itself in the jaxpr being traced instead of
+    wiring its rules: ``jaxprop.gated`` traces a function this way, so that it can apply
+    each explicit gate as the gate it is (and every other operation as its gate).
+
+    The recorded call is a ``custom_jvp`` running the gate's JVP rules, so the function
+    still works under ``jax.jvp``, ``jax.grad`` and ``jax.vmap`` while it is traced.
+    """
+    with _capturing(on):
+        yield
+
+
+def captured(eqn) -> tuple | None:
+    """``(gate, const_mask, consts, params)`` of an explicit gate call that ``capture``
+    recorded as ``eqn``, or None for any other equation."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return None
+    info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
+    name = (getattr(info, "func_src_info", "") or "").split(" ", 1)[0]
+    return _CAPTURED.get(name) if name.startswith(CAPTURE_TAG) else None
+
+
+@contextlib.contextmanager
 def observe(callback: Callable[..., None]):
     """Calls ``callback(event)`` each time a gate or one of its rules is traced.
 
     ``event`` is a :class:`RuleEvent`. The callback runs at trace time, with tracers under
     ``jax.jit``; it sees exactly the arrays the rule uses, so it can record which rule ran
     (tests do this) or stage a ``jax.debug.callback`` to read values (``jaxprop.explain``).
+    The set of observers is part of ``jax.jit``'s cache key, so a function compiled before
+    is traced again while observed: the callback sees its rules too.
     """
     _observers.append(callback)
     try:
-        yield
+        with _observing((*_observing.value, id(callback))):
+            yield
     finally:
         _observers.remove(callback)
 
@@ -152,6 +184,12 @@ class Gate:
       elementwise: z[i] depends on x[i] only, so the local Jacobian is diagonal (implied by
         ``broadcast``).
       check: optional ``(*xs, **params) -> None`` that raises on bad shapes or dtypes.
+      primitives: the JAX primitives this gate stands for, when ``jaxprop.gated`` traces
+        plain JAX code: primitive name -> ``(*inputs, **primitive_params) -> output`` that
+        applies the gate (None: the gate applied to the inputs as they are, its ``params``
+        taken from the primitive's of the same names).
+      label: ``(input_names, **params) -> name`` for its output in explain (``w[0]`` for a
+        slice of w); None: the output gets a step name (``s3``).
       doc: the gate's rules in the lecture's words; becomes its ``__doc__``.
     """
 
@@ -169,6 +207,8 @@ class Gate:
     broadcast: bool = False
     elementwise: bool = False
     check: Callable[..., None] | None = None
+    primitives: dict = dataclasses.field(default_factory=dict)
+    label: Callable[..., str] | None = None
     doc: str = ""
 
     def __post_init__(self):
@@ -213,9 +253,11 @@ class Gate:
         if self.broadcast:
             _broadcast_shape(self.name, xs, const_mask)
         frozen = tuple(sorted(params.items()))
-        wired = _wire(self, current_pipeline(), const_mask, frozen)
         consts = [x for x, c in zip(xs, const_mask) if c]
         arrays = [x for x, c in zip(xs, const_mask) if not c]
+        if _capturing.value:
+            return _captured_wire(self, const_mask, tuple(consts), frozen)(*consts, *arrays)
+        wired = _wire(self, current_pipeline(), const_mask, frozen)
         out = wired(*consts, *arrays)
         if _observers:
             _notify(RuleEvent(self, "forward", tuple(xs), out, params=frozen))
@@ -233,7 +275,12 @@ def is_constant(x) -> bool:
 
 def _check_float(name: str, i: int, x) -> None:
     dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.inexact):
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{name}: input {i} has dtype {dtype}; gates take floating-point arrays, and "
+            "the lecture's rules are written for real numbers: split a complex value into "
+            "its real and imaginary parts")
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{name}: input {i} has dtype {dtype}; gates take floating-point arrays (or "
             "Python numbers as constants): cast it with .astype(jnp.float32)"
@@ -250,6 +297,15 @@ def _broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
         ) from None
 
 
+def run_forward(gate: Gate, xs: tuple, const_mask: tuple[bool, ...], params: dict):
+    """``gate.forward`` on ``xs``; a broadcasting gate first stretches its arrays to one shape
+    (its constants stay Python numbers)."""
+    if gate.broadcast:
+        shape = _broadcast_shape(gate.name, xs, const_mask)
+        xs = tuple(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
+    return gate.forward(*xs, **params)
+
+
 def _bind(rule: Callable, params: dict) -> Callable:
     """``rule`` with the gate's static parameters bound (a gate without any: ``rule``)."""
     return functools.partial(rule, **params) if params else rule
@@ -257,8 +313,22 @@ def _bind(rule: Callable, params: dict) -> Callable:
 
 @functools.lru_cache(maxsize=8192)
 def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple):
-    """Builds the JAX-visible function of ``gate`` for one rule set, constant pattern and set
-    of static parameters."""
+    """The JAX-visible function of ``gate`` for one rule set, constant pattern and set of
+    static parameters."""
+    return _build_wire(gate, rule_set, const_mask, frozen)
+
+
+@functools.lru_cache(maxsize=8192)
+def _captured_wire(gate: Gate, const_mask: tuple[bool, ...], consts: tuple, frozen: tuple):
+    """The gate's JVP wiring, named so that ``captured`` finds the call (and its constants,
+    which the recorded call bakes in) in a jaxpr."""
+    tag = f"{CAPTURE_TAG}{len(_CAPTURED)}"
+    _CAPTURED[tag] = (gate, const_mask, consts, frozen)
+    return _build_wire(gate, "jvp", const_mask, frozen, tag)
+
+
+def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple,
+                tag: str | None = None):
     params = dict(frozen)
     positions = [i for i, c in enumerate(const_mask) if not c]
     n_const = len(const_mask) - len(positions)
@@ -266,26 +336,21 @@ def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple
     jvps = [None if r is None else _bind(r, params) for r in gate.jvp]
 
     def merge(consts, arrays):
-        it_c, it_a = iter(consts), iter(arrays)
-        return tuple(next(it_c) if c else next(it_a) for c in const_mask)
+        return merge_inputs(const_mask, consts, arrays)
 
-    def run_forward(xs):
-        """The gate's forward; a broadcasting gate first stretches its arrays to one shape."""
-        if gate.broadcast:
-            shape = _broadcast_shape(gate.name, xs, const_mask)
-            xs = tuple(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
-        return gate.forward(*xs, **params)
+    def forward(xs):
+        return run_forward(gate, xs, const_mask, params)
 
     if rule_set == "jvp":
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=tuple(range(n_const)))
         def wired(*args):
-            return run_forward(merge(args[:n_const], args[n_const:]))[0]
+            return forward(merge(args[:n_const], args[n_const:]))[0]
 
         def jvp_rule(*args):
             consts, (primals, tangents) = args[:n_const], args[n_const:]
             xs = merge(consts, primals)
-            z, res = run_forward(xs)
+            z, res = forward(xs)
             z_dot = None
             x_dots = []
             for i, x_dot in zip(positions, tangents):
@@ -300,21 +365,23 @@ def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple
                 z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
             if z_dot is None:
                 z_dot = jax.tree.map(jnp.zeros_like, z)
-            if _observers:
+            if _observers and not _capturing.value:
                 _notify(RuleEvent(gate, "jvp", xs, z, tuple(x_dots), z_dot,
                                   lambda i, t: jvps[i](res, t), frozen))
             return z, z_dot
 
         wired.defjvp(jvp_rule, symbolic_zeros=True)
+        if tag is not None:
+            wired.fun.__name__ = tag
         return wired
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=tuple(range(n_const)))
     def wired(*args):
-        return run_forward(merge(args[:n_const], args[n_const:]))[0]
+        return forward(merge(args[:n_const], args[n_const:]))[0]
 
     def fwd(*args):
         xs = merge(args[:n_const], args[n_const:])
-        z, res = run_forward(xs)
+        z, res = forward(xs)
         res = jax.tree.map(jnp.asarray, res)  # a constant kept as a residual must be an array
         return z, (args[n_const:], z, res)
 
@@ -338,6 +405,12 @@ def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple
 
     wired.defvjp(fwd, bwd)
     return wired
+
+
+def merge_inputs(const_mask: tuple[bool, ...], consts, arrays) -> tuple:
+    """The inputs in their order, from the constants and the arrays given apart."""
+    it_c, it_a = iter(consts), iter(arrays)
+    return tuple(next(it_c) if c else next(it_a) for c in const_mask)
 
 
 def _like(part, z):

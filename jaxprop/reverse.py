@@ -1,16 +1,21 @@
 """Reverse mode: the backward pass through our VJP rules.
 
 Under this pipeline every gate is a ``jax.custom_vjp`` whose backward is our hand-written
-rule. JAX records the forward pass with each gate's residuals, then walks the gates in
-reverse, handing each rule its upstream gradient; the rule returns upstream x local =
-downstream, and where a value fanned out, the downstream gradients add (the copy gate's
-rule). One backward pass gives the gradient with respect to every input, using only
-vector-Jacobian products: "grad of scalar output w.r.t. all vector inputs".
+rule, and f itself is traced into gates (``jaxprop.gated``), so plain JAX code meets the same
+rules as explicit gate calls. JAX records the forward pass with each gate's residuals, then
+walks the gates in reverse, handing each rule its upstream gradient; the rule returns
+upstream x local = downstream, and where a value fanned out, the downstream gradients add
+(the copy gate's rule). One backward pass gives the gradient with respect to every input,
+using only vector-Jacobian products: "grad of scalar output w.r.t. all vector inputs".
+
+The drivers take ``jax.grad``'s arguments: ``argnums``, ``has_aux``, and keyword arguments
+passed through to f. Making one again for the same f returns the same compiled driver.
 
 For example::
 
   f = jaxprop.objective(two_layer_scores, softmax_loss, reg=1e-3)
   loss, grads = jaxprop.reverse.value_and_grad(f)(params, x, y)
+  jaxprop.reverse.grad(lambda x, y, z: (x + y) * z, argnums=(0, 1, 2))(-2.0, 5.0, -4.0)
 """
 
 from __future__ import annotations
@@ -21,57 +26,84 @@ import jax
 
 from jaxprop import _drivers as lm
 from jaxprop.gate import pipeline
+from jaxprop.tracer import gated
 
 __all__ = ["vjp", "grad", "value_and_grad", "jacobian"]
 
 
-def vjp(f: Callable, *primals):
-    """Runs f forward and returns ``(out, vjp_fn)``, with ``vjp_fn(out_bar) -> primals_bar``.
+def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = False):
+    """Runs f forward and returns ``(out, vjp_fn)``, with ``vjp_fn(out_bar) -> primals_bar``
+    (and ``aux`` last with ``has_aux``).
 
     Mirrors ``jax.vjp``; the pullback runs our VJP rules. ``primals_bar`` is a tuple with one
     entry per primal.
     """
     with pipeline("vjp"):
-        out, pullback = jax.vjp(f, *primals)
+        result = jax.vjp(gated(f, allow_jax_rules=allow_jax_rules), *primals, has_aux=has_aux)
+    pullback = result[1]
 
     def vjp_fn(out_bar):
         with pipeline("vjp"):
             return pullback(out_bar)
 
-    return out, vjp_fn
+    return (result[0], vjp_fn, *result[2:])
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-    """Returns a jitted ``(*args) -> (f(*args), df/d args[argnums])`` for scalar f.
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+                   allow_jax_rules: bool = False) -> Callable:
+    """Returns a jitted ``(*args, **kwargs) -> (f(*args), df/d args[argnums])`` for scalar f.
 
     One forward pass, then one backward pass through our VJP rules. With a tuple
-    ``argnums`` the gradient is a tuple, as in ``jax.value_and_grad``.
+    ``argnums`` the gradient is a tuple; with ``has_aux`` f returns ``(out, aux)`` and the
+    result is ``((out, aux), grads)``: both as in ``jax.value_and_grad``.
     """
-
-    return lm.Jitted(_value_and_grad(f, argnums), argnums, "jaxprop.reverse.value_and_grad")
-
-
-def _value_and_grad(f: Callable, argnums) -> Callable:
+    key = ("reverse.value_and_grad", argnums, has_aux, allow_jax_rules)
     who = "jaxprop.reverse.value_and_grad"
+    return lm.cached_driver(f, key, lambda: lm.Jitted(
+        _value_and_grad(f, argnums, has_aux, allow_jax_rules, who), argnums, who))
 
-    def value_and_grad_f(*args):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums)
-        out, pullback = vjp(f_dyn, *dyn)
+
+def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) -> Callable:
+    def value_and_grad_f(*args, **kwargs):
+        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow)
+        with pipeline("vjp"):
+            out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
         lm.check_scalar(who, out, "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
-        grads = pullback(jax.numpy.ones_like(out))
-        return out, grads[0] if isinstance(argnums, int) else grads
+        with pipeline("vjp"):
+            grads = pullback(jax.numpy.ones_like(out))
+        grads = grads[0] if isinstance(argnums, int) else grads
+        return ((out, aux[0]) if has_aux else out), grads
 
     return value_and_grad_f
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-    """Returns a jitted ``(*args) -> df/d args[argnums]`` for scalar f. See value_and_grad."""
-    value_and_grad_f = _value_and_grad(f, argnums)
-    return lm.Jitted(lambda *args: value_and_grad_f(*args)[1], argnums, "jaxprop.reverse.grad")
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+         allow_jax_rules: bool = False) -> Callable:
+    """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
+    ``has_aux``) for scalar f. See value_and_grad."""
+    key = ("reverse.grad", argnums, has_aux, allow_jax_rules)
+    who = "jaxprop.reverse.grad"
+
+    def build():
+        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_jax_rules, who)
+
+        def grad_f(*args, **kwargs):
+            value, grads = value_and_grad_f(*args, **kwargs)
+            return (grads, value[1]) if has_aux else grads
+
+        return lm.Jitted(grad_f, argnums, who)
+
+    return lm.cached_driver(f, key, build)
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
-             max_bytes: int | None = lm.DEFAULT_MAX_BYTES) -> Callable:
+def _pullback_map(f_dyn, dyn, has_aux):
+    out, pullback, *aux = vjp(f_dyn, *dyn, has_aux=has_aux)
+    return out, pullback, aux[0] if has_aux else None
+
+
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+             chunk_size: int | None = None, max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+             allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one row per VJP.
 
     Each row is the pullback of one output basis vector, J^T e_i. The result has
@@ -80,9 +112,13 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int |
     Args:
       f: the function.
       argnums: which positional arguments to differentiate.
+      has_aux: f returns ``(out, aux)``; the result is ``(jacobian, aux)``.
       chunk_size: how many rows to pull back at once; ``None`` does all in one vmap.
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian
         larger than this (``None``: no limit).
+      allow_jax_rules: see ``jaxprop.gated``.
     """
-    return lm.jacobian_driver("jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes,
-                              lambda f_dyn, dyn: vjp(f_dyn, *dyn), True, "jaxprop.reverse.vjp")
+    key = ("reverse.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
+    return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
+        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, _pullback_map, True,
+        "jaxprop.reverse.vjp", has_aux, allow_jax_rules))

@@ -20,6 +20,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.test_util import check_grads
 
 import jaxprop
@@ -284,6 +285,45 @@ def _sum(name, axis, shape, **flags):
                 lambda g, x: g(x, axes=axes, shape=shape), covers="sum", **flags)
 
 
+def _param_case(name, gate, public, ref, make, params, diff=(0,), **flags):
+    """A gate with static parameters: ``public`` is the library's function for it, and the
+    swapped-in gate g is applied as ``g(*args, **params)``."""
+    return Case(name, public, ref, make, diff, gate, lambda g, *a: g(*a, **params),
+                covers=gate.name, **flags)
+
+
+def _positive_pair_23(rng):
+    return positive(rng, (2, 3)), normal(rng, (3,))
+
+
+def _select_args(rng, shape=(2, 3)):
+    return rng.random(shape) > 0.5, normal(rng, shape), normal(rng, shape)
+
+
+PICK = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(0, 1),
+                                  start_index_map=(0, 1), operand_batching_dims=(),
+                                  start_indices_batching_dims=())
+"""The gather of ``s[rows, cols]``, as JAX writes ``scores[jnp.arange(N), y]``."""
+ROWS, COLS = np.array([0, 2, 2, 1]), np.array([1, 0, 0, 3])  # row 2, col 0 picked twice
+TAKE_ALONG = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(1,),
+                                        start_index_map=(1,), operand_batching_dims=(0,),
+                                        start_indices_batching_dims=(0,))
+"""The gather of ``jnp.take_along_axis(s, y[:, None], axis=1)``: a batch axis."""
+_PICK_PARAMS = dict(dimension_numbers=PICK, slice_sizes=(1, 1),
+                    mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS, fill_value=None,
+                    indices_are_sorted=False, unique_indices=False, in_shape=(3, 4))
+_TAKE_PARAMS = dict(dimension_numbers=TAKE_ALONG, slice_sizes=(1, 1),
+                    mode=lax.GatherScatterMode.FILL_OR_DROP, fill_value=None,
+                    indices_are_sorted=False, unique_indices=False, in_shape=(3, 4))
+_BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
+_ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
+_DOT = dict(precision=None, preferred_element_type=None)
+
+
+def _gate_of(name):
+    return gates.GATES[name]
+
+
 GATE_CASES = [
     _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
     _binary("add_bias", gates.add, ref_add, (2, 3), (3,), order2=True),
@@ -318,8 +358,107 @@ GATE_CASES = [
     _sum("sum_axis_neg", -1, (2, 3)),
     Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
          lambda rng: (normal(rng, (4, 3)),), covers="sum", order2=True),
-    Case("sub", gates.sub, lambda x, y: ref_add(x, -y),
-         lambda rng: (normal(rng, (2, 3)), normal(rng, (3,))), (0, 1), covers="add"),
+    _binary("sub", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (2, 3)),
+    _binary("sub_bias", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (3,), order2=True),
+    Case("div", gates.div, lambda x, y: ref_mul(x, 1.0 / y),
+         lambda rng: (normal(rng, (2, 3)), positive(rng, (3,))), (0, 1), gates.div,
+         lambda g, x, y: g(x, y), covers="div", order2=True, domain="positive"),
+    Case("div_const_left", lambda y: gates.div(2.0, y), lambda y: 2.0 / y,
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.div, lambda g, y: g(2.0, y),
+         covers="div"),
+    Case("pow", gates.pow, lambda x, y: bcast(x, y)[0] ** bcast(x, y)[1], _positive_pair_23,
+         (0, 1), gates.pow, lambda g, x, y: g(x, y), covers="pow", order2=True,
+         domain="positive"),
+    Case("pow_const", lambda x: gates.pow(x, 1.5), lambda x: x**1.5,
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.pow, lambda g, x: g(x, 1.5),
+         covers="pow"),
+    _param_case("integer_pow_3", _gate_of("integer_pow"), lambda x: gates.integer_pow(x, y=3),
+                lambda x: x**3, lambda rng: (normal(rng, (2, 3)),), dict(y=3), order2=True),
+    _param_case("integer_pow_neg2", _gate_of("integer_pow"),
+                lambda x: gates.integer_pow(x, y=-2), lambda x: x**-2,
+                lambda rng: (positive(rng, (2, 3)),), dict(y=-2)),
+    _binary("minimum", gates.minimum, lambda x, y: jnp.minimum(*bcast(x, y)), (2, 3), (3,),
+            untie=True, order2=True),
+    _unary("abs", gates.abs, jnp.abs, away_from_zero, order2=True, domain="grid"),
+    _unary("tanh", gates.tanh, jnp.tanh, normal, order2=True),
+    _unary("sqrt", gates.sqrt, jnp.sqrt, positive, order2=True, domain="positive"),
+    _unary("rsqrt", gates.rsqrt, lambda x: 1 / jnp.sqrt(x), positive, order2=True,
+           domain="positive"),
+    _unary("log1p", gates.log1p, jnp.log1p, positive, order2=True, domain="positive"),
+    _unary("expm1", gates.expm1, jnp.expm1, normal, order2=True),
+    Case("select", gates.select, lambda c, f, t: jnp.where(c, t, f), _select_args, (1, 2),
+         gates.select, lambda g, c, f, t: g(c, f, t), covers="select", order2=True),
+    Case("where_const", lambda c, x: gates.where(c, x, 0.0),
+         lambda c, x: jnp.where(c, x, 0.0), lambda rng: _select_args(rng)[:2], (1,),
+         gates.select, lambda g, c, x: g(c, 0.0, x), covers="select"),
+    _param_case("max_axis1", _gate_of("reduce_max"), lambda x: gates.max(x, 1),
+                lambda x: jnp.max(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
+                dict(axes=(1,), shape=(3, 4)), order2=True),
+    _param_case("max_all", _gate_of("reduce_max"), lambda x: gates.max(x),
+                lambda x: jnp.max(x), lambda rng: (normal(rng, (2, 3)),),
+                dict(axes=None, shape=(2, 3))),
+    _param_case("min_axes01", _gate_of("reduce_min"), lambda x: gates.min(x, (0, 1)),
+                lambda x: jnp.min(x, axis=(0, 1)), lambda rng: (normal(rng, (2, 3, 2)),),
+                dict(axes=(0, 1), shape=(2, 3, 2)), order2=True),
+    _param_case("broadcast_rows", _gate_of("broadcast"), lambda x: gates.broadcast_to(x, (2, 3)),
+                lambda x: jnp.broadcast_to(x, (2, 3)), lambda rng: (normal(rng, (3,)),),
+                dict(shape=(2, 3), dims=(1,), in_shape=(3,)), order2=True),
+    _param_case("broadcast_stretch", _gate_of("broadcast"),
+                lambda x: gates.broadcast_to(x, (4, 2, 3)),
+                lambda x: jnp.broadcast_to(x, (4, 2, 3)), lambda rng: (normal(rng, (2, 1)),),
+                dict(shape=(4, 2, 3), dims=(1, 2), in_shape=(2, 1))),
+    _param_case("reshape", _gate_of("reshape"), lambda x: gates.reshape(x, (3, -1)),
+                lambda x: x.reshape(3, 2), lambda rng: (normal(rng, (2, 3)),),
+                dict(shape=(3, 2), in_shape=(2, 3)), order2=True),
+    _param_case("squeeze", _gate_of("squeeze"), lambda x: gates.squeeze(x, 1),
+                lambda x: x[:, 0, :], lambda rng: (normal(rng, (2, 1, 3)),),
+                dict(dims=(1,), in_shape=(2, 1, 3)), order2=True),
+    _param_case("transpose", _gate_of("transpose"), lambda x: gates.transpose(x, (2, 0, 1)),
+                lambda x: jnp.transpose(x, (2, 0, 1)), lambda rng: (normal(rng, (2, 3, 4)),),
+                dict(perm=(2, 0, 1)), order2=True),
+    _param_case("rev", _gate_of("rev"), lambda x: gates.rev(x, 1), lambda x: x[:, ::-1],
+                lambda rng: (normal(rng, (2, 3)),), dict(dims=(1,)), order2=True),
+    _param_case("cast", _gate_of("cast"), lambda x: gates.cast(x, jnp.float64),
+                lambda x: x.astype(jnp.float64), lambda rng: (normal(rng, (2, 3)),),
+                dict(dtype=np.dtype(np.float64)), order2=True),
+    _param_case("slice", _gate_of("slice"), lambda x: gates.slice(x, (0, 1), (2, 4), (1, 2)),
+                lambda x: x[0:2, 1:4:2], lambda rng: (normal(rng, (3, 4)),),
+                dict(start=(0, 1), limit=(2, 4), strides=(1, 2), in_shape=(3, 4)), order2=True),
+    Case("dynamic_slice", lambda x: gates.dynamic_slice(x, (1, 0), (2, 3)),
+         lambda x: x[1:3, 0:3], lambda rng: (normal(rng, (3, 4)),), (0,),
+         _gate_of("dynamic_slice"),
+         lambda g, x: g(x, jnp.array([1, 0]), sizes=(2, 3), in_shape=(3, 4)),
+         covers="dynamic_slice", order2=True),
+    Case("gather_pick_twice",
+         lambda x: gates.gather(x, jnp.stack([ROWS, COLS], 1), dimension_numbers=PICK,
+                                slice_sizes=(1, 1), mode="promise_in_bounds"),
+         lambda x: x[ROWS, COLS], lambda rng: (normal(rng, (3, 4)),), (0,),
+         _gate_of("gather"), lambda g, x: g(x, jnp.stack([ROWS, COLS], 1), **_PICK_PARAMS),
+         covers="gather", order2=True),
+    Case("gather_take_along",
+         lambda x: gates.gather(x, jnp.array([[[1]], [[3]], [[0]]]), dimension_numbers=TAKE_ALONG,
+                                slice_sizes=(1, 1), mode="fill"),
+         lambda x: jnp.take_along_axis(x, jnp.array([[1], [3], [0]]), axis=1),
+         lambda rng: (normal(rng, (3, 4)),), (0,), _gate_of("gather"),
+         lambda g, x: g(x, jnp.array([[[1]], [[3]], [[0]]]), **_TAKE_PARAMS), covers="gather"),
+    _param_case("concatenate", _gate_of("concatenate"),
+                lambda x, y: gates.concatenate([x, y], axis=1),
+                lambda x, y: jnp.concatenate([x, y], axis=1),
+                lambda rng: (normal(rng, (2, 3)), normal(rng, (2, 2))),
+                dict(dimension=1, sizes=(3, 2)), diff=(0, 1), order2=True),
+    _param_case("split", _gate_of("split"), lambda x: gates.split(x, (2, 3), axis=1),
+                lambda x: tuple(jnp.split(x, [2], axis=1)), lambda rng: (normal(rng, (2, 5)),),
+                dict(sizes=(2, 3), axis=1), order2=True),
+    _param_case("dot_general_batched", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _BATCHED),
+                lambda x, w: jnp.einsum("bij,bjk->bik", x, w),
+                lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (2, 4, 5))),
+                dict(dimension_numbers=_BATCHED, **_DOT), diff=(0, 1), order2=True),
+    _param_case("dot_general_odd_axes", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _ODD),
+                lambda x, w: jnp.einsum("dn,md->nm", x, w),
+                lambda rng: (normal(rng, (4, 3)), normal(rng, (2, 4))),
+                dict(dimension_numbers=_ODD, **_DOT), diff=(0, 1)),
 ]
 
 

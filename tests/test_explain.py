@@ -345,9 +345,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="inputs have 4 > max_basis=3"):
         explain(gates.relu, jnp.ones((4,)), mode="forward", max_basis=3)
     with pytest.raises(ValueError, match="f applied no jaxprop gate"):
-        explain(lambda x: x * 2, jnp.asarray(1.0))
-    with pytest.raises(ValueError, match="pass the plain function, not one wrapped in jax.jit"):
-        explain(jax.jit(f), *args)
+        explain(lambda x: x, jnp.asarray(1.0))  # nothing to differentiate on the way
     with pytest.raises(TypeError, match="no argument is floating-point"):
         explain(lambda y: gates.exp(jnp.asarray(1.0)), jnp.asarray([1, 2]))
 

@@ -119,11 +119,12 @@ def test_swapped_matmul_rules_through_the_objective(model):
     params, x, y = case.args()
     scores = models.MODELS[model].scores
     loss = losses.svm_loss if model == "linear" else losses.softmax_loss
-    f = jaxprop.objective(scores, loss, reg=0)  # no penalty: only the data path
     hops = ({"W": 1, "b": 0} if model == "linear" else {"W1": 2, "b1": 1, "W2": 1, "b2": 0})
 
     def grads(matmul):
         with unittest.mock.patch.object(gates, "matmul", matmul):
+            # a fresh objective per variant: the drivers, like jax.jit, are cached per function
+            f = jaxprop.objective(scores, loss, reg=0)  # no penalty: only the data path
             return jax.jit(lambda p: (jaxprop.reverse.grad(f)(p, x, y),
                                       jaxprop.forward.grad(f)(p, x, y),
                                       jax.grad(f)(p, x, y)))(params)

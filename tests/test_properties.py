@@ -17,6 +17,7 @@ from cases import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import jaxprop
 from jaxprop import gates, losses
@@ -29,23 +30,25 @@ DOMAINS = {"normal": S.normal_values, "positive": S.positive_values,
 
 
 def _plain_case(gate):
-    """The registry's first case of ``gate`` on arrays alone (no constant, no parameter)."""
+    """The registry's first case of ``gate`` on arrays alone (every input differentiated)."""
     for case in GATE_CASES:
-        if case.fn is gate and len(case.diff) == gate.arity:
+        if case.covers == gate.name and len(case.diff) == gate.arity:
             return case
     raise LookupError(f"no case applies gate {gate.name!r} to arrays alone")
 
 
-# Every elementwise gate of the registry, with its reference and input domain from its case.
-UNARY = {name: (g, _plain_case(g).ref, DOMAINS[_plain_case(g).domain])
+# Every elementwise gate of the registry, with its function, reference and input domain from
+# its case: any shape, drawn by hypothesis.
+UNARY = {name: (_plain_case(g).fn, _plain_case(g).ref, DOMAINS[_plain_case(g).domain])
          for name, g in gates.GATES.items() if g.elementwise and g.arity == 1}
-BINARY = {name: (g, _plain_case(g).ref)
+BINARY = {name: (_plain_case(g).fn, _plain_case(g).ref, _plain_case(g).domain)
           for name, g in gates.GATES.items() if g.broadcast and g.arity == 2}
+ROUTERS = {"select"}  # the where gate: its condition is drawn apart, below
 
 
 def test_property_tests_cover_every_elementwise_gate():
     elementwise = {name for name, g in gates.GATES.items() if g.elementwise}
-    assert set(UNARY) | set(BINARY) == elementwise
+    assert set(UNARY) | set(BINARY) | ROUTERS == elementwise
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -87,19 +90,32 @@ def test_unary_gates_any_rank(data):
 @given(st.data())
 def test_broadcasting_binary_gates(data):
     name = data.draw(st.sampled_from(sorted(BINARY)), label="gate")
-    gate, ref = BINARY[name]
+    gate, ref, domain = BINARY[name]
     x_shape, y_shape = data.draw(S.broadcast_pairs(), label="shapes")
-    # x on the 0.25-offset grid, y on the plain one: never equal, so no max tie.
-    x = jnp.asarray(data.draw(S.grid_values(x_shape, 0.25), label="x"))
-    y = jnp.asarray(data.draw(S.grid_values(y_shape), label="y"))
+    if domain == "positive":  # the divisor and the base of a power
+        x = jnp.asarray(data.draw(S.positive_values(x_shape), label="x"))
+        y = jnp.asarray(data.draw(S.positive_values(y_shape), label="y"))
+    else:  # x on the 0.25-offset grid, y on the plain one: never equal, so no max tie
+        x = jnp.asarray(data.draw(S.grid_values(x_shape, 0.25), label="x"))
+        y = jnp.asarray(data.draw(S.grid_values(y_shape), label="y"))
     _assert_agree(gate, ref, (x, y))
+
+
+@PROPERTY
+@given(st.data())
+def test_where_routes_to_the_picked_case(data):
+    shape = data.draw(S.shapes(0, 3), label="shape")
+    c = jnp.asarray(data.draw(hnp.arrays(np.bool_, shape), label="c"))
+    x = jnp.asarray(data.draw(S.normal_values(shape), label="x"))
+    y = jnp.asarray(data.draw(S.normal_values(shape), label="y"))
+    _assert_agree(lambda x, y: gates.where(c, x, y), lambda x, y: jnp.where(c, x, y), (x, y))
 
 
 @PROPERTY
 @given(st.data())
 def test_python_scalar_constants(data):
     name = data.draw(st.sampled_from(["add", "mul"]), label="gate")
-    gate, ref = BINARY[name]
+    gate, ref, _ = BINARY[name]
     c = data.draw(st.sampled_from([-2.0, 0.5, 3.0]), label="c")
     first = data.draw(st.booleans(), label="const_first")
     x = jnp.asarray(data.draw(S.normal_values(data.draw(S.shapes(0, 3))), label="x"))

@@ -38,6 +38,7 @@ import numpy as np
 from jaxprop import _drivers as lm
 from jaxprop import forward
 from jaxprop.gate import RuleEvent, is_constant, observe, pipeline
+from jaxprop.tracer import gated
 
 MODES = ("reverse", "forward")
 DEFAULT_MAX_BASIS = 256
@@ -102,7 +103,7 @@ def _primal(x):
 
 
 def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
-        max_basis: int | None = DEFAULT_MAX_BASIS) -> Capture:
+        max_basis: int | None = DEFAULT_MAX_BASIS, allow_jax_rules: bool = False) -> Capture:
     """Runs f once in the jitted pipeline for ``mode`` and collects every rule's values."""
     if mode not in MODES:
         raise ValueError(f"explain: unknown mode {mode!r}; expected one of {MODES}")
@@ -141,13 +142,14 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
 
     events: list[RuleEvent] = []
     meta: dict[str, Any] = {}
+    f_gated = gated(f, allow_jax_rules=allow_jax_rules)  # plain JAX code meets the gates too
 
     def f_of_diff(fixed, *dyn):
         full = list(fixed)
         for i, a in zip(diff, dyn, strict=False):
             full[i] = a
         meta["arg_leaves"] = [jax.tree.leaves(a) for a in full]
-        out = f(*full)
+        out = f_gated(*full)  # the gates see these very leaves, so their names follow
         meta["out_leaves"] = jax.tree.leaves(out)
         return out
 
@@ -169,15 +171,17 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
                 meta["wire_ids"] = [id(w) for w in wires]
                 return out, wires
 
-            (out, _), f_jvp = forward.linearize(fun_and_wires, *dyn)
+            with pipeline("jvp"):  # as jaxprop.forward.linearize, on the gated f
+                (out, _), f_jvp = jax.linearize(fun_and_wires, *dyn)
             exported = _export(events)
-        if not basis:
-            out_dot, wire_dots = f_jvp(*seed_or_tangents)
-            return out, None, out_dot, exported, wire_dots
-        # As jaxprop.forward.value_and_grad: the basis through the linear map, in chunks.
-        flat, unravel = lm.ravel(dyn)
-        out_dot, wire_dots = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
-                                          forward.DEFAULT_CHUNK_SIZE)
+        with pipeline("jvp"):
+            if not basis:
+                out_dot, wire_dots = f_jvp(*seed_or_tangents)
+                return out, None, out_dot, exported, wire_dots
+            # As jaxprop.forward.value_and_grad: the basis through the linear map, in chunks.
+            flat, unravel = lm.ravel(dyn)
+            out_dot, wire_dots = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size,
+                                              flat.dtype, forward.DEFAULT_CHUNK_SIZE)
         grads = unravel(out_dot.astype(flat.dtype)) if scalar_out else None
         return out, grads, out_dot, exported, wire_dots
 

@@ -1,0 +1,96 @@
+"""The lecture's gates, each with its hand-written local rules.
+
+Notation (Autodidax's): ``z`` is a gate's output, ``z_bar`` the upstream gradient dL/dz,
+``x_bar`` a downstream gradient dL/dx, ``x_dot`` an input tangent and ``z_dot`` the output
+tangent. Each rule sits under its forward computation, as in micrograd.
+
+The modules hold the gates by kind:
+
+* ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
+  min (routers), abs, where;
+* ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
+  formed);
+* ``reductions``: sum, mean, max and min over axes;
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
+* ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
+  concatenate, split;
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+
+Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
+only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
+it half and half).
+
+``GATES`` lists every gate by name; it is built from the modules themselves, so a new gate
+is registered by being written in one of them.
+"""
+
+from __future__ import annotations
+
+from jaxprop.gate import Gate
+from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates.arithmetic import (
+    abs,
+    add,
+    div,
+    integer_pow,
+    maximum,
+    minimum,
+    mul,
+    neg,
+    pow,
+    reciprocal,
+    select,
+    sub,
+    where,
+)
+from jaxprop.gates.indexing import concatenate, dynamic_slice, gather, slice, split
+from jaxprop.gates.linalg import CPU_LAYOUT_MIN_SIZE, dot_general, matmul
+from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
+from jaxprop.gates.reductions import max, mean, min, sum
+from jaxprop.gates.structure import (
+    broadcast_to,
+    cast,
+    copy,
+    expand_dims,
+    reshape,
+    rev,
+    squeeze,
+    transpose,
+)
+
+__all__ = [
+    "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
+    "minimum", "abs", "select", "where",
+    "exp", "log", "log1p", "expm1", "sigmoid", "tanh", "sqrt", "rsqrt", "relu",
+    "sum", "mean", "max", "min",
+    "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
+    "slice", "dynamic_slice", "gather", "concatenate", "split",
+    "matmul", "dot_general", "CPU_LAYOUT_MIN_SIZE",
+    "GATES", "pattern_table",
+]
+
+_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+
+GATES: dict[str, Gate] = {
+    g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
+"""Every gate, by name: the one registry of gates."""
+
+
+def pattern_table() -> str:
+    """The README's table of the lecture's patterns, written from the gates' own facts."""
+    lines = ["| gate | lecture pattern | local gradient (VJP rule) | JVP rule |",
+             "|---|---|---|---|"]
+    for gate in GATES.values():
+        out = gate.output
+        names = gate.input_names
+        local = "; ".join(f"{'d' if '{' in t else f'd{out}/d'}{n} = {_plain(t)}"
+                          for n, t in zip(names, gate.local) if t is not None)
+        tangent = f"{out}_dot = " + (_plain(gate.tangent) if gate.tangent else " + ".join(
+            f"{_plain(t)} * {n}_dot" for n, t in zip(names, gate.local) if t is not None))
+        lines.append(f"| `{gate.name}` | {gate.pattern} | `{local}` | `{tangent}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(text: str) -> str:
+    """A rule's text without the dimension analysis that explain appends after two spaces."""
+    return text.split("  ")[0]

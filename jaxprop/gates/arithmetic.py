@@ -1,0 +1,303 @@
+"""The arithmetic gates: add, sub, mul, div, 1/x, powers, max, min, abs and where.
+
+The binary gates broadcast like NumPy and take Python numbers as constants (no gradient flows
+to a constant). Kinks follow the lecture: ``maximum`` routes the whole gradient to ``x`` where
+``x >= y`` (a tie sends all of it to the first input, none lost and none doubled), and
+``minimum`` to ``x`` where ``x <= y``; ``jnp.maximum`` splits a tie half and half instead.
+
+Each gate names the JAX primitives it stands for (``primitives``), so that
+``jaxprop.gated`` reads ``x + y``, ``x / y``, ``x ** 2``, ``jnp.maximum(0, x)`` or
+``jnp.where(c, x, y)`` in plain JAX code as these gates.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, is_constant
+
+__all__ = ["add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
+           "minimum", "abs", "select", "where"]
+
+
+def _is(value, number) -> bool:
+    """``value`` is the Python-number constant ``number`` (not an array)."""
+    return is_constant(value) and value == number
+
+
+add = Gate(
+    "add",
+    pattern=DISTRIBUTOR,
+    symbol="+",
+    forward=lambda x, y: (x + y, None),
+    vjp=(lambda res, z_bar: z_bar, lambda res, z_bar: z_bar),
+    jvp=(lambda res, x_dot: x_dot, lambda res, y_dot: y_dot),
+    local=("1", "1"),
+    tangent="x_dot + y_dot",
+    broadcast=True,
+    primitives={"add": None, "add_any": None},
+    doc="""Add gate: z = x + y.
+
+Backward ("gradient distributor"): x_bar = z_bar, y_bar = z_bar. The local gradient is 1, so
+the upstream gradient is copied unchanged to every input. A broadcast input (a bias ``b`` of
+shape [C] added to scores [N, C]) was copied N times, so its gradient sums over the batch.
+Forward: z_dot = x_dot + y_dot.
+""",
+)
+
+
+sub = Gate(
+    "sub",
+    pattern=DISTRIBUTOR,
+    symbol="-",
+    forward=lambda x, y: (x - y, None),
+    vjp=(lambda res, z_bar: z_bar, lambda res, z_bar: -z_bar),
+    jvp=(lambda res, x_dot: x_dot, lambda res, y_dot: -y_dot),
+    local=("1", "-1"),
+    tangent="x_dot - y_dot",
+    broadcast=True,
+    primitives={"sub": None},
+    doc="""Subtract gate: z = x - y.
+
+Backward ("gradient distributor", with a sign): x_bar = z_bar, y_bar = -z_bar.
+Forward: z_dot = x_dot - y_dot.
+""",
+)
+
+
+mul = Gate(
+    "mul",
+    pattern=SWITCHER,
+    const_pattern=SCALED,
+    symbol="*",
+    forward=lambda x, y: (x * y, (x, y)),
+    vjp=(lambda res, z_bar: z_bar * res[1], lambda res, z_bar: z_bar * res[0]),
+    jvp=(lambda res, x_dot: x_dot * res[1], lambda res, y_dot: res[0] * y_dot),
+    local=("y", "x"),
+    tangent="x_dot*y + x*y_dot",
+    broadcast=True,
+    primitives={"mul": None, "neg": lambda x: mul(x, -1.0)},  # -x is the slide's *-1 gate
+    doc="""Multiply gate: z = x * y.
+
+Backward ("swap multiplier"): x_bar = z_bar * y, y_bar = z_bar * x. Each input's local
+gradient is the *other* input. By a constant a (the slide's ``*-1`` gate) it is a scaled
+local gradient instead: x_bar = z_bar * a.
+Forward: z_dot = x_dot * y + x * y_dot.
+""",
+)
+
+
+def neg(x):
+    """Negation: a mul gate by the constant -1 (the slide's ``*-1`` gate)."""
+    return mul(x, -1.0)
+
+
+reciprocal = Gate(
+    "reciprocal",
+    pattern=SCALED,
+    symbol="1/x",
+    forward=lambda x: (1 / x, 1 / x),
+    vjp=(lambda z, z_bar: -z_bar * z * z,),
+    jvp=(lambda z, x_dot: -x_dot * z * z,),
+    local=("-1/x^2",),
+    elementwise=True,
+    doc="""Reciprocal gate ("1/x" on the slide): z = 1/x.
+
+Backward: x_bar = z_bar * (-1/x^2) = -z_bar * z^2. Forward: z_dot = -x_dot * z^2.
+""",
+)
+
+
+div = Gate(
+    "div",
+    pattern=SCALED,
+    symbol="/",
+    forward=lambda x, y: (x / y, (y, x / y)),
+    vjp=(lambda res, z_bar: z_bar / res[0], lambda res, z_bar: -z_bar * res[1] / res[0]),
+    jvp=(lambda res, x_dot: x_dot / res[0], lambda res, y_dot: -y_dot * res[1] / res[0]),
+    local=("1/y", "-x/y^2"),
+    tangent="x_dot/y - y_dot x/y^2",
+    broadcast=True,
+    # 1 / y is the slide's 1/x gate
+    primitives={"div": lambda x, y: reciprocal(y) if _is(x, 1.0) else div(x, y)},
+    doc="""Divide gate: z = x / y.
+
+Backward: x_bar = z_bar / y, y_bar = -z_bar x / y^2 = -z_bar z / y. Each local gradient is
+one number per element: a scaled local gradient (1 / y alone is the reciprocal gate).
+Forward: z_dot = x_dot / y - y_dot x / y^2.
+""",
+)
+
+
+def _log_where_positive(x):
+    """log x, and 0 where x == 0 (there x^y has no slope in y for y > 0)."""
+    return jnp.log(jnp.where(x == 0, 1, x))
+
+
+pow = Gate(  # noqa: A001 - the lecture's name
+    "pow",
+    pattern=SCALED,
+    symbol="**",
+    forward=lambda x, y: (x**y, (x, y, x**y)),
+    vjp=(lambda res, z_bar: z_bar * res[1] * res[0] ** (res[1] - 1),
+         lambda res, z_bar: z_bar * _log_where_positive(res[0]) * res[2]),
+    jvp=(lambda res, x_dot: x_dot * res[1] * res[0] ** (res[1] - 1),
+         lambda res, y_dot: y_dot * _log_where_positive(res[0]) * res[2]),
+    local=("y x^(y-1)", "log(x) x^y"),
+    broadcast=True,
+    primitives={"pow": None},
+    doc="""Power gate: z = x ** y.
+
+Backward: x_bar = z_bar * y x^(y-1), y_bar = z_bar * log(x) x^y (0 where x = 0).
+Forward: z_dot = x_dot y x^(y-1) + y_dot log(x) x^y.
+""",
+)
+
+
+def _integer_pow_local(x, *, y):
+    return y * lax.integer_pow(x, y - 1) if y != 0 else jnp.zeros_like(x)
+
+
+integer_pow = Gate(
+    "integer_pow",
+    pattern=SCALED,
+    symbol="**n",
+    forward=lambda x, *, y: (lax.integer_pow(x, y), x),
+    vjp=(lambda x, z_bar, *, y: z_bar * _integer_pow_local(x, y=y),),
+    jvp=(lambda x, x_dot, *, y: x_dot * _integer_pow_local(x, y=y),),
+    local=("y x^(y-1)",),
+    elementwise=True,
+    params=("y",),
+    primitives={"integer_pow": None, "square": lambda x: integer_pow(x, y=2)},
+    label=lambda names, *, y: f"{names[0]}^{y}",
+    doc="""Integer power gate: z = x ** n for a fixed integer n (``x ** 2``, ``x ** 3``).
+
+Backward: x_bar = z_bar * n x^(n-1) (micrograd's ``__pow__``). Forward: z_dot = x_dot n x^(n-1).
+""",
+)
+
+
+maximum = Gate(
+    "maximum",
+    pattern=ROUTER,
+    symbol="max",
+    forward=lambda x, y: (jnp.maximum(x, y), x >= y),  # the value propagates NaN
+    vjp=(
+        lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
+        lambda x_wins, z_bar: jnp.where(x_wins, 0, z_bar),
+    ),
+    jvp=(
+        lambda x_wins, x_dot: jnp.where(x_wins, x_dot, 0),
+        lambda x_wins, y_dot: jnp.where(x_wins, 0, y_dot),
+    ),
+    local=("[x >= y]", "[x < y]"),
+    tangent="x_dot where x >= y, else y_dot",
+    broadcast=True,
+    # jnp.maximum(0, x) and jax.nn.relu's max(x, 0) are the relu gate
+    primitives={"max": lambda x, y: _relu()(y) if _is(x, 0) else _relu()(x) if _is(y, 0)
+                else maximum(x, y)},
+    doc="""Max gate: z = max(x, y), elementwise.
+
+Backward ("gradient router"): the larger input takes the whole upstream gradient and the
+other gets zero: x_bar = z_bar * [x >= y], y_bar = z_bar * [x < y]. A tie routes it all to x.
+Forward: z_dot = x_dot where x >= y, else y_dot.
+""",
+)
+
+
+def _relu():
+    from jaxprop.gates.nonlinear import relu
+
+    return relu
+
+
+minimum = Gate(
+    "minimum",
+    pattern=ROUTER,
+    symbol="min",
+    forward=lambda x, y: (jnp.minimum(x, y), x <= y),
+    vjp=(
+        lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
+        lambda x_wins, z_bar: jnp.where(x_wins, 0, z_bar),
+    ),
+    jvp=(
+        lambda x_wins, x_dot: jnp.where(x_wins, x_dot, 0),
+        lambda x_wins, y_dot: jnp.where(x_wins, 0, y_dot),
+    ),
+    local=("[x <= y]", "[x > y]"),
+    tangent="x_dot where x <= y, else y_dot",
+    broadcast=True,
+    primitives={"min": None},
+    doc="""Min gate: z = min(x, y), elementwise.
+
+Backward ("gradient router"): the smaller input takes the whole upstream gradient:
+x_bar = z_bar * [x <= y], y_bar = z_bar * [x > y]. A tie routes it all to x.
+Forward: z_dot = x_dot where x <= y, else y_dot.
+""",
+)
+
+
+abs = Gate(  # noqa: A001 - the lecture's name
+    "abs",
+    pattern=SCALED,
+    symbol="|x|",
+    forward=lambda x: (jnp.abs(x), jnp.sign(x)),
+    vjp=(lambda sign, z_bar: z_bar * sign,),
+    jvp=(lambda sign, x_dot: x_dot * sign,),
+    local=("sign(x)",),
+    elementwise=True,
+    primitives={"abs": None},
+    doc="""Absolute value gate: z = |x|.
+
+Backward: x_bar = z_bar * sign(x); at x = 0 it passes nothing, like ReLU at its kink.
+Forward: z_dot = x_dot * sign(x).
+""",
+)
+
+
+def _select_forward(c, f, t):
+    shape = jnp.shape(c)
+    dtype = jnp.result_type(*[v for v in (f, t) if not is_constant(v)])
+    f, t = (jnp.broadcast_to(jnp.asarray(v, dtype), shape) if is_constant(v) else v
+            for v in (f, t))
+    return lax.select_n(c, f, t), c
+
+
+def _select(c, *cases):
+    if len(cases) != 2:
+        raise TypeError(f"select: jaxprop's select gate picks between 2 cases; this "
+                        f"lax.select_n has {len(cases)} (write it as nested jnp.where)")
+    return select(c, *cases)
+
+
+def _picked(k: int):
+    """The router's rule for case k: the gradient (or tangent) where case k was picked."""
+    return lambda which, t: jnp.where(which == k if which.dtype != bool else
+                                      (which if k else ~which), t, 0)
+
+
+select = Gate(
+    "select",
+    pattern=ROUTER,
+    symbol="where",
+    forward=_select_forward,
+    vjp=(None, _picked(0), _picked(1)),
+    jvp=(None, _picked(0), _picked(1)),
+    local=(None, "[not c]", "[c]"),
+    tangent="case_dot where picked",
+    broadcast=True,
+    primitives={"select_n": _select},
+    doc="""Select gate: z = case_0 where c is False (0), case_1 where c is True (1).
+
+Backward ("gradient router"): each case takes the upstream gradient where it was picked,
+zero elsewhere; the condition c gets no gradient. ``jnp.where(c, x, y)`` is
+``select(c, y, x)``.
+Forward: z_dot = the picked case's tangent.
+""",
+)
+
+
+def where(c, x, y):
+    """``jnp.where(c, x, y)`` as the select gate: the gradient goes to x where c, else y."""
+    return select(jnp.asarray(c), y, x)

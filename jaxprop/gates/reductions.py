@@ -1,0 +1,141 @@
+"""The reductions: sum (the add gate with many inputs), mean, and max / min over axes.
+
+``sum`` distributes: every summed element gets the upstream gradient. ``max`` routes: the
+winner of each reduction takes the whole upstream gradient, the others none; at a tie the
+first winner (in C order, as ``jnp.argmax`` picks it) takes it all, as the binary max gate
+gives a tie to its first input.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprop.gate import DISTRIBUTOR, ROUTER, Gate
+from jaxprop.gates.arithmetic import mul
+
+__all__ = ["sum", "mean", "max", "min", "normalize_axes"]
+
+
+def normalize_axes(name: str, x, axis) -> tuple[int, ...] | None:
+    """Returns ``axis`` as sorted non-negative ints, or raises naming the bad axis."""
+    if axis is None:
+        return None
+    if isinstance(axis, np.integer):
+        axis = int(axis)
+    axes = (axis,) if isinstance(axis, int) else tuple(
+        int(a) if isinstance(a, np.integer) else a for a in axis)
+    ndim = jnp.ndim(x)
+    for a in axes:
+        if not isinstance(a, int) or isinstance(a, bool) or not -ndim <= a < ndim:
+            raise ValueError(
+                f"{name}: axis {a!r} is out of range for an input of shape {jnp.shape(x)} "
+                f"(rank {ndim}); expected ints in [{-ndim}, {ndim})"
+            )
+    normalized = tuple(sorted(a % ndim for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name}: axis {axis!r} names the same axis twice")
+    return normalized
+
+
+def _spread(z_bar, axes, shape):
+    """z_bar put back over the reduced axes: one copy per reduced element."""
+    if axes is not None:
+        z_bar = jnp.expand_dims(z_bar, axes)
+    return jnp.broadcast_to(z_bar, shape)
+
+
+_sum = Gate(
+    "sum",
+    pattern=DISTRIBUTOR,
+    forward=lambda x, *, axes, shape: (jnp.sum(x, axis=axes), None),
+    vjp=(lambda res, z_bar, *, axes, shape: _spread(z_bar, axes, shape),),
+    jvp=(lambda res, x_dot, *, axes, shape: jnp.sum(x_dot, axis=axes),),
+    local=("1",),
+    tangent="sum_i x_dot_i",
+    params=("axes", "shape"),
+    primitives={"reduce_sum": lambda x, *, axes, **_: sum(x, tuple(axes))},
+    doc="""Sum gate: z = sum_i x_i over ``axes`` (all axes when None).
+
+Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
+inputs: z_bar is broadcast back over the summed axes to x's ``shape``.
+Forward: z_dot = sum_i x_dot_i.
+""",
+)
+
+
+def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lecture's name
+    """Sum gate: z = sum_i x_i over ``axis`` (all axes by default).
+
+    Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
+    inputs. Forward: z_dot = sum_i x_dot_i.
+    """
+    return _sum(x, axes=normalize_axes("sum", x, axis), shape=tuple(jnp.shape(x)))
+
+
+def mean(x, axis: int | tuple[int, ...] | None = None):
+    """Mean: a sum gate, then a mul gate by the constant 1/n."""
+    axes = normalize_axes("mean", x, axis)
+    shape = jnp.shape(x)
+    n = 1
+    for a in range(len(shape)) if axes is None else axes:
+        n *= shape[a]
+    if n == 0:
+        raise ValueError(f"mean: the mean over axis {axis!r} of an input of shape {shape} "
+                         "averages no elements (the axis is empty)")
+    return mul(sum(x, axes), 1.0 / n)
+
+
+def _first_winner(x, axes, pick):
+    """The one-hot mask, shaped like x, of each reduction's first winner (argmax or argmin)."""
+    axes = tuple(range(x.ndim)) if axes is None else axes
+    keep = [a for a in range(x.ndim) if a not in axes]
+    perm = keep + list(axes)
+    moved = jnp.transpose(x, perm)
+    rows = moved.reshape(moved.shape[: len(keep)] + (-1,))
+    index = pick(rows, axis=-1)
+    onehot = jnp.arange(rows.shape[-1]).reshape((1,) * index.ndim + (-1,)) == index[..., None]
+    return jnp.transpose(onehot.reshape(moved.shape), np.argsort(perm))
+
+
+def _extremum(name: str, reduce, pick, primitive: str) -> Gate:
+    word = {"reduce_max": "largest", "reduce_min": "smallest"}[name]
+    return Gate(
+        name,
+        pattern=ROUTER,
+        symbol=name.removeprefix("reduce_"),
+        forward=lambda x, *, axes, shape: (reduce(x, axis=axes), _first_winner(x, axes, pick)),
+        vjp=(lambda wins, z_bar, *, axes, shape: jnp.where(wins, _spread(z_bar, axes, shape),
+                                                           0),),
+        jvp=(lambda wins, x_dot, *, axes, shape: jnp.sum(jnp.where(wins, x_dot, 0),
+                                                         axis=axes),),
+        local=(f"[x is the {word}]",),
+        tangent=f"x_dot of the {word}",
+        params=("axes", "shape"),
+        primitives={primitive: lambda x, *, axes, **_: _reduce(name)(x, tuple(axes))},
+        doc=f"""{name.removeprefix('reduce_').title()} gate: z = {name.removeprefix('reduce_')}
+over ``axes`` of x.
+
+Backward ("gradient router"): the {word} element of each reduction takes the whole upstream
+gradient, the others none; a tie goes to the first (in C order).
+Forward: z_dot = the tangent of the {word} element.
+""",
+    )
+
+
+_max = _extremum("reduce_max", jnp.max, jnp.argmax, "reduce_max")
+_min = _extremum("reduce_min", jnp.min, jnp.argmin, "reduce_min")
+
+
+def _reduce(name):
+    return {"reduce_max": max, "reduce_min": min}[name]
+
+
+def max(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - jnp's name
+    """Max over ``axis`` (all axes by default): a router to each reduction's winner."""
+    return _max(x, axes=normalize_axes("max", x, axis), shape=tuple(jnp.shape(x)))
+
+
+def min(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - jnp's name
+    """Min over ``axis`` (all axes by default): a router to each reduction's winner."""
+    return _min(x, axes=normalize_axes("min", x, axis), shape=tuple(jnp.shape(x)))

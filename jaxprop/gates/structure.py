@@ -1,0 +1,226 @@
+"""The structure gates: they move values and gradients around and change no value.
+
+A copy (one value feeding two gates, or a broadcast of one value to many places) is the
+lecture's *gradient adder*: the gradients of the copies add. Reshape, squeeze, transpose,
+reverse and a floating-point cast only move each element (or change its precision), so
+their rules move the gradient straight back into place.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxprop.gate import ADDER, STRUCTURE, Gate
+
+__all__ = ["copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev",
+           "cast"]
+
+
+copy = Gate(
+    "copy",
+    pattern=ADDER,
+    forward=lambda x: ((x, x), None),
+    vjp=(lambda res, z_bar: z_bar[0] + z_bar[1],),
+    jvp=(lambda res, x_dot: (x_dot, x_dot),),
+    local=("1 per branch: x_bar = a_bar + b_bar",),
+    tangent="(x_dot, x_dot), one per branch",
+    doc="""Copy gate: (a, b) = (x, x), the branch point where one value feeds two gates.
+
+Backward ("gradient adder"): x_bar = a_bar + b_bar. The gradients of the branches add.
+Forward: (a_dot, b_dot) = (x_dot, x_dot).
+""",
+)
+
+
+def _sum_copies(z_bar, *, shape, dims, in_shape):
+    """z_bar summed over the axes the broadcast added or stretched, back to ``in_shape``."""
+    added = tuple(a for a in range(len(shape)) if a not in dims)
+    stretched = tuple(d for i, d in enumerate(dims) if in_shape[i] == 1 and shape[d] != 1)
+    return jnp.sum(z_bar, axis=added + stretched, keepdims=True).reshape(in_shape)
+
+
+_broadcast = Gate(
+    "broadcast",
+    pattern=ADDER,
+    forward=lambda x, *, shape, dims, in_shape: (lax.broadcast_in_dim(x, shape, dims), None),
+    vjp=(lambda res, z_bar, **p: _sum_copies(z_bar, **p),),
+    jvp=(lambda res, x_dot, *, shape, dims, in_shape: lax.broadcast_in_dim(x_dot, shape,
+                                                                            dims),),
+    local=("1 per copy: x_bar = sum of the copies' z_bar",),
+    tangent="x_dot, copied",
+    params=("shape", "dims", "in_shape"),
+    primitives={"broadcast_in_dim": lambda x, *, shape, broadcast_dimensions, **_:
+                _broadcast_in_dim(x, tuple(shape), tuple(broadcast_dimensions))},
+    doc="""Broadcast gate: z = x copied along new or size-1 axes to ``shape``.
+
+Backward ("gradient adder"): a broadcast copies its input, and at a copy the gradients add,
+so x_bar sums z_bar over the copied axes. A bias b [C] added to scores [N, C] is broadcast to
+[N, C] first: its gradient is the sum over the batch.
+Forward: z_dot = x_dot, copied the same way.
+""",
+)
+
+
+def _broadcast_in_dim(x, shape, dims):
+    if int(np.prod(shape)) == int(np.prod(jnp.shape(x))):  # only size-1 axes are added
+        return reshape(x, shape)
+    return _broadcast(x, shape=shape, dims=dims, in_shape=tuple(jnp.shape(x)))
+
+
+def broadcast_to(x, shape):
+    """x copied to ``shape`` by NumPy's rules (trailing axes aligned): the broadcast gate."""
+    shape = tuple(shape)
+    lead = len(shape) - jnp.ndim(x)
+    if lead < 0:
+        raise ValueError(f"broadcast_to: cannot broadcast a rank-{jnp.ndim(x)} input of shape "
+                         f"{jnp.shape(x)} to the lower-rank shape {shape}")
+    return _broadcast(x, shape=shape, dims=tuple(range(lead, len(shape))),
+                      in_shape=tuple(jnp.shape(x)))
+
+
+_reshape = Gate(
+    "reshape",
+    pattern=STRUCTURE,
+    forward=lambda x, *, shape, in_shape: (jnp.reshape(x, shape), None),
+    vjp=(lambda res, z_bar, *, shape, in_shape: jnp.reshape(z_bar, in_shape),),
+    jvp=(lambda res, x_dot, *, shape, in_shape: jnp.reshape(x_dot, shape),),
+    local=("1, moved: x_bar = z_bar reshaped back",),
+    tangent="x_dot reshaped",
+    params=("shape", "in_shape"),
+    primitives={"reshape": lambda x, *, new_sizes, dimensions=None, **_: reshape(
+        x if dimensions is None else transpose(x, tuple(dimensions)), tuple(new_sizes))},
+    doc="""Reshape gate: z = x with a new shape, the elements in the same (C) order.
+
+Backward: x_bar = z_bar reshaped back to x's shape; every element keeps its gradient.
+Forward: z_dot = x_dot reshaped.
+""",
+)
+
+
+def reshape(x, shape):
+    """The reshape gate (``-1`` in ``shape`` takes the size that is left)."""
+    in_shape = tuple(jnp.shape(x))
+    shape = tuple(np.empty(in_shape, dtype=np.int8).reshape(shape).shape)  # resolves -1
+    return _reshape(x, shape=shape, in_shape=in_shape)
+
+
+def expand_dims(x, axis):
+    """x with a size-1 axis inserted at ``axis``: a reshape."""
+    return reshape(x, np.expand_dims(np.empty(jnp.shape(x), np.int8), axis).shape)
+
+
+def _squeeze_label(names, *, dims, in_shape):
+    """``w[0:1]`` squeezed on that axis is ``w[0]``; other names get a step name."""
+    base, bracket, rest = names[0].partition("[")
+    if not bracket or not rest.endswith("]"):
+        return None
+    parts = rest[:-1].split(", ")
+    if len(parts) != len(in_shape):
+        return None
+    for d in dims:
+        lo, colon, hi = parts[d].partition(":")
+        if colon and lo.isdigit() and hi.isdigit() and int(hi) == int(lo) + 1:
+            parts[d] = lo
+    while len(parts) > 1 and parts[-1] == ":":
+        parts.pop()
+    return f"{base}[{', '.join(parts)}]"
+
+
+_squeeze = Gate(
+    "squeeze",
+    pattern=STRUCTURE,
+    forward=lambda x, *, dims, in_shape: (lax.squeeze(x, dims), None),
+    vjp=(lambda res, z_bar, *, dims, in_shape: jnp.reshape(z_bar, in_shape),),
+    jvp=(lambda res, x_dot, *, dims, in_shape: lax.squeeze(x_dot, dims),),
+    local=("1, moved: x_bar = z_bar with the axes back",),
+    tangent="x_dot squeezed",
+    params=("dims", "in_shape"),
+    primitives={"squeeze": lambda x, *, dimensions: squeeze(x, tuple(dimensions))},
+    label=_squeeze_label,
+    doc="""Squeeze gate: z = x without the size-1 axes ``dims``.
+
+Backward: x_bar = z_bar with those axes put back. Forward: z_dot = x_dot squeezed.
+""",
+)
+
+
+def squeeze(x, axis):
+    """x without its size-1 axes ``axis`` (an int or a tuple)."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = jnp.ndim(x)
+    dims = tuple(sorted(d % ndim for d in dims))
+    return _squeeze(x, dims=dims, in_shape=tuple(jnp.shape(x)))
+
+
+_transpose = Gate(
+    "transpose",
+    pattern=STRUCTURE,
+    symbol="T",
+    forward=lambda x, *, perm: (jnp.transpose(x, perm), None),
+    vjp=(lambda res, z_bar, *, perm: jnp.transpose(z_bar, tuple(np.argsort(perm))),),
+    jvp=(lambda res, x_dot, *, perm: jnp.transpose(x_dot, perm),),
+    local=("1, moved: x_bar = z_bar transposed back",),
+    tangent="x_dot transposed",
+    params=("perm",),
+    primitives={"transpose": lambda x, *, permutation: transpose(x, tuple(permutation))},
+    label=lambda names, *, perm: f"{names[0]}^T",
+    doc="""Transpose gate: z = x with its axes permuted (``x.T`` reverses them).
+
+Backward: x_bar = z_bar with the inverse permutation. Forward: z_dot = x_dot permuted.
+""",
+)
+
+
+def transpose(x, perm=None):
+    """The transpose gate; ``perm`` None reverses the axes, as ``x.T`` does."""
+    perm = tuple(reversed(range(jnp.ndim(x)))) if perm is None else tuple(
+        p % jnp.ndim(x) for p in perm)
+    return _transpose(x, perm=perm)
+
+
+_rev = Gate(
+    "rev",
+    pattern=STRUCTURE,
+    forward=lambda x, *, dims: (lax.rev(x, dims), None),
+    vjp=(lambda res, z_bar, *, dims: lax.rev(z_bar, dims),),
+    jvp=(lambda res, x_dot, *, dims: lax.rev(x_dot, dims),),
+    local=("1, moved: x_bar = z_bar reversed back",),
+    tangent="x_dot reversed",
+    params=("dims",),
+    primitives={"rev": lambda x, *, dimensions: rev(x, tuple(dimensions))},
+    doc="""Reverse gate: z = x reversed along ``dims`` (``jnp.flip``).
+
+Backward: x_bar = z_bar reversed the same way. Forward: z_dot = x_dot reversed.
+""",
+)
+
+
+def rev(x, axis):
+    """x reversed along ``axis`` (an int or a tuple): the reverse gate."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    return _rev(x, dims=tuple(sorted(d % jnp.ndim(x) for d in dims)))
+
+
+_cast = Gate(
+    "cast",
+    pattern=STRUCTURE,
+    forward=lambda x, *, dtype: (lax.convert_element_type(x, dtype), None),
+    vjp=(lambda res, z_bar, *, dtype: z_bar,),  # the wiring casts it to x's dtype
+    jvp=(lambda res, x_dot, *, dtype: x_dot,),  # ... and this to z's
+    local=("1: x_bar = z_bar in x's dtype",),
+    tangent="x_dot in z's dtype",
+    params=("dtype",),
+    primitives={"convert_element_type": lambda x, *, new_dtype, **_: cast(x, new_dtype)},
+    doc="""Cast gate: z = x in another floating-point dtype (``x.astype(jnp.float32)``).
+
+Backward: x_bar = z_bar, in x's dtype. Forward: z_dot = x_dot, in z's dtype. (A cast to an
+integer or boolean dtype has no gradient: it is no gate.)
+""",
+)
+
+
+def cast(x, dtype):
+    """x as the floating-point ``dtype``: the cast gate."""
+    return _cast(x, dtype=np.dtype(dtype))

@@ -1,0 +1,426 @@
+"""The gate tracer: plain JAX code, differentiated by the lecture's gates.
+
+``jaxprop.gated(f)`` traces f to a jaxpr and runs each equation as the gate that stands for
+its primitive (``Gate.primitives``): ``x + y`` as the add gate, ``x @ W`` as matmul,
+``jnp.maximum(0, x)`` as ReLU, ``s[jnp.arange(N), y]`` as a gather that scatter-adds its
+gradient. It is the Autodidax interpreter pattern, with the gates as the interpretation. An
+explicit gate call (``gates.mul``, ``losses.softmax_loss``'s fused gate) is recorded as
+itself and applied once, as the gate it is. Nested ``jax.jit`` calls and JAX's own
+``custom_jvp``/``custom_vjp`` functions (``jax.nn.relu``, ``jax.nn.softmax``, optax's
+losses) are opened and traced through gates too.
+
+Only what the derivative needs becomes a gate. An equation runs as a gate when it depends on
+a differentiated input *and* its output reaches the result along a differentiable path;
+anything else (arithmetic on constants, the max that ``logsumexp`` subtracts under
+``stop_gradient``, the integer indices of a gather) runs as plain JAX with no derivative at
+all. So in ``jaxprop.observe`` every gate that is applied also has its rule run.
+
+A differentiable primitive without a gate is an error at trace time, naming the primitive and
+the line of the user's code it came from. ``allow_jax_rules=True`` lets JAX differentiate
+such an operation with its own rule instead; ``observe`` then reports it as a ``"jax"``
+event and ``explain`` marks its row "JAX's rule".
+
+For example::
+
+  f = jaxprop.gated(lambda x, y, z: (x + y) * z)
+  jax.grad(f, argnums=(0, 1, 2))(-2.0, 5.0, -4.0)    # (-4, -4, 3) through our rules
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jex
+
+from jaxprop import gates
+from jaxprop.gate import RuleEvent, _notify, capture, captured
+
+__all__ = ["NoGateError", "JaxRule", "Gated", "gated", "LIFTS"]
+
+CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
+         "custom_vjp_call", "custom_vjp_call_jaxpr")
+"""Primitives that call a jaxpr: opened, and their equations traced through gates."""
+
+PASS_THROUGH = ("copy", "copy_p", "optimization_barrier")
+"""Primitives that return their inputs unchanged: their values pass through as they are."""
+
+NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter", "is_finite")
+"""Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
+
+CONTROL_FLOW = ("scan", "cond", "while")
+
+
+def _lifts() -> dict[str, tuple]:
+    table = {}
+    for gate in gates.GATES.values():
+        for name, adapter in gate.primitives.items():
+            if name in table:
+                raise ValueError(f"primitive {name!r} is claimed by the gates "
+                                 f"{table[name][0].name!r} and {gate.name!r}")
+            table[name] = (gate, adapter)
+    return table
+
+
+LIFTS: dict[str, tuple] = _lifts()
+"""JAX primitive name -> (the gate that stands for it, its adapter), from the gates."""
+
+
+class NoGateError(TypeError):
+    """A differentiable JAX operation that no gate stands for, met while tracing into gates."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxRule:
+    """An operation JAX differentiated with its own rule (``allow_jax_rules=True``); it takes
+    a gate's place in ``jaxprop.observe`` events (``kind="jax"``)."""
+
+    name: str
+    pattern: str = "JAX's rule"
+    symbol: str = ""
+    elementwise: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Const:
+    """A constant known while tracing: a Python number, broadcast to ``shape``."""
+
+    value: Any
+    shape: tuple
+    dtype: Any
+
+    def array(self):
+        if not self.shape:
+            return np.asarray(self.value, self.dtype)
+        return jnp.full(self.shape, self.value, self.dtype)
+
+
+@dataclasses.dataclass
+class _Op:
+    eqn: Any
+    ins: list
+    outs: list
+    gate_call: tuple | None = None
+
+
+def _inexact(aval) -> bool:
+    return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def _sub_jaxpr(eqn):
+    """``(jaxpr, consts)`` of an equation that calls a jaxpr."""
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(key)
+        if isinstance(sub, jex.ClosedJaxpr):
+            return sub.jaxpr, sub.consts
+        if isinstance(sub, jex.Jaxpr):
+            return sub, ()
+    raise TypeError(f"jaxprop tracer: cannot open {eqn.primitive.name!r}: no jaxpr in "
+                    f"{sorted(eqn.params)}")
+
+
+class _Program:
+    """A traced function, flattened: every called jaxpr opened into one list of operations."""
+
+    def __init__(self, closed: jex.ClosedJaxpr):
+        self.ops: list[_Op] = []
+        self.values: dict[int, Any] = {}  # constants and literals, by ref
+        self.avals: dict[int, Any] = {}
+        self._next = 0
+        const_refs = [self._constant(c, getattr(v, "aval", None))
+                      for c, v in zip(closed.consts, closed.jaxpr.constvars)]
+        self.inputs = [self._new(v.aval) for v in closed.jaxpr.invars]
+        self.outputs = self._flatten(closed.jaxpr, const_refs, self.inputs)
+
+    def _new(self, aval) -> int:
+        self._next += 1
+        self.avals[self._next] = aval
+        return self._next
+
+    def _constant(self, value, aval) -> int:
+        ref = self._new(aval if aval is not None else jax.typeof(value))
+        if np.ndim(value) == 0 and not isinstance(value, jax.core.Tracer):
+            value = _Const(np.asarray(value).item(), (), np.asarray(value).dtype)
+        self.values[ref] = value
+        return ref
+
+    def _flatten(self, jaxpr, const_refs, in_refs) -> list:
+        env = dict(zip(jaxpr.constvars, const_refs))
+        env.update(zip(jaxpr.invars, in_refs))
+
+        def ref(atom):
+            if isinstance(atom, jex.Literal):
+                return self._constant(atom.val, atom.aval)
+            return env[atom]
+
+        for eqn in jaxpr.eqns:
+            ins = [ref(a) for a in eqn.invars]
+            call = captured(eqn)
+            name = eqn.primitive.name
+            if call is None and name in CALLS:
+                sub, consts = _sub_jaxpr(eqn)
+                sub_consts = [self._constant(c, getattr(v, "aval", None))
+                              for c, v in zip(consts, sub.constvars)]
+                outs = self._flatten(sub, sub_consts, ins)
+            else:
+                if call is not None:
+                    ins = ins[eqn.params.get("num_consts", 0):]
+                outs = [self._new(v.aval) for v in eqn.outvars]
+                self.ops.append(_Op(eqn, ins, outs, call))
+            for v, r in zip(eqn.outvars, outs):
+                if not isinstance(v, jex.DropVar):
+                    env[v] = r
+        return [ref(a) for a in jaxpr.outvars]
+
+    def _passes(self, op: _Op) -> list[int]:
+        """The inputs of ``op`` that its outputs' derivatives flow back to."""
+        if op.gate_call is not None:
+            gate, const_mask = op.gate_call[0], op.gate_call[1]
+            positions = [i for i, c in enumerate(const_mask) if not c]
+            return [r for r, i in zip(op.ins, positions) if gate.vjp[i] is not None]
+        name = op.eqn.primitive.name
+        if name in NO_DERIVATIVE or not any(_inexact(self.avals[r]) for r in op.outs):
+            return []
+        return [r for r in op.ins if _inexact(self.avals[r])]
+
+    def analyse(self, active_inputs: list[bool]):
+        """Which refs depend on a differentiated input (active), which ones the result's
+        derivative needs (needed), and which values the result needs at all (live)."""
+        active = {r for r, a in zip(self.inputs, active_inputs) if a}
+        for op in self.ops:
+            if any(r in active for r in self._passes(op)):
+                active |= {r for r in op.outs if _inexact(self.avals[r])}
+        needed = {r for r in self.outputs if r in active}
+        live = set(self.outputs)
+        self.live_ops = []
+        for op in reversed(self.ops):
+            is_live = (op.gate_call is not None or bool(op.eqn.effects)
+                       or any(r in live for r in op.outs))
+            if is_live:
+                live |= set(op.ins)
+                self.live_ops.append(op)
+            if any(r in needed for r in op.outs):
+                needed |= {r for r in self._passes(op) if r in active}
+        self.live_ops.reverse()
+        return active, needed
+
+
+def _user_line(eqn) -> str:
+    """Where in the user's code an equation came from: the first frame outside JAX and
+    jaxprop, as ``file:line (function)``."""
+    tb = getattr(eqn.source_info, "traceback", None)
+    frames = getattr(tb, "frames", None) or []
+    skip = (os.path.dirname(jax.__file__), os.path.dirname(os.path.dirname(__file__)),
+            os.sep + "jaxlib" + os.sep, os.sep + "optax" + os.sep)
+    for frame in frames:
+        if not any(s in frame.file_name for s in skip):
+            return f"{frame.file_name}:{frame.line_num} ({frame.function_name})"
+    return "an unknown line"
+
+
+def _materialize(value):
+    return value.array() if isinstance(value, _Const) else value
+
+
+def _constant_for_gate(value, gate, out_shape, other_shapes):
+    """A traced constant as a gate input: a Python number where the gate broadcasts it to
+    the output's shape anyway, else the array."""
+    if not isinstance(value, _Const):
+        return value
+    if not value.shape or (gate.broadcast and np.broadcast_shapes(*other_shapes, ())
+                           == tuple(out_shape)):
+        return value.value
+    return value.array()
+
+
+def _shape_only(op: _Op, vals) -> _Const | None:
+    """A broadcast, reshape or cast of a known constant is still that constant."""
+    name, v = op.eqn.primitive.name, vals[0] if vals else None
+    if not isinstance(v, _Const) or len(op.outs) != 1:
+        return None
+    if name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims",
+                "convert_element_type"):
+        aval = op.eqn.outvars[0].aval
+        value = np.asarray(v.value).astype(aval.dtype).item()
+        return _Const(value, tuple(aval.shape), aval.dtype)
+    return None
+
+
+def _check_outputs(op: _Op, outs, gate) -> None:
+    for v, out in zip(op.eqn.outvars, outs):
+        want = v.aval
+        if tuple(jnp.shape(out)) != tuple(want.shape) or jnp.result_type(out) != want.dtype:
+            raise AssertionError(
+                f"jaxprop tracer: the gate {gate.name!r} standing for {op.eqn.primitive.name!r}"
+                f" gave {jnp.result_type(out)}{list(jnp.shape(out))}, but JAX's primitive "
+                f"gives {want.dtype}{list(want.shape)}; this is a bug in jaxprop, please "
+                "report it")
+
+
+def _bind(op: _Op, vals, stop=()):
+    args = [lax.stop_gradient(v) if i in stop else v for i, v in enumerate(
+        _materialize(v) for v in vals)]
+    out = op.eqn.primitive.bind(*args, **op.eqn.params)
+    return list(out) if op.eqn.primitive.multiple_results else [out]
+
+
+def _apply_gate_call(call, vals):
+    gate, const_mask, consts, frozen = call
+    it_c, it_v = iter(consts), iter(vals)
+    xs = [next(it_c) if c else _materialize(next(it_v)) for c in const_mask]
+    out = gate(*xs, **dict(frozen))
+    return jax.tree.leaves(out)
+
+
+def run(program: _Program, values: list, active_inputs: list[bool],
+        allow_jax_rules: bool) -> list:
+    """Runs a traced program on ``values``, each needed operation as its gate."""
+    active, needed = program.analyse(active_inputs)
+    env = dict(program.values)
+    env.update(zip(program.inputs, values))
+    for op in program.live_ops:
+        vals = [env[r] for r in op.ins]
+        name = op.eqn.primitive.name
+        in_active = [r in active for r in op.ins]
+        if op.gate_call is not None:
+            outs = _apply_gate_call(op.gate_call, vals)
+        elif name in PASS_THROUGH:
+            outs = list(vals)
+        elif not any(in_active) or name in NO_DERIVATIVE:
+            folded = _shape_only(op, vals)
+            outs = [folded] if folded is not None else _bind(
+                op, vals, [i for i, a in enumerate(in_active) if a])
+        elif not any(r in needed for r in op.outs):  # its derivative reaches nothing
+            outs = _bind(op, vals, [i for i, a in enumerate(in_active) if a])
+        elif name in LIFTS:
+            gate, adapter = LIFTS[name]
+            out_shape = op.eqn.outvars[0].aval.shape
+            others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
+            xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
+            if adapter is None:  # the gate itself, its parameters named as the primitive's
+                out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
+            else:
+                out = adapter(*xs, **op.eqn.params)
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            _check_outputs(op, outs, gate)
+        elif allow_jax_rules:
+            outs = _bind(op, vals)
+            _notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
+                              outs[0] if len(outs) == 1 else tuple(outs)))
+        elif name in CONTROL_FLOW:
+            raise NoGateError(
+                f"jaxprop: lax.{name} at {_user_line(op.eqn)} carries a differentiated value, "
+                "and jaxprop's tracer does not open control flow; write the loop in Python, "
+                "or pass allow_jax_rules=True to let JAX differentiate it")
+        else:
+            raise NoGateError(
+                f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op.eqn)}), "
+                "which a differentiated value flows through. Build that step from "
+                "jaxprop.gates (or write a Gate for it), or pass allow_jax_rules=True to let "
+                "JAX differentiate it with its own rule (observe and explain then mark it "
+                "\"JAX's rule\")")
+        env.update(zip(op.outs, outs))
+    return [_materialize(env[r]) for r in program.outputs]
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, _Const)
+
+
+def _aval(x):
+    aval = jax.typeof(x)
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type",
+                                                                          False))
+
+
+class Gated:
+    """``f`` traced into gates each time its argument shapes change (see :func:`gated`)."""
+
+    def __init__(self, f: Callable, allow_jax_rules: bool = False):
+        self.f = f
+        self.allow_jax_rules = allow_jax_rules
+        self._programs: dict = {}
+        functools.update_wrapper(self, f)
+
+    def trace(self, *args, **kwargs):
+        """``(program, out_tree, dynamic leaves)`` for these arguments (cached by their
+        shapes, dtypes and static values)."""
+        leaves, in_tree = jax.tree.flatten((args, kwargs))
+        dynamic = [i for i, x in enumerate(leaves) if _is_array(x)]
+        static = tuple((i, x) for i, x in enumerate(leaves) if i not in set(dynamic))
+        avals = [_aval(leaves[i]) for i in dynamic]
+        try:
+            key = (in_tree, static, tuple((a.shape, a.dtype, a.weak_type) for a in avals))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None and key in self._programs:
+            program, out_tree = self._programs[key]
+            return program, out_tree, [leaves[i] for i in dynamic]
+        store = {}
+
+        def flat(*dyn):
+            full = list(leaves)
+            for i, x in zip(dynamic, dyn):
+                full[i] = x
+            a, k = jax.tree.unflatten(in_tree, full)
+            out_leaves, store["out_tree"] = jax.tree.flatten(self.f(*a, **k))
+            return out_leaves
+
+        with capture(True):
+            closed = jax.make_jaxpr(flat)(*avals)
+        program = _Program(closed)
+        if key is not None and not any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+            if len(self._programs) >= 32:
+                self._programs.pop(next(iter(self._programs)))
+            self._programs[key] = (program, store["out_tree"])
+        return program, store["out_tree"], [leaves[i] for i in dynamic]
+
+    def __call__(self, *args, **kwargs):
+        program, out_tree, values = self.trace(*args, **kwargs)
+        active = [jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in values]
+        with capture(False):
+            outs = run(program, values, active, self.allow_jax_rules)
+        return jax.tree.unflatten(out_tree, outs)
+
+
+_GATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def gated(f: Callable, *, allow_jax_rules: bool = False) -> Gated:
+    """``f`` with every differentiable operation applied as a jaxprop gate.
+
+    The result is a plain function of the same arguments: it runs under ``jax.grad``,
+    ``jax.jvp``, ``jax.vmap``, ``jax.hessian`` and ``jax.jit``, and there every derivative
+    comes from the gates' rules (their JVP rules by default, their VJP rules inside
+    ``jaxprop.pipeline("vjp")``). The drivers of ``jaxprop.reverse`` and ``jaxprop.forward``
+    apply it themselves.
+
+    Args:
+      f: a function of arrays (pytrees of them), in plain JAX, built from gates, or both.
+      allow_jax_rules: let JAX differentiate, with its own rule, an operation that no gate
+        stands for (else it is an error naming the primitive and the line).
+
+    Returns:
+      The gated function; calling ``gated`` again on the same ``f`` returns the same one,
+      so it traces ``f`` once per argument shape.
+    """
+    if isinstance(f, Gated) and f.allow_jax_rules == allow_jax_rules:
+        return f
+    try:
+        per_f = _GATED.setdefault(f, {})
+    except TypeError:  # not weakly referable: a fresh one each time
+        return Gated(f, allow_jax_rules)
+    if allow_jax_rules not in per_f:
+        per_f[allow_jax_rules] = Gated(f, allow_jax_rules)
+    return per_f[allow_jax_rules]
+
+
