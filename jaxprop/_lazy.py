@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 
-__all__ = ["exports"]
+__all__ = ["exports", "load_spec"]
 
 
 def exports(package: str, names: Mapping[str, str],
@@ -29,3 +29,22 @@ def exports(package: str, names: Mapping[str, str],
         return sorted(set(vars(module)) | set(names) | set(submodules))
 
     return __getattr__, __dir__
+
+
+def load_spec(spec: str, kind: type, what: str):
+    """The object named by ``"module:attr"`` (a user's own registry entry), checked to be a
+    ``kind``; the errors name the spec and what was expected."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{what} {spec!r}: expected a registered name or module:attr")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"{what} {spec!r}: cannot import module {module_name!r} ({err})"
+                         ) from None
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, kind):
+        found = "nothing" if obj is None else f"a {type(obj).__name__}"
+        raise ValueError(f"{what} {spec!r}: module {module_name!r} has {found} named "
+                         f"{attr!r}; expected a jaxprop {kind.__name__} entry")
+    return obj

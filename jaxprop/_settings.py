@@ -38,7 +38,8 @@ __all__ = ["field", "keys", "leaf", "from_dict", "to_dict", "to_toml", "parse_li
 def field(default, *, doc: str, choices: tuple | Callable[[], Iterable[str]] | None = None,
           low: float | None = None, high: float | None = None, low_open: bool = False,
           high_open: bool = False, nonempty: bool = False,
-          check: Callable[[str, Any], None] | None = None):
+          check: Callable[[str, Any], None] | None = None,
+          spec: Callable[[str], Any] | None = None):
     """A leaf of a schema.
 
     Args:
@@ -50,9 +51,12 @@ def field(default, *, doc: str, choices: tuple | Callable[[], Iterable[str]] | N
       nonempty: a list-typed key must hold at least one item.
       check: ``(key, value) -> None``, raising ``ValueError`` for a value the type and range
         cannot rule out.
+      spec: besides the choices, a value ``"module:attr"`` is accepted when
+        ``spec(value)`` loads it (a user's own registry entry); it raises naming the
+        problem otherwise.
     """
     meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open,
-            "high_open": high_open, "nonempty": nonempty, "check": check}
+            "high_open": high_open, "nonempty": nonempty, "check": check, "spec": spec}
     if isinstance(default, (list, dict)):
         raise TypeError("settings.field: give list defaults as tuples (schemas are frozen)")
     return dataclasses.field(default=default, metadata=meta)
@@ -166,13 +170,18 @@ def _convert(key: str, value, tp, meta):
     if tp is float:
         value = float(value)
     choices = choices_of(meta)
-    if choices is not None and value not in choices:
+    if choices is not None and value not in choices and meta["spec"] is not None and \
+            isinstance(value, str) and ":" in value:
+        meta["spec"](value)  # a user's entry, module:attr: loadable, or an error naming it
+    elif choices is not None and value not in choices:
         close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) \
             else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        also = ("; module:attr naming your own entry is accepted too"
+                if meta["spec"] is not None else "")
         raise ValueError(
             f"config key {key!r} must be one of {', '.join(map(repr, choices))}; "
-            f"got {value!r}{hint}")
+            f"got {value!r}{hint}{also}")
     if tp in (int, float):
         _check_range(key, value, meta)
     if meta["check"] is not None:

@@ -88,10 +88,10 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
 def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None, allow: bool,
                     who: str) -> Callable:
     def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
+                                has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian")
         with pipeline("jvp"):
             out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
-        lm.check_scalar(who, out, "jaxprop.forward.jvp or jacobian")
         flat, unravel = lm.ravel(dyn)
         with pipeline("jvp"):
             column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
@@ -124,8 +124,15 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *
 
 
 def _push_map(f_dyn, dyn, has_aux):
-    out, f_jvp, *aux = linearize(f_dyn, *dyn, has_aux=has_aux)
-    return out, f_jvp, aux[0] if has_aux else None
+    """f_dyn, already traced into gates, and its linear map through our JVP rules."""
+    with pipeline("jvp"):
+        out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
+
+    def jvp_fn(*tangents):
+        with pipeline("jvp"):
+            return f_jvp(*tangents)
+
+    return out, jvp_fn, aux[0] if has_aux else None
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,

@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +70,7 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
 _rule_set = jax.make_user_context("jvp")
 _capturing = jax.make_user_context(False)
 _observing = jax.make_user_context(())  # in jit's cache key: observed code is retraced
+_observe_blocks = itertools.count()
 _observers: list[Callable[..., None]] = []
 
 CAPTURE_TAG = "jaxprop.gate#"
@@ -125,7 +127,7 @@ def observe(callback: Callable[..., None]):
     """
     _observers.append(callback)
     try:
-        with _observing((*_observing.value, id(callback))):
+        with _observing((*_observing.value, next(_observe_blocks))):
             yield
     finally:
         _observers.remove(callback)

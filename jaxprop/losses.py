@@ -19,7 +19,7 @@ from jaxprop import gates, reference
 from jaxprop.gate import SCALED, Gate
 
 __all__ = ["Loss", "svm_loss", "softmax_loss", "l2_penalty", "objective", "svm_gate",
-           "softmax_gate", "check_scores_labels", "LOSSES"]
+           "softmax_gate", "check_scores_labels", "LOSSES", "resolve"]
 
 
 def check_scores_labels(name: str, scores, labels):
@@ -224,17 +224,25 @@ class Loss:
 
     Attributes:
       name: the name configs use (``loss.kind``).
-      fn: ``(scores [N, C], labels [N]) -> scalar``, built from gates.
-      gate: the fused gate ``fn`` applies after checking its inputs.
-      reference: the same loss in plain jnp (``jaxprop.reference``).
+      fn: ``(scores [N, C], labels [N]) -> scalar``, built from gates or written in plain
+        JAX (the tracer runs it through the gates either way).
+      gate: the fused gate ``fn`` applies after checking its inputs (None: none).
+      reference: the same loss in plain jnp (``jaxprop.reference``); None: ``fn`` itself.
       summary: one line for listings.
+
+    A user's own loss is a ``Loss`` in their own module, named in a config as
+    ``loss.kind = "module:attr"``.
     """
 
     name: str
     fn: Callable
-    gate: Gate
-    reference: Callable
-    summary: str
+    gate: Gate | None = None
+    reference: Callable | None = None
+    summary: str = ""
+
+    def __post_init__(self):
+        if self.reference is None:
+            object.__setattr__(self, "reference", self.fn)
 
 
 LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
@@ -244,3 +252,15 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
          "multiclass SVM (hinge), sum over j != y of max(0, s_j - s_y + 1), averaged"),
 )}
 """The data losses by the name configs use for them (``loss.kind``)."""
+
+
+def resolve(kind: str) -> Loss:
+    """The loss a config names: a registered name, or ``"module:attr"`` of a user's Loss."""
+    if kind in LOSSES:
+        return LOSSES[kind]
+    if ":" in kind:
+        from jaxprop._lazy import load_spec
+
+        return load_spec(kind, Loss, "loss.kind")
+    raise ValueError(f"unknown loss {kind!r}; expected one of {sorted(LOSSES)} or "
+                     "module:attr of a jaxprop.losses.Loss")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxprop import gates, reference
 
 __all__ = ["Model", "linear_init", "linear_scores", "two_layer_init", "two_layer_scores",
-           "MODELS"]
+           "MODELS", "resolve"]
 
 
 def _check_input(name: str, x, w_name: str, w) -> None:
@@ -129,19 +129,28 @@ class Model:
       init: ``(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype) -> params``,
         the config's view of the initialiser; ``weight_scale=None`` takes the model's
         default, ``bias=False`` leaves out a separate bias where the data has the bias trick.
-      scores: ``(params, x [N, D]) -> scores [N, C]``, built from gates.
-      reference: the same scores in plain jnp (``jaxprop.reference``).
+      scores: ``(params, x [N, D]) -> scores [N, C]``, built from gates or written in plain
+        JAX (the tracer runs it through the gates either way).
+      reference: the same scores in plain jnp (``jaxprop.reference``); None: ``scores``
+        itself, for a model written in plain JAX.
       activations: ``(hidden_dim, num_classes) -> floats per example`` that one step holds
         (for the memory estimate made before compiling).
       summary: one line for listings.
+
+    A user's own model is a ``Model`` in their own module, named in a config as
+    ``model.kind = "module:attr"``.
     """
 
     name: str
     init: Callable
     scores: Callable
-    reference: Callable
-    activations: Callable[[int, int], int]
-    summary: str
+    reference: Callable | None = None
+    activations: Callable[[int, int], int] = lambda h, c: 4 * h + 3 * c
+    summary: str = ""
+
+    def __post_init__(self):
+        if self.reference is None:
+            object.__setattr__(self, "reference", self.scores)
 
 
 def _linear(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype):
@@ -163,3 +172,15 @@ MODELS: dict[str, Model] = {m.name: m for m in (
           "two-layer ReLU net s = relu(x W1 + b1) W2 + b2"),
 )}
 """The classifiers by the name configs use (``model.kind``)."""
+
+
+def resolve(kind: str) -> Model:
+    """The model a config names: a registered name, or ``"module:attr"`` of a user's Model."""
+    if kind in MODELS:
+        return MODELS[kind]
+    if ":" in kind:
+        from jaxprop._lazy import load_spec
+
+        return load_spec(kind, Model, "model.kind")
+    raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODELS)} or "
+                     "module:attr of a jaxprop.models.Model")

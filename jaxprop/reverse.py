@@ -65,11 +65,11 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
 
 def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) -> Callable:
     def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow)
+        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
+                                has_aux=has_aux,
+                                scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
         with pipeline("vjp"):
             out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
-        lm.check_scalar(who, out, "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
-        with pipeline("vjp"):
             grads = pullback(jax.numpy.ones_like(out))
         grads = grads[0] if isinstance(argnums, int) else grads
         return ((out, aux[0]) if has_aux else out), grads
@@ -97,8 +97,15 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *
 
 
 def _pullback_map(f_dyn, dyn, has_aux):
-    out, pullback, *aux = vjp(f_dyn, *dyn, has_aux=has_aux)
-    return out, pullback, aux[0] if has_aux else None
+    """f_dyn, already traced into gates, and its pullback through our VJP rules."""
+    with pipeline("vjp"):
+        out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
+
+    def vjp_fn(out_bar):
+        with pipeline("vjp"):
+            return pullback(out_bar)
+
+    return out, vjp_fn, aux[0] if has_aux else None
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,

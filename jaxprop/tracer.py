@@ -109,6 +109,7 @@ class _Op:
     ins: list
     outs: list
     gate_call: tuple | None = None
+    sites: tuple = ()  # the calls (nested jits) it was opened from, innermost first
 
 
 def _inexact(aval) -> bool:
@@ -138,7 +139,7 @@ class _Program:
         const_refs = [self._constant(c, getattr(v, "aval", None))
                       for c, v in zip(closed.consts, closed.jaxpr.constvars)]
         self.inputs = [self._new(v.aval) for v in closed.jaxpr.invars]
-        self.outputs = self._flatten(closed.jaxpr, const_refs, self.inputs)
+        self.outputs = self._flatten(closed.jaxpr, const_refs, self.inputs, ())
 
     def _new(self, aval) -> int:
         self._next += 1
@@ -152,7 +153,7 @@ class _Program:
         self.values[ref] = value
         return ref
 
-    def _flatten(self, jaxpr, const_refs, in_refs) -> list:
+    def _flatten(self, jaxpr, const_refs, in_refs, sites: tuple) -> list:
         env = dict(zip(jaxpr.constvars, const_refs))
         env.update(zip(jaxpr.invars, in_refs))
 
@@ -169,12 +170,12 @@ class _Program:
                 sub, consts = _sub_jaxpr(eqn)
                 sub_consts = [self._constant(c, getattr(v, "aval", None))
                               for c, v in zip(consts, sub.constvars)]
-                outs = self._flatten(sub, sub_consts, ins)
+                outs = self._flatten(sub, sub_consts, ins, (eqn, *sites))
             else:
                 if call is not None:
                     ins = ins[eqn.params.get("num_consts", 0):]
                 outs = [self._new(v.aval) for v in eqn.outvars]
-                self.ops.append(_Op(eqn, ins, outs, call))
+                self.ops.append(_Op(eqn, ins, outs, call, sites))
             for v, r in zip(eqn.outvars, outs):
                 if not isinstance(v, jex.DropVar):
                     env[v] = r
@@ -213,16 +214,17 @@ class _Program:
         return active, needed
 
 
-def _user_line(eqn) -> str:
-    """Where in the user's code an equation came from: the first frame outside JAX and
-    jaxprop, as ``file:line (function)``."""
-    tb = getattr(eqn.source_info, "traceback", None)
-    frames = getattr(tb, "frames", None) or []
-    skip = (os.path.dirname(jax.__file__), os.path.dirname(os.path.dirname(__file__)),
+def _user_line(op: _Op) -> str:
+    """Where in the user's code an operation came from: the first frame outside JAX and
+    jaxprop, as ``file:line (function)``, of the equation or else of the calls (a nested
+    ``jax.jit``, ``jnp.sort``'s own jit) it was opened from."""
+    skip = (os.path.dirname(jax.__file__) + os.sep, os.path.dirname(__file__) + os.sep,
             os.sep + "jaxlib" + os.sep, os.sep + "optax" + os.sep)
-    for frame in frames:
-        if not any(s in frame.file_name for s in skip):
-            return f"{frame.file_name}:{frame.line_num} ({frame.function_name})"
+    for eqn in (op.eqn, *op.sites):
+        tb = getattr(eqn.source_info, "traceback", None)
+        for frame in getattr(tb, "frames", None) or []:
+            if not any(s in frame.file_name for s in skip):
+                return f"{frame.file_name}:{frame.line_num} ({frame.function_name})"
     return "an unknown line"
 
 
@@ -317,12 +319,12 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in CONTROL_FLOW:
             raise NoGateError(
-                f"jaxprop: lax.{name} at {_user_line(op.eqn)} carries a differentiated value, "
+                f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
                 "and jaxprop's tracer does not open control flow; write the loop in Python, "
                 "or pass allow_jax_rules=True to let JAX differentiate it")
         else:
             raise NoGateError(
-                f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op.eqn)}), "
+                f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op)}), "
                 "which a differentiated value flows through. Build that step from "
                 "jaxprop.gates (or write a Gate for it), or pass allow_jax_rules=True to let "
                 "JAX differentiate it with its own rule (observe and explain then mark it "
@@ -385,11 +387,25 @@ class Gated:
         return program, store["out_tree"], [leaves[i] for i in dynamic]
 
     def __call__(self, *args, **kwargs):
-        program, out_tree, values = self.trace(*args, **kwargs)
-        active = [jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in values]
-        with capture(False):
-            outs = run(program, values, active, self.allow_jax_rules)
-        return jax.tree.unflatten(out_tree, outs)
+        return self.runner(*args, **kwargs)[0](*args, **kwargs)
+
+    def runner(self, *args, **kwargs):
+        """``(run, out_struct)``: f traced for these arguments, and a function of the same
+        arguments that runs that trace through the gates without tracing f again.
+        ``out_struct`` is f's output as ``jax.ShapeDtypeStruct`` s, known before anything
+        runs (the drivers check it)."""
+        program, out_tree, _ = self.trace(*args, **kwargs)
+
+        def run_traced(*a, **k):
+            values = [x for x in jax.tree.leaves((a, k)) if _is_array(x)]
+            active = [jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in values]
+            with capture(False):
+                outs = run(program, values, active, self.allow_jax_rules)
+            return jax.tree.unflatten(out_tree, outs)
+
+        structs = [jax.ShapeDtypeStruct(program.avals[r].shape, program.avals[r].dtype)
+                   for r in program.outputs]
+        return run_traced, jax.tree.unflatten(out_tree, structs)
 
 
 _GATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

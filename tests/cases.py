@@ -315,6 +315,14 @@ _PICK_PARAMS = dict(dimension_numbers=PICK, slice_sizes=(1, 1),
 _TAKE_PARAMS = dict(dimension_numbers=TAKE_ALONG, slice_sizes=(1, 1),
                     mode=lax.GatherScatterMode.FILL_OR_DROP, fill_value=None,
                     indices_are_sorted=False, unique_indices=False, in_shape=(3, 4))
+WRITE = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=(0, 1),
+                                    scatter_dims_to_operand_dims=(0, 1),
+                                    operand_batching_dims=(), scatter_indices_batching_dims=())
+"""The scatter of ``x.at[rows, cols].set(u)`` and ``.add(u)``."""
+SET_AT = np.array([[0, 1], [1, 0], [2, 3]])  # each place once
+ADD_AT = np.array([[0, 1], [2, 0], [2, 0]])  # (2, 0) twice: its updates add
+_WRITE = dict(dimension_numbers=WRITE, indices_are_sorted=False, unique_indices=False,
+              mode=lax.GatherScatterMode.FILL_OR_DROP, updates_shape=(3,), in_shape=(3, 4))
 _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
 _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
 _DOT = dict(precision=None, preferred_element_type=None)
@@ -441,6 +449,20 @@ GATE_CASES = [
          lambda x: jnp.take_along_axis(x, jnp.array([[1], [3], [0]]), axis=1),
          lambda rng: (normal(rng, (3, 4)),), (0,), _gate_of("gather"),
          lambda g, x: g(x, jnp.array([[[1]], [[3]], [[0]]]), **_TAKE_PARAMS), covers="gather"),
+    Case("scatter_set", lambda x, u: gates.scatter(x, SET_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x.at[SET_AT[:, 0], SET_AT[:, 1]].set(u),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter"),
+         lambda g, x, u: g(x, SET_AT, u, **_WRITE), covers="scatter", order2=True),
+    Case("scatter_set_constant", lambda x: gates.scatter(x, SET_AT, 0.0,
+                                                         dimension_numbers=WRITE),
+         lambda x: x.at[SET_AT[:, 0], SET_AT[:, 1]].set(0.0),
+         lambda rng: (normal(rng, (3, 4)),), (0,), _gate_of("scatter"),
+         lambda g, x: g(x, SET_AT, jnp.zeros(3), **_WRITE), covers="scatter"),
+    Case("scatter_add_twice",
+         lambda x, u: gates.scatter_add(x, ADD_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].add(u),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_add"),
+         lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_add", order2=True),
     _param_case("concatenate", _gate_of("concatenate"),
                 lambda x, y: gates.concatenate([x, y], axis=1),
                 lambda x, y: jnp.concatenate([x, y], axis=1),

@@ -165,15 +165,12 @@ def test_pipeline_context_is_in_the_jit_cache_key():
     counted, calls = _counted(lambda x: gates.sum(gates.exp(x)))
     jitted = jax.jit(counted)
     x = jnp.arange(3.0)
-    traces, gates_seen = [], []
+    traces = []
     for pipeline in ("jvp", "vjp", "jvp", "vjp"):
-        events = []
-        with jaxprop.pipeline(pipeline), jaxprop.observe(events.append):
+        with jaxprop.pipeline(pipeline):
             jax.block_until_ready(jitted(x))
         traces.append(calls["traces"])
-        gates_seen.append(len(events))
     assert traces == [1, 2, 2, 2], traces
-    assert gates_seen == [2, 2, 0, 0], gates_seen  # a cached call traces (so applies) nothing
     # And the cached programs really differ: under "vjp" the gates are custom_vjp, which
     # refuses forward mode; under "jvp" forward mode works.
     with jaxprop.pipeline("vjp"):
@@ -181,6 +178,24 @@ def test_pipeline_context_is_in_the_jit_cache_key():
             jax.jvp(jitted, (x,), (x,))
     chex.assert_trees_all_close(jax.jvp(jitted, (x,), (x,))[1], jnp.sum(jnp.exp(x) * x),
                                 rtol=RTOL)
+
+
+def test_observing_is_in_the_jit_cache_key_too():
+    """Each observe block sees the gates of a function compiled before: the observers are
+    part of jit's cache key, so the observed call is traced again."""
+    counted, calls = _counted(lambda x: gates.sum(gates.exp(x)))
+    jitted = jax.jit(counted)
+    x = jnp.arange(3.0)
+    jax.block_until_ready(jitted(x))
+    gates_seen = []
+    for pipeline in ("jvp", "vjp", "jvp", "vjp"):
+        events = []
+        with jaxprop.pipeline(pipeline), jaxprop.observe(events.append):
+            jax.block_until_ready(jitted(x))
+        gates_seen.append(len(events))
+    assert gates_seen == [2, 2, 2, 2], gates_seen
+    jax.block_until_ready(jitted(x))  # unobserved again: the first program, not retraced
+    assert calls["traces"] == 5, calls
 
 
 def test_current_pipeline_and_unknown_pipeline():

@@ -70,6 +70,8 @@ class Application:
     upstream: Any = None
     downstream: Any = None
     local: tuple = ()
+    params: dict = dataclasses.field(default_factory=dict)
+    jax_rule: bool = False
 
 
 @dataclasses.dataclass
@@ -231,7 +233,7 @@ def _wires(events: list[RuleEvent]) -> list:
     """Every floating-point gate input and output, once each, in order of appearance."""
     seen, wires = set(), []
     for e in events:
-        if e.kind != "forward":
+        if e.kind not in ("forward", "jax"):
             continue
         for x in (*e.inputs, *jax.tree.leaves(e.outputs)):
             if is_constant(x) or id(x) in seen:
@@ -342,7 +344,7 @@ def _export(events: list[RuleEvent]) -> list:
     """
     exported = []
     for e in events:
-        if e.kind == "forward":
+        if e.kind in ("forward", "jax"):  # a gate, or an operation JAX's own rule took
             exported.append({
                 "inputs": tuple(None if is_constant(x) else _primal(x) for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
@@ -358,10 +360,10 @@ def _export(events: list[RuleEvent]) -> list:
 def _applications(events, exported, mode, wire_tangent) -> list[Application]:
     """Pairs each gate application with its rule, by the primal value both saw."""
     rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
-             if e.kind != "forward"}
+             if e.kind in ("vjp", "jvp")}
     apps = []
     for event, values in zip(events, exported, strict=True):
-        if event.kind != "forward":
+        if event.kind not in ("forward", "jax"):
             continue
         rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
         differentiated = rule_event is not None and rule_event.gate is event.gate
@@ -387,6 +389,8 @@ def _applications(events, exported, mode, wire_tangent) -> list[Application]:
             upstream=upstream,
             downstream=downstream,
             local=local,
+            params=dict(event.params),
+            jax_rule=event.kind == "jax",
         ))
     return apps
 

@@ -157,6 +157,9 @@ def _detail(gate, pattern, consts, inputs, outputs, local, names, mode) -> str:
         return "swap multiplier: upstream x the other input" if reverse else \
             "each tangent x the other input"
     if pattern == ROUTER:
+        if not elementwise:  # a slice, a gather: an index, not a comparison, picks
+            return ("sends each picked element's gradient back where it was read" if reverse
+                    else "picks the tangents of the picked elements")
         return _mask_detail(gate, local, names, consts, mode)
     if pattern == ADDER:
         return "the branch gradients add" if reverse else "each copy carries the tangent"

@@ -156,7 +156,8 @@ class Trace:
 
 
 def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=None,
-            max_basis: int | None = capture.DEFAULT_MAX_BASIS, title: str = "") -> Trace:
+            max_basis: int | None = capture.DEFAULT_MAX_BASIS, title: str = "",
+            allow_jax_rules: bool = False) -> Trace:
     """Runs f in the jitted pipeline and explains every gate: upstream x local = downstream.
 
     Tracing changes no number: the output and gradients come from the same jitted program
@@ -164,7 +165,8 @@ def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=N
     values each rule saw.
 
     Args:
-      f: a function built from ``jaxprop.gates`` (plain, not wrapped in ``jax.jit``).
+      f: a function in plain JAX, built from ``jaxprop.gates``, or both (it is traced into
+        gates, nested ``jax.jit`` calls opened).
       *args: example arguments; every floating-point argument is differentiated, the
         others (integer labels) are held fixed.
       mode: ``"reverse"`` (the backward pass, through the VJP rules) or ``"forward"``
@@ -175,6 +177,8 @@ def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=N
         mode pushes every standard basis vector at once, so each tangent has a leading axis
         with one entry per input element, and a scalar f gets its full gradient.
       max_basis: refuse to push more basis vectors than this (``None``: no limit).
+      allow_jax_rules: let JAX's own rule differentiate an operation no gate stands for
+        (see ``jaxprop.gated``); its row says "JAX's rule".
       title: a caption for the table and the picture.
 
     Returns:
@@ -197,7 +201,7 @@ def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=N
     except ValueError:  # no signature (a builtin): let the call itself complain
         pass
     cap = capture.run(f, args, mode, upstream=upstream, tangents=tangents,
-                      max_basis=max_basis)
+                      max_basis=max_basis, allow_jax_rules=allow_jax_rules)
     return _build(cap, _arg_names(f, len(args)), args, title)
 
 
@@ -279,8 +283,9 @@ def _build(cap: capture.Capture, arg_names: list[str], args: tuple, title: str) 
                 values[vid] = _Value(name, f"in:{name}", np.asarray(app.inputs[slot]), None)
             values[vid].consumers.append((a, slot))
         n_out = len(app.output_ids)
+        label = _label(app, values, {v.name for v in values.values()})
         for k, vid in enumerate(app.output_ids):
-            name = f"s{a + 1}" if n_out == 1 else f"s{a + 1}{'abcdefgh'[k]}"
+            name = label or (f"s{a + 1}" if n_out == 1 else f"s{a + 1}{'abcdefgh'[k]}")
             if reverse:
                 total = None if app.upstream is None else _leaf(app.upstream, k)
             else:
@@ -359,10 +364,28 @@ def _build(cap: capture.Capture, arg_names: list[str], args: tuple, title: str) 
                  tuple(input_names), tuple(differentiated), tuple(edges), cap.basis, title)
 
 
+def _label(app: capture.Application, values: dict, taken: set) -> str | None:
+    """The gate's own name for its one output (``w[0]`` for a slice of w), made unique."""
+    label = getattr(app.gate, "label", None)
+    if label is None or len(app.output_ids) != 1:
+        return None
+    names = tuple(fmt.number(c) if c is not None else values[vid].name if vid in values
+                  else "?" for vid, c in zip(app.input_ids, app.consts, strict=False))
+    name = label(names, **app.params)
+    while name in taken:
+        name += "'"
+    return name
+
+
 def _gate_row(step: int, app: capture.Application, values: dict, reverse: bool) -> Row:
     names = tuple(fmt.number(c) if c is not None else values[vid].name
                   for vid, c in zip(app.input_ids, app.consts, strict=False))
     out_names = tuple(values[vid].name for vid in app.output_ids)
+    if app.jax_rule:
+        return Row(step, app.gate.name, "JAX's rule",
+                   "no gate stands for it: JAX differentiated it with its own rule "
+                   "(allow_jax_rules=True)", app.gate.name, names, app.inputs, out_names,
+                   app.outputs, None, "JAX's own rule", None)
     local = tuple(None if v is None else np.asarray(v) for v in app.local)
     desc = describe.describe(app.gate, app.consts, app.inputs, app.outputs, local, names,
                              out_names[0] if len(out_names) == 1 else "z",

@@ -43,7 +43,15 @@ from jaxprop.gates.arithmetic import (
     sub,
     where,
 )
-from jaxprop.gates.indexing import concatenate, dynamic_slice, gather, slice, split
+from jaxprop.gates.indexing import (
+    concatenate,
+    dynamic_slice,
+    gather,
+    scatter,
+    scatter_add,
+    slice,
+    split,
+)
 from jaxprop.gates.linalg import CPU_LAYOUT_MIN_SIZE, dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.reductions import max, mean, min, sum
@@ -64,7 +72,7 @@ __all__ = [
     "exp", "log", "log1p", "expm1", "sigmoid", "tanh", "sqrt", "rsqrt", "relu",
     "sum", "mean", "max", "min",
     "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
-    "slice", "dynamic_slice", "gather", "concatenate", "split",
+    "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "concatenate", "split",
     "matmul", "dot_general", "CPU_LAYOUT_MIN_SIZE",
     "GATES", "pattern_table",
 ]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import ROUTER, STRUCTURE, Gate
+from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, Gate
 
-__all__ = ["slice", "dynamic_slice", "gather", "concatenate", "split"]
+__all__ = ["slice", "dynamic_slice", "gather", "scatter", "scatter_add", "concatenate",
+           "split"]
 
 
 def _pad_back(z_bar, *, start, limit, strides, in_shape):
@@ -160,6 +161,129 @@ def gather(x, indices, *, dimension_numbers, slice_sizes, mode=None, fill_value=
                         slice_sizes=tuple(slice_sizes), mode=mode, fill_value=fill_value,
                         indices_are_sorted=bool(indices_are_sorted),
                         unique_indices=bool(unique_indices), in_shape=tuple(jnp.shape(x)))
+
+
+def _gather_numbers(sdn):
+    """The gather that reads back what a scatter with dimension numbers ``sdn`` wrote."""
+    return lax.GatherDimensionNumbers(
+        offset_dims=sdn.update_window_dims, collapsed_slice_dims=sdn.inserted_window_dims,
+        start_index_map=sdn.scatter_dims_to_operand_dims,
+        operand_batching_dims=sdn.operand_batching_dims,
+        start_indices_batching_dims=sdn.scatter_indices_batching_dims)
+
+
+def _read_back(z_bar, idx, *, dimension_numbers, mode, updates_shape, in_shape, **_):
+    """z_bar at the places a scatter wrote: each update's gradient."""
+    sizes, pos = [], 0
+    for d in range(len(in_shape)):
+        if d in dimension_numbers.inserted_window_dims or \
+                d in dimension_numbers.operand_batching_dims:
+            sizes.append(1)
+        else:
+            sizes.append(updates_shape[dimension_numbers.update_window_dims[pos]])
+            pos += 1
+    return lax.gather(z_bar, idx, _gather_numbers(dimension_numbers), tuple(sizes), mode=mode)
+
+
+def _write(x, idx, u, *, dimension_numbers, indices_are_sorted, unique_indices, mode, add,
+           **_):
+    write = lax.scatter_add if add else lax.scatter
+    return write(x, idx, u, dimension_numbers, indices_are_sorted=indices_are_sorted,
+                 unique_indices=unique_indices, mode=mode)
+
+
+def _scatter_forward(x, idx, u, **p):
+    kept = _write(jnp.ones_like(x), idx, jnp.zeros_like(jnp.asarray(u, x.dtype)), **p,
+                  add=False)  # 1 where x survives, 0 where an update overwrote it
+    return _write(x, idx, u, **p, add=False), (idx, kept)
+
+
+_scatter = Gate(
+    "scatter",
+    pattern=ROUTER,
+    forward=_scatter_forward,
+    vjp=(lambda res, z_bar, **p: z_bar * res[1], None,
+         lambda res, z_bar, **p: _read_back(z_bar, res[0], **p)),
+    jvp=(lambda res, x_dot, **p: x_dot * res[1], None,  # placed by adding into zeros: a
+         lambda res, u_dot, **p: _write(jnp.zeros(p["in_shape"], u_dot.dtype), res[0], u_dot,
+                                        **p, add=True)),  # linear map JAX can transpose
+    local=("[not overwritten]", None, "1 at the written places"),
+    tangent="x_dot where kept, u_dot where written",
+    params=("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
+            "updates_shape", "in_shape"),
+    primitives={"scatter": lambda x, idx, u, **p: scatter(x, idx, u, **p)},
+    doc="""Scatter gate: z = x with ``updates`` written at ``indices`` (``x.at[i].set(u)``,
+the JAX spelling of CS231n's ``margins[np.arange(N), y] = 0``).
+
+Backward ("gradient router"): the elements of x that survive get their gradient, the
+overwritten ones none: x_bar = z_bar where kept; each update gets z_bar where it was written
+(u_bar = z_bar read back at ``indices``). An index written twice keeps one of the updates,
+and then each of them is given that gradient: write each place once (``jnp.arange(N)`` rows).
+Forward: z_dot = x_dot where kept, u_dot where written.
+""",
+)
+
+
+_scatter_add = Gate(
+    "scatter_add",
+    pattern=DISTRIBUTOR,
+    forward=lambda x, idx, u, **p: (_write(x, idx, u, **p, add=True), idx),
+    vjp=(lambda idx, z_bar, **p: z_bar, None, lambda idx, z_bar, **p: _read_back(z_bar, idx,
+                                                                                  **p)),
+    jvp=(lambda idx, x_dot, **p: x_dot, None,
+         lambda idx, u_dot, **p: _write(jnp.zeros(p["in_shape"], u_dot.dtype), idx, u_dot,
+                                        **p, add=True)),
+    local=("1", None, "1, read back at the indices"),
+    tangent="x_dot + u_dot added at the indices",
+    params=("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
+            "updates_shape", "in_shape"),
+    primitives={"scatter-add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p),
+                "scatter_add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p)},
+    doc="""Scatter-add gate: z = x with ``updates`` added at ``indices`` (``x.at[i].add(u)``).
+
+Backward ("gradient distributor"): x_bar = z_bar; each update gets z_bar read back where it
+was added. Forward: z_dot = x_dot + u_dot added at the indices.
+""",
+)
+
+
+def _full_updates(indices, updates, dimension_numbers):
+    """A scalar ``updates`` broadcast to one update per index, as ``x.at[i].set(0.0)`` does."""
+    if jnp.ndim(updates) or jnp.ndim(indices) == 0:
+        return updates
+    if dimension_numbers.update_window_dims:
+        raise ValueError("scatter: a scalar 'updates' needs update_window_dims=(); got "
+                         f"{dimension_numbers.update_window_dims}: pass the full updates array")
+    return jnp.broadcast_to(updates, jnp.shape(indices)[:-1])
+
+
+def _scatter_params(x, u, dimension_numbers, indices_are_sorted, unique_indices, mode):
+    return dict(dimension_numbers=dimension_numbers, indices_are_sorted=bool(indices_are_sorted),
+                unique_indices=bool(unique_indices),
+                mode=lax.GatherScatterMode.from_any(mode),
+                updates_shape=tuple(jnp.shape(u)), in_shape=tuple(jnp.shape(x)))
+
+
+def scatter(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
+            unique_indices=False, mode=None, **_):
+    """The scatter gate, with ``lax.scatter``'s arguments.
+
+    A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does.
+    """
+    updates = _full_updates(indices, updates, dimension_numbers)
+    return _scatter(x, indices, updates, **_scatter_params(
+        x, updates, dimension_numbers, indices_are_sorted, unique_indices, mode))
+
+
+def scatter_add(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
+                unique_indices=False, mode=None, **_):
+    """The scatter-add gate, with ``lax.scatter_add``'s arguments.
+
+    A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does.
+    """
+    updates = _full_updates(indices, updates, dimension_numbers)
+    return _scatter_add(x, indices, updates, **_scatter_params(
+        x, updates, dimension_numbers, indices_are_sorted, unique_indices, mode))
 
 
 def _place(x_dot, *, dimension, sizes, which):

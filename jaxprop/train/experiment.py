@@ -68,6 +68,18 @@ def _losses():
     return LOSSES
 
 
+def _model_spec(value):
+    from jaxprop.models import resolve
+
+    return resolve(value)
+
+
+def _loss_spec(value):
+    from jaxprop.losses import resolve
+
+    return resolve(value)
+
+
 def _optimizers():
     from jaxprop.train.optimizers import OPTIMIZERS
 
@@ -103,7 +115,8 @@ class DataConfig:
 class ModelConfig:
     """The classifier: linear scores s = xW + b, or the two-layer ReLU net."""
 
-    kind: str = field("two_layer", doc="model", choices=_models)
+    kind: str = field("two_layer", doc="model (or module:attr of your own Model)",
+                      choices=_models, spec=_model_spec)
     hidden_dim: int = field(128, doc="H, the hidden width of the two-layer net", low=1)
     weight_scale: float | None = field(
         None, doc="std of the initial weights (absent: 1e-3 linear, He two-layer)",
@@ -114,7 +127,8 @@ class ModelConfig:
 class LossConfig:
     """The data loss and the L2 regularisation strength: L = data loss + reg * sum W^2."""
 
-    kind: str = field("softmax", doc="data loss", choices=_losses)
+    kind: str = field("softmax", doc="data loss (or module:attr of your own Loss)",
+                      choices=_losses, spec=_loss_spec)
     reg: float = field(1e-3, doc="L2 regularisation strength", low=0.0)
 
 

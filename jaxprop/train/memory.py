@@ -29,10 +29,10 @@ def memory_budget() -> int:
 
 
 def _num_params(cfg, in_dim: int, num_classes: int) -> int:
-    from jaxprop.models import MODELS
+    from jaxprop.models import resolve
 
     m = cfg.model
-    shapes = jax.eval_shape(lambda key: MODELS[m.kind].init(
+    shapes = jax.eval_shape(lambda key: resolve(m.kind).init(
         key, in_dim, num_classes, hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
         bias=not cfg.data.bias_trick, dtype=np.float32), jax.random.key(0))
     return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
@@ -54,13 +54,13 @@ def estimate_bytes(cfg, in_dim: int, num_classes: int, num_eval: int,
       batch (forward pipeline: ``forward_chunk_size`` tangents of them) or of one
       evaluation pass, whichever is larger.
     """
-    from jaxprop.models import MODELS
+    from jaxprop.models import resolve
     from jaxprop.train.engine import PIPELINES
     from jaxprop.train.optimizers import OPTIMIZERS
 
     c, b = int(num_classes), cfg.train.batch_size
     p = _num_params(cfg, int(in_dim), c)
-    width = MODELS[cfg.model.kind].activations(cfg.model.hidden_dim, c)
+    width = resolve(cfg.model.kind).activations(cfg.model.hidden_dim, c)
     tangents = cfg.train.forward_chunk_size + 1 if PIPELINES[cfg.train.pipeline].rules == "jvp" \
         else 1
     out = {"params": 4 * 3 * p * copies,

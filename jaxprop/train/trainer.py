@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprop.losses import LOSSES
-from jaxprop.models import MODELS
+from jaxprop import losses, models
 from jaxprop.train import engine, memory, sharding
 from jaxprop.train.optimizers import make_optimizer
 
@@ -63,8 +62,8 @@ class Trainer:
         self.dataset = dataset
         self.grid = None if grid is None else [tuple(map(float, p)) for p in grid]
         self.copies = 1 if grid is None else len(self.grid)
-        self.model = MODELS[cfg.model.kind]
-        self.loss = LOSSES[cfg.loss.kind]
+        self.model = models.resolve(cfg.model.kind)
+        self.loss = losses.resolve(cfg.loss.kind)
         self.pipeline = engine.PIPELINES[cfg.train.pipeline]
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         sharding.check_batch_size(cfg.train.batch_size, self.mesh)
