@@ -21,8 +21,8 @@ from collections import Counter
 import jax
 
 from jaxprop import forward, reverse
-from jaxprop.compare.cases import chain_case
 from jaxprop.compare.measure import cost_of, time_interleaved
+from jaxprop.compare.problems import chain_case
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -21,9 +21,9 @@ import time
 import jax
 import numpy as np
 
-from jaxprop.config import load_config
-from jaxprop.sweep import SweepProgram, run_sweep
-from jaxprop.train import Trainer, load_data
+from jaxprop.train.experiment import load_config
+from jaxprop.train.sweep import run_sweep, sweep_trainer
+from jaxprop.train.trainer import Trainer, load_data
 
 
 def main() -> None:
@@ -53,10 +53,11 @@ def main() -> None:
             accs.append(stats["val_acc"])
         return np.array(accs)
 
-    program = SweepProgram(cfg, ds)  # the vmapped side's Trainer, data and compile, untimed
+    grid = sweep_trainer(cfg, ds)  # the vmapped side's Trainer, data and compile, untimed
+    grid.compile(grid.init_state())
 
     def vmapped():
-        return run_sweep(cfg, progress=False, write=False, program=program)
+        return run_sweep(cfg, progress=False, write=False, trainer=grid)
 
     seq_times, vm_times = [], []
     for _ in range(args.repeats):
@@ -74,7 +75,7 @@ def main() -> None:
     print(f"max |val acc difference| vmapped vs one at a time: "
           f"{np.nanmax(np.abs(vm_acc - seq_acc)):.4f}")
     print(f"one at a time: {seq:.2f} s (+ compile once {seq_compile:.2f} s)")
-    print(f"vmapped sweep: {vm:.2f} s (+ compile once {program.compile_seconds:.2f} s)")
+    print(f"vmapped sweep: {vm:.2f} s (+ compile once {grid.compile_seconds:.2f} s)")
     print(f"sequential / vmapped training time: {seq / vm:.2f}")
 
 

@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprop.config import load_config
-from jaxprop.train import Trainer, engine, load_data
+from jaxprop.train import engine
+from jaxprop.train.experiment import load_config
+from jaxprop.train.trainer import Trainer, load_data
 
 
 def jaxprop_run(trainer: Trainer, epochs: int):
@@ -41,7 +42,7 @@ def jaxprop_run(trainer: Trainer, epochs: int):
     return jax.device_get(state[0]), stats
 
 
-def make_plain_jax(cfg, ds, steps: int):
+def make_plain_jax(cfg, ds, steps: int, p0):
     """The same training as plain JAX: jnp net, jax.value_and_grad, optax loss."""
     reg, bsz = cfg.loss.reg, cfg.train.batch_size
 
@@ -72,8 +73,7 @@ def make_plain_jax(cfg, ds, steps: int):
         return p, s, {"train_loss": losses.mean(), "train_acc": acc(p, x, y),
                       "val_acc": acc(p, xv, yv)}
 
-    init_key, data_key = engine.keys(cfg.seed)
-    p0 = engine.init_params(cfg, init_key, ds.in_dim, ds.num_classes)
+    _, data_key = engine.keys(cfg.seed)
     data = tuple(jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
 
     def run():
@@ -186,7 +186,8 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.compile(trainer.init_state())
     jaxprop_compile = time.perf_counter() - t0
-    plain, plain_epoch, p0, opt, data_key, data = make_plain_jax(cfg, ds, steps)
+    plain, plain_epoch, p0, opt, data_key, data = make_plain_jax(
+        cfg, ds, steps, jax.device_get(trainer.init_state()[0]))
     t0 = time.perf_counter()
     jax.block_until_ready(plain_epoch(p0, opt.init(p0), jax.random.fold_in(data_key, 0), *data))
     plain_compile = time.perf_counter() - t0
