@@ -26,7 +26,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-import train_digits  # noqa: E402  (benchmarks/ is the script's folder, on sys.path)
+import train_digits  # benchmarks/, the folder of this script, is on sys.path
 import train_step
 
 import jaxprop
