@@ -13,7 +13,7 @@ from jaxprop._lazy import exports
 from jaxprop._version import __version__ as __version__
 
 _SUBMODULES = ("forward", "gates", "losses", "models", "reference", "reverse", "compare",
-               "data", "explainer", "train")
+               "data", "explainer", "train", "verify")
 _NAMES = {
     "Gate": "jaxprop.gate",
     "RuleEvent": "jaxprop.gate",
@@ -27,6 +27,8 @@ _NAMES = {
     "objective": "jaxprop.losses",
     "gated": "jaxprop.tracer",
     "hessian": "jaxprop.forward",
+    "check": "jaxprop.verify.battery",
+    "CheckReport": "jaxprop.verify.report",
     "explain": "jaxprop.explainer.trace",
     "Trace": "jaxprop.explainer.trace",
     "advise": "jaxprop.compare.advice",

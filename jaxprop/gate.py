@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,6 +67,13 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
   element that depends on the values;
 * structure (reshape, transpose): the gradient is moved back into place, no value changes.
 """
+
+
+
+class GateContractError(TypeError):
+    """A gate that breaks the contract of :class:`Gate`: the message names the gate, the
+    rule (VJP or JVP, and for which input) and what was expected."""
+
 
 _rule_set = jax.make_user_context("jvp")
 _capturing = jax.make_user_context(False)
@@ -214,12 +222,11 @@ class Gate:
     doc: str = ""
 
     def __post_init__(self):
+        _check_definition(self)
         object.__setattr__(self, "__doc__", self.doc)
-        if len(self.vjp) != len(self.jvp):
-            raise ValueError(f"gate {self.name!r}: one VJP and one JVP rule per input")
-        if self.pattern not in PATTERNS:
-            raise ValueError(f"gate {self.name!r}: pattern {self.pattern!r} is not one of "
-                             f"{PATTERNS}")
+        object.__setattr__(self, "vjp", tuple(self.vjp))
+        object.__setattr__(self, "jvp", tuple(self.jvp))
+        object.__setattr__(self, "params", tuple(self.params))
         object.__setattr__(self, "symbol", self.symbol or self.name)
         object.__setattr__(self, "elementwise", self.elementwise or self.broadcast)
         local = tuple(self.local) + (None,) * (len(self.vjp) - len(self.local))
@@ -267,6 +274,90 @@ class Gate:
 
     def __repr__(self) -> str:
         return f"Gate({self.name!r}, pattern={self.pattern!r})"
+
+
+def _kind(value) -> str:
+    """A value as an error message names it: ``a function``, ``a tuple of 1``, ``float32[3]``."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    if callable(value):
+        return "a function"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{value.dtype}{list(value.shape)}"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _signature_error(fn, n_positional: int, params) -> str | None:
+    """Why ``fn`` cannot be called with ``n_positional`` arguments and the keywords
+    ``params``, or None (also when its signature cannot be read)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*([None] * n_positional), **{p: None for p in params})
+    except TypeError as e:
+        return str(e)
+    return None
+
+
+def _check_definition(gate: Gate) -> None:
+    """The checks a gate passes when it is defined (see :class:`GateContractError`)."""
+    if not isinstance(gate.name, str) or not gate.name:
+        raise GateContractError(f"a Gate needs a name, a non-empty string; got "
+                                f"{_kind(gate.name)}")
+    name = gate.name
+    if gate.pattern not in PATTERNS:
+        raise GateContractError(f"gate {name!r}: pattern {gate.pattern!r} is not one of the "
+                                f"lecture's patterns: {', '.join(map(repr, PATTERNS))}")
+    if not callable(gate.forward):
+        raise GateContractError(f"gate {name!r}: forward must be a function "
+                                f"(*xs, **params) -> (z, res); got {_kind(gate.forward)}")
+    if isinstance(gate.params, str) or not all(isinstance(p, str) for p in gate.params):
+        raise GateContractError(f"gate {name!r}: params must be a tuple of parameter names "
+                                f"(strings); got {gate.params!r}")
+    shapes = {"vjp": "rule(res, z_bar, **params) -> x_bar",
+              "jvp": "rule(res, x_dot, **params) -> z_dot part"}
+    for which, rules in (("vjp", gate.vjp), ("jvp", gate.jvp)):
+        if callable(rules) or not isinstance(rules, (tuple, list)):
+            raise GateContractError(
+                f"gate {name!r}: {which}= must be a tuple with one rule per input, each "
+                f"{shapes[which]} (None for an input with no derivative); got "
+                f"{_kind(rules)}. For a one-input gate write {which}=(rule,)")
+        for i, rule in enumerate(rules):
+            if rule is not None and not callable(rule):
+                raise GateContractError(f"gate {name!r}: the {which.upper()} rule for input "
+                                        f"{i} must be a function or None; got {_kind(rule)}")
+    if not gate.vjp:
+        raise GateContractError(f"gate {name!r}: a gate needs at least one input: give one "
+                                "VJP and one JVP rule per input")
+    if len(gate.vjp) != len(gate.jvp):
+        raise GateContractError(
+            f"gate {name!r}: {len(gate.vjp)} VJP rules but {len(gate.jvp)} JVP rules; give "
+            "one of each per input (None for an input with no derivative)")
+    for i, (v, j) in enumerate(zip(gate.vjp, gate.jvp)):
+        if (v is None) != (j is None):
+            has, lacks = ("JVP", "VJP") if v is None else ("VJP", "JVP")
+            raise GateContractError(
+                f"gate {name!r}: input {i} has a {has} rule but no {lacks} rule; give both, "
+                "or None for both (an input with no derivative)")
+    why = _signature_error(gate.forward, len(gate.vjp), gate.params)
+    if why is not None:
+        raise GateContractError(
+            f"gate {name!r}: forward cannot take the gate's {len(gate.vjp)} inputs"
+            f"{' and its params ' + str(gate.params) if gate.params else ''}: {why}")
+    for which, rules in (("vjp", gate.vjp), ("jvp", gate.jvp)):
+        for i, rule in enumerate(rules):
+            why = None if rule is None else _signature_error(rule, 2, gate.params)
+            if why is not None:
+                raise GateContractError(
+                    f"gate {name!r}: the {which.upper()} rule for input {i} cannot be called "
+                    f"as {shapes[which]}: {why}")
+    if isinstance(gate.local, str) or len(gate.local) > len(gate.vjp) or not all(
+            t is None or isinstance(t, str) for t in gate.local):
+        raise GateContractError(
+            f"gate {name!r}: local= must hold at most one text (or None) per input, "
+            f"{len(gate.vjp)} here; got {gate.local!r}")
 
 
 def is_constant(x) -> bool:
@@ -341,7 +432,7 @@ def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen:
         return merge_inputs(const_mask, consts, arrays)
 
     def forward(xs):
-        return run_forward(gate, xs, const_mask, params)
+        return _checked_forward(gate, run_forward(gate, xs, const_mask, params))
 
     if rule_set == "jvp":
 
@@ -363,7 +454,10 @@ def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen:
                 x_dots.append(x_dot)
                 if gate.broadcast:
                     x_dot = jnp.broadcast_to(x_dot, jnp.shape(z))
-                part = jax.tree.map(_like, rule(res, x_dot), z)  # z_dot takes z's dtype
+                if i not in _LINEAR_CHECKED.setdefault(gate, set()):
+                    _check_linear(gate, i, rule, res, x_dot)
+                part = _checked_tangent(gate, i, rule(res, x_dot), z)
+                part = jax.tree.map(_like, part, z)  # z_dot takes z's dtype
                 z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
             if z_dot is None:
                 z_dot = jax.tree.map(jnp.zeros_like, z)
@@ -396,7 +490,7 @@ def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen:
             if rule is None:
                 x_bars.append(None)
                 continue
-            x_bar = rule(res, z_bar)
+            x_bar = _checked_cotangent(gate, i, rule(res, z_bar), xs[i], z)
             if gate.broadcast:
                 x_bar = unbroadcast(x_bar, np.shape(xs[i]))
             x_bars.append(x_bar.astype(jnp.result_type(xs[i])))
@@ -407,6 +501,81 @@ def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen:
 
     wired.defvjp(fwd, bwd)
     return wired
+
+
+_LINEAR_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per gate, the inputs whose JVP rule was found linear at its first use."""
+
+
+def _input(gate: Gate, i: int) -> str:
+    return f"input {i} ({gate.input_names[i]})"
+
+
+def _checked_forward(gate: Gate, out):
+    """``forward``'s ``(z, res)``, checked at each trace: a pair, z floating point."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise GateContractError(
+            f"gate {gate.name!r}: forward must return (z, res), the output and the residuals "
+            f"its rules read; got {_kind(out)}. A forward that returns only z (as in "
+            "micrograd) can return (z, x), or (z, None) when the rules need nothing")
+    for leaf in jax.tree.leaves(out[0]):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise GateContractError(
+                f"gate {gate.name!r}: forward's output z has dtype {dtype}; a gate's output "
+                "is floating point (its inputs' dtype)")
+    return out
+
+
+def _checked_cotangent(gate: Gate, i: int, x_bar, x, z):
+    """Input i's VJP rule output, checked: one floating array shaped like x (or, for a
+    broadcasting gate, like the output, before the copies are summed back)."""
+    if isinstance(x_bar, (int, float)) and not isinstance(x_bar, bool):
+        x_bar = jnp.full(np.shape(x), x_bar, jnp.result_type(x))
+    shape, dtype = np.shape(x), jnp.result_type(x)
+    allowed = {tuple(shape)} | ({tuple(np.shape(z))} if gate.broadcast else set())
+    if not hasattr(x_bar, "shape") or not hasattr(x_bar, "dtype"):
+        raise GateContractError(
+            f"gate {gate.name!r}: the VJP rule for {_input(gate, i)} returned "
+            f"{_kind(x_bar)}; expected one array x_bar shaped like the input, "
+            f"{dtype}{list(shape)}")
+    if tuple(x_bar.shape) not in allowed or not jnp.issubdtype(x_bar.dtype, jnp.inexact):
+        raise GateContractError(
+            f"gate {gate.name!r}: the VJP rule for {_input(gate, i)} returned "
+            f"{_kind(x_bar)}; expected x_bar shaped like the input, {dtype}{list(shape)}"
+            + (f" (or like the output, {list(np.shape(z))})" if gate.broadcast else ""))
+    return x_bar
+
+
+def _checked_tangent(gate: Gate, i: int, part, z):
+    """Input i's JVP rule output, checked: floating, with the structure and shapes of z."""
+    want = jax.tree.structure(z)
+    if jax.tree.structure(part) != want:
+        raise GateContractError(
+            f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} returned {_kind(part)}; "
+            f"expected z_dot shaped like the output: {_kind(z)}")
+    for p, o in zip(jax.tree.leaves(part), jax.tree.leaves(z)):
+        if np.shape(p) != np.shape(o) or not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
+            raise GateContractError(
+                f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} returned "
+                f"{_kind(jnp.asarray(p))}; expected z_dot shaped like the output, "
+                f"{jnp.result_type(o)}{list(np.shape(o))}")
+    return part
+
+
+def _check_linear(gate: Gate, i: int, rule, res, x_dot) -> None:
+    """At a JVP rule's first use: raise unless it is linear in its tangent."""
+    from jaxprop._linearity import nonlinear_use
+
+    why = nonlinear_use(lambda t: rule(res, t), x_dot)
+    if why is not None:
+        name = gate.input_names[i]
+        raise GateContractError(
+            f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} is not linear in its "
+            f"tangent {name}_dot: {why}. JAX transposes the JVP rule to get jax.grad, so it "
+            f"must be linear: multiply {name}_dot only by values computed from the inputs "
+            "or the residuals, and add the parts")
+    _LINEAR_CHECKED[gate].add(i)
 
 
 def merge_inputs(const_mask: tuple[bool, ...], consts, arrays) -> tuple:

@@ -5,8 +5,10 @@ independently of it (never calling a jaxprop gate), the inputs to try it at, and
 are differentiable. Inputs are drawn away from the kinks (ReLU at 0, max ties, hinge margins of
 0), so that finite differences are valid; the kinks are tested explicitly elsewhere.
 
-The oracles are central finite differences (:func:`fd_jacobian`) and the CS231n-style NumPy
-loops :func:`svm_loss_naive` and :func:`softmax_loss_naive`.
+Every case runs through ``jaxprop.check`` (:func:`check_battery`), the battery users run on
+their own gates: its oracles are central finite differences and JAX's autodiff of the forward
+code and of the reference. The CS231n-style NumPy loops :func:`svm_loss_naive` and
+:func:`softmax_loss_naive` are oracles of their own for the losses.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.test_util import check_grads
 
 import jaxprop
 from jaxprop import gates, losses, models, reference
 from jaxprop.gate import Gate
+from jaxprop.verify import CHECKS
 
 # Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
 # rounding error about eps_64 |f| / h. At h = 1e-5 with |f| <= 10 and |f'''| <= 100 on these
@@ -206,38 +208,6 @@ def softmax_loss_naive(scores, labels):
 
 
 # ------------------------------------------------------------------------------ oracles
-
-
-def fd_jacobian(fn: Callable, dyn: tuple, h: float = FD_STEP):
-    """Central finite differences: the Jacobian of ``fn(*dyn)`` as an [m, n] array.
-
-    Column j is (f(v + h e_j) - f(v - h e_j)) / 2h over the flattened inputs v; the 2n
-    evaluations run as one vmap, so this can be traced inside a jit.
-    """
-    flat, unravel = jax.flatten_util.ravel_pytree(dyn)
-
-    def f_flat(v):
-        return jax.flatten_util.ravel_pytree(fn(*unravel(v)))[0]
-
-    n = flat.size
-    basis = h * jnp.eye(n, dtype=flat.dtype)
-    values = jax.vmap(f_flat)(jnp.concatenate([flat[None] + basis, flat[None] - basis]))
-    return ((values[:n] - values[n:]) / (2 * h)).T
-
-
-def jacobian_matrix(jac, out, dyn: tuple) -> np.ndarray:
-    """A Jacobian in JAX's layout (out-tree of a tuple of in-trees) as one [m, n] matrix."""
-    out_leaves, in_leaves = jax.tree.leaves(out), jax.tree.leaves(dyn)
-    blocks = jax.tree.leaves(jac)
-    assert len(blocks) == len(out_leaves) * len(in_leaves), (len(blocks), jax.tree.structure(jac))
-    rows = []
-    for k, o in enumerate(out_leaves):
-        row = [
-            np.reshape(blocks[k * len(in_leaves) + j], (np.size(o), np.size(a)))
-            for j, a in enumerate(in_leaves)
-        ]
-        rows.append(np.concatenate(row, axis=1))
-    return np.concatenate(rows, axis=0)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -596,91 +566,63 @@ def _directions(case: Case, args: tuple):
     return random_like(dyn, 1), random_like(out, 2)
 
 
-def check_agreement(case: Case) -> None:
-    """reverse, forward, jvp_from_vjp, JAX autodiff of the reference and central finite
-    differences all give the same derivative: in full (value_and_grad for a scalar, else
-    jacobian, through the public pipelines on the full signature, labels included) and
-    along random directions (jvp, jvp_from_vjp, vjp)."""
-    args = case.args()
-    v, u = _directions(case, args)
+def check_battery(case: Case, order2: bool = False) -> None:
+    """The case through ``jaxprop.check``, the battery users run on their own gates: finite
+    differences for each rule, the adjoint test, JAX autodiff of the forward code and of the
+    reference, linearity, shapes and dtypes, and our rules observed in each mode. check_grads
+    to order 2 under both rule sets when ``order2`` (the slowest check)."""
+    skip = () if order2 else ("check_grads_jvp", "check_grads_vjp")
+    report = jaxprop.check(case.fn, *case.args(), diff=case.diff, reference=case.ref,
+                           checks=[k for k in CHECKS if k not in skip], rtol=RTOL, atol=ATOL,
+                           fd_atol=FD_ATOL, fd_step=FD_STEP)
+    assert report.ok, str(report)
+    assert report["reference"].status == "pass", str(report)
 
+
+def check_second_order(case: Case) -> None:
+    """check_grads to order 2 alone, through ``jaxprop.check``: both modes under our JVP rules,
+    reverse-over-reverse under our VJP rules."""
+    report = jaxprop.check(case.fn, *case.args(), diff=case.diff,
+                           checks=("check_grads_jvp", "check_grads_vjp"), rtol=RTOL,
+                           fd_atol=FD_ATOL, fd_step=FD_STEP)
+    assert report.ok, str(report)
+
+
+def check_drivers(case: Case) -> None:
+    """The drivers on the full signature (labels included) agree with each other and with JAX
+    autodiff of the reference: value_and_grad for a scalar output, else jacobian, in both
+    modes, and forward.jvp_from_vjp (forward mode from two reverse passes)."""
+    args = case.args()
+    v, _ = _directions(case, args)
     scalar = is_scalar(jax.eval_shape(case.fn, *args))
 
     @jax.jit
-    def derivatives(args, v, u):
+    def derivatives(args, v):
         g, dyn = case.split(case.fn, args)
-        g_ref, _ = case.split(case.ref, args)
-        r = {"out": g(*dyn), "out_ref": g_ref(*dyn), "jac_fd": fd_jacobian(g, dyn)}
-        if scalar:  # the Jacobian is the gradient: value_and_grad is the pipeline to test
+        r = {}
+        if scalar:
             r["grad_ref"] = jax.grad(case.ref, case.diff)(*args)
             r["vg_rev"] = jaxprop.reverse.value_and_grad(case.fn, case.diff)(*args)
             r["vg_fwd"] = jaxprop.forward.value_and_grad(case.fn, case.diff)(*args)
+            r["out"] = case.ref(*args)
         else:
             r["jac_rev"] = jaxprop.reverse.jacobian(case.fn, case.diff)(*args)
             r["jac_fwd"] = jaxprop.forward.jacobian(case.fn, case.diff)(*args)
             r["jac_ref"] = jax.jacrev(case.ref, case.diff)(*args)
-        r["out_f"], r["jvp_fwd"] = jaxprop.forward.jvp(g, dyn, v)
-        r["out_j"], r["jvp_j2v"] = jaxprop.forward.jvp_from_vjp(g, dyn, v)
-        r["jvp_ref"] = jax.jvp(g_ref, dyn, v)[1]
-        r["out_r"], pullback = jaxprop.reverse.vjp(g, *dyn)
-        r["vjp_rev"] = pullback(u)
-        r["vjp_ref"] = jax.vjp(g_ref, *dyn)[1](u)
+        r["jvp_fwd"] = jaxprop.forward.jvp(g, dyn, v)[1]
+        r["jvp_j2v"] = jaxprop.forward.jvp_from_vjp(g, dyn, v)[1]
         return r
 
-    r = derivatives(args, v, u)
+    r = derivatives(args, v)
     close = dict(rtol=RTOL, atol=ATOL)
-    fd_close = dict(rtol=RTOL, atol=FD_ATOL)
-    out = r["out"]
-    chex.assert_trees_all_close(out, r["out_ref"], r["out_f"], r["out_j"], r["out_r"], **close)
-    dyn = tuple(args[i] for i in case.diff)
-    j_fd = r["jac_fd"]
     if scalar:
         for name in ("vg_rev", "vg_fwd"):
             value, grads = r[name]
-            chex.assert_trees_all_close(value, out, **close)
+            chex.assert_trees_all_close(value, r["out"], **close)
             chex.assert_trees_all_close(grads, r["grad_ref"], **close)
-        chex.assert_trees_all_close(flat(r["vg_rev"][1]), j_fd[0], **fd_close)
     else:
         chex.assert_trees_all_close(r["jac_rev"], r["jac_fwd"], r["jac_ref"], **close)
-        chex.assert_trees_all_close(jacobian_matrix(r["jac_rev"], out, dyn), j_fd, **fd_close)
-    chex.assert_trees_all_close(r["jvp_fwd"], r["jvp_j2v"], r["jvp_ref"], **close)
-    chex.assert_trees_all_close(flat(r["jvp_fwd"]), j_fd @ flat(v), **fd_close)
-    chex.assert_trees_all_close(r["vjp_rev"], r["vjp_ref"], **close)
-    chex.assert_trees_all_close(flat(r["vjp_rev"]), j_fd.T @ flat(u), **fd_close)
-
-
-def check_second_order(case: Case) -> None:
-    """jax.test_util.check_grads to order 2: both modes under the default ("jvp") wiring, and
-    reverse-over-reverse through our VJP rules under the "vjp" wiring."""
-    g, dyn = case.split(case.fn, case.args())
-    # check_grads compares against its own central differences with step eps; see FD_ATOL.
-    tol = dict(atol=FD_ATOL, rtol=RTOL, eps=FD_STEP)
-    check_grads(jax.jit(g), dyn, order=2, modes=("fwd", "rev"), **tol)
-    with jaxprop.pipeline("vjp"):
-        check_grads(jax.jit(g), dyn, order=2, modes=("rev",), **tol)
-
-
-def check_adjoint(case: Case) -> None:
-    """The dot-product test <u, J v> == <J^T u, v>, J v from forward.jvp (our JVP rules) and
-    J^T u from reverse.vjp (our VJP rules): the two hand-written rules are transposes."""
-    args = case.args()
-    g, dyn = case.split(case.fn, args)
-    out = jax.eval_shape(g, *dyn)
-    vs = [random_like(dyn, 10 + k) for k in range(2)]
-    us = [random_like(out, 20 + k) for k in range(2)]
-
-    @jax.jit
-    def both_sides(dyn, vs, us):
-        sides = []
-        for v, u in zip(vs, us, strict=True):
-            jv = jaxprop.forward.jvp(g, dyn, v)[1]
-            jtu = jaxprop.reverse.vjp(g, *dyn)[1](u)
-            sides.append((vdot(u, jv), vdot(jtu, v)))
-        return sides
-
-    for lhs, rhs in both_sides(dyn, vs, us):
-        assert abs(lhs) > 1e-3, "degenerate adjoint test: <u, J v> is 0"
-        chex.assert_trees_all_close(lhs, rhs, rtol=RTOL, atol=ATOL)
+    chex.assert_trees_all_close(r["jvp_fwd"], r["jvp_j2v"], **close)
 
 
 def rule_events(run: Callable[[], object]) -> tuple[list[str], list[str]]:

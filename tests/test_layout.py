@@ -65,15 +65,16 @@ def test_readme_pattern_table_is_written_from_the_gates():
 # ---------------------------------------------------------------------------------- layers
 
 LAYERS = [
-    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop.data", "jaxprop.gate"),
+    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop.data", "jaxprop.gate",
+     "jaxprop._linearity"),
     ("jaxprop.gates",),
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
     ("jaxprop.tracer", "jaxprop._drivers", "jaxprop.reverse", "jaxprop.forward"),
-    ("jaxprop.train", "jaxprop.compare", "jaxprop.explainer"),
+    ("jaxprop.train", "jaxprop.compare", "jaxprop.explainer", "jaxprop.verify"),
     ("jaxprop.cli",),
 ]
 """The arrows run one way: each layer imports only from the layers above it in this list
-(and from itself); the three packages of the fourth layer do not import each other."""
+(and from itself); the packages of the fifth layer do not import each other."""
 
 
 def _layer(module: str) -> tuple[int, str]:
@@ -127,14 +128,14 @@ def test_public_names_never_shadow_modules():
     for name in _modules():
         importlib.import_module(name)  # every submodule loaded: none may hide a public name
     for package in ("jaxprop", "jaxprop.train", "jaxprop.compare", "jaxprop.explainer",
-                    "jaxprop.data"):
+                    "jaxprop.data", "jaxprop.verify"):
         p = importlib.import_module(package)
         submodules = set(getattr(p, "_SUBMODULES", ()))
         for name in p.__all__:
             value = getattr(p, name)
             if name not in submodules:
                 assert not isinstance(value, types.ModuleType), f"{package}.{name} is a module"
-    assert callable(jaxprop.explain) and callable(jaxprop.advise)
+    assert callable(jaxprop.explain) and callable(jaxprop.advise) and callable(jaxprop.check)
     assert jaxprop.Trace.__name__ == "Trace" and jaxprop.Advice.__name__ == "Advice"
     import jaxprop.compare.advice as advice_module
 
@@ -173,14 +174,18 @@ def test_every_name_the_docs_show_exists():
     assert not missing, missing
 
 
-def test_the_readme_python_examples_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("doc", ["README.md", "docs/writing_a_gate.md"])
+def test_the_python_examples_of_the_docs_run(doc, tmp_path, monkeypatch):
+    """Each python block of a document runs, in order, in one namespace (a tutorial builds
+    on its earlier blocks)."""
     monkeypatch.chdir(tmp_path)
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    text = (ROOT / doc).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks
+    namespace = {}
     with jax_numpy_rank_promotion("allow"):
         for code in blocks:
-            exec(compile(code, "README.md", "exec"), {})
+            exec(compile(code, doc, "exec"), namespace)
 
 
 def jax_numpy_rank_promotion(value):

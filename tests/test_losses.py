@@ -9,8 +9,8 @@ from cases import (
     ATOL,
     LOSS_CASES,
     RTOL,
-    check_adjoint,
-    check_agreement,
+    check_battery,
+    check_drivers,
     check_observed_rules,
     check_second_order,
     check_swapped_rules,
@@ -28,18 +28,19 @@ NAIVE = {"svm": (losses.svm_loss, svm_loss_naive),
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=ids)
-def test_agreement(case):
-    check_agreement(case)
+def test_battery(case):
+    check_battery(case)
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=ids)
+def test_drivers_agree(case):
+    check_drivers(case)
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=ids)
 def test_check_grads_order2(case):
     check_second_order(case)
 
-
-@pytest.mark.parametrize("case", LOSS_CASES, ids=ids)
-def test_adjoint(case):
-    check_adjoint(case)
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=ids)

@@ -12,8 +12,8 @@ from cases import (
     ATOL,
     MODEL_CASES,
     RTOL,
-    check_adjoint,
-    check_agreement,
+    check_battery,
+    check_drivers,
     check_observed_rules,
     check_second_order,
     ref_objective,
@@ -37,18 +37,19 @@ SECOND_ORDER = [BY_NAME["objective_linear_svm_reg0.1"],
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
-def test_agreement(case):
-    check_agreement(case)
+def test_battery(case):
+    check_battery(case)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
+def test_drivers_agree(case):
+    check_drivers(case)
 
 
 @pytest.mark.parametrize("case", SECOND_ORDER, ids=[c.name for c in SECOND_ORDER])
 def test_check_grads_order2(case):
     check_second_order(case)
 
-
-@pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
-def test_adjoint(case):
-    check_adjoint(case)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=ids)

@@ -1,4 +1,4 @@
-"""The ``jaxprop`` command line: ``jaxprop train | sweep | compare | explain``.
+"""The ``jaxprop`` command line: ``jaxprop train | sweep | compare | explain | check``.
 
 Each command lives in its own module here, which adds its parser with
 ``register(subparsers)`` and sets ``func(args) -> int`` on it; arguments that several commands
@@ -18,7 +18,7 @@ import sys
 from jaxprop._version import __version__
 
 COMMAND_MODULES = ("jaxprop.cli.train", "jaxprop.cli.sweep", "jaxprop.cli.compare",
-                   "jaxprop.cli.explain")
+                   "jaxprop.cli.explain", "jaxprop.cli.check")
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
                PermissionError, MemoryError)

@@ -30,7 +30,7 @@ from jaxprop.compare.measure import Cost, cost_of
 __all__ = ["Advice", "advise"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Advice:
     """The recommended mode for one Jacobian, with the costs XLA predicts for both modes.
 
@@ -58,6 +58,30 @@ class Advice:
     def over_budget(self) -> bool:
         """True when the full Jacobian was too large to compile (``method == "estimated"``)."""
         return self.method == "estimated"
+
+    def __repr__(self) -> str:
+        return (f"<jaxprop.Advice: use {self.mode} mode for the [{self.m:,}, {self.n:,}] "
+                f"Jacobian; print() it for the costs>")
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the recommendation, then both modes' predicted costs."""
+        import html
+
+        rows = "".join(
+            f"<tr><td>{name}</td><td>{count:,} {what}</td><td>{_flops(c.flops)}</td>"
+            f"<td>{_bytes(c.total_bytes)}</td></tr>"
+            for name, count, what, c in (("forward", self.n, "JVPs", self.forward),
+                                          ("reverse", self.m, "VJPs", self.reverse)))
+        note = ("the full Jacobian would take " + _bytes(self.jacobian_bytes) + ", over the "
+                "budget: costs are estimated from one JVP and one VJP" if self.over_budget
+                else "from XLA's cost analysis of both compiled Jacobian programs")
+        return (f"<p><b>Use {self.mode} mode</b> for the Jacobian [m, n] = "
+                f"[{self.m:,}, {self.n:,}].</p><table><thead><tr><th>mode</th><th>passes</th>"
+                f"<th>FLOPs</th><th>memory</th></tr></thead><tbody>{rows}</tbody></table>"
+                f"<p>{html.escape(note)}</p>")
 
     def __str__(self) -> str:
         shape = "tall (n < m)" if self.n < self.m else "wide (n > m)" if self.n > self.m \

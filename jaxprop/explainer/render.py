@@ -43,18 +43,24 @@ def render(trace, path: Path) -> Path:
     if suffix not in SUFFIXES:
         raise ValueError(f"render: cannot write {path.name!r}; expected a path ending in "
                          f"one of {SUFFIXES}")
-    fig = draw(trace)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "jaxprop"}):
-        if suffix == ".svg":
-            buffer = io.StringIO()
-            fig.savefig(buffer, format="svg", metadata={"Date": None})
-            # text stays text; a viewer without DejaVu Sans Mono falls back to any monospace
-            path.write_text(buffer.getvalue().replace(
-                f"font-family: '{FONT}'", f"font-family: '{FONT}', monospace"))
-        else:
-            fig.savefig(path, format="png", dpi=150, metadata={"Software": None})
+    if suffix == ".svg":
+        path.write_text(svg(trace))
+    else:
+        fig = draw(trace)
+        fig.savefig(path, format="png", dpi=150, metadata={"Software": None})
     return path
+
+
+def svg(trace) -> str:
+    """The circuit of ``trace`` as SVG text (what ``render`` writes to a ``.svg`` file)."""
+    fig = draw(trace)
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "jaxprop"}):
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    # text stays text; a viewer without DejaVu Sans Mono falls back to any monospace
+    return buffer.getvalue().replace(f"font-family: '{FONT}'",
+                                     f"font-family: '{FONT}', monospace")
 
 
 def _gate_rows(trace) -> dict[str, object]:

@@ -72,6 +72,14 @@ def build(trace) -> Table:
 
 def to_text(trace, width: int = 160) -> str:
     """The table as plain text, for ``str(trace)`` and for logs."""
-    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_jupyter=False)
     console.print(build(trace))
     return console.file.getvalue()
+
+
+def to_html(trace, width: int = 160) -> str:
+    """The table as HTML with inline styles, for Jupyter."""
+    console = Console(file=io.StringIO(), width=width, record=True, force_jupyter=False)
+    console.print(build(trace))
+    return console.export_html(inline_styles=True, code_format="<pre style=\"font-family:"
+                               "monospace;line-height:1.2\">{code}</pre>")

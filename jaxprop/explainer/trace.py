@@ -99,7 +99,7 @@ class Edge:
     grad: Any
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Trace:
     """What :func:`explain` found: rows, the circuit, and the pipeline's own results.
 
@@ -142,6 +142,28 @@ class Trace:
         from jaxprop.explainer import table
 
         return table.to_text(self)
+
+    def __repr__(self) -> str:
+        gates = sum(not r.synthetic for r in self.rows)
+        return (f"<jaxprop.Trace {self.title or self.mode + ' mode'}: {gates} gate(s), inputs "
+                f"{', '.join(self.inputs)}; print() it for the table, .render(path) for the "
+                "circuit>")
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the table, then the circuit."""
+        from jaxprop.explainer import render, table
+
+        circuit = render.svg(self)
+        return table.to_html(self) + circuit[circuit.find("<svg"):]
+
+    def _repr_svg_(self) -> str:
+        """The circuit as SVG (what Jupyter shows for an SVG-only view)."""
+        from jaxprop.explainer import render
+
+        return render.svg(self)
 
     def render(self, path: str | Path) -> Path:
         """Draws the circuit like the slides, to ``.svg`` or ``.png`` by the path's suffix.
