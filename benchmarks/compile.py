@@ -15,18 +15,18 @@ Each time is split into trace (Python: building the jaxpr, our gates' checks), l
 out of whichever program would come first. The last line is the median ratio of the
 default epoch's total time, jaxprop / plain JAX.
 
-Run: ``python benchmarks/compile.py [--rounds 5]``
+Run: ``python benchmarks/compile.py [--rounds 5] [--json PATH]``
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+import _bench  # benchmarks/, the folder of this script, is on sys.path
 import jax
 import jax.numpy as jnp
-import train_digits  # benchmarks/, the folder of this script, is on sys.path
+import train_digits
 import train_step
 
 import jaxprop
@@ -59,20 +59,22 @@ def measure(programs: dict, rounds: int) -> dict[str, list[tuple[float, float, f
     return times
 
 
-def report(title: str, times: dict, reference: str) -> dict[str, float]:
-    """Prints each program's median stage times; returns the median total ratios."""
+def report(title: str, times: dict, reference: str, figures: dict) -> dict[str, list]:
+    """Prints each program's median stage times; returns the per-round total ratios."""
     print(title)
     totals = {name: [sum(t) for t in ts] for name, ts in times.items()}
     for name, ts in times.items():
         trace, lower, comp = (statistics.median(t[i] for t in ts) for i in range(3))
         print(f"  {name:22s} total {statistics.median(totals[name]):6.2f} s  "
               f"(trace {trace:5.2f}, lower {lower:5.2f}, XLA compile {comp:5.2f})")
-    return {name: statistics.median(a / b for a, b in zip(totals[name], totals[reference]))
+        figures[f"{name} s"] = statistics.median(totals[name])
+        figures[f"{name} trace s"] = trace
+    return {name: [a / b for a, b in zip(totals[name], totals[reference])]
             for name in times if name != reference}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.parser(__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
@@ -106,15 +108,23 @@ def main() -> None:
 
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; medians of {args.rounds} "
           "rounds, each program traced and compiled from cold")
+    figures: dict = {}
     step_ratio = report("one train step, N=200 D=3072 H=100 C=10:",
-                        measure(steps, args.rounds), "plain JAX step")
+                        measure(steps, args.rounds), "plain JAX step", figures)
     epoch_ratio = report(f"the default training epoch ({cfg.name}, {trainer.steps} Adam steps "
                          "in a lax.scan, plus accuracies):",
-                         measure(epochs, args.rounds), "plain JAX epoch")
-    for name, r in step_ratio.items():
-        print(f"compile {name} / plain JAX step: {r:.2f}")
-    epoch = epoch_ratio["jaxprop train epoch"]
-    print(f"compile jaxprop train epoch / plain JAX epoch: {epoch:.2f}")
+                         measure(epochs, args.rounds), "plain JAX epoch", figures)
+    ratios = []
+    for name, rounds in step_ratio.items():
+        ratios.append(_bench.Ratio(f"compile {name} / plain JAX step",
+                                   statistics.median(rounds), rounds, 1.5))
+    rounds = epoch_ratio["jaxprop train epoch"]
+    ratios.append(_bench.Ratio("compile jaxprop train epoch / plain JAX epoch",
+                               statistics.median(rounds), rounds, 1.2))
+    for r in ratios:
+        print(f"{r.name}: {r.value:.2f} (goal <= {r.goal})")
+    _bench.finish(args, "compile", ratios, figures,
+                  "compile jaxprop train epoch / plain JAX epoch")
 
 
 if __name__ == "__main__":

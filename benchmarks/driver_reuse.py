@@ -15,15 +15,15 @@ nor compile. Timed per call, in a loop, after one warm-up call each:
 The last line is the worse of jaxprop's two re-created drivers against its mode's floor:
 the per-call cost of re-creating ours, as a multiple of calling JAX's compiled function.
 
-Run: ``python benchmarks/driver_reuse.py [--calls 200] [--rounds 5]``
+Run: ``python benchmarks/driver_reuse.py [--calls 200] [--rounds 5] [--json PATH]``
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+import _bench  # benchmarks/, the folder of this script, is on sys.path
 import jax
 import jax.numpy as jnp
 
@@ -47,7 +47,7 @@ def per_call(make, args, calls: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.parser(__doc__)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -63,21 +63,29 @@ def main() -> None:
         "one jax.jit(jax.grad(f))": (lambda: floor, args.calls),
         "one jax.jit(jax.jacfwd(f))": (lambda: floor_fwd, args.calls),
     }
-    times = {name: [] for name in methods}
-    for _ in range(args.rounds):
-        for name, (make, calls) in methods.items():
-            times[name].append(per_call(make, inputs, calls))
+    times = _bench.interleaved({name: (lambda make=make, calls=calls: per_call(
+        make, inputs, calls)) for name, (make, calls) in methods.items()}, args.rounds)
     med = {name: statistics.median(t) for name, t in times.items()}
     print(f"{jax.devices()[0].device_kind}; per call, median of {args.rounds} rounds")
     for name, t in med.items():
         print(f"  {name:26s} {t * 1e6:10.1f} us")
-    rev = med["jaxprop.reverse.grad(f)"] / med["one jax.jit(jax.grad(f))"]
-    fwd = med["jaxprop.forward.grad(f)"] / med["one jax.jit(jax.jacfwd(f))"]
+    rev, rev_rounds = _bench.median_ratio(times, "jaxprop.reverse.grad(f)",
+                                          "one jax.jit(jax.grad(f))")
+    fwd, fwd_rounds = _bench.median_ratio(times, "jaxprop.forward.grad(f)",
+                                          "one jax.jit(jax.jacfwd(f))")
     print(f"re-created jaxprop.reverse.grad / re-created jax.jit(jax.grad(f)): "
           f"{med['jaxprop.reverse.grad(f)'] / med['jax.jit(jax.grad(f))']:.4f}")
     print(f"re-created jaxprop.reverse.grad / one jax.jit(jax.grad(f)): {rev:.2f}")
     print(f"re-created jaxprop.forward.grad / one jax.jit(jax.jacfwd(f)): {fwd:.2f}")
-    print(f"{max(rev, fwd):.2f}")
+    ratios = [_bench.Ratio("re-created jaxprop.reverse.grad / one jax.jit(jax.grad(f))", rev,
+                           rev_rounds, 2.0),
+              _bench.Ratio("re-created jaxprop.forward.grad / one jax.jit(jax.jacfwd(f))", fwd,
+                           fwd_rounds, 2.0)]
+    worst = max(ratios, key=lambda r: r.value)
+    ratios.append(_bench.Ratio("worse re-created driver / its jitted JAX call", worst.value,
+                               worst.rounds, 2.0))
+    _bench.finish(args, "driver_reuse", ratios, {f"{k} us": v * 1e6 for k, v in med.items()},
+                  "worse re-created driver / its jitted JAX call")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ noise. The last line printed is the worse of the two ratios; the target is at mo
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter
 
+import _bench  # benchmarks/, the folder of this script, is on sys.path
 import jax
 
 from jaxprop import forward, reverse
@@ -26,7 +26,7 @@ from jaxprop.compare.problems import chain_case
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _bench.parser(__doc__)
     parser.add_argument("--n", type=int, default=128, help="input width")
     parser.add_argument("--m", type=int, default=128, help="output width")
     parser.add_argument("--hidden", type=int, default=512, help="hidden width")
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> float:
     print(f"forward: jaxprop.forward.jacobian / jax.jacfwd = {fwd:.3f}")
     print(f"reverse: jaxprop.reverse.jacobian / jax.jacrev = {rev:.3f}")
     worst = max(fwd, rev)
-    print(f"{worst:.3f}")
+    ratios = [_bench.Ratio("jaxprop.forward.jacobian / jax.jacfwd", fwd, [fwd], 1.10),
+              _bench.Ratio("jaxprop.reverse.jacobian / jax.jacrev", rev, [rev], 1.10),
+              _bench.Ratio("worse of the two", worst, [worst], 1.10)]
+    _bench.finish(args, "jacobian", ratios, {f"{k} ms": 1e3 * v for k, v in times.items()},
+                  "worse of the two")
     return worst
 
 

@@ -4,20 +4,20 @@ Both sides train the default digits config (two-layer net, Adam, 30 epochs) for 
 (lr, reg) of a 4 x 4 grid, with the same batches and initial weights, and report the final
 validation accuracies (which agree). Both sides build their programs before the clock
 starts (the one-at-a-time side one Trainer, compiled once and reused for every config since
-lr and reg are traced arguments; the vmapped side one ``SweepProgram``), so only training
-is timed; compile times are printed apart. The last line is the ratio
-sequential / vmapped of the training time (median of interleaved repeats).
+lr and reg are traced arguments; the vmapped side one grid ``Trainer``), so only training
+is timed; compile times are printed apart. The last line is the ratio sequential / vmapped
+of the training time (median of interleaved repeats; the goal is at least 3).
 
-Run: ``python benchmarks/sweep.py [--repeats 3] [--size 4]``
+Run: ``python benchmarks/sweep.py [--repeats 3] [--size 4] [--json PATH]``
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import time
 
+import _bench  # benchmarks/, the folder of this script, is on sys.path
 import jax
 import numpy as np
 
@@ -27,7 +27,7 @@ from jaxprop.train.trainer import Trainer, load_data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=4, help="grid of size x size")
     args = parser.parse_args()
@@ -67,6 +67,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = vmapped()
         vm_times.append(time.perf_counter() - t0)
+    rounds = [a / b for a, b in zip(seq_times, vm_times)]
     vm_acc = np.array([r["val_acc"] for r in result.rows])
     seq, vm = statistics.median(seq_times), statistics.median(vm_times)
     print(f"grid: {len(pairs)} configs ({args.size} lr x {args.size} reg), default digits "
@@ -76,7 +77,12 @@ def main() -> None:
           f"{np.nanmax(np.abs(vm_acc - seq_acc)):.4f}")
     print(f"one at a time: {seq:.2f} s (+ compile once {seq_compile:.2f} s)")
     print(f"vmapped sweep: {vm:.2f} s (+ compile once {grid.compile_seconds:.2f} s)")
-    print(f"sequential / vmapped training time: {seq / vm:.2f}")
+    ratio = _bench.Ratio("sequential / vmapped training time", statistics.median(rounds),
+                         rounds, 3.0, higher_is_better=True)
+    print(f"sequential / vmapped training time: {ratio.value:.2f} (goal >= 3)")
+    _bench.finish(args, "sweep", [ratio], {"sequential s": seq, "vmapped s": vm,
+                                          "configs": len(pairs)},
+                  "sequential / vmapped training time")
 
 
 if __name__ == "__main__":

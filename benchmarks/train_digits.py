@@ -16,15 +16,15 @@ Times are after compiling (the compile is reported apart), the median of interle
 repeats, so the methods share the machine's noise. The last line is the ratio of jaxprop
 to plain JAX.
 
-Run: ``python benchmarks/train_digits.py [--repeats 5]``
+Run: ``python benchmarks/train_digits.py [--repeats 5] [--json PATH]``
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+import _bench  # benchmarks/, the folder of this script, is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,7 +175,7 @@ def _test_acc(p, ds):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
@@ -183,6 +183,7 @@ def main() -> None:
     ds = load_data(cfg)
     trainer = Trainer(cfg, ds)
     steps = trainer.steps
+    jax.jit(lambda a: (a @ a).sum()).lower(jnp.ones((8, 8))).compile()  # XLA's start-up
     t0 = time.perf_counter()
     trainer.compile(trainer.init_state())
     jaxprop_compile = time.perf_counter() - t0
@@ -230,7 +231,16 @@ def main() -> None:
     for name in methods:
         if name != "jaxprop":
             print(f"{name} / jaxprop: {med[name] / med['jaxprop']:.2f}x")
-    print(f"jaxprop / plain JAX: {med['jaxprop'] / med['plain JAX']:.2f}")
+    rounds = [a / b for a, b in zip(times["jaxprop"], times["plain JAX"])]
+    ratios = [_bench.Ratio("jaxprop / plain JAX", statistics.median(rounds), rounds)]
+    for name in methods:
+        if name not in ("jaxprop", "plain JAX"):
+            ratios.append(_bench.Ratio(f"{name} / jaxprop", med[name] / med["jaxprop"],
+                                       higher_is_better=True))
+    figures = {f"{name} ms": med[name] * 1e3 for name in methods}
+    figures.update({"jaxprop compile s": jaxprop_compile, "plain JAX compile s": plain_compile})
+    print(f"jaxprop / plain JAX: {ratios[0].value:.2f}")
+    _bench.finish(args, "train_digits", ratios, figures, "jaxprop / plain JAX")
 
 
 if __name__ == "__main__":
