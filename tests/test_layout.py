@@ -65,8 +65,8 @@ def test_readme_pattern_table_is_written_from_the_gates():
 # ---------------------------------------------------------------------------------- layers
 
 LAYERS = [
-    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop.data", "jaxprop.gate",
-     "jaxprop._linearity"),
+    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop._signals", "jaxprop.data",
+     "jaxprop.gate", "jaxprop._linearity"),
     ("jaxprop.gates",),
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
     ("jaxprop.tracer", "jaxprop._drivers", "jaxprop.reverse", "jaxprop.forward"),
