@@ -224,44 +224,34 @@ def test_a_signal_at_any_moment_exits_cleanly_and_loses_nothing(moment, env, ref
     _finish_and_compare(run, env, reference, epoch)
 
 
-def test_a_second_writer_is_refused_and_the_first_run_is_untouched(env, reference, tmp_path):
+def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(env, reference,
+                                                                            tmp_path):
+    """Two writers on one --out: the second is refused at once, naming the first's PID, and
+    writes nothing. Then the first is SIGKILLed mid-training: its lock file stays behind, the
+    next run takes it over and says whose it was, and ends as if nothing had happened."""
     run = tmp_path / "R"
     first = _start([*RUN, "--out", str(run)], env)
-    _wait(first, lambda: (run / LOCK_NAME).exists(), "the lock")
-    first.send_signal(signal.SIGSTOP)  # hold it there while the second writer tries
+    _wait(first, _epochs_logged(run, 3), "3 epochs")
+    time.sleep(random.Random("issue 11: two writers").uniform(0.0, 0.1))
+    first.send_signal(signal.SIGSTOP)  # hold it mid-training while the second writer tries
     try:
         code, _, err = _run([*RUN, "--out", str(run)], env)
     finally:
-        first.send_signal(signal.SIGCONT)
+        first.kill()  # SIGKILL: no handler, no tidying up
+        first.communicate(timeout=TIMEOUT)
     assert code == 2
     _one_line(err, rf"jaxprop train: error: --out '.*R' is in use by another jaxprop train "
                    rf"\(holder: PID {first.pid}, started .*\); wait for it to finish, or give "
                    r"another --out")
-    code, _, err = _finish(first)
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == first.pid  # left behind
+    with np.load(run / "checkpoint.npz") as z:  # whole, though killed at any moment
+        assert int(z["epoch"]) >= 3
+    code, _, err = _run(["train", "--quiet", "--resume", "--out", str(run)], env)
     assert code == 0, err
+    assert f"took over a stale lock of PID {first.pid}" in err and "Traceback" not in err
     assert _consistent(run) == EPOCHS
     chex.assert_trees_all_equal(_params(run), reference["params"])
     assert _metrics(run) == reference["metrics"]  # one run's lines, once each
-
-
-def test_a_killed_run_leaves_a_stale_lock_that_is_taken_over(env, reference, tmp_path):
-    run = tmp_path / "R"
-    proc = _start([*RUN, "--out", str(run)], env)
-    _wait(proc, _epochs_logged(run, 3), "3 epochs")
-    time.sleep(random.Random("issue 11: SIGKILL").uniform(0.0, 0.2))
-    proc.kill()
-    proc.communicate(timeout=TIMEOUT)
-    assert json.loads((run / LOCK_NAME).read_text())["pid"] == proc.pid  # left behind
-    # SIGKILL gives no chance to tidy up: the checkpoint is whole, metrics at most one ahead
-    with np.load(run / "checkpoint.npz") as z:
-        epoch = int(z["epoch"])
-    assert epoch >= 3
-    code, _, err = _run(["train", "--quiet", "--resume", "--out", str(run)], env)
-    assert code == 0, err
-    assert f"took over a stale lock of PID {proc.pid}" in err
-    assert "Traceback" not in err
-    chex.assert_trees_all_equal(_params(run), reference["params"])
-    assert _metrics(run) == reference["metrics"]
 
 
 def test_a_full_disk_stops_naming_the_file_and_the_run_resumes(env, reference, tmp_path):

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import re
+import shutil
+from pathlib import Path
 
 import chex
 import numpy as np
@@ -36,13 +38,19 @@ def _params(run):
         return {k: z[k] for k in z.files}
 
 
-@pytest.fixture
-def run(tmp_path):
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
     """A 2-epoch run of the linear SVM with a learning rate that is not the default."""
-    out = tmp_path / "R"
+    out = tmp_path_factory.mktemp("resume") / "R"
     assert main(["train", *SVM, "--set", "train.epochs=2", "--set", "optimizer.lr=0.05",
                  "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def run(pristine, tmp_path):
+    """A copy of the pristine run, to resume or damage."""
+    return Path(shutil.copytree(pristine, tmp_path / "R"))
 
 
 def _files(run):
