@@ -172,3 +172,25 @@ def test_rich_markup_in_a_user_given_path_is_printed_as_text(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert "mk[/]up" in out and "digits_linear_svm: completed" in out
     assert (tmp_path / "mk[/]up" / "summary.json").is_file()
+
+
+def test_without_flock_the_lock_falls_back_to_the_holders_pid(tmp_path, monkeypatch):
+    """A file system that refuses flock: the lock file is created exclusively and a second
+    writer is refused while its PID runs; once that PID is gone the lock is stale."""
+    import errno
+
+    from jaxprop.train import lock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_flock)
+    with FolderLock(tmp_path, "jaxprop train"):
+        with pytest.raises(FileExistsError, match=f"holder: PID {os.getpid()}"):
+            FolderLock(tmp_path).acquire()
+    assert not (tmp_path / LOCK_NAME).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout)}))
+    with FolderLock(tmp_path) as taken:
+        assert taken.stale == {"pid": int(dead.stdout)}

@@ -8,13 +8,14 @@ the next writer takes it over and says whose it was. ``release()`` unlinks the f
 still holding the lock; a writer that opened the old file just before checks, after locking,
 that its file is still the one at the path, and tries again if not.
 
-Where ``fcntl`` is missing (Windows) the file is created exclusively instead, and a file
-whose PID no longer runs is stale.
+Where ``fcntl`` is missing (Windows), or the file system refuses ``flock``, the file is
+created exclusively instead, and a file whose PID no longer runs is stale.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import socket
@@ -28,6 +29,8 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["LOCK_NAME", "FolderLock", "describe_stale"]
 
 LOCK_NAME = ".jaxprop.lock"
+
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class FolderLock:
@@ -74,6 +77,11 @@ class FolderLock:
                 holder = _read(fd)
                 os.close(fd)
                 raise self._in_use(holder) from None
+            except OSError as err:
+                os.close(fd)
+                if err.errno in _NO_FLOCK:  # a file system without flock: PIDs instead
+                    return self._acquire_exclusive()
+                raise
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -91,7 +99,7 @@ class FolderLock:
         raise FileExistsError(f"--out {str(self.folder)!r}: could not take its lock file "
                               f"{str(self.path)!r}; other writers keep replacing it")
 
-    def _acquire_exclusive(self) -> FolderLock:  # pragma: no cover - Windows
+    def _acquire_exclusive(self) -> FolderLock:
         for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -148,7 +156,7 @@ def _read(fd: int) -> dict:
     return _parse(os.pread(fd, 4096, 0))
 
 
-def _alive(pid) -> bool:  # pragma: no cover - Windows
+def _alive(pid) -> bool:
     try:
         os.kill(int(pid), 0)
     except (TypeError, ValueError, ProcessLookupError, OSError):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprop._signals import GUARD
+from jaxprop._signals import GUARD, Stop
 from jaxprop.train import checkpoint
 from jaxprop.train.lock import LOCK_NAME, FolderLock
 
@@ -177,8 +177,10 @@ class RunDir:
         try:
             with GUARD.critical():
                 files._settle(mode, command, resumable)
-        except BaseException:
+        except BaseException as err:
             files.close()
+            if isinstance(err, Stop) and not err.detail:
+                err.detail = files.stopped_note()  # says where --overwrite moved the old run
             raise
         return files
 
