@@ -118,6 +118,17 @@ class Guard:
         """From now on a signal is recorded only: the process is reporting and exiting."""
         self.muted = True
 
+    def ignore(self) -> None:
+        """Ignores SIGINT and SIGTERM from now on: the process has done its work and exits.
+
+        The console script's last act. Python's own finalization puts the default action
+        back for a signal with a Python handler (a SIGINT there would kill the process
+        instead of letting it exit with its code), but leaves an ignored one ignored.
+        """
+        if self.installed:
+            for s in self._previous:
+                signal.signal(s, signal.SIG_IGN)
+
     # ------------------------------------------------------------------ moments
 
     @contextlib.contextmanager

@@ -176,8 +176,8 @@ STOPPED = (r"jaxprop(?: train)?: (?P<sig>SIG[A-Z]+): stopped(?:"
 
 # name: (signal, sync point, seeded delay range in s, a second signal after 10 ms)
 MOMENTS = {
-    "startup": (signal.SIGINT, "handlers", (0.0, 0.15), None),
-    "importing JAX": (signal.SIGTERM, "handlers", (0.15, 1.0), None),
+    "startup": (signal.SIGTERM, "handlers", (0.0, 0.15), None),
+    "importing JAX": (signal.SIGINT, "handlers", (0.15, 1.0), None),  # it took ~2.4 s
     "loading and compiling": (signal.SIGTERM, "locked", (0.0, 0.4), None),
     "mid-training, SIGTERM twice": (signal.SIGTERM, "epochs", (0.0, 0.2), signal.SIGTERM),
     "mid-training, Ctrl-C twice": (signal.SIGINT, "epochs", (0.0, 0.2), signal.SIGINT),

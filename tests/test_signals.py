@@ -104,3 +104,19 @@ def test_outside_the_cli_handlers_are_installed_only_while_training(tmp_path):
     with g.graceful():
         assert signal.getsignal(signal.SIGTERM) == g._handler
     assert signal.getsignal(signal.SIGTERM) is before and not g.installed
+
+
+def test_the_console_script_exits_with_its_code_whatever_arrives_after():
+    """After main() returns, Python's shutdown would give a signal its default action back
+    (killed, not the exit code): the console script ignores them from then on."""
+    import subprocess
+
+    code = ("import os, signal, sys\n"
+            "from jaxprop._signals import GUARD\n"
+            "GUARD.install(); GUARD.ignore()\n"
+            "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+            "sys.exit(7)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 7, result.stderr

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     (``jaxprop._signals``): before JAX is imported, they stop the process with one line and
     exit code 130 or 143; during training the epoch in flight is finished and saved first.
     Called with ``argv`` (from Python) the previous handlers are put back on return; as the
-    console script they stay, recording only, while the interpreter exits.
+    console script (no ``argv``) the signals are ignored from the return on, so that the
+    process exits with the code returned, not killed while the interpreter shuts down.
     """
     from jaxprop._signals import GUARD, Stop
 
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if argv is not None and ours:
-            GUARD.uninstall()
+        if ours and argv is not None:
+            GUARD.uninstall()  # called from Python: the caller's handlers again
+        elif ours:
+            GUARD.ignore()  # the console script: exit with this code, whatever arrives now
 
 
 def _prog(command: str | None) -> str:
