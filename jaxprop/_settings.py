@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["field", "keys", "leaf", "from_dict", "to_dict", "to_toml", "parse_literal",
-           "parse_assignment", "apply", "merge", "union", "read_toml", "describe", "choices_of"]
+__all__ = ["field", "keys", "leaf", "value_of", "diff", "from_dict", "to_dict", "to_toml",
+           "parse_literal", "parse_assignment", "apply", "merge", "union", "read_toml",
+           "describe", "choices_of"]
 
 
 def field(default, *, doc: str, choices: tuple | Callable[[], Iterable[str]] | None = None,
@@ -90,6 +91,24 @@ def leaf(schema, key: str) -> tuple[dataclasses.Field, Any]:
         cls = _hints(cls)[part]
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     return f, _hints(cls)[name]
+
+
+def value_of(obj, key: str):
+    """The value of the dotted ``key`` in a schema instance."""
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def diff(a, b) -> dict[str, tuple[Any, Any]]:
+    """``{key: (value in a, value in b)}`` for every dotted key where two instances differ."""
+    out = {}
+    for key in keys(type(a)):
+        va, vb = value_of(a, key), value_of(b, key)
+        if va != vb:
+            out[key] = (list(va) if isinstance(va, tuple) else va,
+                        list(vb) if isinstance(vb, tuple) else vb)
+    return out
 
 
 def choices_of(meta) -> tuple | None:

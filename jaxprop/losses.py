@@ -28,6 +28,11 @@ def check_scores_labels(name: str, scores, labels):
     """
     labels = jnp.asarray(labels) if isinstance(labels, (list, tuple)) else labels
     s_shape, y_shape = jnp.shape(scores), jnp.shape(labels)
+    if not jnp.issubdtype(jnp.result_type(scores), jnp.floating):
+        raise TypeError(
+            f"{name}: scores must be real floating-point [N, C]; got dtype "
+            f"{jnp.result_type(scores)} (the losses are defined for real scores: give the "
+            "real part, or cast with .astype(jnp.float32))")
     if len(s_shape) != 2:
         raise ValueError(f"{name}: scores must have rank 2, [N, C]; got shape {s_shape}")
     if len(y_shape) != 1:
@@ -209,13 +214,28 @@ def objective(scores_fn: Callable, loss_fn: Callable, reg) -> Callable:
       loss, grads = jaxprop.reverse.value_and_grad(f)(params, x, y)
     """
 
+    _check_reg(reg)
+
     def f(params, x, y):
+        _check_reg(reg)
         loss = loss_fn(scores_fn(params, x), y)
         if isinstance(reg, (int, float)) and reg == 0:
             return loss
         return gates.add(loss, gates.mul(reg, l2_penalty(params)))
 
     return f
+
+
+def _check_reg(reg) -> None:
+    """``reg`` must be one real number: an array of them would make the loss an array."""
+    if isinstance(reg, bool):
+        raise TypeError("objective: reg must be a number; got a bool")
+    if jnp.shape(reg) != ():
+        raise ValueError(f"objective: reg must be a scalar (one regularisation strength); got "
+                         f"shape {jnp.shape(reg)}")
+    dtype = jnp.result_type(reg)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"objective: reg must be a real number; got dtype {dtype}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Bad input gets a clear error at trace time (so also under jax.jit) naming what is wrong."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -207,3 +208,15 @@ def test_model_params_with_unknown_keys_or_wrong_shapes_are_refused():
     with pytest.raises(ValueError, match=r"params\['W2'\] has shape \(6, 3\); expected \(5, 3\)"):
         models.two_layer_scores({"W1": jnp.zeros((4, 5)), "b1": jnp.zeros(5),
                                  "W2": jnp.zeros((6, 3)), "b2": jnp.zeros(3)}, x)
+
+
+def test_reductions_take_numpy_integer_axes_and_refuse_empty_means():
+    x = jnp.arange(6.0).reshape(2, 3)
+    for axis in (np.int64(0), np.int32(1), (np.int64(0), 1)):
+        chex.assert_trees_all_close(gates.sum(x, axis=axis), jnp.sum(x, axis=axis))
+        chex.assert_trees_all_close(gates.mean(x, axis=axis), jnp.mean(x, axis=axis))
+    with pytest.raises(ValueError, match=r"mean: the mean over axis None of an input of shape "
+                                         r"\(0,\) averages no elements"):
+        gates.mean(jnp.zeros((0,)))
+    with pytest.raises(ValueError, match=r"averages no elements"):
+        gates.mean(jnp.zeros((2, 0)), axis=1)

@@ -185,3 +185,38 @@ def test_non_training_toml_is_not_an_experiment(tmp_path, monkeypatch):
     # a broken experiment, named: its real error, not "not an experiment"
     with pytest.raises(ValueError, match=r"unknown config key 'train\.epochz'"):
         C.load_config("typo")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("optimizer.lr=1e-50", r"'optimizer\.lr' = 1e-50 becomes 0 \(or loses its precision\) in "
+                           r"float32, the training dtype"),
+    ("optimizer.lr=1e-40", r"'optimizer\.lr' = 1e-40 becomes 0"),
+    ("loss.reg=1e39", r"'loss\.reg' = 1e\+39 becomes Inf in float32"),
+    ("loss.reg=1e-45", r"'loss\.reg' = 1e-45 becomes 0"),
+    ("model.weight_scale=1e39", r"'model\.weight_scale' = 1e\+39 becomes Inf in float32"),
+    ("optimizer.lr_decay=1e-39", r"'optimizer\.lr_decay' = 1e-39 becomes 0"),
+    ("sweep.lr=[1e-3, 1e-60]", r"'sweep\.lr\[1\]' = 1e-60 becomes 0"),
+    ("sweep.reg=[0, 1e300]", r"'sweep\.reg\[1\]' = 1e\+300 becomes Inf"),
+    ("optimizer.lr_decay=0.01", r"'optimizer\.lr' = 0\.003 decays below float32's smallest "
+                                r"normal number \(1\.18e-38\) by epoch 19 of train\.epochs=30"),
+    ("seed=4294967296", r"'seed' must be >= 0 and <= 4294967295"),
+])
+def test_values_the_training_dtype_would_change_are_refused(override, match):
+    with pytest.raises(ValueError, match=match):
+        C.load_config(None, [override])
+
+
+def test_values_float32_keeps_are_accepted():
+    cfg = C.load_config(None, ["loss.reg=0", "optimizer.momentum=0", "optimizer.lr=1e-30",
+                               "optimizer.lr_decay=1", "seed=4294967295", "name=" + "n" * 100])
+    assert cfg.loss.reg == 0.0 and cfg.optimizer.lr == 1e-30 and cfg.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("name, match", [
+    ("n" * 101, r"'name' must be at most 100 characters"),
+    ("a\tb", r"'name' must be printable"),
+    ("a\\b", r"'name' must be a non-empty name without '/'"),
+])
+def test_names_that_cannot_name_a_folder_are_refused(name, match):
+    with pytest.raises(ValueError, match=match):
+        C.from_dict({"name": name})

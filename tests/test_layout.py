@@ -65,8 +65,8 @@ def test_readme_pattern_table_is_written_from_the_gates():
 # ---------------------------------------------------------------------------------- layers
 
 LAYERS = [
-    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop.data", "jaxprop.gate",
-     "jaxprop._linearity"),
+    ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop._signals", "jaxprop.data",
+     "jaxprop.gate", "jaxprop._linearity"),
     ("jaxprop.gates",),
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
     ("jaxprop.tracer", "jaxprop._drivers", "jaxprop.reverse", "jaxprop.forward"),
@@ -234,3 +234,27 @@ def test_keys_lists_every_setting_with_its_choices(command, capsys):
         assert "optimizer.name = adam" in out and "one of sgd, momentum, adam" in out
     else:
         assert "width.activation = sigmoid" in out and "one of sigmoid, relu" in out
+
+
+def test_the_tests_that_the_nothing_lost_claims_name_exist():
+    """README's and docs/training.md's "Nothing lost" claims name the tests that prove them:
+    each named test must exist (in the file named with it, where one is)."""
+    defined = {path.name: set(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.M))
+               for path in (ROOT / "tests").glob("test_*.py")}
+    everywhere = set().union(*defined.values())
+    named = 0
+    for doc in (ROOT / "README.md", ROOT / "docs" / "training.md"):
+        text = doc.read_text()
+        section = re.split(r"^#+ Nothing lost$", text, flags=re.M)[1].split("\n## ", 1)[0]
+        file = None
+        pattern = r"(?:(test_\w+)\.py)?::(test_\w+)|(?<![\w.])(test_\w+)(?!\w|\.py)"
+        for match in re.finditer(pattern, section):
+            in_file, test, bare = match.groups()
+            if in_file:
+                file = f"{in_file}.py"
+            if test:
+                assert test in defined.get(file, ()), f"{doc.name}: {file}::{test} is not a test"
+            else:
+                assert bare in everywhere, f"{doc.name}: {bare} is not a test"
+            named += 1
+    assert named > 50

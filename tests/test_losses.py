@@ -19,7 +19,7 @@ from cases import (
 )
 
 import jaxprop
-from jaxprop import losses
+from jaxprop import losses, models
 
 ids = [c.name for c in LOSS_CASES]
 SWAPPABLE_LOSSES = [c for c in LOSS_CASES if c.apply is not None]
@@ -156,3 +156,29 @@ def test_l2_penalty_gradient_is_2w_and_skips_biases():
 def test_l2_penalty_without_weights_is_an_error():
     with pytest.raises(ValueError, match="no weight matrix"):
         losses.l2_penalty({"b": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_loss, losses.svm_loss])
+def test_complex_scores_are_refused(loss):
+    scores = jnp.ones((2, 3), jnp.complex64)
+    with pytest.raises(TypeError, match=r"scores must be real floating-point \[N, C\]; got "
+                                        r"dtype complex64"):
+        loss(scores, jnp.array([0, 1]))
+
+
+@pytest.mark.parametrize("reg, error, match", [
+    (jnp.ones(3), ValueError, r"objective: reg must be a scalar .*; got shape \(3,\)"),
+    (np.ones((1,)), ValueError, r"got shape \(1,\)"),
+    (1j, TypeError, r"reg must be a real number; got dtype complex"),
+    (True, TypeError, r"reg must be a number; got a bool"),
+])
+def test_objective_refuses_a_reg_that_is_not_one_number(reg, error, match):
+    with pytest.raises(error, match=match):
+        losses.objective(models.linear_scores, losses.softmax_loss, reg)
+    # under vmap a traced scalar reg is fine: the loss stays a scalar per reg
+    f = losses.objective(models.linear_scores, losses.softmax_loss, 0.1)
+    params = {"W": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    assert jnp.shape(f(params, jnp.ones((2, 4)), jnp.array([0, 1]))) == ()
+    g = jax.vmap(lambda r: losses.objective(models.linear_scores, losses.softmax_loss, r)(
+        params, jnp.ones((2, 4)), jnp.array([0, 1])))
+    assert g(jnp.array([0.0, 0.1, 1.0])).shape == (3,)

@@ -251,3 +251,95 @@ def test_absurd_size_is_refused_before_compiling(digits):
     assert est["params"] == 4 * 3 * (64 * 128 + 128 + 128 * 10 + 10)
     with pytest.raises(ValueError, match=r"train\.batch_size=64.*budget of 0\.0 GiB"):
         memory.check_memory(load_config(), 64, 10, num_eval=1444, budget=1000)
+
+
+# --------------------------------------------------------------- divergence bookkeeping
+
+
+@pytest.mark.parametrize("sets, culprit, where", [
+    (["loss.reg=1e30", "optimizer.lr=0.1"], "The regularisation is likely too strong "
+     "(loss.reg=1e+30", "the loss, at step 2 of the epoch"),
+    (["model.weight_scale=1e20"], "The initial weights are likely too large "
+     "(model.weight_scale=1e+20)", "the loss, at step 1 of the epoch"),
+])
+def test_divergence_names_the_likely_culprit_and_where(sets, culprit, where, digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["train.epochs=3", *sets])
+    result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False)
+    assert result.status == "diverged" and result.exit_code == EXIT_DIVERGED
+    assert culprit in result.message and where in result.message
+    assert "learning rate" not in result.message  # not blamed when it is not the cause
+    with np.load(tmp_path / "checkpoint.npz") as z:  # the last good one is finite
+        assert all(np.isfinite(z[k]).all() for k in z.files if k.startswith("leaf_"))
+
+
+def test_culprit_from_the_config_and_the_first_non_finite_value():
+    from jaxprop.train import divergence
+
+    small = {"W": np.full((4, 3), 1e-3, np.float32), "b": np.zeros(3, np.float32)}
+    huge = {"W": np.full((4, 3), 1e20, np.float32), "b": np.zeros(3, np.float32)}
+    first_loss = {"step": 1, "what": "loss", "leaves": []}
+    later_grad = {"step": 4, "what": "gradient", "leaves": ["W"]}
+
+    def cfg(*sets):
+        return load_config("digits_linear_svm", list(sets))
+
+    # before any update the learning rate cannot be to blame
+    assert divergence.culprit(cfg("optimizer.lr=1e30", "model.weight_scale=1e20"), 0,
+                              first_loss, huge) == "model.weight_scale"
+    assert divergence.culprit(cfg("loss.reg=1e36"), 0, first_loss, small) == "loss.reg"
+    assert divergence.culprit(cfg(), 0, first_loss, small) == "inputs"
+    # later: the key furthest above its usual range; the learning rate when none is
+    assert divergence.culprit(cfg("optimizer.lr=1e30"), 2, later_grad, small) == "optimizer.lr"
+    assert divergence.culprit(cfg("loss.reg=1e20", "optimizer.lr=10"), 2, later_grad,
+                              small) == "loss.reg"
+    assert divergence.culprit(cfg(), 2, later_grad, small) == "optimizer.lr"
+    assert divergence.where_text(later_grad) == (
+        "the first values that were not finite were the gradients of W, at step 4 of the "
+        "epoch (the loss was still finite)")
+    assert "parameters W1, b1, after the update of step 2" in divergence.where_text(
+        {"step": 2, "what": "parameters", "leaves": ["W1", "b1"]})
+
+
+def test_the_replay_finds_the_step_and_the_leaf(digits):
+    cfg = load_config("digits_linear_svm", ["optimizer.lr=1e30"])
+    trainer = Trainer(cfg, digits)
+    state = trainer.init_state()
+    new, stats, _ = trainer.run_epoch(state, 0)
+    assert not stats["finite"]
+    where = trainer.diagnose(state, 0)
+    assert where["step"] is not None and where["what"] in ("loss", "gradient", "parameters")
+    # the steps before it were finite: running them alone stays finite
+    assert where["step"] > 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_initial_parameters_that_are_not_finite_are_never_saved(digits, tmp_path):
+    import dataclasses
+
+    cfg = load_config("digits_linear_svm", ["train.epochs=2"])
+    # past the config's float32 check (model.weight_scale=1e39 is refused there), the run
+    # itself refuses to save an initial state full of Inf as "epoch 0"
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weight_scale=1e39))
+    with pytest.raises(ValueError, match=r"the initial parameters are not finite \(W holds NaN "
+                                         r"or Inf\): model\.weight_scale=1e\+39 is too large"):
+        train(cfg, tmp_path / "R", dataset=digits, progress=False, write_plots=False)
+    assert not (tmp_path / "R").exists()
+
+
+def test_preprocess_none_means_none(digits, tmp_path):
+    cfg = load_config("digits_linear_svm", ["data.preprocess=none", "train.epochs=1"])
+    assert cfg.data.preprocess == "none"
+    raw = load_data(cfg)
+    assert raw.preprocess == "none"
+    assert raw.x_train.min() == 0.0 and raw.x_train.max() == 16.0  # pixels as they are
+    np.testing.assert_array_equal(raw.mean, np.zeros(64, np.float32))
+    from jaxprop.train.experiment import to_toml
+
+    path = tmp_path / "none.toml"
+    path.write_text(to_toml(cfg))
+    assert 'preprocess = "none"' in path.read_text()
+    assert load_config(path).data.preprocess == "none"  # and back through TOML
+    a = train(cfg, tmp_path / "none", progress=False, write_plots=False)
+    b = train(load_config("digits_linear_svm", ["train.epochs=1"]), tmp_path / "course",
+              dataset=digits, progress=False, write_plots=False)
+    assert not np.array_equal(a.params["W"], b.params["W"])

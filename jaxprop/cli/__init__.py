@@ -20,10 +20,13 @@ from jaxprop._version import __version__
 COMMAND_MODULES = ("jaxprop.cli.train", "jaxprop.cli.sweep", "jaxprop.cli.compare",
                    "jaxprop.cli.explain", "jaxprop.cli.check")
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError, MemoryError)
-"""Exceptions that report bad input (a config value, a shape, a missing file): shown as one
-line. Anything else is a bug in jaxprop and is reported as an internal error."""
+USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
+"""Exceptions that report bad input or a bad environment (a config value, a shape, a missing,
+unwritable or full file, a folder in use): shown as one line, exit code 2. ``OSError`` covers
+``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``NotADirectoryError`` and a
+full disk. Anything else is a bug in jaxprop and is reported as an internal error."""
+
+EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,28 +41,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(err: BaseException) -> str:
+    """One line for a user error: the message, with an OSError's file but not its errno."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror + (f": {err.filename!r}" if err.filename else "")
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())  # one line, whatever the message held
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Runs ``jaxprop COMMAND ...`` (``argv``, default ``sys.argv[1:]``); returns the exit code.
+
+    SIGINT and SIGTERM are handled from the first line here to the last
+    (``jaxprop._signals``): before JAX is imported, they stop the process with one line and
+    exit code 130 or 143; during training the epoch in flight is finished and saved first.
+    Called with ``argv`` (from Python) the previous handlers are put back on return; as the
+    console script (no ``argv``) the signals are ignored from the return on, so that the
+    process exits with the code returned, not killed while the interpreter shuts down.
+    """
+    from jaxprop._signals import GUARD, Stop
+
+    ours = not GUARD.installed and GUARD.install()  # first: before argparse, before JAX
+    command = None
     try:
-        return int(args.func(args) or 0)
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            command = args.command
+            code = int(args.func(args) or 0)
+            GUARD.check()  # a Stop that Python swallowed (a gc callback) is raised here
+            return code
+        finally:
+            GUARD.mute()
+    except Stop as stop:
+        if os.environ.get("JAXPROP_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        if command is None and not stop.detail:
+            stop.detail = "nothing was written"  # still parsing the arguments
+        print(f"{_prog(command)}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
-        print(f"jaxprop {args.command}: interrupted", file=sys.stderr)
+        print(f"{_prog(command)}: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as err:
         if os.environ.get("JAXPROP_DEBUG"):
             raise
-        print(f"jaxprop {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"{_prog(command)}: error: {describe_error(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as err:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("JAXPROP_DEBUG"):
             raise
         print(
-            f"jaxprop {args.command}: internal error: {type(err).__name__}: {err}\n"
+            f"{_prog(command)}: internal error: {type(err).__name__}: {err}\n"
             "(rerun with JAXPROP_DEBUG=1 for the traceback, and please report it)",
             file=sys.stderr,
         )
         return 1
+    finally:
+        if ours and argv is not None:
+            GUARD.uninstall()  # called from Python: the caller's handlers again
+        elif ours:
+            GUARD.ignore()  # the console script: exit with this code, whatever arrives now
+
+
+def _prog(command: str | None) -> str:
+    return f"jaxprop {command}" if command else "jaxprop"
 
 
 if __name__ == "__main__":

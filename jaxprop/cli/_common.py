@@ -7,7 +7,8 @@ import contextlib
 import sys
 import warnings
 
-__all__ = ["add_settings_arguments", "print_keys", "warnings_as_lines"]
+__all__ = ["add_settings_arguments", "add_overwrite_argument", "print_keys",
+           "warnings_as_lines"]
 
 
 def add_settings_arguments(p: argparse.ArgumentParser, config_help: str, out_help: str) -> None:
@@ -21,6 +22,13 @@ def add_settings_arguments(p: argparse.ArgumentParser, config_help: str, out_hel
     p.add_argument("--out", metavar="DIR", help=out_help)
     p.add_argument("--keys", action="store_true",
                    help="list every setting with its default, choices and meaning, and exit")
+
+
+def add_overwrite_argument(p, what: str = "run") -> None:
+    """``--overwrite``: start afresh in an ``--out`` that holds something, moved aside first."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"start afresh even if --out holds a {what} or other files: they are "
+                        "moved to a sibling folder <out>.old-N first (nothing is deleted)")
 
 
 def print_keys(schema) -> int:

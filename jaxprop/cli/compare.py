@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.keys:
         return print_keys(Plan)
     from jaxprop.compare.report import run_compare  # JAX loads only when it runs
+    from jaxprop.train.rundir import check_out_path
 
     config = load_config(args.config, quick=args.quick, sets=args.overrides, out=args.out)
+    check_out_path(config.out, "--out" if args.out else "out")  # before measuring anything
     summary = run_compare(config)
     cross = summary.get("crossover", {})
     if cross:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxprop.explainer import examples
     from jaxprop.explainer.trace import explain
+    from jaxprop.train.rundir import check_out_path
 
+    check_out_path(args.out)  # before any tracing: a file there is an error, not a crash
     name = args.example
     if ":" in name:
         if args.fn_args is None:
@@ -135,12 +138,14 @@ def load_function(spec: str) -> Callable:
             raise FileNotFoundError(f"{spec}: no such file {str(path)!r}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        with _user_code(spec, str(path)):
+            module_spec.loader.exec_module(module)
     else:
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))  # as `python -m` would find it
         try:
-            module = importlib.import_module(module_name)
+            with _user_code(spec, module_name):
+                module = importlib.import_module(module_name)
         except ImportError as err:
             raise ValueError(f"{spec}: cannot import module {module_name!r} ({err})") from None
     fn = getattr(module, fn_name, None)
@@ -152,6 +157,21 @@ def load_function(spec: str) -> Callable:
         raise ValueError(f"{spec}: module {module_name!r} has {what} {fn_name!r}; "
                          f"its functions are {choices}")
     return fn
+
+
+@contextlib.contextmanager
+def _user_code(spec: str, where: str):
+    """Running a user's module: its SyntaxError or exception is their error, named."""
+    try:
+        yield
+    except ImportError:
+        raise
+    except SyntaxError as err:
+        raise ValueError(f"{spec}: {where} has a syntax error at line {err.lineno}: "
+                         f"{err.msg}") from None
+    except Exception as err:  # noqa: BLE001 - whatever the user's module raises
+        raise ValueError(f"{spec}: importing {where} raised {type(err).__name__}: {err}") \
+            from None
 
 
 def _literal(flag: str, text: str):

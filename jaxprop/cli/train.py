@@ -3,10 +3,12 @@
 With no arguments it trains the two-layer net on the bundled digits with the default config.
 ``--config`` takes a TOML file or a shipped experiment's name (``digits_linear_svm``),
 ``--set KEY=VALUE`` overrides any key by its dotted name, ``--out`` picks the folder (default
-``runs/<name>/``) and ``--resume`` continues its last checkpoint.
+``runs/<name>/``), which must be empty or new unless ``--resume`` continues the run there or
+``--overwrite`` moves what is there aside first.
 
-Exit codes: 0 done, 2 bad input (a config key, a missing file), 3 the loss became NaN/Inf,
-130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
+Exit codes: 0 done, 2 bad input or environment (a config key, a missing or unwritable file,
+a folder in use or holding a run), 3 the loss became NaN/Inf, 130/143 stopped by
+SIGINT/SIGTERM (after saving a checkpoint, once training has started).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxprop.cli._common import add_settings_arguments, print_keys, warnings_as_lines
+from jaxprop.cli._common import (
+    add_overwrite_argument,
+    add_settings_arguments,
+    print_keys,
+    warnings_as_lines,
+)
 
-__all__ = ["register", "resolve_config", "run"]
+__all__ = ["register", "resolve_config", "resolve_resume", "run"]
 
 CONFIG_HELP = ("TOML config file, or a shipped experiment's name (default: the built-in "
                "digits_two_layer)")
@@ -29,6 +36,7 @@ examples:
   jaxprop train --config my.toml --set optimizer.lr=1e-2 --set train.epochs=50
   jaxprop train --set train.pipeline=forward       # gradients from our JVP rules
   jaxprop train --resume --set train.epochs=60     # continue runs/<name>/ to 60 epochs
+  jaxprop train --overwrite                        # start afresh; the old run is moved aside
   jaxprop train --keys                             # every setting, its choices and default
 """
 
@@ -39,16 +47,20 @@ def register(subparsers) -> None:
         "train", help="train a classifier (default: two-layer net on digits)",
         description="Train one of the lecture's classifiers from a config.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(p, CONFIG_HELP, "output folder (default: runs/<name>/)")
+    add_settings_arguments(p, CONFIG_HELP, "output folder (default: runs/<name>/); it must be "
+                           "empty or new, unless --resume or --overwrite")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in --out (any key may be "
-                        "overridden, e.g. --set train.epochs=60)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its last checkpoint, with its own "
+                           "config.toml; change a key with --set (recorded in the run's "
+                           "history.jsonl), e.g. --set train.epochs=60")
+    add_overwrite_argument(mode)
     p.set_defaults(func=run)
 
 
-def resolve_config(args, out_for_resume: bool = False):
-    """The config from ``--config`` and ``--set`` (and, resuming, the run's own config.toml).
+def resolve_config(args):
+    """The config of a new run, from ``--config`` and ``--set``.
 
     Returns:
       ``(cfg, out_dir)``.
@@ -56,12 +68,63 @@ def resolve_config(args, out_for_resume: bool = False):
     from jaxprop.train.experiment import load_config
     from jaxprop.train.loop import default_out_dir
 
-    overrides = list(args.overrides)
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, list(args.overrides))
     out = Path(args.out) if args.out else default_out_dir(cfg)
-    if out_for_resume and args.config is None and (out / "config.toml").is_file():
-        cfg = load_config(out / "config.toml", overrides)
     return cfg, out
+
+
+def resolve_resume(args):
+    """The config of a resumed run: the run's own ``config.toml``, changed only by ``--set``.
+
+    Refused: ``--config`` (the run has its config), a missing ``config.toml``, and a
+    ``config.toml`` edited since the checkpoint was saved, except in keys that ``--set``
+    gives explicitly.
+
+    Returns:
+      ``(cfg, out_dir)``.
+    """
+    from jaxprop._settings import diff, parse_assignment
+    from jaxprop.train import checkpoint
+    from jaxprop.train.experiment import from_dict, load_config
+    from jaxprop.train.loop import default_out_dir
+    from jaxprop.train.rundir import CHECKPOINT, check_out_path
+
+    if args.config is not None:
+        raise ValueError(
+            "--config cannot be given with --resume: a resumed run continues with its own "
+            "config.toml; change a key with --set KEY=VALUE (recorded in its history.jsonl)")
+    out = Path(args.out) if args.out else default_out_dir(load_config(None, args.overrides))
+    out = check_out_path(out)
+    ckpt = out / CHECKPOINT
+    if not ckpt.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint to resume from: {str(ckpt)!r} does not exist (run without "
+            "--resume to start afresh)")
+    path = out / "config.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cannot resume {str(out)!r}: its config.toml is missing ({str(path)!r}), so the "
+            "settings the run was trained with are unknown, and the defaults would train "
+            "another run. Put the run's config.toml back, or start afresh with --overwrite")
+    file_cfg = load_config(path)
+    _, extra = checkpoint.read_info(ckpt)
+    if extra.get("config") is not None:
+        try:
+            recorded = from_dict(extra["config"])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"checkpoint {str(ckpt)!r} records a config this version cannot "
+                             f"read ({err})") from None
+        given = {parse_assignment(s)[0] for s in args.overrides}
+        edited = {k: v for k, v in diff(recorded, file_cfg).items() if k not in given}
+        if edited:
+            changes = "; ".join(f"{k} is {b!r} there but the run trained with {a!r}"
+                                for k, (a, b) in edited.items())
+            sets = " ".join(f"--set {k}={b}" for k, (a, b) in edited.items())
+            raise ValueError(
+                f"{str(path)!r} was edited after the checkpoint was saved ({changes}). A "
+                "resumed run continues the run that was: undo the edit, or make the change "
+                f"explicit with {sets} (recorded in the run's history.jsonl)")
+    return load_config(path, list(args.overrides)), out
 
 
 def run(args) -> int:
@@ -70,14 +133,22 @@ def run(args) -> int:
 
     if args.keys:
         return print_keys(Config)
-    from jaxprop.train.cache import enable_compilation_cache
-    from jaxprop.train.loop import train
-    from jaxprop.train.report import print_summary
+    from jaxprop._signals import GUARD, Stop
 
-    cfg, out = resolve_config(args, out_for_resume=args.resume)
-    enable_compilation_cache()
-    with warnings_as_lines("train"):
-        result = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    try:
+        from jaxprop.train.cache import enable_compilation_cache  # JAX loads here
+        from jaxprop.train.loop import train
+        from jaxprop.train.report import print_summary
+
+        GUARD.check()  # a signal during the imports stops here
+        cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
+        enable_compilation_cache()
+        with warnings_as_lines("train"):
+            result = train(cfg, out, resume=args.resume, overwrite=args.overwrite,
+                           progress=not args.quiet, history={"set": list(args.overrides)})
+    except Stop as stop:
+        stop.detail = stop.detail or "nothing was written"
+        raise
     print_summary(result)
     if result.message:
         print(f"jaxprop train: {result.message}", file=sys.stderr)

@@ -70,19 +70,43 @@ def _unpickle(name: str, path: Path) -> dict:
     return {_str(k): v for k, v in obj.items()}
 
 
-def read_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _labels(name: str, where: str, raw, num_classes: int | None) -> np.ndarray:
+    """``b"labels"`` as int64, refused unless every label is an integer in range.
+
+    Never cast: a float label (1.7) would be truncated to a class silently, and an integer
+    too large for int64 (2**70) would not fit.
+    """
+    values = raw.tolist() if isinstance(raw, np.ndarray) else raw
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name}: {where}: b'labels' must be a list of integer class "
+                         f"indices; got {type(raw).__name__}")
+    top = num_classes if num_classes is not None else 2**63
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name}: {where}: b'labels' must hold integer class indices; "
+                             f"label {i} is {v!r} ({type(v).__name__})")
+        if not 0 <= v < top:
+            rule = f"0..{num_classes - 1}" if num_classes is not None else "a class index"
+            raise ValueError(f"{name}: {where} has label {v}, outside {rule} (label {i})")
+    return np.asarray(values, dtype=np.int64).reshape(len(values))
+
+
+def read_batch(name: str, path: Path, num_classes: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR batch file as HWC images.
 
     Args:
       name: the dataset's name, for messages.
       path: a ``data_batch_*`` or ``test_batch`` pickle.
+      num_classes: labels must lie in ``0 .. num_classes - 1`` (None: any class index).
 
     Returns:
       ``(x, y)``: uint8 [n, 32, 32, 3] images (converted from the channel-major rows as
       CS231n's ``load_CIFAR10`` does) and int64 [n] labels.
 
     Raises:
-      ValueError: the file is not a pickle, lacks a key, or has the wrong sizes or dtype.
+      ValueError: the file is not a pickle, lacks a key, has the wrong sizes or dtype, or a
+        label that is not an integer in range (naming the file and the label).
     """
     batch = _unpickle(name, path)
     where = f"'{path.name}' in directory '{path.parent}'"
@@ -97,10 +121,7 @@ def read_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
             or data.shape[1] != PIXELS:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{name}: {where}: b'data' must be uint8 [n, {PIXELS}]; got {got}")
-    try:
-        labels = np.asarray(batch["labels"], dtype=np.int64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: {where}: b'labels' must be a list of ints ({err})") from err
+    labels = _labels(name, where, batch["labels"], num_classes)
     if labels.shape != (data.shape[0],):
         raise ValueError(
             f"{name}: {where}: {labels.size} labels for {data.shape[0]} images"
@@ -153,8 +174,9 @@ def read_cifar_folder(name: str, root: str | os.PathLike | None, subdirs: tuple[
                 f"{name}: 'batches.meta' in directory '{directory}' lacks b'label_names'"
             )
         class_names = fallback_names
-    parts = [read_batch(name, paths[f]) for f in TRAIN_BATCHES]
-    x_test, y_test = read_batch(name, paths["test_batch"])
+    c = len(class_names)
+    parts = [read_batch(name, paths[f], c) for f in TRAIN_BATCHES]
+    x_test, y_test = read_batch(name, paths["test_batch"], c)
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     for y, files in ((y_train, "data_batch_1..5"), (y_test, "test_batch")):

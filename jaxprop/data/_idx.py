@@ -9,7 +9,9 @@ labels ``0x00000801`` ([n] uint8).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +53,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"mnist: {where} is not a valid gzip file ({err})") from err
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"mnist: {where} is not a valid gzip file ({err})") from None
     expected_magic = 0x0800 | ndim
     if len(raw) < 4:
         raise ValueError(f"mnist: {where} is too short ({len(raw)} bytes) to hold an IDX header")
@@ -66,7 +68,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise ValueError(f"mnist: {where} is truncated inside its IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # Python ints: a header of 2**32-1 sizes cannot overflow
     if len(raw) - header != size:
         raise ValueError(
             f"mnist: {where}: header says shape {shape} ({size} bytes of data) but the file "
@@ -94,6 +96,10 @@ def read_mnist_folder(root: str | os.PathLike | None, subdirs: tuple[str, ...], 
     arrays = {}
     for split in ("train", "test"):
         x = read_idx(paths[f"{split}_images"], 3)
+        if 0 in x.shape[1:]:
+            raise ValueError(
+                f"mnist: '{paths[f'{split}_images'].name}' in directory '{directory}' holds "
+                f"images of {x.shape[1]} x {x.shape[2]} pixels; an image needs at least one")
         y = read_idx(paths[f"{split}_labels"], 1).astype(np.int64)
         if x.shape[0] != y.shape[0]:
             raise ValueError(

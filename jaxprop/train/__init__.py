@@ -7,8 +7,10 @@ Modules, each holding one thing:
 * ``engine``: the gradient pipelines, the step and the epoch (a ``lax.scan``);
 * ``trainer``: the one place an epoch is compiled (single, or vmapped over a sweep's grid);
 * ``loop``: ``train()``, a whole run; ``sweep``: ``run_sweep()``, a grid;
-* ``rundir``, ``checkpoint``: the run's files, written atomically;
-* ``signals``, ``report``, ``plots``, ``cache``, ``memory``, ``sharding``.
+* ``rundir``, ``lock``, ``checkpoint``: the run's folder (checked, locked, never overwritten
+  by accident) and its files, written atomically;
+* ``divergence``: why a run diverged; ``report``, ``plots``, ``cache``, ``memory``,
+  ``sharding``. (SIGINT/SIGTERM are ``jaxprop._signals``, installed before JAX is.)
 
 For example::
 

@@ -5,7 +5,9 @@ previous checkpoint or the new one, never half a file, even if the process dies 
 
 A checkpoint is one ``.npz``: ``epoch`` (epochs completed), the leaves of
 ``(params, opt_state)`` in ``jax.tree`` order as ``leaf_0000, leaf_0001, ...``, and
-``treedef``, the structure's text, checked when it is loaded.
+``treedef``, the structure's text, and ``extra``, a JSON object (steps, seconds, and the
+config the run was trained with). A checkpoint is checked when it is loaded, before it is
+trusted: its epoch, every leaf's presence, shape and dtype, and that every value is finite.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_npz", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "read_info", "named_os_error"]
 
 
 def _umask() -> int:
@@ -37,6 +40,17 @@ def _umask() -> int:
     return mask
 
 
+def named_os_error(err: OSError, doing: str, path) -> OSError:
+    """``err`` again, saying what was being done to which file: ``cannot write 'R/x': ...``.
+
+    The errno is kept (``ENOSPC``, ``EFBIG``, ...); the message names the file a user knows,
+    not a temporary one.
+    """
+    reason = err.strerror or str(err) or type(err).__name__
+    message = f"{doing} {str(path)!r}: {reason}"
+    return OSError(message) if err.errno is None else OSError(err.errno, message)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that ``path`` is always either old or new, whole.
 
@@ -44,8 +58,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     (``mkstemp`` alone would leave it private, 0600).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise named_os_error(err, "cannot write", path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -54,6 +71,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise named_os_error(err, "cannot write", path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -91,46 +111,129 @@ def save_checkpoint(path: str | os.PathLike, epoch: int, state, extra: dict | No
     save_npz(path, arrays)
 
 
-def load_checkpoint(path: str | os.PathLike, template) -> tuple[int, object, dict]:
-    """Loads a checkpoint into the structure of ``template``.
+def _unreadable(path: Path, err: BaseException) -> ValueError:
+    if isinstance(err, zipfile.BadZipFile):
+        reason = f"not a zip archive: {err}"
+    elif "pickle" in str(err).lower():
+        # numpy would advise allow_pickle=True: never, loading a pickle can run code
+        reason = "it holds pickled Python objects, which a jaxprop checkpoint never does"
+    else:
+        reason = f"{type(err).__name__}: {err}"
+    return ValueError(
+        f"checkpoint {str(path)!r} is unreadable ({reason}); it is not a checkpoint a run can "
+        "continue from: start afresh with --overwrite, which moves the folder's contents "
+        "aside")
+
+
+def _load_arrays(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` at ``path`` (only ``keys``, if given), safely."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = z.files if keys is None else [k for k in keys if k in z.files]
+            return {k: z[k] for k in names}
+    except OSError as err:
+        if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise named_os_error(err, "cannot read", path) from None
+        raise _unreadable(path, err) from None
+    except Exception as err:  # noqa: BLE001 - a torn or foreign file, whatever numpy says
+        raise _unreadable(path, err) from None
+
+
+def _epoch_and_extra(path: Path, data: dict) -> tuple[int, dict]:
+    where = f"checkpoint {str(path)!r}"
+    if "epoch" not in data:
+        raise ValueError(f"{where} has no 'epoch' entry; it is not a checkpoint jaxprop wrote")
+    epoch = data["epoch"]
+    if epoch.shape != () or not np.issubdtype(epoch.dtype, np.integer) or int(epoch) < 0:
+        raise ValueError(f"{where}: 'epoch' must be a non-negative integer; it holds "
+                         f"{epoch.dtype} {epoch.tolist()!r}")
+    try:
+        extra = json.loads(str(data["extra"])) if "extra" in data else {}
+    except ValueError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise ValueError(f"{where}: 'extra' must be a JSON object; it is damaged")
+    return int(epoch), extra
+
+
+def read_info(path: str | os.PathLike) -> tuple[int, dict]:
+    """``(epoch, extra)`` of a checkpoint, without loading its arrays.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: the file is not a readable checkpoint, or its epoch is not one.
+    """
+    path = Path(path)
+    return _epoch_and_extra(path, _load_arrays(path, ("epoch", "extra")))
+
+
+def _leaf_names(template, labels: tuple[str, ...]) -> list[str]:
+    names = []
+    for key_path, _ in jax.tree_util.tree_flatten_with_path(template)[0]:
+        text = jax.tree_util.keystr(key_path)
+        if labels and text.startswith("[") and "]" in text:
+            head, rest = text[1:].split("]", 1)
+            if head.isdigit() and int(head) < len(labels):
+                text = labels[int(head)] + rest
+        names.append(text)
+    return names
+
+
+def load_checkpoint(path: str | os.PathLike, template, labels: tuple[str, ...] = ()
+                    ) -> tuple[int, object, dict]:
+    """Loads a checkpoint into the structure of ``template``, checking it first.
 
     Args:
       path: the ``.npz`` written by ``save_checkpoint``.
       template: a pytree with the expected structure, shapes and dtypes (freshly initialised
         params and optimizer state).
+      labels: names of the template's top-level entries, for messages (``("params",
+        "optimizer state")``).
 
     Returns:
       ``(epoch, state, extra)``.
 
     Raises:
       FileNotFoundError: no checkpoint at ``path``.
-      ValueError: the checkpoint is unreadable or does not fit ``template`` (a changed model,
-        optimizer or dataset).
+      ValueError: the checkpoint is unreadable, lacks its epoch or a leaf, does not fit
+        ``template`` (a changed model, optimizer or dataset), or holds a NaN or Inf: it is
+        not a good state to continue from.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint to resume from: {str(path)!r} does not exist (run without --resume "
             "to start afresh)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as err:  # noqa: BLE001 - a torn or foreign file
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable: {err}") from None
+    data = _load_arrays(path)
+    epoch, extra = _epoch_and_extra(path, data)
+    where = f"checkpoint {str(path)!r}"
     leaves, treedef = jax.tree.flatten(template)
     if str(data.get("treedef")) != str(treedef):
         raise ValueError(
-            f"checkpoint {str(path)!r} does not match this config: it holds "
+            f"{where} does not match this config: it holds "
             f"{data.get('treedef')} but the model and optimizer expect {treedef}. Resume with "
             "the same model.kind and optimizer.name, or start afresh without --resume")
+    names = _leaf_names(template, labels)
     loaded = []
     for i, ref in enumerate(leaves):
-        arr = data[f"leaf_{i:04d}"]
+        key = f"leaf_{i:04d}"
+        if key not in data:
+            raise ValueError(f"{where} lacks array {key!r} ({names[i]}); it is damaged")
+        arr = data[key]
         if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
             raise ValueError(
-                f"checkpoint {str(path)!r}: array {i} has shape {arr.shape} {arr.dtype}, but "
+                f"{where}: array {i} has shape {arr.shape} {arr.dtype}, but "
                 f"this config expects {np.shape(ref)} {np.asarray(ref).dtype} (changed "
                 "model.hidden_dim, data.dataset or data.bias_trick?)")
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(
+                f"{where}: {names[i]} holds {bad} NaN or Inf value(s); a checkpoint that is "
+                "not finite is not a good state to continue from (start afresh with "
+                "--overwrite)")
         loaded.append(arr)
-    extra = json.loads(str(data.get("extra", "{}")))
-    return int(data["epoch"]), jax.tree.unflatten(treedef, loaded), extra
+    stored = [k for k in data if k.startswith("leaf_")]
+    if len(stored) != len(leaves):
+        raise ValueError(f"{where} holds {len(stored)} arrays but this config's state has "
+                         f"{len(leaves)}; it is damaged or from another run")
+    return epoch, jax.tree.unflatten(treedef, loaded), extra

@@ -42,6 +42,7 @@ __all__ = [
     "value_and_grad_fn",
     "steps_per_epoch",
     "make_epoch_fn",
+    "make_diagnose_fn",
     "accuracy_fn",
 ]
 
@@ -132,6 +133,24 @@ def _accuracy(scores_fn, params, x, y):
     return jnp.mean((pred == y).astype(jnp.float32))
 
 
+def _batches(key, n: int, steps: int, batch_size: int):
+    """The epoch's batches: [steps, B] indices of a permutation drawn from ``key``."""
+    return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
+
+
+def _step_fn(value_and_grad, opt, hparams, x_train, y_train, batch_spec):
+    """One optimizer step on the batch ``idx``: ``(params, opt_state) -> (new, loss, grads)``."""
+
+    def step(params, opt_state, idx):
+        xb = jax.lax.with_sharding_constraint(x_train[idx], batch_spec)
+        yb = jax.lax.with_sharding_constraint(y_train[idx], batch_spec)
+        loss, grads = value_and_grad(params, xb, yb, hparams["reg"])
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss, grads
+
+    return step
+
+
 def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
                   optimizer: Callable[..., optax.GradientTransformation], batch_size: int,
                   steps: int, mesh) -> Callable:
@@ -153,20 +172,16 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
     batch_spec = sharding.batch_sharding(mesh)
 
     def epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val):
-        opt = optimizer(hparams["lr"])
         n = x_train.shape[0]
-        order = jax.random.permutation(key, n)[: steps * batch_size]
-        order = order.reshape(steps, batch_size)
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, x_train, y_train,
+                        batch_spec)
 
-        def step(carry, idx):
-            params, opt_state = carry
-            xb = jax.lax.with_sharding_constraint(x_train[idx], batch_spec)
-            yb = jax.lax.with_sharding_constraint(y_train[idx], batch_spec)
-            loss, grads = value_and_grad(params, xb, yb, hparams["reg"])
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+        def body(carry, idx):
+            new, loss, _ = step(*carry, idx)
+            return new, loss
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state),
+                                                   _batches(key, n, steps, batch_size))
         m = min(n, TRAIN_ACC_EXAMPLES)
         finite = jnp.all(jnp.isfinite(losses))
         for leaf in jax.tree.leaves(params):
@@ -180,6 +195,37 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
         return params, opt_state, stats
 
     return epoch
+
+
+def make_diagnose_fn(value_and_grad: Callable,
+                     optimizer: Callable[..., optax.GradientTransformation], batch_size: int,
+                     steps: int, mesh) -> Callable:
+    """The epoch of ``make_epoch_fn`` replayed, saying where values first stopped being finite.
+
+    The same batches, the same steps, so the same numbers; run only after an epoch diverged.
+
+    Returns:
+      ``diagnose(params, opt_state, hparams, key, x_train, y_train) -> flags``, each [steps]
+      bools, True where finite: ``flags["loss"]``, ``flags["grads"][name]`` and
+      ``flags["params"][name]`` (after the step's update), by parameter name.
+    """
+    batch_spec = sharding.batch_sharding(mesh)
+
+    def diagnose(params, opt_state, hparams, key, x_train, y_train):
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, x_train, y_train,
+                        batch_spec)
+
+        def body(carry, idx):
+            (new, opt_state), loss, grads = step(*carry, idx)
+            ok = lambda tree: {k: jnp.all(jnp.isfinite(v)) for k, v in tree.items()}  # noqa: E731
+            return (new, opt_state), {"loss": jnp.isfinite(loss), "grads": ok(grads),
+                                      "params": ok(new)}
+
+        _, flags = jax.lax.scan(body, (params, opt_state),
+                                _batches(key, x_train.shape[0], steps, batch_size))
+        return flags
+
+    return diagnose
 
 
 @functools.cache

@@ -17,6 +17,7 @@ For example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,36 @@ def _pipelines():
     return PIPELINES
 
 
+NAME_MAX = 100
+"""The longest experiment name: it names a folder (``runs/<name>_sweep.old-N``)."""
+
+FLOAT32_TINY = 1.1754943508222875e-38
+"""The smallest normal float32: below it a value is 0 or loses its precision in training."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: above it a value is Inf in training."""
+
+
 def _check_name(key: str, value: str) -> None:
-    if not value or "/" in value or value in (".", ".."):
+    if not value or "/" in value or "\\" in value or value in (".", ".."):
         raise ValueError(f"config key {key!r} must be a non-empty name without '/'; got "
                          f"{value!r}")
+    if not value.isprintable():
+        raise ValueError(f"config key {key!r} must be printable (it names a folder); got "
+                         f"{value!r}")
+    if len(value) > NAME_MAX:
+        raise ValueError(f"config key {key!r} must be at most {NAME_MAX} characters (it names "
+                         f"a folder); got {len(value)}: {value[:30]!r}...")
+
+
+def _check_float32(key: str, value: float) -> None:
+    """A value of the training dtype: refused if float32 makes it 0 or Inf."""
+    if value == 0 or FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+        return
+    becomes = "Inf" if abs(value) > FLOAT32_MAX else "0 (or loses its precision)"
+    raise ValueError(
+        f"config key {key!r} = {value!r} becomes {becomes} in float32, the training dtype; "
+        f"give a value between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +147,7 @@ class ModelConfig:
     hidden_dim: int = field(128, doc="H, the hidden width of the two-layer net", low=1)
     weight_scale: float | None = field(
         None, doc="std of the initial weights (absent: 1e-3 linear, He two-layer)",
-        low=0.0, low_open=True)
+        low=0.0, low_open=True, check=_check_float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +156,8 @@ class LossConfig:
 
     kind: str = field("softmax", doc="data loss (or module:attr of your own Loss)",
                       choices=_losses, spec=_loss_spec)
-    reg: float = field(1e-3, doc="L2 regularisation strength", low=0.0)
+    reg: float = field(1e-3, doc="L2 regularisation strength", low=0.0,
+                       check=_check_float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +165,12 @@ class OptimizerConfig:
     """The optax optimizer and its learning-rate schedule (decayed once per epoch)."""
 
     name: str = field("adam", doc="optimizer", choices=_optimizers)
-    lr: float = field(3e-3, doc="learning rate", low=0.0, low_open=True)
+    lr: float = field(3e-3, doc="learning rate", low=0.0, low_open=True,
+                      check=_check_float32)
     lr_decay: float = field(0.95, doc="learning rate factor per epoch", low=0.0, high=1.0,
-                            low_open=True)
+                            low_open=True, check=_check_float32)
     momentum: float = field(0.9, doc="momentum (optimizer.name = 'momentum')", low=0.0,
-                            high=1.0, high_open=True)
+                            high=1.0, high_open=True, check=_check_float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +190,10 @@ class TrainConfig:
 class SweepConfig:
     """The grid of ``jaxprop sweep``: every lr x every reg (empty: the single config value)."""
 
-    lr: tuple[float, ...] = field((), doc="learning rates to try", low=0.0, low_open=True)
-    reg: tuple[float, ...] = field((), doc="regularisation strengths to try", low=0.0)
+    lr: tuple[float, ...] = field((), doc="learning rates to try", low=0.0, low_open=True,
+                                  check=_check_float32)
+    reg: tuple[float, ...] = field((), doc="regularisation strengths to try", low=0.0,
+                                   check=_check_float32)
 
 
 SWEEP_KEYS = {"optimizer.lr": "lr", "loss.reg": "reg"}
@@ -176,13 +207,28 @@ class Config:
 
     name: str = field("digits_two_layer", doc="experiment name (runs/<name>/)",
                       check=_check_name)
-    seed: int = field(0, doc="seed of the initial weights and of the data order", low=0)
+    seed: int = field(0, doc="seed of the initial weights and of the data order", low=0,
+                      high=2**32 - 1)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+
+    def validate(self) -> None:
+        """What involves several keys: a learning rate must not decay to 0 in float32."""
+        o, epochs = self.optimizer, self.train.epochs
+        for key, lr in [("optimizer.lr", o.lr)] + [
+                (f"sweep.lr[{i}]", v) for i, v in enumerate(self.sweep.lr)]:
+            last = lr * o.lr_decay ** (epochs - 1)
+            if last < FLOAT32_TINY:
+                epoch = 1 + math.ceil(math.log(FLOAT32_TINY / lr) / math.log(o.lr_decay))
+                raise ValueError(
+                    f"config key {key!r} = {lr:g} decays below float32's smallest normal "
+                    f"number ({FLOAT32_TINY:.3g}) by epoch {epoch} of train.epochs={epochs} "
+                    f"(optimizer.lr_decay={o.lr_decay:g}), and from then on nothing would "
+                    "train: raise optimizer.lr_decay or lower train.epochs")
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config)

@@ -24,11 +24,13 @@ def progress_bar(console, enabled: bool):
 def print_summary(result, console=None) -> None:
     """The final summary of a ``RunResult`` as a rich table (stdout by default)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(file=sys.stdout)
     s = result.summary
-    table = Table(title=f"{s['name']}: {s['status']}", show_header=False)
+    # user-given strings (the name, the folder) are text, never rich markup: "mk[/]up"
+    table = Table(title=escape(f"{s['name']}: {s['status']}"), show_header=False)
     rows = [
         ("test accuracy", f"{s['test_accuracy']:.4f}"),
         ("val accuracy", f"{s['val_accuracy']:.4f}"),
@@ -40,7 +42,7 @@ def print_summary(result, console=None) -> None:
         ("outputs", str(result.out_dir)),
     ]
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, escape(v))
     console.print(table)
 
 

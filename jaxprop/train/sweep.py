@@ -33,8 +33,10 @@ import jax
 import numpy as np
 
 from jaxprop._settings import parse_assignment
+from jaxprop._signals import GUARD, Stop
 from jaxprop.train import checkpoint, plots
 from jaxprop.train.experiment import SWEEP_KEYS, Config, to_toml
+from jaxprop.train.rundir import RunDir
 from jaxprop.train.trainer import Trainer, load_data
 
 __all__ = ["SweepResult", "grid_of", "parse_grid", "pick_best", "sweep_trainer", "run_sweep",
@@ -47,7 +49,7 @@ def parse_grid(items: list[str]) -> list[str]:
     Raises:
       ValueError: a key that cannot be swept (listing those that can), or a bad value.
     """
-    overrides = []
+    overrides, seen = [], {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -55,6 +57,11 @@ def parse_grid(items: list[str]) -> list[str]:
             raise ValueError(
                 f"--grid expects KEY=V1,V2,... with KEY one of {', '.join(SWEEP_KEYS)} "
                 f"(the values vmapped inside the step); got {item!r}")
+        if key in seen:
+            raise ValueError(
+                f"--grid {key} is given twice ({seen[key]!r} and {item!r}); give all its "
+                f"values in one: --grid {key}=V1,V2,...")
+        seen[key] = item
         values = [parse_assignment(f"{key}={v}", "--grid")[1] for v in text.split(",")
                   if v.strip()]
         if not values:
@@ -128,7 +135,8 @@ def sweep_trainer(cfg: Config, dataset=None, mesh=None) -> Trainer:
 
 def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=None,
               mesh=None, progress: bool = True, console=None,
-              write: bool = True, trainer: Trainer | None = None) -> SweepResult:
+              write: bool = True, trainer: Trainer | None = None,
+              overwrite: bool = False) -> SweepResult:
     """Trains every (lr, reg) of the grid at once and picks the best by validation accuracy.
 
     Args:
@@ -144,14 +152,41 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
       trainer: the grid's Trainer (``sweep_trainer(cfg)``), built and compiled beforehand
         (a benchmark times the training alone this way); ``dataset`` and ``mesh`` are then
         ignored.
+      overwrite: sweep into a folder that holds something, after moving it to
+        ``<out_dir>.old-N``; without it such a folder is refused before anything is trained.
 
     Returns:
       A SweepResult.
+
+    Raises:
+      FileExistsError: ``out_dir`` holds something (and not ``overwrite``), or another
+        process is writing it; checked before anything is loaded or trained.
     """
+    files = None
+    if write:
+        out = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.name}_sweep"
+        files = RunDir.open(out, "overwrite" if overwrite else "new", command="jaxprop sweep",
+                            resumable=False)
+    try:
+        return _sweep(cfg, files, dataset, mesh, progress, console, trainer)
+    except Stop as stop:
+        if files is not None:
+            stop.detail = stop.detail or files.stopped_note()
+        raise
+    finally:
+        if files is not None:
+            files.close()
+
+
+def _sweep(cfg: Config, files: RunDir | None, dataset, mesh, progress: bool, console,
+           trainer: Trainer | None) -> SweepResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     console = console or Console(stderr=True)
+    if files is not None and files.moved_to is not None:
+        console.print(f"--overwrite: moved what {files.out} held to {files.moved_to}",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
     t_start = time.perf_counter()
     if trainer is None:
         trainer = sweep_trainer(cfg, dataset, mesh)
@@ -160,7 +195,9 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
     dataset, pairs, g = trainer.dataset, trainer.grid, trainer.copies
     lrs, regs = grid_of(cfg)
     state = trainer.init_state()
+    GUARD.check()
     trainer.compile(state)
+    GUARD.check()
     compile_seconds = trainer.compile_seconds
     t_train = time.perf_counter()
 
@@ -171,6 +208,7 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
     with bar:
         task = bar.add_task("sweep", total=cfg.train.epochs, best="-")
         for epoch in range(cfg.train.epochs):
+            GUARD.check()
             state, stats, _ = trainer.run_epoch(state, epoch)
             newly = (~stats["finite"]) & (diverged == 0)
             diverged[newly] = epoch + 1
@@ -199,17 +237,20 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
         best["tied"] = ties
         best["test_acc"] = trainer.accuracy(best_params, dataset.x_test, dataset.y_test)
     out = None
-    if write:
-        out = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.name}_sweep"
-        _write(cfg, out, lrs, regs, rows, val, best, best_params, seconds, compile_seconds,
-               trainer)
+    if files is not None:
+        out = files.out
+        with GUARD.critical():  # the sweep's files, all of them or none
+            _write(cfg, files, lrs, regs, rows, val, best, best_params, seconds,
+                   compile_seconds, trainer)
     return SweepResult(lrs, regs, rows, best, val, best_params, seconds, compile_seconds, out,
                        train_seconds)
 
 
-def _write(cfg, out: Path, lrs, regs, rows, val, best, best_params, seconds, compile_seconds,
-           trainer) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write(cfg, files: RunDir, lrs, regs, rows, val, best, best_params, seconds,
+           compile_seconds, trainer) -> None:
+    out = files.out
+    if not files.enabled:
+        return
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -238,6 +279,7 @@ def _write(cfg, out: Path, lrs, regs, rows, val, best, best_params, seconds, com
 def print_sweep(result: SweepResult, console=None) -> None:
     """The grid as a rich table, best row highlighted, then the best config."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(file=sys.stdout)
@@ -263,4 +305,5 @@ def print_sweep(result: SweepResult, console=None) -> None:
                if b.get("tied", 1) > 1 else "")
         console.print(f"best: optimizer.lr={b['lr']:g} loss.reg={b['reg']:g}  val accuracy "
                       f"{b['val_acc']:.4f}  test accuracy {b['test_acc']:.4f}"
-                      + (f"  ({result.out_dir})" if result.out_dir else "") + tie)
+                      + (f"  ({escape(str(result.out_dir))})" if result.out_dir else "")
+                      + tie)

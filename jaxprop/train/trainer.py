@@ -88,12 +88,14 @@ class Trainer:
         value_and_grad = engine.value_and_grad_fn(
             cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
             num_params=self.num_params)
+        self._value_and_grad = value_and_grad
         epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer,
                                      cfg.train.batch_size, self.steps, self.mesh)
         if grid is not None:
             epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
         self._epoch = jax.jit(epoch)
         self._compiled = None
+        self._diagnose = None
         self.compile_seconds = 0.0
 
     def _init_params(self):
@@ -159,6 +161,35 @@ class Trainer:
         if self.grid is None:
             stats = {k: v.item() for k, v in stats.items()}
         return (params, opt_state), stats, time.perf_counter() - t0
+
+    def diagnose(self, state, epoch: int) -> dict:
+        """Where 0-based ``epoch``, run from ``state``, first made a value NaN or Inf.
+
+        Replays the epoch step by step (the same batches, so the same numbers); compiled only
+        when asked, after an epoch diverged. Not for a grid.
+
+        Returns:
+          ``{"step": s, "what": w, "leaves": names}``: the 1-based step, ``"loss"`` (the
+          forward pass overflowed), ``"gradient"`` (the backward pass did; ``leaves`` names
+          the parameters whose gradient did) or ``"parameters"`` (the update did); ``step``
+          None if the replay found nothing.
+        """
+        if self.grid is not None:
+            raise ValueError("Trainer.diagnose: a sweep's grid is not diagnosed")
+        if self._diagnose is None:
+            self._diagnose = jax.jit(engine.make_diagnose_fn(
+                self._value_and_grad, self.optimizer, self.cfg.train.batch_size, self.steps,
+                self.mesh))
+        key = jax.random.fold_in(self.data_key, epoch)
+        flags = jax.device_get(self._diagnose(*state, self.hparams, key, *self.data[:2]))
+        for s in range(self.steps):
+            if not flags["loss"][s]:
+                return {"step": s + 1, "what": "loss", "leaves": []}
+            for what, tree in (("gradient", flags["grads"]), ("parameters", flags["params"])):
+                bad = [k for k, v in tree.items() if not v[s]]
+                if bad:
+                    return {"step": s + 1, "what": what, "leaves": bad}
+        return {"step": None, "what": None, "leaves": []}
 
     def accuracy(self, params, x, y) -> float:
         """Accuracy of ``params`` on ``(x, y)``."""
