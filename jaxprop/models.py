@@ -7,6 +7,7 @@ Parameters are plain dicts of arrays with the course names (``W``/``b``, or
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -46,6 +47,13 @@ def _check_shape(name: str, key: str, array, expected: tuple[int, ...]) -> None:
         )
 
 
+def _normal(key, shape: tuple[int, ...], dtype):
+    """``jax.random.normal(key, shape)``, the same numbers, drawn flat and reshaped: XLA:CPU
+    compiles the flat draw several times faster (0.18 s against 0.81 s for [128, 10]), and
+    a run compiles its initialisation at start-up."""
+    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
 def linear_init(key, in_dim: int, num_classes: int, weight_scale: float = 1e-3,
                 dtype=jnp.float32, bias: bool = True) -> dict:
     """Parameters of the linear classifier, as CS231n initialises them.
@@ -63,7 +71,7 @@ def linear_init(key, in_dim: int, num_classes: int, weight_scale: float = 1e-3,
     Returns:
       ``{"W": [D, C], "b": [C]}`` with ``b`` zero, or ``{"W": [D, C]}`` without a bias.
     """
-    w = weight_scale * jax.random.normal(key, (in_dim, num_classes), dtype)
+    w = weight_scale * _normal(key, (in_dim, num_classes), dtype)
     return {"W": w, "b": jnp.zeros((num_classes,), dtype)} if bias else {"W": w}
 
 
@@ -101,9 +109,9 @@ def two_layer_init(key, in_dim: int, hidden_dim: int, num_classes: int,
     s1 = weight_scale if weight_scale is not None else (2.0 / in_dim) ** 0.5
     s2 = weight_scale if weight_scale is not None else (2.0 / hidden_dim) ** 0.5
     return {
-        "W1": s1 * jax.random.normal(k1, (in_dim, hidden_dim), dtype),
+        "W1": s1 * _normal(k1, (in_dim, hidden_dim), dtype),
         "b1": jnp.zeros((hidden_dim,), dtype),
-        "W2": s2 * jax.random.normal(k2, (hidden_dim, num_classes), dtype),
+        "W2": s2 * _normal(k2, (hidden_dim, num_classes), dtype),
         "b2": jnp.zeros((num_classes,), dtype),
     }
 

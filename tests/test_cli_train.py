@@ -13,17 +13,18 @@ from jaxprop.cli import main
 @pytest.fixture(scope="module", autouse=True)
 def cache_dir(tmp_path_factory):
     """A private persistent compilation cache, switched off again after this module."""
+    from jax.experimental.compilation_cache import compilation_cache
+
     folder = tmp_path_factory.mktemp("xla_cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("JAXPROP_CACHE_DIR", str(folder))
-    previous = jax.config.jax_compilation_cache_dir
+    previous = jax.config.jax_compilation_cache_dir  # a test before may have set one
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
     yield folder
     mp.undo()
-    if previous is None and jax.config.jax_compilation_cache_dir == str(folder):
-        from jax.experimental.compilation_cache import compilation_cache
-
-        jax.config.update("jax_compilation_cache_dir", None)
-        compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", previous)
+    compilation_cache.reset_cache()
 
 
 def _no_traceback(err: str) -> None:
@@ -49,7 +50,7 @@ def test_no_arguments_trains_the_default(tmp_path, capsys, cache_dir, fresh_comp
     assert summary["test_accuracy"] >= 0.97
     assert summary["epochs"] == 30 and summary["pipeline"] == "reverse"
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 30
-    for name in ("config.toml", "params.npz", "checkpoint.npz", "loss.png", "accuracy.png"):
+    for name in ("config.toml", "params.npz", "checkpoint.npz", "loss.svg", "accuracy.svg"):
         assert (tmp_path / name).is_file(), name
     with np.load(tmp_path / "params.npz") as z:
         assert sorted(z.files) == ["W1", "W2", "b1", "b2"]
@@ -65,7 +66,7 @@ def test_config_by_name_with_overrides(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["name"] == "digits_linear_svm" and summary["epochs"] == 2
     assert "lr = 0.05\n" in (tmp_path / "config.toml").read_text()
-    assert (tmp_path / "templates.png").is_file()
+    assert (tmp_path / "templates.svg").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -137,7 +138,7 @@ def test_sweep_command(tmp_path, capsys):
     _no_traceback(err)
     assert "sweep: 4 runs" in out and "best: optimizer.lr=" in out
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 5
-    assert (tmp_path / "heatmap.png").is_file()
+    assert (tmp_path / "heatmap.svg").is_file()
     assert main(["sweep", "--grid", "model.kind=linear", "--out", str(tmp_path)]) == 2
     _, err = capsys.readouterr()
     assert "jaxprop sweep: error: --grid expects KEY=V1,V2,..." in err

@@ -344,7 +344,7 @@ def test_sigterm_after_the_last_epoch_says_completed(digits, tmp_path, monkeypat
     assert result.status == "completed" and result.exit_code == 143
     assert "stopped after the last epoch: all 3 epochs are saved" in result.message
     assert "the plots were not drawn" in result.message
-    assert not (tmp_path / "loss.png").exists()
+    assert not (tmp_path / "loss.svg").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs"] == 3
     assert summary["test_accuracy"] is not None

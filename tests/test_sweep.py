@@ -2,6 +2,7 @@
 
 import csv
 import json
+import xml.etree.ElementTree as ET
 
 import chex
 import jax
@@ -52,7 +53,9 @@ def test_vmapped_grid_equals_one_config_at_a_time(tmp_path):
     best_cfg = load_config(tmp_path / "best_config.toml")
     assert (best_cfg.optimizer.lr, best_cfg.loss.reg) == (result.best["lr"], result.best["reg"])
     assert best_cfg.sweep.lr == ()
-    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    heatmap = (tmp_path / "heatmap.svg").read_text()
+    assert ET.fromstring(heatmap).tag.endswith("svg")
+    assert heatmap.count(">diverged<") == 2 and 'stroke="red"' in heatmap  # best outlined
     with np.load(tmp_path / "params.npz") as z:
         assert sorted(z.files) == ["W1", "W2", "b1", "b2"]
 

@@ -1,8 +1,10 @@
 """The training engine: accuracy of the shipped configs, pipelines, outputs, NaN stop, signals."""
 
+import base64
 import json
 import os
 import signal
+import xml.etree.ElementTree as ET
 
 import chex
 import jax
@@ -36,7 +38,7 @@ def test_shipped_digits_configs_reach_the_issue_accuracy(name, digits, tmp_path)
     assert result.summary["test_accuracy"] >= THRESHOLDS[name]
     assert result.summary["epochs"] == cfg.train.epochs
     if linear:
-        assert (tmp_path / "templates.png").stat().st_size > 1000
+        assert (tmp_path / "templates.svg").stat().st_size > 1000
 
 
 def _tiny(pipeline, **extra):
@@ -127,8 +129,17 @@ def test_outputs_of_a_run(digits, tmp_path):
         assert sorted(z.files) == ["W"]
         chex.assert_shape(z["W"], (65, 10))  # 64 pixels + the bias-trick row
         np.testing.assert_array_equal(z["W"], result.params["W"])
-    for png in ("loss.png", "accuracy.png", "templates.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    for name in ("loss.svg", "accuracy.svg", "templates.svg"):
+        root = ET.parse(tmp_path / name).getroot()
+        assert root.tag.endswith("svg"), name
+    svg = "{http://www.w3.org/2000/svg}"
+    lines = ET.parse(tmp_path / "accuracy.svg").getroot().findall(f"{svg}polyline")
+    assert len(lines) == 2  # train and val
+    assert all(len(line.get("points").split()) == len(result.metrics) for line in lines)
+    images = ET.parse(tmp_path / "templates.svg").getroot().findall(f"{svg}image")
+    assert len(images) == 10
+    assert all(base64.b64decode(i.get("href").split(",", 1)[1])[:4] == b"\x89PNG"
+               for i in images)
 
 
 def _init(cfg, in_dim, num_classes):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxprop import forward, reference, reverse
@@ -83,9 +84,18 @@ PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
 """The gradient pipelines by name."""
 
 
+@jax.jit
+def _split_seed(seed):
+    return tuple(jax.random.split(jax.random.key(seed)))
+
+
 def keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """``(init_key, data_key)`` from the seed; epoch e shuffles with ``fold_in(data_key, e)``."""
-    init_key, data_key = jax.random.split(jax.random.key(seed))
+    """``(init_key, data_key)`` from the seed; epoch e shuffles with ``fold_in(data_key, e)``.
+
+    One small compiled program (cached on disk with the rest) instead of the op-by-op
+    dispatch of ``jax.random``, which compiles each operation at a run's start.
+    """
+    init_key, data_key = _split_seed(np.uint32(seed))
     return init_key, data_key
 
 
@@ -232,3 +242,11 @@ def make_diagnose_fn(value_and_grad: Callable,
 def accuracy_fn(scores_fn: Callable) -> Callable:
     """Jitted ``accuracy(params, x, y)``: the fraction of argmax scores equal to the labels."""
     return jax.jit(lambda params, x, y: _accuracy(scores_fn, params, x, y))
+
+
+@functools.cache
+def accuracies_fn(scores_fn: Callable) -> Callable:
+    """Jitted ``accuracies(params, *(x, y) pairs)``: one accuracy per pair, one program (a
+    run's test and val sets differ in size: two programs would compile twice at the end)."""
+    return jax.jit(lambda params, *pairs: [
+        _accuracy(scores_fn, params, pairs[k], pairs[k + 1]) for k in range(0, len(pairs), 2)])

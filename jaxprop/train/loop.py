@@ -94,7 +94,7 @@ def train(cfg: Config, out_dir: str | os.PathLike | None = None, *, resume: bool
       console: a ``rich.console.Console`` for the progress bar and messages (default
         stderr).
       on_epoch_end: called as ``on_epoch_end(epochs_done, stats)`` after each saved epoch.
-      write_plots: draw the PNGs (about a second of matplotlib).
+      write_plots: draw the SVG figures (loss, accuracy, a linear model's templates).
       history: more fields for this session's line in ``history.jsonl`` (the CLI gives its
         ``--set`` items).
 
@@ -285,13 +285,14 @@ def _summary(cfg: Config, trainer: Trainer, dataset, status: str, metrics: list,
     accuracies are the last epoch's and there is no test accuracy."""
     final = state is not None
     last = metrics[-1] if metrics else None
+    if final:
+        test_acc, val_acc = trainer.accuracies(state[0], (dataset.x_test, dataset.y_test),
+                                               (dataset.x_val, dataset.y_val))
     return {
         "name": cfg.name,
         "status": status,
-        "test_accuracy": trainer.accuracy(state[0], dataset.x_test, dataset.y_test)
-        if final else None,
-        "val_accuracy": trainer.accuracy(state[0], dataset.x_val, dataset.y_val)
-        if final else (last["val_acc"] if last else None),
+        "test_accuracy": test_acc if final else None,
+        "val_accuracy": val_acc if final else (last["val_acc"] if last else None),
         "train_accuracy": last["train_acc"] if last else None,
         "final_train_loss": last["train_loss"] if last else None,
         "epochs": done,

@@ -49,8 +49,8 @@ def print_summary(result, console=None) -> None:
 def write_plots(cfg, dataset, params: dict, metrics: list, out: Path) -> None:
     """Loss and accuracy curves, and a linear model's class templates."""
     if metrics:
-        plots.plot_loss(metrics, out / "loss.png", cfg.name)
-        plots.plot_accuracy(metrics, out / "accuracy.png", cfg.name)
+        plots.plot_loss(metrics, out / "loss.svg", cfg.name)
+        plots.plot_accuracy(metrics, out / "accuracy.svg", cfg.name)
     if cfg.model.kind == "linear":
         plots.plot_templates(params["W"], dataset.image_shape, dataset.class_names,
-                             dataset.bias_trick, out / "templates.png", cfg.name)
+                             dataset.bias_trick, out / "templates.svg", cfg.name)

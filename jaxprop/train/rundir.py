@@ -40,8 +40,8 @@ __all__ = ["CHECKPOINT", "RUN_FILES", "RunDir", "check_out_path", "read_metrics"
 CHECKPOINT = "checkpoint.npz"
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "history.jsonl", "summary.json", "params.npz",
-             CHECKPOINT, "loss.png", "accuracy.png", "templates.png", "sweep.csv",
-             "heatmap.png", "sweep_config.toml", "best_config.toml")
+             CHECKPOINT, "loss.svg", "accuracy.svg", "templates.svg", "sweep.csv",
+             "heatmap.svg", "sweep_config.toml", "best_config.toml")
 """The files a run or a sweep writes."""
 
 _TEMPORARY = re.compile(r"^\.(" + "|".join(re.escape(n) for n in RUN_FILES)

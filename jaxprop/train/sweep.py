@@ -147,7 +147,7 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
         replicated).
       progress: show a progress bar.
       console: rich console for the bar (default stderr).
-      write: write ``sweep.csv``, ``heatmap.png``, ``summary.json``, ``params.npz`` (best)
+      write: write ``sweep.csv``, ``heatmap.svg``, ``summary.json``, ``params.npz`` (best)
         and ``config.toml`` (the best config).
       trainer: the grid's Trainer (``sweep_trainer(cfg)``), built and compiled beforehand
         (a benchmark times the training alone this way); ``dataset`` and ``mesh`` are then
@@ -256,7 +256,7 @@ def _write(cfg, files: RunDir, lrs, regs, rows, val, best, best_params, seconds,
     writer.writeheader()
     writer.writerows(rows)
     checkpoint.atomic_write_text(out / "sweep.csv", buf.getvalue())
-    plots.plot_heatmap(lrs, regs, val, out / "heatmap.png", cfg.name)
+    plots.plot_heatmap(lrs, regs, val, out / "heatmap.svg", cfg.name)
     summary = {
         "name": cfg.name, "grid_size": len(rows), "lrs": list(lrs), "regs": list(regs),
         "best": best, "epochs": cfg.train.epochs, "steps": cfg.train.epochs * trainer.steps,

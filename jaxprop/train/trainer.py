@@ -94,23 +94,30 @@ class Trainer:
         if grid is not None:
             epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
         self._epoch = jax.jit(epoch)
+        self._make_initial_state = jax.jit(self._initial_state)
         self._compiled = None
         self._diagnose = None
         self.compile_seconds = 0.0
 
-    def _init_params(self):
+    def _init_params(self, init_key=None):
         m = self.cfg.model
-        return self.model.init(self.init_key, self.dataset.in_dim, self.dataset.num_classes,
+        key = self.init_key if init_key is None else init_key
+        return self.model.init(key, self.dataset.in_dim, self.dataset.num_classes,
                                hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
                                bias=not self.cfg.data.bias_trick, dtype=jnp.float32)
 
-    def init_state(self):
-        """``(params, opt_state)`` at epoch 0, replicated over the mesh (one per grid pair,
-        stacked along a leading axis, for a grid)."""
-        params = self._init_params()
+    def _initial_state(self, init_key):
+        params = self._init_params(init_key)
         state = (params, self.optimizer(self.cfg.optimizer.lr).init(params))
         if self.grid is not None:  # every pair starts from the same weights
             state = jax.tree.map(lambda x: jnp.broadcast_to(x, (self.copies, *x.shape)), state)
+        return state
+
+    def init_state(self):
+        """``(params, opt_state)`` at epoch 0, replicated over the mesh (one per grid pair,
+        stacked along a leading axis, for a grid). One compiled program makes it (the
+        random draws op by op would each compile at a run's start)."""
+        state = self._make_initial_state(self.init_key)
         return sharding.replicate(state, self.mesh)
 
     def _cache_key(self, state):
@@ -194,3 +201,8 @@ class Trainer:
     def accuracy(self, params, x, y) -> float:
         """Accuracy of ``params`` on ``(x, y)``."""
         return float(engine.accuracy_fn(self.scores_fn)(params, x, y))
+
+    def accuracies(self, params, *pairs) -> list[float]:
+        """Accuracy of ``params`` on each ``(x, y)`` of ``pairs``, in one program."""
+        flat = [a for pair in pairs for a in pair]
+        return [float(a) for a in engine.accuracies_fn(self.scores_fn)(params, *flat)]
