@@ -88,8 +88,7 @@ def main() -> None:
     _, plain_epoch, p0, opt, _, data = train_digits.make_plain_jax(
         cfg, ds, trainer.steps, jax.device_get(params))
     epochs = {
-        "jaxprop train epoch": (trainer._epoch, (params, opt_state, trainer.hparams, key,
-                                                 *trainer.data)),
+        "jaxprop train epoch": (trainer._epoch, (params, opt_state, *trainer.epoch_args(0))),
         "plain JAX epoch": (plain_epoch, (p0, opt.init(p0), key, *data)),
     }
 

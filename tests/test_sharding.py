@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 from jaxprop.train import sharding
 
 SCRIPT = textwrap.dedent("""
@@ -73,3 +75,14 @@ def test_single_device_mesh_accepts_any_batch_size():
     sharding.check_batch_size(33, mesh)  # no error: one device takes the whole batch
     assert sharding.batch_sharding(mesh).spec == jax.sharding.PartitionSpec("data")
     assert sharding.replicated(mesh).is_fully_replicated
+
+
+def test_batches_from_host_are_the_gathered_batches():
+    """The host path of a multi-process run, on one process: its part is every batch."""
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    order = np.array([[3, 1], [0, 9], [7, 7]])
+    mesh = sharding.make_mesh()
+    xb = sharding.batches_from_host(x, order, mesh)
+    assert sharding.local_batch_slice(mesh, 2) == slice(0, 2)
+    np.testing.assert_array_equal(np.asarray(xb), x[order])
+    assert xb.sharding.spec == sharding.batches_sharding(mesh).spec

@@ -10,9 +10,10 @@ scalars (``hparams``), so one compiled epoch serves every value of them and a sw
 
 Data order: epoch ``e`` visits the training set in the order
 ``jax.random.permutation(fold_in(data_key, e), N)``, cut into ``N // B`` full batches of B
-examples. The ``N mod B`` examples left over (a different few each epoch) wait for a later
-epoch. Because the order depends only on ``(seed, epoch)``, a resumed run sees exactly the
-batches an uninterrupted one does.
+examples; the Trainer gathers them on the host, each process only its part of every batch,
+and the compiled epoch scans over them. The ``N mod B`` examples left over (a different few
+each epoch) wait for a later epoch. Because the order depends only on ``(seed, epoch)``, a
+resumed run sees exactly the batches an uninterrupted one does.
 
 Every function here takes what it needs (a model, a loss, an optimizer), not a config.
 """
@@ -42,6 +43,8 @@ __all__ = [
     "objective_fn",
     "value_and_grad_fn",
     "steps_per_epoch",
+    "batch_order",
+    "epoch_orders",
     "make_epoch_fn",
     "make_diagnose_fn",
     "accuracy_fn",
@@ -143,17 +146,29 @@ def _accuracy(scores_fn, params, x, y):
     return jnp.mean((pred == y).astype(jnp.float32))
 
 
-def _batches(key, n: int, steps: int, batch_size: int):
+def batch_order(key, n: int, steps: int, batch_size: int):
     """The epoch's batches: [steps, B] indices of a permutation drawn from ``key``."""
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def _step_fn(value_and_grad, opt, hparams, x_train, y_train, batch_spec):
-    """One optimizer step on the batch ``idx``: ``(params, opt_state) -> (new, loss, grads)``."""
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def epoch_orders(data_key, epochs, n: int, steps: int, batch_size: int):
+    """The ``batch_order`` of each epoch in ``epochs`` ([E] ints): [E, steps, B] indices,
+    epoch ``e`` drawn from ``fold_in(data_key, e)``.
 
-    def step(params, opt_state, idx):
-        xb = jax.lax.with_sharding_constraint(x_train[idx], batch_spec)
-        yb = jax.lax.with_sharding_constraint(y_train[idx], batch_spec)
+    One small compiled program for a whole run; every process of a multi-process run
+    computes the same orders and gathers its own part of each batch.
+    """
+    return jax.vmap(lambda e: batch_order(jax.random.fold_in(data_key, e), n, steps,
+                                          batch_size))(epochs)
+
+
+def _step_fn(value_and_grad, opt, hparams, batch_spec):
+    """One optimizer step on a batch: ``(params, opt_state, xb, yb) -> (new, loss, grads)``."""
+
+    def step(params, opt_state, xb, yb):
+        xb = jax.lax.with_sharding_constraint(xb, batch_spec)
+        yb = jax.lax.with_sharding_constraint(yb, batch_spec)
         loss, grads = value_and_grad(params, xb, yb, hparams["reg"])
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss, grads
@@ -162,43 +177,40 @@ def _step_fn(value_and_grad, opt, hparams, x_train, y_train, batch_spec):
 
 
 def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
-                  optimizer: Callable[..., optax.GradientTransformation], batch_size: int,
-                  steps: int, mesh) -> Callable:
-    """One epoch as a function to jit: a lax.scan of ``steps`` optimizer steps.
+                  optimizer: Callable[..., optax.GradientTransformation], mesh) -> Callable:
+    """One epoch as a function to jit: a lax.scan of optimizer steps over its batches.
 
     Args:
       value_and_grad: ``(params, x, y, reg) -> (loss, grads)``.
       scores_fn: ``(params, x) -> scores``, for the accuracies.
       optimizer: ``lr -> optax.GradientTransformation`` (``optimizers.make_optimizer``).
-      batch_size: B. steps: full batches per epoch.
       mesh: the device mesh; each batch is sharded along its ``"data"`` axis.
 
     Returns:
-      ``epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val) ->
-      (params, opt_state, stats)`` with ``hparams = {"lr": [], "reg": []}`` float32 scalars
-      and ``stats`` = ``train_loss`` (mean over the steps), ``train_acc``, ``val_acc`` and
-      ``finite`` (every step's loss and every final parameter finite).
+      ``epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val) ->
+      (params, opt_state, stats)``: ``xb`` [steps, B, ...] and ``yb`` [steps, B] are the
+      epoch's batches in order (batch axis sharded over ``"data"``), ``x_acc``/``y_acc`` the
+      training examples the training accuracy is measured on, ``hparams = {"lr": [], "reg":
+      []}`` float32 scalars, and ``stats`` = ``train_loss`` (mean over the steps),
+      ``train_acc``, ``val_acc`` and ``finite`` (every step's loss and every final
+      parameter finite).
     """
     batch_spec = sharding.batch_sharding(mesh)
 
-    def epoch(params, opt_state, hparams, key, x_train, y_train, x_val, y_val):
-        n = x_train.shape[0]
-        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, x_train, y_train,
-                        batch_spec)
+    def epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val):
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
 
-        def body(carry, idx):
-            new, loss, _ = step(*carry, idx)
+        def body(carry, batch):
+            new, loss, _ = step(*carry, *batch)
             return new, loss
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state),
-                                                   _batches(key, n, steps, batch_size))
-        m = min(n, TRAIN_ACC_EXAMPLES)
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xb, yb))
         finite = jnp.all(jnp.isfinite(losses))
         for leaf in jax.tree.leaves(params):
             finite = finite & jnp.all(jnp.isfinite(leaf))
         stats = {
             "train_loss": jnp.mean(losses),
-            "train_acc": _accuracy(scores_fn, params, x_train[:m], y_train[:m]),
+            "train_acc": _accuracy(scores_fn, params, x_acc, y_acc),
             "val_acc": _accuracy(scores_fn, params, x_val, y_val),
             "finite": finite,
         }
@@ -208,31 +220,28 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
 
 
 def make_diagnose_fn(value_and_grad: Callable,
-                     optimizer: Callable[..., optax.GradientTransformation], batch_size: int,
-                     steps: int, mesh) -> Callable:
+                     optimizer: Callable[..., optax.GradientTransformation], mesh) -> Callable:
     """The epoch of ``make_epoch_fn`` replayed, saying where values first stopped being finite.
 
     The same batches, the same steps, so the same numbers; run only after an epoch diverged.
 
     Returns:
-      ``diagnose(params, opt_state, hparams, key, x_train, y_train) -> flags``, each [steps]
-      bools, True where finite: ``flags["loss"]``, ``flags["grads"][name]`` and
-      ``flags["params"][name]`` (after the step's update), by parameter name.
+      ``diagnose(params, opt_state, hparams, xb, yb) -> flags``, each [steps] bools, True
+      where finite: ``flags["loss"]``, ``flags["grads"][name]`` and ``flags["params"][name]``
+      (after the step's update), by parameter name.
     """
     batch_spec = sharding.batch_sharding(mesh)
 
-    def diagnose(params, opt_state, hparams, key, x_train, y_train):
-        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, x_train, y_train,
-                        batch_spec)
+    def diagnose(params, opt_state, hparams, xb, yb):
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
 
-        def body(carry, idx):
-            (new, opt_state), loss, grads = step(*carry, idx)
+        def body(carry, batch):
+            (new, opt_state), loss, grads = step(*carry, *batch)
             ok = lambda tree: {k: jnp.all(jnp.isfinite(v)) for k, v in tree.items()}  # noqa: E731
             return (new, opt_state), {"loss": jnp.isfinite(loss), "grads": ok(grads),
                                       "params": ok(new)}
 
-        _, flags = jax.lax.scan(body, (params, opt_state),
-                                _batches(key, x_train.shape[0], steps, batch_size))
+        _, flags = jax.lax.scan(body, (params, opt_state), (xb, yb))
         return flags
 
     return diagnose

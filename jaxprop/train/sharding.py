@@ -14,7 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["make_mesh", "batch_sharding", "replicated", "replicate", "check_batch_size"]
+__all__ = ["make_mesh", "batch_sharding", "batches_sharding", "replicated", "replicate",
+           "local_batch_slice", "batches_from_host", "check_batch_size"]
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -26,6 +27,30 @@ def make_mesh(devices=None) -> Mesh:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split along ``"data"``; other axes whole."""
     return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def batches_sharding(mesh: Mesh) -> NamedSharding:
+    """An epoch's batches [steps, B, ...]: the batch axis (axis 1) split along ``"data"``."""
+    return NamedSharding(mesh, PartitionSpec(None, "data"))
+
+
+def local_batch_slice(mesh: Mesh, batch_size: int) -> slice:
+    """The positions of every batch that this process's devices hold (all of them in a
+    single-process run; the process's contiguous share in a multi-process one)."""
+    spans = batch_sharding(mesh).addressable_devices_indices_map((batch_size,)).values()
+    starts = [s[0].start or 0 for s in spans]
+    stops = [batch_size if s[0].stop is None else s[0].stop for s in spans]
+    return slice(min(starts), max(stops))
+
+
+def batches_from_host(x: np.ndarray, order: np.ndarray, mesh: Mesh):
+    """The batches ``x[order]`` ([steps, B, ...]) as one array sharded over the mesh, of
+    which this process gathers and sends only its own part of each batch
+    (``jax.make_array_from_process_local_data``)."""
+    steps, batch_size = order.shape
+    local = x[order[:, local_batch_slice(mesh, batch_size)]]
+    return jax.make_array_from_process_local_data(batches_sharding(mesh), local,
+                                                  (steps, batch_size, *x.shape[1:]))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

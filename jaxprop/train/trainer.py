@@ -24,6 +24,7 @@ __all__ = ["Trainer", "load_data", "clear_compiled"]
 
 _COMPILED: dict = {}
 """Compiled epochs of this process, by static config and shapes (at most 16)."""
+_ORDER_BLOCK = 32  # epochs whose batch orders are drawn by one program
 
 
 def clear_compiled() -> None:
@@ -75,10 +76,17 @@ class Trainer:
                                                    num_eval, self.copies)
         self.init_key, self.data_key = engine.keys(cfg.seed)
         rep = sharding.replicated(self.mesh)
-        self.data = jax.device_put(
-            (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val), rep)
+        m = min(n, engine.TRAIN_ACC_EXAMPLES)
+        self._orders: dict = {}
+        self._train_data = None  # resident on the devices unless several processes share
+        if jax.process_count() == 1:
+            self._train_data = jax.device_put((dataset.x_train, dataset.y_train), rep)
+            self._gather = jax.jit(lambda x, y, order: (x[order], y[order]),
+                                   out_shardings=sharding.batches_sharding(self.mesh))
+        self.eval_data = jax.device_put(  # the accuracy sets, whole on every device
+            (dataset.x_train[:m], dataset.y_train[:m], dataset.x_val, dataset.y_val), rep)
         pairs = [(cfg.optimizer.lr, cfg.loss.reg)] if grid is None else self.grid
-        lrs, regs = (jnp.asarray([p[k] for p in pairs], jnp.float32) for k in (0, 1))
+        lrs, regs = (np.asarray([p[k] for p in pairs], np.float32) for k in (0, 1))
         self.hparams = jax.device_put({"lr": lrs, "reg": regs} if grid is not None else
                                       {"lr": lrs[0], "reg": regs[0]}, rep)
         self.optimizer = make_optimizer(cfg.optimizer, self.steps)
@@ -89,12 +97,11 @@ class Trainer:
             cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
             num_params=self.num_params)
         self._value_and_grad = value_and_grad
-        epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer,
-                                     cfg.train.batch_size, self.steps, self.mesh)
+        epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh)
         if grid is not None:
-            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
-        self._epoch = jax.jit(epoch)
-        self._make_initial_state = jax.jit(self._initial_state)
+            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None, None))
+        self._epoch = jax.jit(epoch, out_shardings=rep)
+        self._make_initial_state = jax.jit(self._initial_state, out_shardings=rep)
         self._compiled = None
         self._diagnose = None
         self.compile_seconds = 0.0
@@ -117,8 +124,35 @@ class Trainer:
         """``(params, opt_state)`` at epoch 0, replicated over the mesh (one per grid pair,
         stacked along a leading axis, for a grid). One compiled program makes it (the
         random draws op by op would each compile at a run's start)."""
-        state = self._make_initial_state(self.init_key)
-        return sharding.replicate(state, self.mesh)
+        return self._make_initial_state(self.init_key)
+
+    def batches(self, epoch: int):
+        """``(xb, yb)``: the batches of 0-based ``epoch`` in order, [steps, B, ...] sharded
+        along the batch axis.
+
+        One process gathers them on its devices from the resident training set; in a
+        multi-process run each process gathers only its part of each batch on the host
+        (``sharding.batches_from_host``).
+        """
+        if epoch not in self._orders:
+            first = epoch - epoch % _ORDER_BLOCK  # the orders of a block of epochs at a time
+            n, b = int(self.dataset.x_train.shape[0]), self.cfg.train.batch_size
+            block = engine.epoch_orders(self.data_key, np.arange(first, first + _ORDER_BLOCK),
+                                        n, self.steps, b)
+            if self._train_data is None:
+                block = np.asarray(block)
+            self._orders = {first + i: block[i] for i in range(_ORDER_BLOCK)}
+        order = self._orders[epoch]
+        if self._train_data is not None:
+            return self._gather(*self._train_data, order)
+        ds = self.dataset
+        return (sharding.batches_from_host(ds.x_train, order, self.mesh),
+                sharding.batches_from_host(ds.y_train, order, self.mesh))
+
+    def epoch_args(self, epoch: int, hparams=None) -> tuple:
+        """The compiled epoch's arguments after ``(params, opt_state)``."""
+        return (self.hparams if hparams is None else hparams, *self.batches(epoch),
+                *self.eval_data)
 
     def _cache_key(self, state):
         cfg = self.cfg
@@ -126,8 +160,10 @@ class Trainer:
                   cfg.optimizer.momentum, cfg.train.batch_size, cfg.train.pipeline,
                   cfg.train.forward_chunk_size, self.steps, self.mesh, self.copies,
                   jax.config.jax_enable_x64)
-        shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.data))
-        return static, str(shapes)
+        shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.eval_data))
+        batch = (self.dataset.x_train.shape[1:], str(self.dataset.x_train.dtype),
+                 str(self.dataset.y_train.dtype))
+        return static, str(shapes), batch
 
     def compile(self, state) -> None:
         """Compiles the epoch ahead of time (timed as ``compile_seconds``).
@@ -142,9 +178,13 @@ class Trainer:
             self._compiled = _COMPILED.get(key)
             if self._compiled is None:
                 params, opt_state = state
-                epoch_key = jax.random.fold_in(self.data_key, 0)
-                self._compiled = self._epoch.lower(params, opt_state, self.hparams, epoch_key,
-                                                   *self.data).compile()
+                ds, b = self.dataset, self.cfg.train.batch_size
+                spec = sharding.batches_sharding(self.mesh)
+                xb, yb = (jax.ShapeDtypeStruct((self.steps, b, *a.shape[1:]), a.dtype,
+                                               sharding=spec)
+                          for a in (ds.x_train, ds.y_train))
+                self._compiled = self._epoch.lower(params, opt_state, self.hparams, xb, yb,
+                                                   *self.eval_data).compile()
                 if len(_COMPILED) >= 16:
                     _COMPILED.pop(next(iter(_COMPILED)))
                 _COMPILED[key] = self._compiled
@@ -158,12 +198,11 @@ class Trainer:
         without recompiling.
         """
         self.compile(state)
-        key = jax.random.fold_in(self.data_key, epoch)
-        hparams = self.hparams if hparams is None else jax.device_put(
-            {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+        hparams = None if hparams is None else jax.device_put(
+            {k: np.asarray(v, np.float32) for k, v in hparams.items()},
             sharding.replicated(self.mesh))
-        t0 = time.perf_counter()
-        params, opt_state, stats = self._compiled(*state, hparams, key, *self.data)
+        t0 = time.perf_counter()  # the time includes gathering the epoch's batches
+        params, opt_state, stats = self._compiled(*state, *self.epoch_args(epoch, hparams))
         stats = jax.device_get(stats)
         if self.grid is None:
             stats = {k: v.item() for k, v in stats.items()}
@@ -185,10 +224,9 @@ class Trainer:
             raise ValueError("Trainer.diagnose: a sweep's grid is not diagnosed")
         if self._diagnose is None:
             self._diagnose = jax.jit(engine.make_diagnose_fn(
-                self._value_and_grad, self.optimizer, self.cfg.train.batch_size, self.steps,
-                self.mesh))
-        key = jax.random.fold_in(self.data_key, epoch)
-        flags = jax.device_get(self._diagnose(*state, self.hparams, key, *self.data[:2]))
+                self._value_and_grad, self.optimizer, self.mesh),
+                out_shardings=sharding.replicated(self.mesh))
+        flags = jax.device_get(self._diagnose(*state, self.hparams, *self.batches(epoch)))
         for s in range(self.steps):
             if not flags["loss"][s]:
                 return {"step": s + 1, "what": "loss", "leaves": []}
