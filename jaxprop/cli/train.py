@@ -4,7 +4,9 @@ With no arguments it trains the two-layer net on the bundled digits with the def
 ``--config`` takes a TOML file or a shipped experiment's name (``digits_linear_svm``),
 ``--set KEY=VALUE`` overrides any key by its dotted name, ``--out`` picks the folder (default
 ``runs/<name>/``), which must be empty or new unless ``--resume`` continues the run there or
-``--overwrite`` moves what is there aside first.
+``--overwrite`` moves what is there aside first. ``--coordinator HOST:PORT --num-processes
+N --process-id I`` (or the ``JAXPROP_*`` variables, or a SLURM step) make it one process of a
+multi-process run (``jaxprop.train.distributed``).
 
 Exit codes: 0 done, 2 bad input or environment (a config key, a missing or unwritable file,
 a folder in use or holding a run), 3 the loss became NaN/Inf, 130/143 stopped by
@@ -38,6 +40,8 @@ examples:
   jaxprop train --resume --set train.epochs=60     # continue runs/<name>/ to 60 epochs
   jaxprop train --overwrite                        # start afresh; the old run is moved aside
   jaxprop train --keys                             # every setting, its choices and default
+  jaxprop train --coordinator 10.0.0.1:4321 --num-processes 2 --process-id 0
+                                                   # process 0 of a 2-process run
 """
 
 
@@ -56,6 +60,16 @@ def register(subparsers) -> None:
                            "config.toml; change a key with --set (recorded in the run's "
                            "history.jsonl), e.g. --set train.epochs=60")
     add_overwrite_argument(mode)
+    group = p.add_argument_group(
+        "multi-process run", "every process runs the same command with its own --process-id "
+        "(or sets JAXPROP_COORDINATOR, JAXPROP_NUM_PROCESSES, JAXPROP_PROCESS_ID; a SLURM "
+        "step of several tasks is detected by itself); process 0 writes the files")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0's coordination service")
+    group.add_argument("--num-processes", metavar="N", help="processes in the run")
+    group.add_argument("--process-id", metavar="I", help="this process's id, 0..N-1")
+    group.add_argument("--join-timeout", metavar="S", type=int, default=300,
+                       help="seconds to wait for every process to join (default 300)")
     p.set_defaults(func=run)
 
 
@@ -136,20 +150,36 @@ def run(args) -> int:
     from jaxprop._signals import GUARD, Stop
 
     try:
+        from jaxprop.train import distributed
         from jaxprop.train.cache import enable_compilation_cache  # JAX loads here
         from jaxprop.train.loop import train
         from jaxprop.train.report import print_summary
 
         GUARD.check()  # a signal during the imports stops here
+        cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
+        distributed.initialize(cluster, args.join_timeout)
+        GUARD.check()
         cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
         enable_compilation_cache()
+        first = _process_index() == 0
         with warnings_as_lines("train"):
             result = train(cfg, out, resume=args.resume, overwrite=args.overwrite,
-                           progress=not args.quiet, history={"set": list(args.overrides)})
+                           progress=first and not args.quiet,
+                           history={"set": list(args.overrides)})
     except Stop as stop:
         stop.detail = stop.detail or "nothing was written"
         raise
+    if not first:  # process 0 prints the summary and writes the files
+        print(f"jaxprop train: process {_process_index()} of {cluster.num_processes}: "
+              f"{result.status} after {result.summary['epochs']} epochs")
+        return result.exit_code
     print_summary(result)
     if result.message:
         print(f"jaxprop train: {result.message}", file=sys.stderr)
     return result.exit_code
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()

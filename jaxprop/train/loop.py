@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprop._settings import diff
 from jaxprop._signals import GUARD, Stop
-from jaxprop.train import checkpoint, divergence, report, sharding
+from jaxprop.train import checkpoint, distributed, divergence, report, sharding
 from jaxprop.train.experiment import Config, from_dict, to_dict, to_toml
 from jaxprop.train.lock import describe_stale
 from jaxprop.train.optimizers import lr_at_epoch
@@ -117,7 +117,8 @@ def train(cfg: Config, out_dir: str | os.PathLike | None = None, *, resume: bool
     console = console or Console(stderr=True)
     out = Path(default_out_dir(cfg) if out_dir is None else out_dir)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    files = RunDir.open(out, mode, command="jaxprop train")
+    with distributed.together(f"opening the run folder {out}"):
+        files = RunDir.open(out, mode, command="jaxprop train")
     try:
         return _train(cfg, files, resume, dataset, mesh, progress, console, on_epoch_end,
                       write_plots, history or {})
@@ -143,13 +144,9 @@ def _check_initial_state(cfg: Config, params: dict) -> None:
                              f"Inf): {cause}; nothing was trained or saved")
 
 
-def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, on_epoch_end,
-           write_plots: bool, history: dict) -> RunResult:
+def _setup(cfg, files: RunDir, resume: bool, dataset, mesh):
+    """Data, trainer, the starting state (fresh or from the checkpoint), compiled."""
     out = files.out
-    if files.moved_to is not None:
-        _note(console, f"--overwrite: moved what {out} held to {files.moved_to}")
-    if files.lock is not None and files.lock.stale:
-        _note(console, f"{out}: {describe_stale(files.lock.stale)}")
     dataset = load_data(cfg) if dataset is None else dataset
     GUARD.check()
     trainer = Trainer(cfg, dataset, mesh)
@@ -173,6 +170,20 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
     GUARD.check()
     trainer.compile(state)
     GUARD.check()
+    return trainer, state, start, extra, changed, metrics
+
+
+def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, on_epoch_end,
+           write_plots: bool, history: dict) -> RunResult:
+    out = files.out
+    if files.moved_to is not None:
+        _note(console, f"--overwrite: moved what {out} held to {files.moved_to}")
+    if files.lock is not None and files.lock.stale:
+        _note(console, f"{out}: {describe_stale(files.lock.stale)}")
+    with distributed.together("setting up the run"):
+        trainer, state, start, extra, changed, metrics = _setup(cfg, files, resume, dataset,
+                                                                mesh)
+    dataset = trainer.dataset
 
     def saved_extra():
         return {**extra, "config": to_dict(cfg)}
@@ -198,10 +209,11 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
                             val=fmt(last["val_acc"]))
         done = start
         for epoch in range(start, cfg.train.epochs):
-            if GUARD.received is not None:
-                status, exit_code = "interrupted", 128 + GUARD.received
+            received = distributed.first_signal(GUARD.received)
+            if received is not None:
+                status, exit_code = "interrupted", 128 + received
                 message = (
-                    f"{signal.Signals(GUARD.received).name}: stopped after epoch {epoch} "
+                    f"{signal.Signals(received).name}: stopped after epoch {epoch} "
                     f"of {cfg.train.epochs}; checkpoint saved in {out}/. Continue with: "
                     f"jaxprop train --out {out} --resume")
                 break
@@ -222,18 +234,23 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
                       "train_acc": stats["train_acc"], "val_acc": stats["val_acc"],
                       "lr": lr_at_epoch(cfg.optimizer, epoch), "seconds": seconds}
             metrics.append(record)
-            with GUARD.critical():  # the line, the checkpoint and the summary, together
-                files.metric(record)
-                files.state(epoch + 1, state, saved_extra())
-                done = epoch + 1
-                files.json("summary.json", _summary(cfg, trainer, dataset, "running", metrics,
-                                                    done, start, extra, resume))
-                files.saved = _saved_line(out, done, cfg.train.epochs)
+            try:
+                with GUARD.critical():  # the line, the checkpoint and the summary, together
+                    files.metric(record)
+                    files.state(epoch + 1, state, saved_extra())
+                    done = epoch + 1
+                    files.json("summary.json", _summary(cfg, trainer, dataset, "running",
+                                                        metrics, done, start, extra, resume))
+                    files.saved = _saved_line(out, done, cfg.train.epochs)
+            except BaseException:  # the other processes learn of it at their next check
+                distributed.agree(False, f"saving epoch {epoch + 1}")
+                raise
             bar.update(task, completed=epoch + 1, loss=fmt(stats["train_loss"]),
                        train=fmt(stats["train_acc"]), val=fmt(stats["val_acc"]))
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, stats)
 
+        distributed.agree(True, "the end of training")
         summary = _summary(cfg, trainer, dataset, status, metrics, done, start, extra, resume,
                            state=state)
         with GUARD.critical():

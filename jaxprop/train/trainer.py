@@ -242,5 +242,6 @@ class Trainer:
 
     def accuracies(self, params, *pairs) -> list[float]:
         """Accuracy of ``params`` on each ``(x, y)`` of ``pairs``, in one program."""
-        flat = [a for pair in pairs for a in pair]
+        flat = jax.device_put([a for pair in pairs for a in pair],
+                              sharding.replicated(self.mesh))
         return [float(a) for a in engine.accuracies_fn(self.scores_fn)(params, *flat)]

@@ -1,0 +1,7 @@
+"""``python -m jaxprop``: the ``jaxprop`` command."""
+
+import sys
+
+from jaxprop.cli import main
+
+sys.exit(main())
