@@ -1,4 +1,5 @@
-"""Data parallelism: 4 CPU devices (in a subprocess) train to the parameters of 1 device."""
+"""Data parallelism: 4 CPU devices (in a subprocess) train to the parameters of 1 device, and
+a sweep spreads its models over them."""
 
 import json
 import os
@@ -15,6 +16,7 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jaxprop.train.experiment import load_config
     from jaxprop.train import Trainer, load_data, sharding, train
+    from jaxprop.train.sweep import run_sweep, sweep_trainer
 
     assert jax.device_count() == 4, jax.devices()
     cfg = load_config(None, ["data.num_train=256", "model.hidden_dim=16",
@@ -36,7 +38,25 @@ SCRIPT = textwrap.dedent("""
         error = ""
     except ValueError as err:
         error = str(err)
+    sweep_cfg = load_config(None, ["data.num_train=256", "model.hidden_dim=16",
+                                   "train.batch_size=30", "train.epochs=2",
+                                   "sweep.lr=[1e-3, 3e-3]", "sweep.reg=[0.0, 1e-3]"])
+
+    def sweep(mesh):
+        trainer = sweep_trainer(sweep_cfg, ds, mesh)
+        result = run_sweep(sweep_cfg, progress=False, write=False, trainer=trainer)
+        return trainer, np.array([r["train_loss"] for r in result.rows]), result.params
+
+    g4, loss4, best4 = sweep(sharding.make_mesh())
+    g1, loss1, best1 = sweep(sharding.make_mesh(jax.devices()[:1]))
+    state = g4.init_state()
     print(json.dumps({
+        "grid_split": g4.split_grid and not g1.split_grid,
+        "grid_spec": str(state[0]["W1"].sharding.spec),
+        "grid_devices": len(state[0]["W1"].sharding.device_set),
+        "grid_all_reduce": "all-reduce" in g4._compiled.as_text(),
+        "grid_loss_diff": float(np.max(np.abs(loss4 - loss1) / np.abs(loss1))),
+        "grid_best_diff": max(float(np.max(np.abs(best4[k] - best1[k]))) for k in best1),
         "max_abs_diff": max(float(np.max(np.abs(p4[k] - p1[k]))) for k in p1),
         "max_abs": max(float(np.max(np.abs(p1[k]))) for k in p1),
         "param_devices": len(live["W1"].sharding.device_set),
@@ -65,6 +85,12 @@ def test_four_devices_match_one_device(tmp_path):
     assert "'train.batch_size' (30) must be divisible by the number of devices (4)" in \
         out["error"]
     assert "try 28 or 32" in out["error"]
+    # a 2 x 2 sweep on 4 devices: one model per device, whole batches (30, not divisible by
+    # 4, is fine), no communication; the same numbers as on one device up to float32
+    # rounding of the differently blocked products
+    assert out["grid_split"] and out["grid_spec"] == "P('data',)"
+    assert out["grid_devices"] == 4 and not out["grid_all_reduce"]
+    assert out["grid_loss_diff"] <= 1e-5 and out["grid_best_diff"] <= 1e-5
 
 
 def test_single_device_mesh_accepts_any_batch_size():

@@ -177,7 +177,8 @@ def _step_fn(value_and_grad, opt, hparams, batch_spec):
 
 
 def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
-                  optimizer: Callable[..., optax.GradientTransformation], mesh) -> Callable:
+                  optimizer: Callable[..., optax.GradientTransformation], mesh,
+                  split_batch: bool = True) -> Callable:
     """One epoch as a function to jit: a lax.scan of optimizer steps over its batches.
 
     Args:
@@ -185,6 +186,8 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
       scores_fn: ``(params, x) -> scores``, for the accuracies.
       optimizer: ``lr -> optax.GradientTransformation`` (``optimizers.make_optimizer``).
       mesh: the device mesh; each batch is sharded along its ``"data"`` axis.
+      split_batch: False keeps every batch whole on every device (a sweep whose models are
+        spread over the devices instead, ``sharding.splits_grid``).
 
     Returns:
       ``epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val) ->
@@ -195,7 +198,7 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
       ``train_acc``, ``val_acc`` and ``finite`` (every step's loss and every final
       parameter finite).
     """
-    batch_spec = sharding.batch_sharding(mesh)
+    batch_spec = sharding.batch_sharding(mesh) if split_batch else sharding.replicated(mesh)
 
     def epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val):
         step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["make_mesh", "batch_sharding", "batches_sharding", "replicated", "replicate",
+__all__ = ["make_mesh", "batch_sharding", "batches_sharding", "grid_sharding",
+           "splits_grid", "replicated", "replicate",
            "local_batch_slice", "batches_from_host", "check_batch_size"]
 
 
@@ -27,6 +28,19 @@ def make_mesh(devices=None) -> Mesh:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split along ``"data"``; other axes whole."""
     return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def grid_sharding(mesh: Mesh) -> NamedSharding:
+    """A sweep's stacked models [G, ...]: the grid axis (axis 0) split along ``"data"``."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def splits_grid(mesh: Mesh, copies: int) -> bool:
+    """Whether a sweep of ``copies`` models spreads them over the devices (each device
+    trains whole models on whole batches, no communication), rather than splitting each
+    batch: when there are several devices and they divide the grid."""
+    devices = int(mesh.devices.size)
+    return jax.process_count() == 1 and 1 < devices <= copies and copies % devices == 0
 
 
 def batches_sharding(mesh: Mesh) -> NamedSharding:

@@ -143,8 +143,9 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
       cfg: the experiment; ``cfg.sweep.lr`` and ``cfg.sweep.reg`` hold the grid.
       out_dir: output folder (default ``runs/<name>_sweep/``).
       dataset: a loaded ``jaxprop.data.Dataset`` (default: load ``cfg.data``).
-      mesh: device mesh (default: all devices; the batch is sharded, the G models
-        replicated).
+      mesh: device mesh (default: all devices). When the devices divide the G models,
+        each device trains G / devices of them on whole batches (``Trainer.split_grid``);
+        otherwise each batch is split over the devices and the models are replicated.
       progress: show a progress bar.
       console: rich console for the bar (default stderr).
       write: write ``sweep.csv``, ``heatmap.svg``, ``summary.json``, ``params.npz`` (best)

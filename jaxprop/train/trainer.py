@@ -67,7 +67,11 @@ class Trainer:
         self.loss = losses.resolve(cfg.loss.kind)
         self.pipeline = engine.PIPELINES[cfg.train.pipeline]
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        sharding.check_batch_size(cfg.train.batch_size, self.mesh)
+        # a sweep on several devices spreads its models over them; otherwise each batch is
+        # split over the devices and the models are replicated
+        self.split_grid = grid is not None and sharding.splits_grid(self.mesh, self.copies)
+        if not self.split_grid:
+            sharding.check_batch_size(cfg.train.batch_size, self.mesh)
         n = int(dataset.x_train.shape[0])
         self.steps = engine.steps_per_epoch(cfg.train.batch_size, n)
         num_eval = max(min(n, engine.TRAIN_ACC_EXAMPLES), int(dataset.x_val.shape[0]),
@@ -76,19 +80,22 @@ class Trainer:
                                                    num_eval, self.copies)
         self.init_key, self.data_key = engine.keys(cfg.seed)
         rep = sharding.replicated(self.mesh)
+        self._state_sharding = sharding.grid_sharding(self.mesh) if self.split_grid else rep
+        self._batches_sharding = (rep if self.split_grid else
+                                  sharding.batches_sharding(self.mesh))
         m = min(n, engine.TRAIN_ACC_EXAMPLES)
         self._orders: dict = {}
         self._train_data = None  # resident on the devices unless several processes share
         if jax.process_count() == 1:
             self._train_data = jax.device_put((dataset.x_train, dataset.y_train), rep)
             self._gather = jax.jit(lambda x, y, order: (x[order], y[order]),
-                                   out_shardings=sharding.batches_sharding(self.mesh))
+                                   out_shardings=self._batches_sharding)
         self.eval_data = jax.device_put(  # the accuracy sets, whole on every device
             (dataset.x_train[:m], dataset.y_train[:m], dataset.x_val, dataset.y_val), rep)
         pairs = [(cfg.optimizer.lr, cfg.loss.reg)] if grid is None else self.grid
         lrs, regs = (np.asarray([p[k] for p in pairs], np.float32) for k in (0, 1))
         self.hparams = jax.device_put({"lr": lrs, "reg": regs} if grid is not None else
-                                      {"lr": lrs[0], "reg": regs[0]}, rep)
+                                      {"lr": lrs[0], "reg": regs[0]}, self._state_sharding)
         self.optimizer = make_optimizer(cfg.optimizer, self.steps)
         self.scores_fn = self.model.reference if self.pipeline.reference else self.model.scores
         self.num_params = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(
@@ -97,11 +104,13 @@ class Trainer:
             cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
             num_params=self.num_params)
         self._value_and_grad = value_and_grad
-        epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh)
+        epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh,
+                                     split_batch=not self.split_grid)
         if grid is not None:
             epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None, None))
-        self._epoch = jax.jit(epoch, out_shardings=rep)
-        self._make_initial_state = jax.jit(self._initial_state, out_shardings=rep)
+        self._epoch = jax.jit(epoch, out_shardings=self._state_sharding)
+        self._make_initial_state = jax.jit(self._initial_state,
+                                           out_shardings=self._state_sharding)
         self._compiled = None
         self._diagnose = None
         self.compile_seconds = 0.0
@@ -122,7 +131,8 @@ class Trainer:
 
     def init_state(self):
         """``(params, opt_state)`` at epoch 0, replicated over the mesh (one per grid pair,
-        stacked along a leading axis, for a grid). One compiled program makes it (the
+        stacked along a leading axis, for a grid; spread over the devices along that axis
+        when ``split_grid``). One compiled program makes it (the
         random draws op by op would each compile at a run's start)."""
         return self._make_initial_state(self.init_key)
 
@@ -159,7 +169,7 @@ class Trainer:
         static = (cfg.model, cfg.loss.kind, cfg.optimizer.name, cfg.optimizer.lr_decay,
                   cfg.optimizer.momentum, cfg.train.batch_size, cfg.train.pipeline,
                   cfg.train.forward_chunk_size, self.steps, self.mesh, self.copies,
-                  jax.config.jax_enable_x64)
+                  self.split_grid, jax.config.jax_enable_x64)
         shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.eval_data))
         batch = (self.dataset.x_train.shape[1:], str(self.dataset.x_train.dtype),
                  str(self.dataset.y_train.dtype))
@@ -179,7 +189,7 @@ class Trainer:
             if self._compiled is None:
                 params, opt_state = state
                 ds, b = self.dataset, self.cfg.train.batch_size
-                spec = sharding.batches_sharding(self.mesh)
+                spec = self._batches_sharding
                 xb, yb = (jax.ShapeDtypeStruct((self.steps, b, *a.shape[1:]), a.dtype,
                                                sharding=spec)
                           for a in (ds.x_train, ds.y_train))
@@ -199,8 +209,7 @@ class Trainer:
         """
         self.compile(state)
         hparams = None if hparams is None else jax.device_put(
-            {k: np.asarray(v, np.float32) for k, v in hparams.items()},
-            sharding.replicated(self.mesh))
+            {k: np.asarray(v, np.float32) for k, v in hparams.items()}, self._state_sharding)
         t0 = time.perf_counter()  # the time includes gathering the epoch's batches
         params, opt_state, stats = self._compiled(*state, *self.epoch_args(epoch, hparams))
         stats = jax.device_get(stats)
