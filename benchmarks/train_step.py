@@ -8,8 +8,10 @@ starting one further along each time):
 - ``jaxprop, natural code``: the plain-JAX function below handed to
   ``jaxprop.reverse.value_and_grad`` as it is (the gate tracer applies its operations as
   gates);
-- ``jaxprop.reverse, oneDNN``: the first, compiled with XLA:CPU's oneDNN GEMMs
-  (``compiler_options={"xla_cpu_use_onednn": True}``, this program only: no global flag);
+- ``jaxprop.reverse, Eigen GEMM`` and ``jaxprop.reverse, oneDNN flag``: the first, compiled
+  with the other XLA:CPU matmul backends ``train.cpu_gemm`` offers (``engine.CPU_GEMM``:
+  compiler options of this program only, no global flag); ``plain JAX, Eigen GEMM`` the
+  same for plain JAX;
 - ``plain JAX``: the same net in jnp with optax's cross-entropy and ``jax.value_and_grad``,
   at JAX's defaults;
 - ``PyTorch eager``: the same net, ``loss.backward()`` and an in-place SGD update, when
@@ -38,6 +40,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jaxprop  # noqa: E402
+from jaxprop.train.engine import CPU_GEMM  # noqa: E402
+
+EIGEN = CPU_GEMM["eigen"]
 from jaxprop.losses import softmax_loss  # noqa: E402
 from jaxprop.models import two_layer_init, two_layer_scores  # noqa: E402
 
@@ -113,8 +118,12 @@ def main() -> None:
         "jaxprop.reverse": ours.lower(params, x, y).compile(),
         "jaxprop, natural code": make_step(jaxprop.reverse.value_and_grad(plain_loss)).lower(
             params, x, y).compile(),
-        "jaxprop.reverse, oneDNN": ours.lower(params, x, y).compile(
-            compiler_options={"xla_cpu_use_onednn": True}),
+        "jaxprop.reverse, Eigen GEMM": ours.lower(params, x, y).compile(
+            compiler_options=EIGEN),
+        "jaxprop.reverse, oneDNN flag": ours.lower(params, x, y).compile(
+            compiler_options=CPU_GEMM["onednn"]),
+        "plain JAX, Eigen GEMM": make_step(jax.value_and_grad(plain_loss)).lower(
+            params, x, y).compile(compiler_options=EIGEN),
         "plain JAX": make_step(jax.value_and_grad(plain_loss)).lower(params, x, y).compile(),
     }
     # Same numbers first: a benchmark of two different computations would mean nothing.
@@ -178,7 +187,9 @@ def main() -> None:
     ratios = []
     for name, ref, goal in (("jaxprop.reverse", "plain JAX", 0.90),
                             ("jaxprop, natural code", "plain JAX", 1.0),
-                            ("jaxprop.reverse, oneDNN", "plain JAX", None),
+                            ("jaxprop.reverse, Eigen GEMM", "plain JAX", None),
+                            ("jaxprop.reverse, oneDNN flag", "plain JAX", None),
+                            ("jaxprop.reverse, Eigen GEMM", "PyTorch eager", None),
                             ("jaxprop.reverse", "PyTorch eager", 0.80)):
         if ref not in times:
             continue

@@ -354,3 +354,34 @@ def test_preprocess_none_means_none(digits, tmp_path):
     b = train(load_config("digits_linear_svm", ["train.epochs=1"]), tmp_path / "course",
               dataset=digits, progress=False, write_plots=False)
     assert not np.array_equal(a.params["W"], b.params["W"])
+
+
+@pytest.mark.parametrize("gemm", ["eigen", "onednn"])
+def test_each_cpu_gemm_backend_trains_to_the_default_numbers(gemm):
+    """train.cpu_gemm compiles the epoch with other matmul kernels: float32 rounding apart,
+    the same training (and it reaches the compiled program: eigen has no library fusion)."""
+    sets = ["data.num_train=256", "model.hidden_dim=16", "train.batch_size=32",
+            "train.epochs=2"]
+    cfg = load_config(None, sets)
+    ds = load_data(cfg)
+
+    def fit(cfg):
+        trainer = Trainer(cfg, ds)
+        state = trainer.init_state()
+        for epoch in range(cfg.train.epochs):
+            state, stats, _ = trainer.run_epoch(state, epoch)
+        return trainer, jax.device_get(state[0]), stats
+
+    base, p0, s0 = fit(cfg)
+    other, p1, s1 = fit(load_config(None, [*sets, f"train.cpu_gemm={gemm}"]))
+    assert other._compiled is not base._compiled
+    if gemm == "eigen":
+        assert "ynn_fusion" not in other._compiled.as_text()
+    for name in p0:
+        np.testing.assert_allclose(p1[name], p0[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert abs(s1["train_loss"] - s0["train_loss"]) <= 1e-5 * abs(s0["train_loss"])
+
+
+def test_an_unknown_cpu_gemm_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="train.cpu_gemm.*default.*eigen.*onednn"):
+        load_config(None, ["train.cpu_gemm=mkl"])

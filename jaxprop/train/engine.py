@@ -43,12 +43,34 @@ __all__ = [
     "objective_fn",
     "value_and_grad_fn",
     "steps_per_epoch",
+    "CPU_GEMM",
+    "compiler_options",
     "batch_order",
     "epoch_orders",
     "make_epoch_fn",
     "make_diagnose_fn",
     "accuracy_fn",
 ]
+
+CPU_GEMM: dict[str, dict | None] = {
+    "default": None,
+    "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
+    "onednn": {"xla_cpu_use_onednn": True},
+}
+"""XLA:CPU's matrix-multiply backends, as the compiler options of one compiled program
+(``train.cpu_gemm``; nothing global is changed). ``default`` is what this jaxlib's XLA:CPU
+picks (jaxlib 0.10: YNNPACK library fusions for dots); ``eigen`` turns the library fusions
+off, so dots run on XLA's own Eigen kernels; ``onednn`` sets ``xla_cpu_use_onednn``, which
+uses oneDNN where jaxlib was built with it (on x86). Ignored on GPU and TPU."""
+
+
+def compiler_options(cpu_gemm: str) -> dict | None:
+    """The compiler options of ``CPU_GEMM[cpu_gemm]`` on this backend (None off CPU)."""
+    if cpu_gemm not in CPU_GEMM:
+        raise ValueError(f"train.cpu_gemm must be one of {', '.join(CPU_GEMM)}; got "
+                         f"{cpu_gemm!r}")
+    return CPU_GEMM[cpu_gemm] if jax.default_backend() == "cpu" else None
+
 
 TRAIN_ACC_EXAMPLES = 10_000
 """Training accuracy is measured on the first this-many training examples each epoch."""

@@ -184,6 +184,10 @@ class TrainConfig:
                           "the model and loss, jaxprop.reference (jax)", choices=_pipelines)
     forward_chunk_size: int = field(64, doc="JVPs pushed at once by the forward pipeline",
                                     low=1)
+    cpu_gemm: str = field("default", doc="XLA:CPU's matmul backend for the compiled epoch: "
+                          "what XLA picks (default), its Eigen kernels (eigen) or oneDNN "
+                          "(onednn); ignored on GPU/TPU", choices=("default", "eigen",
+                                                                   "onednn"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,6 +104,7 @@ class Trainer:
             cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
             num_params=self.num_params)
         self._value_and_grad = value_and_grad
+        self.compiler_options = engine.compiler_options(cfg.train.cpu_gemm)
         epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh,
                                      split_batch=not self.split_grid)
         if grid is not None:
@@ -169,7 +170,7 @@ class Trainer:
         static = (cfg.model, cfg.loss.kind, cfg.optimizer.name, cfg.optimizer.lr_decay,
                   cfg.optimizer.momentum, cfg.train.batch_size, cfg.train.pipeline,
                   cfg.train.forward_chunk_size, self.steps, self.mesh, self.copies,
-                  self.split_grid, jax.config.jax_enable_x64)
+                  self.split_grid, cfg.train.cpu_gemm, jax.config.jax_enable_x64)
         shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.eval_data))
         batch = (self.dataset.x_train.shape[1:], str(self.dataset.x_train.dtype),
                  str(self.dataset.y_train.dtype))
@@ -193,8 +194,9 @@ class Trainer:
                 xb, yb = (jax.ShapeDtypeStruct((self.steps, b, *a.shape[1:]), a.dtype,
                                                sharding=spec)
                           for a in (ds.x_train, ds.y_train))
-                self._compiled = self._epoch.lower(params, opt_state, self.hparams, xb, yb,
-                                                   *self.eval_data).compile()
+                self._compiled = self._epoch.lower(
+                    params, opt_state, self.hparams, xb, yb, *self.eval_data).compile(
+                    compiler_options=self.compiler_options)
                 if len(_COMPILED) >= 16:
                     _COMPILED.pop(next(iter(_COMPILED)))
                 _COMPILED[key] = self._compiled
@@ -231,11 +233,13 @@ class Trainer:
         """
         if self.grid is not None:
             raise ValueError("Trainer.diagnose: a sweep's grid is not diagnosed")
-        if self._diagnose is None:
+        args = (*state, self.hparams, *self.batches(epoch))
+        if self._diagnose is None:  # the epoch's compiler options: the same numbers
             self._diagnose = jax.jit(engine.make_diagnose_fn(
                 self._value_and_grad, self.optimizer, self.mesh),
-                out_shardings=sharding.replicated(self.mesh))
-        flags = jax.device_get(self._diagnose(*state, self.hparams, *self.batches(epoch)))
+                out_shardings=sharding.replicated(self.mesh)).lower(*args).compile(
+                compiler_options=self.compiler_options)
+        flags = jax.device_get(self._diagnose(*args))
         for s in range(self.steps):
             if not flags["loss"][s]:
                 return {"step": s + 1, "what": "loss", "leaves": []}
