@@ -577,6 +577,7 @@ def check_battery(case: Case, order2: bool = False) -> None:
                            fd_atol=FD_ATOL, fd_step=FD_STEP)
     assert report.ok, str(report)
     assert report["reference"].status == "pass", str(report)
+    assert report["adjoint"].status == "pass", str(report)  # never the vacuous 0 = 0
 
 
 def check_second_order(case: Case) -> None:

@@ -267,3 +267,10 @@ def test_jax_grad_of_a_checked_gate_still_works():
     g = tanh_gate()
     np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(g(x)))(X), 1 - np.tanh(X) ** 2,
                                rtol=1e-12)
+
+
+def test_an_adjoint_test_with_both_sides_zero_is_not_called_a_pass():
+    """relu at negative inputs: J = 0, so <u, J v> = <J^T u, v> = 0 whatever the rules say."""
+    report = jaxprop.check(gates.relu, -jnp.abs(X) - 0.1, checks=["adjoint"])
+    assert report["adjoint"].status == "n/a" and "both sides are 0" in report["adjoint"].note
+    assert jaxprop.check(gates.relu, X, checks=["adjoint"])["adjoint"].status == "pass"

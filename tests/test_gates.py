@@ -9,6 +9,7 @@ the hand-written rules are the ones that ran.
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from cases import (
     GATE_CASES,
@@ -173,12 +174,23 @@ def test_gate_rejects_wrong_arity():
         gates.add(jnp.ones(2))
 
 
-@pytest.mark.parametrize("fn", [lambda x: gates.relu(x), lambda x: gates.maximum(x, 0.0),
-                                lambda x: gates.maximum(0.0, x)], ids=["relu", "max_xy", "max_yx"])
-def test_nan_propagates_through_routers(fn):
+@pytest.mark.parametrize("fn, expected", [
+    (lambda x: gates.relu(x), [1.0, 0.0]), (lambda x: gates.maximum(x, 0.0), [1.0, 0.0]),
+    (lambda x: gates.maximum(0.0, x), [1.0, 0.0]), (lambda x: gates.minimum(x, 0.0), [0.0, -1.0]),
+    (lambda x: gates.minimum(0.0, x), [0.0, -1.0])],
+    ids=["relu", "max_xy", "max_yx", "min_xy", "min_yx"])
+def test_nan_propagates_through_routers(fn, expected):
     # A diverged model must not look converged: the value keeps NaN as jnp.maximum does.
     out = fn(jnp.array([1.0, jnp.nan, -1.0]))
-    assert jnp.isnan(out[1]) and out[0] == 1.0 and out[2] == 0.0
+    assert jnp.isnan(out[1]) and [out[0], out[2]] == expected
+
+
+@pytest.mark.parametrize("reduce", [jnp.max, jnp.min], ids=["reduce_max", "reduce_min"])
+def test_nan_propagates_through_the_reducing_routers(reduce):
+    value, grad = jaxprop.reverse.value_and_grad(lambda x: reduce(x))(
+        jnp.array([1.0, jnp.nan, -1.0]))
+    assert jnp.isnan(value)
+    np.testing.assert_array_equal(grad, [0.0, 1.0, 0.0])  # routed to the NaN it picked
 
 
 def test_svm_loss_propagates_nan_scores():

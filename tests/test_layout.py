@@ -174,7 +174,7 @@ def test_every_name_the_docs_show_exists():
     assert not missing, missing
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/writing_a_gate.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/writing_a_gate.md", "docs/explain.md"])
 def test_the_python_examples_of_the_docs_run(doc, tmp_path, monkeypatch):
     """Each python block of a document runs, in order, in one namespace (a tutorial builds
     on its earlier blocks)."""
@@ -212,13 +212,13 @@ print("no jax")
 
 def test_help_and_version_answer_without_importing_jax():
     argv = [["--help"], ["--version"], ["train", "--help"], ["sweep", "--help"],
-            ["compare", "--help"], ["explain", "--help"]]
+            ["compare", "--help"], ["explain", "--help"], ["check", "--help"]]
     result = subprocess.run([sys.executable, "-c", NO_JAX.replace("ARGV", repr(argv))],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("no jax")
     assert f"jaxprop {jaxprop.__version__}" in result.stdout
-    for command in ("train", "sweep", "compare", "explain"):
+    for command in ("train", "sweep", "compare", "explain", "check"):
         assert f"usage: jaxprop {command}" in result.stdout
     assert "sigmoid-gate" in result.stdout  # explain --help lists the built-in examples
 
