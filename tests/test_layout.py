@@ -71,7 +71,7 @@ LAYERS = [
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
     ("jaxprop.tracer", "jaxprop._drivers", "jaxprop.reverse", "jaxprop.forward"),
     ("jaxprop.train", "jaxprop.compare", "jaxprop.explainer", "jaxprop.verify"),
-    ("jaxprop.cli",),
+    ("jaxprop.cli", "jaxprop.__main__"),
 ]
 """The arrows run one way: each layer imports only from the layers above it in this list
 (and from itself); the packages of the fifth layer do not import each other."""
