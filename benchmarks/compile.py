@@ -4,9 +4,9 @@ Two programs are compiled each round, each from nothing (``jax.clear_caches()`` 
 persistent compilation cache), in alternating order:
 
 1. the default ``jaxprop train`` epoch (``Trainer``: the reverse pipeline, our VJP rules, a
-   ``lax.scan`` of Adam steps plus the accuracies), against the same training written in
-   plain JAX (``train_digits.make_plain_jax``: ``jax.value_and_grad`` of a jnp net and
-   optax's cross-entropy);
+   ``lax.scan`` of Adam steps drawing their batches, plus the accuracies), against the
+   same training written in plain JAX (``train_digits.make_plain_jax``:
+   ``jax.value_and_grad`` of a jnp net and optax's cross-entropy);
 2. one train step at CIFAR-10 sizes (``train_step.py``), jaxprop's gate calls and the same
    plain-JAX function through the gate tracer, against ``jax.value_and_grad``.
 
@@ -36,16 +36,21 @@ from jaxprop.train.experiment import load_config
 from jaxprop.train.trainer import Trainer, load_data
 
 
-def stages(fn, *args) -> tuple[float, float, float]:
-    """Seconds to trace, lower and compile ``fn`` (a ``jax.jit``) for ``args``, from cold."""
+def stages(parts) -> tuple[float, float, float]:
+    """Seconds to trace, lower and compile a program, from cold: ``parts`` is one
+    ``(jitted fn, args)`` or a list of them (a training that is several programs)."""
     jax.clear_caches()
-    t0 = time.perf_counter()
-    traced = fn.trace(*args)
-    t1 = time.perf_counter()
-    lowered = traced.lower()
-    t2 = time.perf_counter()
-    lowered.compile()
-    return t1 - t0, t2 - t1, time.perf_counter() - t2
+    total = [0.0, 0.0, 0.0]
+    for fn, args in parts if isinstance(parts, list) else [parts]:
+        t0 = time.perf_counter()
+        traced = fn.trace(*args)
+        t1 = time.perf_counter()
+        lowered = traced.lower()
+        t2 = time.perf_counter()
+        lowered.compile()
+        for i, t in enumerate((t1 - t0, t2 - t1, time.perf_counter() - t2)):
+            total[i] += t
+    return tuple(total)
 
 
 def measure(programs: dict, rounds: int) -> dict[str, list[tuple[float, float, float]]]:
@@ -54,8 +59,7 @@ def measure(programs: dict, rounds: int) -> dict[str, list[tuple[float, float, f
     names = list(programs)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            fn, args = programs[name]
-            times[name].append(stages(fn, *args))
+            times[name].append(stages(programs[name]))
     return times
 
 

@@ -10,10 +10,11 @@ scalars (``hparams``), so one compiled epoch serves every value of them and a sw
 
 Data order: epoch ``e`` visits the training set in the order
 ``jax.random.permutation(fold_in(data_key, e), N)``, cut into ``N // B`` full batches of B
-examples; the Trainer gathers them on the host, each process only its part of every batch,
-and the compiled epoch scans over them. The ``N mod B`` examples left over (a different few
-each epoch) wait for a later epoch. Because the order depends only on ``(seed, epoch)``, a
-resumed run sees exactly the batches an uninterrupted one does.
+examples; in one process the compiled epoch draws that order and gathers each batch from
+the resident training set, and in a multi-process run each process gathers its part of
+every batch on the host and the epoch scans over what it is given. The ``N mod B`` examples
+left over (a different few each epoch) wait for a later epoch. Because the order depends
+only on ``(seed, epoch)``, a resumed run sees exactly the batches an uninterrupted one does.
 
 Every function here takes what it needs (a model, a loss, an optimizer), not a config.
 """
@@ -198,9 +199,23 @@ def _step_fn(value_and_grad, opt, hparams, batch_spec):
     return step
 
 
+def _scan_batches(body, carry, batches, draw: tuple[int, int] | None):
+    """``lax.scan`` of ``body(carry, (xb, yb))`` over the epoch's batches.
+
+    ``batches`` is ``(data_key, epoch, x_train, y_train)`` when ``draw = (steps, B)``: the
+    order is drawn here and each step gathers its batch from the resident training set (no
+    copy of the set). Otherwise it is ``(xb, yb)``, the batches already gathered.
+    """
+    if draw is None:
+        return jax.lax.scan(body, carry, batches)
+    data_key, epoch, x, y = batches
+    order = batch_order(jax.random.fold_in(data_key, epoch), x.shape[0], *draw)
+    return jax.lax.scan(lambda c, idx: body(c, (x[idx], y[idx])), carry, order)
+
+
 def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
                   optimizer: Callable[..., optax.GradientTransformation], mesh,
-                  split_batch: bool = True) -> Callable:
+                  split_batch: bool = True, draw: tuple[int, int] | None = None) -> Callable:
     """One epoch as a function to jit: a lax.scan of optimizer steps over its batches.
 
     Args:
@@ -210,26 +225,29 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
       mesh: the device mesh; each batch is sharded along its ``"data"`` axis.
       split_batch: False keeps every batch whole on every device (a sweep whose models are
         spread over the devices instead, ``sharding.splits_grid``).
+      draw: ``(steps, B)``: the epoch draws its own batches from the training set (one
+        process); None: it is given them (each process of a multi-process run gathers its
+        part on the host).
 
     Returns:
-      ``epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val) ->
-      (params, opt_state, stats)``: ``xb`` [steps, B, ...] and ``yb`` [steps, B] are the
-      epoch's batches in order (batch axis sharded over ``"data"``), ``x_acc``/``y_acc`` the
-      training examples the training accuracy is measured on, ``hparams = {"lr": [], "reg":
-      []}`` float32 scalars, and ``stats`` = ``train_loss`` (mean over the steps),
-      ``train_acc``, ``val_acc`` and ``finite`` (every step's loss and every final
-      parameter finite).
+      ``epoch(params, opt_state, hparams, batches, x_acc, y_acc, x_val, y_val) ->
+      (params, opt_state, stats)``. ``batches`` is ``(data_key, epoch, x_train, y_train)``
+      with ``draw``, else ``(xb, yb)``: [steps, B, ...] and [steps, B], the epoch's batches
+      in order (batch axis sharded over ``"data"``). ``x_acc``/``y_acc`` are the training
+      examples the training accuracy is measured on, ``hparams = {"lr": [], "reg": []}``
+      float32 scalars, and ``stats`` = ``train_loss`` (mean over the steps), ``train_acc``,
+      ``val_acc`` and ``finite`` (every step's loss and every final parameter finite).
     """
     batch_spec = sharding.batch_sharding(mesh) if split_batch else sharding.replicated(mesh)
 
-    def epoch(params, opt_state, hparams, xb, yb, x_acc, y_acc, x_val, y_val):
+    def epoch(params, opt_state, hparams, batches, x_acc, y_acc, x_val, y_val):
         step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
 
         def body(carry, batch):
             new, loss, _ = step(*carry, *batch)
             return new, loss
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xb, yb))
+        (params, opt_state), losses = _scan_batches(body, (params, opt_state), batches, draw)
         finite = jnp.all(jnp.isfinite(losses))
         for leaf in jax.tree.leaves(params):
             finite = finite & jnp.all(jnp.isfinite(leaf))
@@ -245,19 +263,21 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
 
 
 def make_diagnose_fn(value_and_grad: Callable,
-                     optimizer: Callable[..., optax.GradientTransformation], mesh) -> Callable:
+                     optimizer: Callable[..., optax.GradientTransformation], mesh,
+                     draw: tuple[int, int] | None = None) -> Callable:
     """The epoch of ``make_epoch_fn`` replayed, saying where values first stopped being finite.
 
     The same batches, the same steps, so the same numbers; run only after an epoch diverged.
 
     Returns:
-      ``diagnose(params, opt_state, hparams, xb, yb) -> flags``, each [steps] bools, True
-      where finite: ``flags["loss"]``, ``flags["grads"][name]`` and ``flags["params"][name]``
-      (after the step's update), by parameter name.
+      ``diagnose(params, opt_state, hparams, batches) -> flags`` (``batches`` as for the
+      epoch), each [steps] bools, True where finite: ``flags["loss"]``,
+      ``flags["grads"][name]`` and ``flags["params"][name]`` (after the step's update), by
+      parameter name.
     """
     batch_spec = sharding.batch_sharding(mesh)
 
-    def diagnose(params, opt_state, hparams, xb, yb):
+    def diagnose(params, opt_state, hparams, batches):
         step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
 
         def body(carry, batch):
@@ -266,7 +286,7 @@ def make_diagnose_fn(value_and_grad: Callable,
             return (new, opt_state), {"loss": jnp.isfinite(loss), "grads": ok(grads),
                                       "params": ok(new)}
 
-        _, flags = jax.lax.scan(body, (params, opt_state), (xb, yb))
+        _, flags = _scan_batches(body, (params, opt_state), batches, draw)
         return flags
 
     return diagnose

@@ -81,15 +81,14 @@ class Trainer:
         self.init_key, self.data_key = engine.keys(cfg.seed)
         rep = sharding.replicated(self.mesh)
         self._state_sharding = sharding.grid_sharding(self.mesh) if self.split_grid else rep
-        self._batches_sharding = (rep if self.split_grid else
-                                  sharding.batches_sharding(self.mesh))
         m = min(n, engine.TRAIN_ACC_EXAMPLES)
         self._orders: dict = {}
         self._train_data = None  # resident on the devices unless several processes share
-        if jax.process_count() == 1:
+        if jax.process_count() == 1:  # the compiled epoch draws its own batches
             self._train_data = jax.device_put((dataset.x_train, dataset.y_train), rep)
-            self._gather = jax.jit(lambda x, y, order: (x[order], y[order]),
-                                   out_shardings=self._batches_sharding)
+            self._data_key = jax.device_put(self.data_key, rep)
+        self._draw = (self.steps, cfg.train.batch_size) if self._train_data is not None \
+            else None
         self.eval_data = jax.device_put(  # the accuracy sets, whole on every device
             (dataset.x_train[:m], dataset.y_train[:m], dataset.x_val, dataset.y_val), rep)
         pairs = [(cfg.optimizer.lr, cfg.loss.reg)] if grid is None else self.grid
@@ -106,9 +105,9 @@ class Trainer:
         self._value_and_grad = value_and_grad
         self.compiler_options = engine.compiler_options(cfg.train.cpu_gemm)
         epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh,
-                                     split_batch=not self.split_grid)
+                                     split_batch=not self.split_grid, draw=self._draw)
         if grid is not None:
-            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None, None))
+            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
         self._epoch = jax.jit(epoch, out_shardings=self._state_sharding)
         self._make_initial_state = jax.jit(self._initial_state,
                                            out_shardings=self._state_sharding)
@@ -138,31 +137,28 @@ class Trainer:
         return self._make_initial_state(self.init_key)
 
     def batches(self, epoch: int):
-        """``(xb, yb)``: the batches of 0-based ``epoch`` in order, [steps, B, ...] sharded
-        along the batch axis.
+        """The compiled epoch's ``batches`` argument for 0-based ``epoch``.
 
-        One process gathers them on its devices from the resident training set; in a
-        multi-process run each process gathers only its part of each batch on the host
-        (``sharding.batches_from_host``).
+        One process: ``(data_key, epoch, x_train, y_train)``, and the epoch draws its order
+        and gathers each batch on the devices. Several processes: ``(xb, yb)``, [steps, B,
+        ...] sharded along the batch axis, of which each process gathers only its own part
+        of each batch on the host (``sharding.batches_from_host``).
         """
+        if self._train_data is not None:
+            return (self._data_key, np.int32(epoch), *self._train_data)
         if epoch not in self._orders:
             first = epoch - epoch % _ORDER_BLOCK  # the orders of a block of epochs at a time
             n, b = int(self.dataset.x_train.shape[0]), self.cfg.train.batch_size
-            block = engine.epoch_orders(self.data_key, np.arange(first, first + _ORDER_BLOCK),
-                                        n, self.steps, b)
-            if self._train_data is None:
-                block = np.asarray(block)
+            block = np.asarray(engine.epoch_orders(
+                self.data_key, np.arange(first, first + _ORDER_BLOCK), n, self.steps, b))
             self._orders = {first + i: block[i] for i in range(_ORDER_BLOCK)}
-        order = self._orders[epoch]
-        if self._train_data is not None:
-            return self._gather(*self._train_data, order)
-        ds = self.dataset
+        ds, order = self.dataset, self._orders[epoch]
         return (sharding.batches_from_host(ds.x_train, order, self.mesh),
                 sharding.batches_from_host(ds.y_train, order, self.mesh))
 
     def epoch_args(self, epoch: int, hparams=None) -> tuple:
         """The compiled epoch's arguments after ``(params, opt_state)``."""
-        return (self.hparams if hparams is None else hparams, *self.batches(epoch),
+        return (self.hparams if hparams is None else hparams, self.batches(epoch),
                 *self.eval_data)
 
     def _cache_key(self, state):
@@ -172,7 +168,7 @@ class Trainer:
                   cfg.train.forward_chunk_size, self.steps, self.mesh, self.copies,
                   self.split_grid, cfg.train.cpu_gemm, jax.config.jax_enable_x64)
         shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (state, self.eval_data))
-        batch = (self.dataset.x_train.shape[1:], str(self.dataset.x_train.dtype),
+        batch = (self.dataset.x_train.shape, str(self.dataset.x_train.dtype),
                  str(self.dataset.y_train.dtype))
         return static, str(shapes), batch
 
@@ -188,14 +184,7 @@ class Trainer:
             key = self._cache_key(state)
             self._compiled = _COMPILED.get(key)
             if self._compiled is None:
-                params, opt_state = state
-                ds, b = self.dataset, self.cfg.train.batch_size
-                spec = self._batches_sharding
-                xb, yb = (jax.ShapeDtypeStruct((self.steps, b, *a.shape[1:]), a.dtype,
-                                               sharding=spec)
-                          for a in (ds.x_train, ds.y_train))
-                self._compiled = self._epoch.lower(
-                    params, opt_state, self.hparams, xb, yb, *self.eval_data).compile(
+                self._compiled = self._epoch.lower(*state, *self.epoch_args(0)).compile(
                     compiler_options=self.compiler_options)
                 if len(_COMPILED) >= 16:
                     _COMPILED.pop(next(iter(_COMPILED)))
@@ -233,10 +222,10 @@ class Trainer:
         """
         if self.grid is not None:
             raise ValueError("Trainer.diagnose: a sweep's grid is not diagnosed")
-        args = (*state, self.hparams, *self.batches(epoch))
+        args = (*state, self.hparams, self.batches(epoch))
         if self._diagnose is None:  # the epoch's compiler options: the same numbers
             self._diagnose = jax.jit(engine.make_diagnose_fn(
-                self._value_and_grad, self.optimizer, self.mesh),
+                self._value_and_grad, self.optimizer, self.mesh, self._draw),
                 out_shardings=sharding.replicated(self.mesh)).lower(*args).compile(
                 compiler_options=self.compiler_options)
         flags = jax.device_get(self._diagnose(*args))
