@@ -274,3 +274,21 @@ def test_an_adjoint_test_with_both_sides_zero_is_not_called_a_pass():
     report = jaxprop.check(gates.relu, -jnp.abs(X) - 0.1, checks=["adjoint"])
     assert report["adjoint"].status == "n/a" and "both sides are 0" in report["adjoint"].note
     assert jaxprop.check(gates.relu, X, checks=["adjoint"])["adjoint"].status == "pass"
+
+
+@pytest.mark.parametrize("fn, args, kink", [
+    (gates.minimum, (jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])),
+     (jnp.array([1.0, 2.0]), jnp.array([1.0, 5.0]))),
+    (gates.abs, (jnp.array([1.0, -2.0]),), jnp.array([0.0, 1.0])),
+    (lambda x: jnp.max(x), (jnp.array([1.0, -2.0, 3.0]),), jnp.array([3.0, -2.0, 3.0])),
+    (lambda x: jnp.min(x, axis=1), (jnp.array([[1.0, -2.0], [0.0, 4.0]]),),
+     jnp.array([[1.0, 1.0], [2.0, 4.0]])),
+    (lambda x, y: jnp.where(x > y, x, y), (jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])),
+     (jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]))),
+], ids=["minimum_tie", "abs_at_0", "reduce_max_tie", "reduce_min_tie", "select_tie"])
+def test_the_other_routers_take_one_side_at_their_kinks(fn, args, kink):
+    """Ties and the kink of |x|: both rule sets give the same Jacobian, a one-sided one."""
+    report = jaxprop.check(fn, *args, kinks=[kink], checks=["fd_vjp", "kinks", "rule_ran"])
+    assert report.ok and report["kinks"].status == "pass", str(report)
+    assert jaxprop.reverse.grad(lambda x: jnp.sum(gates.abs(x)))(jnp.zeros(2)).tolist() == \
+        [1.0, 1.0]

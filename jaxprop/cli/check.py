@@ -52,7 +52,7 @@ def register(subparsers) -> None:
                         help="run only these checks (default: all): " + ", ".join(
                             ("shapes", "fd_vjp", "fd_jvp", "adjoint", "autodiff_vjp",
                              "autodiff_jvp", "check_grads_jvp", "check_grads_vjp", "rule_ran",
-                             "linear", "broadcast", "kinks")))
+                             "linear", "broadcast", "kinks", "reference")))
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance "
                         "(default: 1e-6)")
     parser.add_argument("--fd-atol", type=float, default=1e-7,

@@ -242,16 +242,17 @@ abs = Gate(  # noqa: A001 - the lecture's name
     "abs",
     pattern=SCALED,
     symbol="|x|",
-    forward=lambda x: (jnp.abs(x), jnp.sign(x)),
+    forward=lambda x: (jnp.abs(x), jnp.where(x >= 0, 1, -1).astype(jnp.result_type(x))),
     vjp=(lambda sign, z_bar: z_bar * sign,),
     jvp=(lambda sign, x_dot: x_dot * sign,),
-    local=("sign(x)",),
+    local=("(1 if x >= 0 else -1)",),
     elementwise=True,
     primitives={"abs": None},
     doc="""Absolute value gate: z = |x|.
 
-Backward: x_bar = z_bar * sign(x); at x = 0 it passes nothing, like ReLU at its kink.
-Forward: z_dot = x_dot * sign(x).
+Backward: x_bar = z_bar * sign(x). At the kink x = 0 it takes the right-hand derivative, 1,
+as jax.grad does (PyTorch passes 0 there).
+Forward: z_dot = x_dot * sign(x), with the same sign at 0.
 """,
 )
 
