@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 
-__all__ = ["exports", "load_spec"]
+__all__ = ["exports", "load_spec", "resolve"]
 
 
 def exports(package: str, names: Mapping[str, str],
@@ -48,3 +48,14 @@ def load_spec(spec: str, kind: type, what: str):
         raise ValueError(f"{what} {spec!r}: module {module_name!r} has {found} named "
                          f"{attr!r}; expected a jaxprop {kind.__name__} entry")
     return obj
+
+
+def resolve(registry: Mapping, name: str, kind: type, key: str, noun: str):
+    """The entry a config names (``key``, e.g. ``loss.kind``): a registered name, or
+    ``"module:attr"`` of a user's own ``kind``; anything else is named with the choices."""
+    if name in registry:
+        return registry[name]
+    if ":" in name:
+        return load_spec(name, kind, key)
+    raise ValueError(f"unknown {noun} {name!r}; expected one of {sorted(registry)} or "
+                     f"module:attr of a {kind.__module__}.{kind.__name__}")

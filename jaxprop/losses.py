@@ -276,11 +276,6 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
 
 def resolve(kind: str) -> Loss:
     """The loss a config names: a registered name, or ``"module:attr"`` of a user's Loss."""
-    if kind in LOSSES:
-        return LOSSES[kind]
-    if ":" in kind:
-        from jaxprop._lazy import load_spec
+    from jaxprop._lazy import resolve
 
-        return load_spec(kind, Loss, "loss.kind")
-    raise ValueError(f"unknown loss {kind!r}; expected one of {sorted(LOSSES)} or "
-                     "module:attr of a jaxprop.losses.Loss")
+    return resolve(LOSSES, kind, Loss, "loss.kind", "loss")

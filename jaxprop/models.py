@@ -184,11 +184,6 @@ MODELS: dict[str, Model] = {m.name: m for m in (
 
 def resolve(kind: str) -> Model:
     """The model a config names: a registered name, or ``"module:attr"`` of a user's Model."""
-    if kind in MODELS:
-        return MODELS[kind]
-    if ":" in kind:
-        from jaxprop._lazy import load_spec
+    from jaxprop._lazy import resolve
 
-        return load_spec(kind, Model, "model.kind")
-    raise ValueError(f"unknown model {kind!r}; expected one of {sorted(MODELS)} or "
-                     "module:attr of a jaxprop.models.Model")
+    return resolve(MODELS, kind, Model, "model.kind", "model")

@@ -18,6 +18,21 @@ def _legend_below(fig, ax) -> None:
                fontsize=9, frameon=False)
 
 
+def _log_log(ax, xlabel: str, ylabel: str, xbase: int = 10) -> None:
+    ax.set_xscale("log", base=xbase)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _save(fig, axes, title: str, path: Path) -> Path:
+    _legend_below(fig, axes[0])
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def _series(rows, name, x_key, y_key):
     pts = sorted((r[x_key], r[y_key]) for r in rows if r["pipeline"] == name)
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -35,22 +50,15 @@ def plot_width(rows: list[dict], path: Path, crossover_time: float | None,
         for name, method in METHODS.items():
             xs, ys = _series(rows, name, "n_over_m", key)
             ax.plot(xs, ys, label=name, **method.style)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("n / m  (n inputs, m outputs)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+        _log_log(ax, "n / m  (n inputs, m outputs)", label, 2)
         if cross is not None:
             ax.axvline(cross, color="black", linewidth=1)
             ax.annotate(f"crossover\nn/m = {cross:.2g}", xy=(cross, 0.5),
                         xycoords=("data", "axes fraction"), ha="left", va="center",
                         xytext=(5, 0), textcoords="offset points",
                         bbox=dict(boxstyle="round", fc="white", ec="black", lw=0.5))
-    _legend_below(fig, axes[0])
-    fig.suptitle(title + "\ntall J (n << m, left): forward mode is cheaper; wide J "
-                 "(n >> m, right): reverse mode")
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, axes, title + "\ntall J (n << m, left): forward mode is cheaper; wide "
+                 "J (n >> m, right): reverse mode", path)
 
 
 def plot_depth(rows: list[dict], path: Path, title: str) -> Path:
@@ -67,15 +75,8 @@ def plot_depth(rows: list[dict], path: Path, title: str) -> Path:
             if key == "temp_bytes":
                 ys = [max(y, 1) for y in ys]  # a log axis has no 0 bytes
             ax.plot(xs, ys, label=name, **method.style)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth (number of matmul + activation layers)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    _legend_below(fig, axes[0])
-    fig.suptitle(title)
-    fig.savefig(path, dpi=120)
-    return path
+        _log_log(ax, "depth (number of matmul + activation layers)", label, 2)
+    return _save(fig, axes, title, path)
 
 
 def plot_cheap_gradient(rows: list[dict], path: Path, title: str) -> Path:
@@ -91,12 +92,5 @@ def plot_cheap_gradient(rows: list[dict], path: Path, title: str) -> Path:
             pts = sorted((r["params"], r[key]) for r in rows if r["program"] == name)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
         ax.axhspan(3, 5, color="grey", alpha=0.15, label="3-5x (cheap gradient)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("number of parameters P of the two-layer net")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    _legend_below(fig, axes[0])
-    fig.suptitle(title)
-    fig.savefig(path, dpi=120)
-    return path
+        _log_log(ax, "number of parameters P of the two-layer net", label)
+    return _save(fig, axes, title, path)
