@@ -32,9 +32,9 @@ def _num_params(cfg, in_dim: int, num_classes: int) -> int:
     from jaxprop.models import resolve
 
     m = cfg.model
-    shapes = jax.eval_shape(lambda key: resolve(m.kind).init(
-        key, in_dim, num_classes, hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
-        bias=not cfg.data.bias_trick, dtype=np.float32), jax.random.key(0))
+    shapes = jax.eval_shape(lambda: resolve(m.kind).init(  # traced only: nothing runs
+        jax.random.key(0), in_dim, num_classes, hidden_dim=m.hidden_dim,
+        weight_scale=m.weight_scale, bias=not cfg.data.bias_trick, dtype=np.float32))
     return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
 
 
