@@ -41,11 +41,13 @@ def _train(args, cwd):
                           env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def _pair(args, cwd):
-    """Processes 0 and 1 of a 2-process run of ``jaxprop train args``: [(rc, out, err)]."""
+def _pair(args, cwd, only_1=()):
+    """Processes 0 and 1 of a 2-process run of ``jaxprop train args`` (process 1 also gets
+    ``only_1``): [(rc, out, err)]."""
     port = _free_port()
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "jaxprop", "train", *args, "--coordinator", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "jaxprop", "train", *args, *(only_1 if i else ()),
+         "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i), "--join-timeout", "60"],
         cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in (0, 1)]
@@ -103,8 +105,25 @@ def test_a_refusing_process_0_stops_both(tmp_path):
     (run / "notes.txt").write_text("mine")
     (rc0, _, err0), (rc1, _, err1) = _pair(["--out", str(run), *SETTINGS], tmp_path)
     assert rc0 == 2 and "already holds" in err0, err0
-    assert rc1 == 2 and "process 0 of 2 stopped at opening the run folder" in err1, err1
+    assert rc1 == 2, err1
+    assert "process 0 of 2 stopped (this process was at opening the run folder" in err1, err1
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("only_1, where, message", [
+    (["--config", "missing.toml"], "reading the config", "missing.toml"),
+    (["--set", "data.dataset=mnist", "--set", "data.root=no_mnist_here"], "setting up the run",
+     "no_mnist_here"),
+], ids=["config", "setup"])
+def test_a_failure_on_one_process_stops_both_at_once(tmp_path, only_1, where, message):
+    """Process 1 alone fails; neither waits for the other in a collective."""
+    start = time.monotonic()
+    (rc0, _, err0), (rc1, _, err1) = _pair(["--out", str(tmp_path / "run"), *SETTINGS],
+                                           tmp_path, only_1)
+    assert rc1 == 2 and message in err1, err1
+    assert rc0 == 2 and f"process 1 of 2 stopped (this process was at {where}" in err0, err0
+    assert time.monotonic() - start < 60  # JAX's shutdown barrier alone would wait 300 s
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -123,15 +142,17 @@ def test_bad_multi_process_flags_are_named(flags, message, capsys, tmp_path):
 
 def test_where_the_processes_come_from():
     env = {"JAXPROP_COORDINATOR": "10.0.0.1:4321", "JAXPROP_NUM_PROCESSES": "4",
-           "JAXPROP_PROCESS_ID": "3", "SLURM_NTASKS": "8"}
+           "JAXPROP_PROCESS_ID": "3", "SLURM_STEP_NUM_TASKS": "8"}
     assert distributed.resolve(environ={}) == distributed.Cluster()
     assert distributed.resolve(environ=env) == distributed.Cluster(4, 3, "10.0.0.1:4321",
                                                                    "environment")
     assert distributed.resolve("[::1]:5", 2, 1, environ=env) == distributed.Cluster(
         2, 1, "[::1]:5", "flags")  # flags before the environment
-    assert distributed.resolve(environ={"SLURM_NTASKS": "8"}) == distributed.Cluster(
+    assert distributed.resolve(environ={"SLURM_STEP_NUM_TASKS": "8"}) == distributed.Cluster(
         8, None, None, "slurm")
-    assert not distributed.resolve(environ={"SLURM_NTASKS": "1"}).multi
+    assert not distributed.resolve(environ={"SLURM_STEP_NUM_TASKS": "1"}).multi
+    # an allocation of 8 tasks, outside any srun step: a plain run is one process
+    assert not distributed.resolve(environ={"SLURM_NTASKS": "8"}).multi
     with pytest.raises(ValueError, match="missing JAXPROP_PROCESS_ID"):
         distributed.resolve(environ={"JAXPROP_COORDINATOR": "a:1", "JAXPROP_NUM_PROCESSES": "2"})
 

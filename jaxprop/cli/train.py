@@ -159,7 +159,8 @@ def run(args) -> int:
         cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
         distributed.initialize(cluster, args.join_timeout)
         GUARD.check()
-        cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
+        with distributed.together("reading the config"):
+            cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
         enable_compilation_cache()
         first = _process_index() == 0
         with warnings_as_lines("train"):

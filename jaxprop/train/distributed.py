@@ -13,9 +13,9 @@ the first that applies:
 1. the flags ``--coordinator HOST:PORT --num-processes N --process-id I``;
 2. the environment: ``JAXPROP_COORDINATOR``, ``JAXPROP_NUM_PROCESSES``,
    ``JAXPROP_PROCESS_ID``;
-3. a SLURM job step of more than one task (``SLURM_NTASKS`` > 1): JAX's own cluster
-   detection reads all three from SLURM's variables (the coordinator is the step's first
-   node);
+3. an ``srun`` step of more than one task (``SLURM_STEP_NUM_TASKS`` > 1): JAX's own
+   cluster detection reads all three from SLURM's variables (the coordinator is the step's
+   first node);
 4. otherwise one process, and nothing is initialized.
 
 For example, two processes on one machine::
@@ -41,6 +41,8 @@ ENV = {"coordinator": "JAXPROP_COORDINATOR", "num_processes": "JAXPROP_NUM_PROCE
        "process_id": "JAXPROP_PROCESS_ID"}
 FLAGS = {"coordinator": "--coordinator", "num_processes": "--num-processes",
          "process_id": "--process-id"}
+SHUTDOWN_TIMEOUT_S = 30
+"""How long a finished process waits at exit for the others (JAX's default is 300 s)."""
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
@@ -92,9 +94,11 @@ def resolve(coordinator: str | None = None, num_processes: int | str | None = No
         given = {k: environ.get(v) or None for k, v in ENV.items()}
         source, names = "environment", ENV
     if all(v is None for v in given.values()):
-        tasks = environ.get("SLURM_NTASKS") or environ.get("SLURM_NPROCS")
-        if tasks and _int(tasks, "SLURM_NTASKS") > 1:
-            return Cluster(_int(tasks, "SLURM_NTASKS"), None, None, "slurm")
+        # the tasks of this srun step (an allocation's SLURM_NTASKS is set in a batch
+        # script too, where a plain jaxprop train is one process)
+        tasks = environ.get("SLURM_STEP_NUM_TASKS")
+        if tasks and _int(tasks, "SLURM_STEP_NUM_TASKS") > 1:
+            return Cluster(_int(tasks, "SLURM_STEP_NUM_TASKS"), None, None, "slurm")
         return Cluster()
     missing = [names[k] for k, v in given.items() if v is None]
     if missing:
@@ -142,17 +146,19 @@ def initialize(cluster: Cluster, timeout_s: int = 300) -> None:
     who = "" if cluster.process_id is None else f" as process {cluster.process_id}"
     try:
         if cluster.source == "slurm":
-            jax.distributed.initialize(initialization_timeout=timeout_s)
+            jax.distributed.initialize(initialization_timeout=timeout_s,
+                                       shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
         else:
             jax.distributed.initialize(cluster.coordinator, cluster.num_processes,
-                                       cluster.process_id, initialization_timeout=timeout_s)
+                                       cluster.process_id, initialization_timeout=timeout_s,
+                                       shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ProcessGroupError(
             f"could not join the {cluster.num_processes}-process run through {where}{who} "
-            f"within {timeout_s} s ({first}). Start every process with the same coordinator "
-            "and number of processes, each with its own id, and check that process 0's host "
-            "and port can be reached") from None
+            f"(waiting at most {timeout_s} s): {first}. Start every process with the same "
+            "coordinator and number of processes, each with its own id, and check that "
+            "process 0's host and port can be reached") from None
 
 
 def _exchange(code: int) -> list[int]:
@@ -200,8 +206,8 @@ def _raise_if_failed(codes: list[int], what: str) -> None:
     failed = [str(i) for i, c in enumerate(codes) if c == _FAILED]
     if failed:
         raise ProcessGroupError(
-            f"process {', '.join(failed)} of {len(codes)} stopped at {what}; its own message "
-            "says why, and this process stops with it")
+            f"process {', '.join(failed)} of {len(codes)} stopped (this process was at "
+            f"{what}); its own message says why, and this process stops with it")
 
 
 @contextlib.contextmanager

@@ -117,16 +117,24 @@ def train(cfg: Config, out_dir: str | os.PathLike | None = None, *, resume: bool
     console = console or Console(stderr=True)
     out = Path(default_out_dir(cfg) if out_dir is None else out_dir)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    with distributed.together(f"opening the run folder {out}"):
-        files = RunDir.open(out, mode, command="jaxprop train")
+    files = None
     try:
+        with distributed.together(f"opening the run folder {out}"):
+            files = RunDir.open(out, mode, command="jaxprop train")
         return _train(cfg, files, resume, dataset, mesh, progress, console, on_epoch_end,
                       write_plots, history or {})
     except Stop as stop:
-        stop.detail = stop.detail or files.stopped_note(resume)
+        if files is not None:
+            stop.detail = stop.detail or files.stopped_note(resume)
+        raise
+    except distributed.ProcessGroupError as err:
+        if files is not None and files.moved_to is not None:
+            raise distributed.ProcessGroupError(
+                f"{err}; --overwrite had moved what {out} held to {files.moved_to}") from None
         raise
     finally:
-        files.close()
+        if files is not None:
+            files.close()
 
 
 def _note(console, text: str) -> None:
@@ -194,7 +202,8 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
     fmt = "{:.4f}".format
     last = metrics[-1] if metrics else {"train_loss": math.nan, "train_acc": 0, "val_acc": 0}
     with GUARD.graceful(notify), bar:
-        with GUARD.critical():  # the run exists, whole, before its first epoch
+        with distributed.together("writing the run's first files"), GUARD.critical():
+            # the run exists, whole, before its first epoch
             files.text("config.toml", to_toml(cfg))
             files.history({"event": "resume" if resume else "start", "epoch": start,
                            **({"changed": changed} if resume else {}), **history})
@@ -208,33 +217,33 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
                             loss=fmt(last["train_loss"]), train=fmt(last["train_acc"]),
                             val=fmt(last["val_acc"]))
         done = start
-        for epoch in range(start, cfg.train.epochs):
-            received = distributed.first_signal(GUARD.received)
-            if received is not None:
-                status, exit_code = "interrupted", 128 + received
-                message = (
-                    f"{signal.Signals(received).name}: stopped after epoch {epoch} "
-                    f"of {cfg.train.epochs}; checkpoint saved in {out}/. Continue with: "
-                    f"jaxprop train --out {out} --resume")
-                break
-            new_state, stats, seconds = trainer.run_epoch(state, epoch)
-            if not stats["finite"]:
-                where = trainer.diagnose(state, epoch)
-                status, exit_code = "diverged", EXIT_DIVERGED
-                message = (
-                    f"training diverged in epoch {epoch + 1}: the loss became "
-                    f"{stats['train_loss']} (NaN or Inf); {divergence.where_text(where)}. "
-                    f"{divergence.advice(cfg, epoch, where, host_params(state[0]))} The last "
-                    f"good checkpoint (epoch {epoch}) and params.npz are kept in {out}/.")
-                break
-            state = new_state
-            extra = {"steps": extra["steps"] + trainer.steps,
-                     "train_seconds": extra["train_seconds"] + seconds}
-            record = {"epoch": epoch + 1, "train_loss": stats["train_loss"],
-                      "train_acc": stats["train_acc"], "val_acc": stats["val_acc"],
-                      "lr": lr_at_epoch(cfg.optimizer, epoch), "seconds": seconds}
-            metrics.append(record)
-            try:
+        try:
+            for epoch in range(start, cfg.train.epochs):
+                received = distributed.first_signal(GUARD.received)  # the same on every process
+                if received is not None:
+                    status, exit_code = "interrupted", 128 + received
+                    message = (
+                        f"{signal.Signals(received).name}: stopped after epoch {epoch} "
+                        f"of {cfg.train.epochs}; checkpoint saved in {out}/. Continue with: "
+                        f"jaxprop train --out {out} --resume")
+                    break
+                new_state, stats, seconds = trainer.run_epoch(state, epoch)
+                if not stats["finite"]:
+                    where = trainer.diagnose(state, epoch)
+                    status, exit_code = "diverged", EXIT_DIVERGED
+                    message = (
+                        f"training diverged in epoch {epoch + 1}: the loss became "
+                        f"{stats['train_loss']} (NaN or Inf); {divergence.where_text(where)}. "
+                        f"{divergence.advice(cfg, epoch, where, host_params(state[0]))} The last "
+                        f"good checkpoint (epoch {epoch}) and params.npz are kept in {out}/.")
+                    break
+                state = new_state
+                extra = {"steps": extra["steps"] + trainer.steps,
+                         "train_seconds": extra["train_seconds"] + seconds}
+                record = {"epoch": epoch + 1, "train_loss": stats["train_loss"],
+                          "train_acc": stats["train_acc"], "val_acc": stats["val_acc"],
+                          "lr": lr_at_epoch(cfg.optimizer, epoch), "seconds": seconds}
+                metrics.append(record)
                 with GUARD.critical():  # the line, the checkpoint and the summary, together
                     files.metric(record)
                     files.state(epoch + 1, state, saved_extra())
@@ -242,26 +251,31 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
                     files.json("summary.json", _summary(cfg, trainer, dataset, "running",
                                                         metrics, done, start, extra, resume))
                     files.saved = _saved_line(out, done, cfg.train.epochs)
-            except BaseException:  # the other processes learn of it at their next check
-                distributed.agree(False, f"saving epoch {epoch + 1}")
-                raise
-            bar.update(task, completed=epoch + 1, loss=fmt(stats["train_loss"]),
-                       train=fmt(stats["train_acc"]), val=fmt(stats["val_acc"]))
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, stats)
+                bar.update(task, completed=epoch + 1, loss=fmt(stats["train_loss"]),
+                           train=fmt(stats["train_acc"]), val=fmt(stats["val_acc"]))
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, stats)
+        except distributed.ProcessGroupError:
+            raise
+        except BaseException:  # a failed save, a second Ctrl-C: the others learn of it
+            distributed.agree(False, f"epoch {done + 1}")  # at their next check
+            raise
 
-        distributed.agree(True, "the end of training")
+        final = distributed.first_signal(GUARD.received)  # every process: the same answer
         summary = _summary(cfg, trainer, dataset, status, metrics, done, start, extra, resume,
                            state=state)
         with GUARD.critical():
             files.json("summary.json", summary)
-        drew = write_plots and files.enabled and GUARD.received is None
+        def signalled():  # any process's signal by the end of training, or one since
+            return final if final is not None else GUARD.received
+
+        drew = write_plots and files.enabled and signalled() is None
         if drew:
             report.write_plots(cfg, dataset, host_params(state[0]), metrics, out)
-        if status == "completed" and GUARD.received is not None:
+        if status == "completed" and signalled() is not None:
             # every epoch is saved and the summary says so; the signal still decides the code
-            exit_code = 128 + GUARD.received
-            message = (f"{signal.Signals(GUARD.received).name}: stopped after the last epoch: "
+            exit_code = 128 + signalled()
+            message = (f"{signal.Signals(signalled()).name}: stopped after the last epoch: "
                        f"all {done} epochs are saved in {out}/ and summary.json says completed"
                        + ("" if drew or not write_plots else "; the plots were not drawn "
                           f"(draw them with: jaxprop train --out {out} --resume)"))

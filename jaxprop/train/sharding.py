@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["make_mesh", "batch_sharding", "batches_sharding", "grid_sharding",
-           "splits_grid", "replicated", "replicate",
+           "splits_grid", "replicated", "put", "replicate",
            "local_batch_slice", "batches_from_host", "check_batch_size"]
 
 
@@ -73,8 +73,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """``jax.device_put`` every leaf of ``tree`` replicated over the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Every leaf of ``tree`` replicated over the mesh (``put(tree, replicated(mesh))``)."""
+    return put(tree, replicated(mesh))
+
+
+def put(tree, sharding: NamedSharding):
+    """Host arrays placed with ``sharding``, without talking to other processes.
+
+    In a multi-process run ``jax.device_put`` onto devices of several processes first checks
+    that every process holds the same value, which is a collective: a process that stopped
+    on its way there would leave the others waiting in it. Here each process fills its own
+    devices from its own copy (``jax.make_array_from_callback``); the processes hold the
+    same values by construction (the same data, config and seed).
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(one, jax.device_get(tree))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

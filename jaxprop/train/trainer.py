@@ -89,12 +89,12 @@ class Trainer:
             self._data_key = jax.device_put(self.data_key, rep)
         self._draw = (self.steps, cfg.train.batch_size) if self._train_data is not None \
             else None
-        self.eval_data = jax.device_put(  # the accuracy sets, whole on every device
+        self.eval_data = sharding.put(  # the accuracy sets, whole on every device
             (dataset.x_train[:m], dataset.y_train[:m], dataset.x_val, dataset.y_val), rep)
         pairs = [(cfg.optimizer.lr, cfg.loss.reg)] if grid is None else self.grid
         lrs, regs = (np.asarray([p[k] for p in pairs], np.float32) for k in (0, 1))
-        self.hparams = jax.device_put({"lr": lrs, "reg": regs} if grid is not None else
-                                      {"lr": lrs[0], "reg": regs[0]}, self._state_sharding)
+        self.hparams = sharding.put({"lr": lrs, "reg": regs} if grid is not None else
+                                    {"lr": lrs[0], "reg": regs[0]}, self._state_sharding)
         self.optimizer = make_optimizer(cfg.optimizer, self.steps)
         self.scores_fn = self.model.reference if self.pipeline.reference else self.model.scores
         self.num_params = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(
@@ -199,7 +199,7 @@ class Trainer:
         without recompiling.
         """
         self.compile(state)
-        hparams = None if hparams is None else jax.device_put(
+        hparams = None if hparams is None else sharding.put(
             {k: np.asarray(v, np.float32) for k, v in hparams.items()}, self._state_sharding)
         t0 = time.perf_counter()  # the time includes gathering the epoch's batches
         params, opt_state, stats = self._compiled(*state, *self.epoch_args(epoch, hparams))
@@ -244,6 +244,5 @@ class Trainer:
 
     def accuracies(self, params, *pairs) -> list[float]:
         """Accuracy of ``params`` on each ``(x, y)`` of ``pairs``, in one program."""
-        flat = jax.device_put([a for pair in pairs for a in pair],
-                              sharding.replicated(self.mesh))
+        flat = sharding.put([a for pair in pairs for a in pair], sharding.replicated(self.mesh))
         return [float(a) for a in engine.accuracies_fn(self.scores_fn)(params, *flat)]
