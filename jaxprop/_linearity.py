@@ -17,6 +17,8 @@ from collections.abc import Callable
 import jax
 from jax.interpreters import ad
 
+from jaxprop._jaxprs import called_jaxpr
+
 try:  # JAX keeps some transpose rules (slice, mul, dot_general, jit) in a second table
     from jax._src.interpreters.ad import fancy_transposes as _FANCY
 except ImportError:  # pragma: no cover - a JAX without it
@@ -30,14 +32,6 @@ _ONE_LINEAR = ("mul", "dot_general", "conv_general_dilated", "ragged_dot_general
 """Bilinear operations: linear in the tangent only when one operand is free of it."""
 _FIRST_ONLY = {"div": 0, "triangular_solve": 1, "custom_linear_solve": None}
 """Operations linear in one operand only (``x_dot / y``, not ``y / x_dot``)."""
-
-
-def _sub_jaxpr(eqn):
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        sub = eqn.params.get(key)
-        if sub is not None:
-            return getattr(sub, "jaxpr", sub)
-    return None
 
 
 def _where(eqn) -> str:
@@ -64,7 +58,7 @@ def _follow(jaxpr, linear_in: list[bool]) -> str | None:
         if not any(flags):
             continue
         name = eqn.primitive.name
-        sub = _sub_jaxpr(eqn) if name in _CALLS else None
+        sub = (called_jaxpr(eqn) or (None,))[0] if name in _CALLS else None
         if sub is not None:
             found = _follow(sub, flags[len(flags) - len(sub.invars):])
             if found:

@@ -42,6 +42,7 @@ from jax import lax
 from jax.extend import core as jex
 
 from jaxprop import gates
+from jaxprop._jaxprs import called_jaxpr
 from jaxprop.gate import RuleEvent, _notify, capture, captured
 
 __all__ = ["NoGateError", "JaxRule", "Gated", "gated", "LIFTS"]
@@ -118,14 +119,11 @@ def _inexact(aval) -> bool:
 
 def _sub_jaxpr(eqn):
     """``(jaxpr, consts)`` of an equation that calls a jaxpr."""
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        sub = eqn.params.get(key)
-        if isinstance(sub, jex.ClosedJaxpr):
-            return sub.jaxpr, sub.consts
-        if isinstance(sub, jex.Jaxpr):
-            return sub, ()
-    raise TypeError(f"jaxprop tracer: cannot open {eqn.primitive.name!r}: no jaxpr in "
-                    f"{sorted(eqn.params)}")
+    found = called_jaxpr(eqn)
+    if found is None:
+        raise TypeError(f"jaxprop tracer: cannot open {eqn.primitive.name!r}: no jaxpr in "
+                        f"{sorted(eqn.params)}")
+    return found
 
 
 class _Program:

@@ -133,6 +133,7 @@ def test_a_failure_on_one_process_stops_both_at_once(tmp_path, only_1, where, me
     (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "in 0..1"),
     (["--coordinator", "h:1", "--num-processes", "two", "--process-id", "0"],
      "--num-processes must be an integer; got 'two'"),
+    (["--join-timeout", "0"], "--join-timeout must be at least 1 (seconds); got 0"),
 ])
 def test_bad_multi_process_flags_are_named(flags, message, capsys, tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), *flags]) == 2

@@ -66,7 +66,7 @@ def test_readme_pattern_table_is_written_from_the_gates():
 
 LAYERS = [
     ("jaxprop._version", "jaxprop._lazy", "jaxprop._settings", "jaxprop._signals", "jaxprop.data",
-     "jaxprop.gate", "jaxprop._linearity"),
+     "jaxprop.gate", "jaxprop._linearity", "jaxprop._jaxprs"),
     ("jaxprop.gates",),
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
     ("jaxprop.tracer", "jaxprop._drivers", "jaxprop.reverse", "jaxprop.forward"),
@@ -258,3 +258,13 @@ def test_the_tests_that_the_nothing_lost_claims_name_exist():
                 assert bare in everywhere, f"{doc.name}: {bare} is not a test"
             named += 1
     assert named > 50
+
+
+def test_gpu_check_refuses_an_output_folder_that_exists(tmp_path):
+    """benchmarks/gpu_check.sh never overwrites: an existing OUT_DIR is named, exit 2."""
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'out'} already exists" in done.stderr
+    assert list((tmp_path / "out").iterdir()) == []

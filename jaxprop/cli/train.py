@@ -156,6 +156,9 @@ def run(args) -> int:
         from jaxprop.train.report import print_summary
 
         GUARD.check()  # a signal during the imports stops here
+        if args.join_timeout < 1:
+            raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
+                             f"{args.join_timeout}")
         cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
         distributed.initialize(cluster, args.join_timeout)
         GUARD.check()

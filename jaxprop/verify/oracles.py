@@ -24,6 +24,8 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex
 
+from jaxprop._jaxprs import called_jaxpr
+
 __all__ = ["Comparison", "compare", "central_directional", "central_coordinates", "one_sided",
            "forward_as_written", "index_text"]
 
@@ -95,16 +97,6 @@ def forward_as_written(f: Callable) -> Callable:
     return plain
 
 
-def _called(eqn):
-    for key in ("call_jaxpr", "jaxpr", "fun_jaxpr"):
-        sub = eqn.params.get(key)
-        if isinstance(sub, jex.ClosedJaxpr):
-            return sub.jaxpr, sub.consts
-        if isinstance(sub, jex.Jaxpr):
-            return sub, ()
-    return None
-
-
 def _evaluate(jaxpr, consts, args) -> list:
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
@@ -115,7 +107,7 @@ def _evaluate(jaxpr, consts, args) -> list:
     for eqn in jaxpr.eqns:
         ins = [read(a) for a in eqn.invars]
         name = eqn.primitive.name
-        sub = _called(eqn) if name in _CUSTOM or name in _CALLS else None
+        sub = called_jaxpr(eqn) if name in _CUSTOM or name in _CALLS else None
         if sub is not None:
             outs = _evaluate(sub[0], sub[1], ins)
         else:
