@@ -294,7 +294,7 @@ class _SignalMidWrite:
             self.count += 1
             if self.count == self.epoch + 1:  # epoch 0 is the first checkpoint written
                 for s in self.signals:
-                    os.kill(os.getpid(), s)
+                    signal.raise_signal(s)  # to this thread, at once
                     time.sleep(0.01)  # let its handler run: two at once would be one
         return os.replace(src, dst)
 
@@ -336,7 +336,7 @@ def test_sigterm_after_the_last_epoch_says_completed(digits, tmp_path, monkeypat
 
     def summary_then_signal(*args, **kw):
         if kw.get("state") is not None:  # the final summary, after the last epoch
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
         return real(*args, **kw)
 
     monkeypatch.setattr(loop, "_summary", summary_then_signal)

@@ -3,7 +3,6 @@ cannot raise (an import, a gc callback), and an ignored signal left ignored."""
 
 import gc
 import importlib
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ def guard():
 
 
 def _deliver(signum):
-    os.kill(os.getpid(), signum)
+    signal.raise_signal(signum)  # to this thread: no other thread can take it and lag
     time.sleep(0.01)  # the handler runs here, in the main thread
 
 
@@ -59,7 +58,7 @@ def test_critical_defers_every_signal_to_its_end(guard):
 def test_a_stop_inside_an_import_is_deferred_to_the_next_check(guard, tmp_path, monkeypatch):
     (tmp_path / "slow_module_for_signals.py").write_text(
         "import os, signal, time\n"
-        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "signal.raise_signal(signal.SIGINT)\n"
         "time.sleep(0.01)\n"
         "IMPORTED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))

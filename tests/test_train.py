@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 import signal
 import xml.etree.ElementTree as ET
 
@@ -207,7 +206,7 @@ def test_sigterm_finishes_the_epoch_saves_and_resumes(digits, tmp_path):
 
     def stop(epoch, stats):
         if epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
     result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False,
