@@ -22,6 +22,7 @@ from pathlib import Path
 from jaxprop.cli._common import (
     add_overwrite_argument,
     add_settings_arguments,
+    out_folder,
     print_keys,
     warnings_as_lines,
 )
@@ -83,7 +84,7 @@ def resolve_config(args):
     from jaxprop.train.loop import default_out_dir
 
     cfg = load_config(args.config, list(args.overrides))
-    out = Path(args.out) if args.out else default_out_dir(cfg)
+    out = out_folder(args) or default_out_dir(cfg)
     return cfg, out
 
 
@@ -107,13 +108,9 @@ def resolve_resume(args):
         raise ValueError(
             "--config cannot be given with --resume: a resumed run continues with its own "
             "config.toml; change a key with --set KEY=VALUE (recorded in its history.jsonl)")
-    out = Path(args.out) if args.out else default_out_dir(load_config(None, args.overrides))
-    out = check_out_path(out)
+    out = out_folder(args) or check_out_path(default_out_dir(load_config(None, args.overrides)))
     ckpt = out / CHECKPOINT
-    if not ckpt.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint to resume from: {str(ckpt)!r} does not exist (run without "
-            "--resume to start afresh)")
+    checkpoint.require_file(ckpt)
     path = out / "config.toml"
     if not path.is_file():
         raise FileNotFoundError(

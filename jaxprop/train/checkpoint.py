@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_npz", "save_checkpoint",
-           "load_checkpoint", "read_info", "named_os_error"]
+           "load_checkpoint", "read_info", "require_file", "named_os_error"]
 
 
 def _umask() -> int:
@@ -167,6 +167,20 @@ def read_info(path: str | os.PathLike) -> tuple[int, dict]:
     return _epoch_and_extra(path, _load_arrays(path, ("epoch", "extra")))
 
 
+def require_file(path: Path) -> None:
+    """Raises unless there is a checkpoint file at ``path``, naming what is there instead."""
+    if path.is_file():
+        return
+    if path.exists():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise IsADirectoryError(
+            f"cannot resume from {str(path)!r}: it is {what}, not a checkpoint file; put "
+            "the run's checkpoint.npz back, or start afresh with --overwrite")
+    raise FileNotFoundError(
+        f"no checkpoint to resume from: {str(path)!r} does not exist (run without --resume "
+        "to start afresh)")
+
+
 def _leaf_names(template, labels: tuple[str, ...]) -> list[str]:
     names = []
     for key_path, _ in jax.tree_util.tree_flatten_with_path(template)[0]:
@@ -200,10 +214,7 @@ def load_checkpoint(path: str | os.PathLike, template, labels: tuple[str, ...] =
         not a good state to continue from.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint to resume from: {str(path)!r} does not exist (run without --resume "
-            "to start afresh)")
+    require_file(path)
     data = _load_arrays(path)
     epoch, extra = _epoch_and_extra(path, data)
     where = f"checkpoint {str(path)!r}"

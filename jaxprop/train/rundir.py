@@ -146,7 +146,8 @@ class RunDir:
 
         Raises:
           FileExistsError: another process holds the folder, or a new run finds it in use.
-          FileNotFoundError: ``"resume"`` and there is no checkpoint.
+          FileNotFoundError, IsADirectoryError: ``"resume"`` and there is no checkpoint
+            file.
           NotADirectoryError, ValueError: ``out`` cannot be a folder.
           OSError: the folder cannot be created or written (named).
         """
@@ -154,10 +155,8 @@ class RunDir:
             raise ValueError(f"RunDir.open: mode must be new, overwrite or resume; got {mode!r}")
         path = check_out_path(out)
         files = cls(path, enabled)
-        if mode == "resume" and not (path / CHECKPOINT).is_file():
-            raise FileNotFoundError(
-                f"no checkpoint to resume from: {str(path / CHECKPOINT)!r} does not exist "
-                "(run without --resume to start afresh)")
+        if mode == "resume":
+            checkpoint.require_file(path / CHECKPOINT)
         if not files.enabled:
             return files
         files.created = not path.exists()
@@ -192,9 +191,7 @@ class RunDir:
                 self.removed.append(entry)
         names = sorted(n for n in os.listdir(path) if n != LOCK_NAME)
         if mode == "resume":
-            if CHECKPOINT not in names:
-                raise FileNotFoundError(f"no checkpoint to resume from: "
-                                        f"{str(path / CHECKPOINT)!r} does not exist")
+            checkpoint.require_file(path / CHECKPOINT)  # once more, under the lock
             return
         if not names:
             return
