@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``jaxprop explain``; bad input raises ValueError (printed without a traceback)."""
     from rich.console import Console
 
+    from jaxprop.cli._common import out_folder
     from jaxprop.explainer import examples
     from jaxprop.explainer.trace import explain
-    from jaxprop.cli._common import out_folder
 
     out = out_folder(args, DEFAULT_OUT)  # before any tracing: a file there is an error
     name = args.example

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from jaxprop.cli._common import (
     add_overwrite_argument,
