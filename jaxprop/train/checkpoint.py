@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,7 +24,8 @@ import jax
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_npz", "save_checkpoint",
-           "load_checkpoint", "read_info", "require_file", "named_os_error"]
+           "load_checkpoint", "read_info", "require_file", "stored_params", "describe_params",
+           "named_os_error"]
 
 
 def _umask() -> int:
@@ -167,6 +169,30 @@ def read_info(path: str | os.PathLike) -> tuple[int, dict]:
     return _epoch_and_extra(path, _load_arrays(path, ("epoch", "extra")))
 
 
+def _params_of(data: dict) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the params (the state's first entry, a table) in a checkpoint's
+    arrays, read from its ``treedef`` text; None if it does not hold a table there."""
+    found = re.match(r"PyTreeDef\(\(\{((?:'[^']*': \*(?:, )?)*)\}", str(data.get("treedef")))
+    if found is None:
+        return None
+    names = re.findall(r"'([^']*)': \*", found.group(1))
+    if not all(f"leaf_{i:04d}" in data for i in range(len(names))):
+        return None
+    return {name: tuple(data[f"leaf_{i:04d}"].shape) for i, name in enumerate(names)}
+
+
+def stored_params(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the params a checkpoint holds (``W``, ``b``), or None if it does
+    not say (a checkpoint whose state does not start with a table of params)."""
+    return _params_of(_load_arrays(Path(path)))
+
+
+def describe_params(params: dict) -> str:
+    """``W [64, 10], b [10]``: names with shapes (a shape may be None: the name alone)."""
+    return ", ".join(name if shape is None else f"{name} {list(shape)}"
+                     for name, shape in params.items())
+
+
 def require_file(path: Path) -> None:
     """Raises unless there is a checkpoint file at ``path``, naming what is there instead."""
     if path.is_file():
@@ -219,6 +245,14 @@ def load_checkpoint(path: str | os.PathLike, template, labels: tuple[str, ...] =
     epoch, extra = _epoch_and_extra(path, data)
     where = f"checkpoint {str(path)!r}"
     leaves, treedef = jax.tree.flatten(template)
+    has = _params_of(data)
+    params = template[0] if isinstance(template, tuple) and template else None
+    if has is not None and isinstance(params, dict) and sorted(has) != sorted(params):
+        expects = {k: np.shape(v) for k, v in sorted(params.items())}
+        raise ValueError(
+            f"{where} does not belong to this run's model: it holds the params "
+            f"{describe_params(has)}, but this run's model has {describe_params(expects)}. "
+            "Put this run's own checkpoint back, or start afresh with --overwrite")
     if str(data.get("treedef")) != str(treedef):
         raise ValueError(
             f"{where} does not match this config: it holds "
