@@ -253,11 +253,17 @@ class RunDir:
     def json(self, name: str, obj: dict) -> None:
         self.text(name, json.dumps(obj, indent=2) + "\n")
 
-    def state(self, epoch: int, state, extra: dict) -> None:
-        """The checkpoint (params and optimizer state) and params.npz, both atomically."""
+    def state(self, epoch: int, state, extra: dict, config: str | None = None) -> None:
+        """The checkpoint (params and optimizer state) and params.npz, and ``config.toml``
+        when ``config`` is given: all written before any is renamed into place
+        (``checkpoint.atomic_write_files``), so a full disk leaves all three as they were
+        and config.toml never says what its checkpoint does not."""
         if self.enabled:
-            checkpoint.save_checkpoint(self.checkpoint, epoch, state, extra)
-            checkpoint.save_npz(self.out / "params.npz", host_params(state[0]))
+            files = {self.checkpoint: checkpoint.checkpoint_bytes(epoch, state, extra),
+                     self.out / "params.npz": checkpoint.npz_bytes(host_params(state[0]))}
+            if config is not None:
+                files[self.out / "config.toml"] = config.encode()
+            checkpoint.atomic_write_files(files)
 
     def metrics(self, records: list[dict]) -> None:
         """Rewrites ``metrics.jsonl`` with exactly ``records``."""
