@@ -212,14 +212,17 @@ def read_info(path: str | os.PathLike) -> tuple[int, dict]:
     return _epoch_and_extra(path, _load_arrays(path, ("epoch", "extra")))
 
 
+def _param_names(treedef: str) -> list[str] | None:
+    """The names of the params (the state's first entry, a table of arrays) in a checkpoint's
+    ``treedef`` text, in leaf order; None if its state does not start with such a table."""
+    found = re.match(r"PyTreeDef\(\(\{((?:'[^']*': \*(?:, )?)*)\}", treedef)
+    return None if found is None else re.findall(r"'([^']*)': \*", found.group(1))
+
+
 def _params_of(data: dict) -> dict[str, tuple[int, ...]] | None:
-    """``{name: shape}`` of the params (the state's first entry, a table) in a checkpoint's
-    arrays, read from its ``treedef`` text; None if it does not hold a table there."""
-    found = re.match(r"PyTreeDef\(\(\{((?:'[^']*': \*(?:, )?)*)\}", str(data.get("treedef")))
-    if found is None:
-        return None
-    names = re.findall(r"'([^']*)': \*", found.group(1))
-    if not all(f"leaf_{i:04d}" in data for i in range(len(names))):
+    """``{name: shape}`` of the params in a checkpoint's arrays; None if it does not say."""
+    names = _param_names(str(data.get("treedef")))
+    if names is None or not all(f"leaf_{i:04d}" in data for i in range(len(names))):
         return None
     return {name: tuple(data[f"leaf_{i:04d}"].shape) for i, name in enumerate(names)}
 
@@ -227,13 +230,17 @@ def _params_of(data: dict) -> dict[str, tuple[int, ...]] | None:
 def stored_params(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
     """``{name: shape}`` of the params a checkpoint holds (``W``, ``b``), or None if it does
     not say (a checkpoint whose state does not start with a table of params)."""
-    return _params_of(_load_arrays(Path(path)))
+    path = Path(path)
+    names = _param_names(str(_load_arrays(path, ("treedef",)).get("treedef")))
+    if names is None:
+        return None
+    keys = ("treedef", *(f"leaf_{i:04d}" for i in range(len(names))))
+    return _params_of(_load_arrays(path, keys))
 
 
-def describe_params(params: dict) -> str:
-    """``W [64, 10], b [10]``: names with shapes (a shape may be None: the name alone)."""
-    return ", ".join(name if shape is None else f"{name} {list(shape)}"
-                     for name, shape in params.items())
+def describe_params(params: dict[str, tuple[int, ...]]) -> str:
+    """``W [64, 10], b [10]``: the names with their shapes."""
+    return ", ".join(f"{name} {list(shape)}" for name, shape in params.items())
 
 
 def require_file(path: Path) -> None:
