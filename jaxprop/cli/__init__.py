@@ -24,10 +24,10 @@ USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
 """Exceptions that report bad input or a bad environment (a config value, a shape, a missing,
 unwritable or full file, a folder in use): shown as one line, exit code 2. ``OSError`` covers
 ``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``NotADirectoryError`` and a
-full disk. An exception of any type raised in the user's own code (the function given to
-``explain`` or ``check``) is the user's too: one line with its type, message and the user's
-line, exit code 2 (``_common.user_code_error``). Anything else is a bug in jaxprop and is
-reported as an internal error, exit code 1."""
+full disk. An exception of any type raised in the user's own code (a function given to
+``explain`` or ``check``, a model named as ``module:attr``) is the user's too: one line with
+its type, message and the user's line, exit code 2 (``_common.user_code_error``). Anything
+else is a bug in jaxprop and is reported as an internal error, exit code 1."""
 
 EXIT_USER_ERROR = 2
 

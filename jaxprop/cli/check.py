@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-
 def _raise_users_own_exception(target, inputs: tuple, params: dict | None) -> None:
     """Runs the forward computation once, shapes only: an exception raised in the user's own
     code is the user's, reported by ``jaxprop.cli`` as one line with its type, message and
