@@ -234,3 +234,27 @@ def test_a_bash_block_runs(block, tmp_path):
         assert shipped.exists() and picture.read_bytes() == shipped.read_bytes(), (
             f"{block.id} wrote docs/{picture.name}, which differs from the repository's: "
             "rerun the block in the repository and commit the picture")
+
+
+# ------------------------------------------------------------------------ figures quoted twice
+
+STARTUP = re.compile(r"(\d+\.\d) s end to end with a cold compilation cache, (\d+\.\d) s with a "
+                     r"warm one")
+
+
+def _startup_median(benchmarks: str, which: str) -> str:
+    row = re.search(rf"^\| `startup` \| jaxprop train, {which} cache \(s\) \|[^|]*\| ([\d.]+) \|",
+                    benchmarks, flags=re.M)
+    assert row, f"docs/benchmarks.md has no startup row for the {which} cache"
+    return f"{float(row.group(1)):.1f}"
+
+
+def test_the_start_up_time_is_the_benchmarks_figure_wherever_it_is_quoted():
+    benchmarks = (ROOT / "docs" / "benchmarks.md").read_text()
+    measured = (_startup_median(benchmarks, "cold"), _startup_median(benchmarks, "warm"))
+    for doc in ("README.md", "docs/training.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        quoted = STARTUP.findall(text)
+        assert quoted == [measured], (
+            f"{doc} quotes the start-up of `jaxprop train` as {quoted}; docs/benchmarks.md's "
+            f"startup rows say {measured[0]} s cold, {measured[1]} s warm: quote those")
