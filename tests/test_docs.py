@@ -19,6 +19,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,7 @@ RUN = {"python": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 MARKER = re.compile(r"^<!--\s*(not run|slow):\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
 LOOKS_RUNNABLE = re.compile(r"^(\$ |>>>|jaxprop [a-z]|python3? |pip |[A-Z_]+=\S* jaxprop )")
-TIMEOUT = {"fast": 600, "slow": 1800}
+TIMEOUT = {"fast": 300, "slow": 1800}  # seconds a block may take, in the suite and with -m slow
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,21 @@ def _env() -> dict:
     return env
 
 
+def _run(what: str, argv: list[str], cwd: Path, slow: bool):
+    """Runs argv in its own process group, so that a timeout also stops what a block started."""
+    timeout = TIMEOUT["slow" if slow else "fast"]
+    with subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail(f"{what} ran over {timeout} s" + (
+                "" if slow else ": mark a block that takes minutes <!-- slow: REASON -->"))
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
 def _failure(what: str, result) -> str:
     out = (result.stdout or "")[-3000:]
     err = (result.stderr or "")[-6000:]
@@ -156,9 +172,8 @@ def test_the_python_blocks_of_a_document_run(doc, blocks, tmp_path):
     script.write_text(json.dumps([(str(ROOT / b.doc), b.line, b.code) for b in blocks]))
     work = tmp_path / "work"
     work.mkdir()
-    timeout = TIMEOUT["slow" if any(b.marker for b in blocks) else "fast"]
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(script)], cwd=work, env=_env(),
-                            capture_output=True, text=True, timeout=timeout)
+    result = _run(f"{doc}'s python blocks", [sys.executable, "-c", RUNNER, str(script)], work,
+                  slow=any(b.marker for b in blocks))
     assert result.returncode == 0, _failure(f"{doc}'s python blocks", result)
 
 
@@ -225,9 +240,8 @@ def test_a_bash_block_runs(block, tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
     (tmp_path / "block.sh").write_text(block.code + WAIT_FOR_JOBS)
-    result = subprocess.run(["bash", "-euo", "pipefail", "block.sh"], cwd=tmp_path, env=_env(),
-                            capture_output=True, text=True,
-                            timeout=TIMEOUT["slow" if block.marker else "fast"])
+    result = _run(block.id, ["bash", "-euo", "pipefail", "block.sh"], tmp_path,
+                  slow=block.marker == "slow")
     assert result.returncode == 0, _failure(f"{block.id}:\n{block.code}", result)
     for picture in sorted((tmp_path / "docs").glob("*.svg")):
         shipped = ROOT / "docs" / picture.name
