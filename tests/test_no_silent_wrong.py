@@ -123,13 +123,10 @@ def test_set_of_windows_at_a_repeated_index():
                                       [[0.0, 0.0], [3.0, 4.0], [1.0, 2.0]]), argnums=(0, 1))
 
 
-@pytest.mark.parametrize("op", ["add", "set"])
-def test_a_clipped_scatter_index_writes_at_the_edge(op):
-    # mode="clip": index 7 writes at place 2, where index 2 writes too
-    f = lambda x, u: jnp.sum(getattr(x.at[jnp.array([2, 7])], op)(u, mode="clip") * W3)
-    expected = {"add": ([3.0, 5.0, 7.0], [7.0, 7.0]),  # both added at place 2
-                "set": ([3.0, 5.0, 0.0], [0.0, 7.0])}[op]  # the last write stays
-    assert_matches_jax(f, (X, V), expected, argnums=(0, 1))
+def test_a_clipped_set_index_writes_at_the_edge_where_the_last_write_stays():
+    # mode="clip": index 7 writes at place 2, where index 2 writes too; the last stays
+    f = lambda x, u: jnp.sum(x.at[jnp.array([2, 7])].set(u, mode="clip") * W3)
+    assert_matches_jax(f, (X, V), ([3.0, 5.0, 0.0], [0.0, 7.0]), argnums=(0, 1))
 
 
 def test_subtract_at_a_repeated_index():
@@ -137,24 +134,15 @@ def test_subtract_at_a_repeated_index():
     assert_matches_jax(f, (X, V), ([3.0, 5.0, 7.0], [-3.0, -3.0]), argnums=(0, 1))
 
 
-@pytest.mark.parametrize("fill_value", [5.0, 0.0])
-def test_a_filled_gather_element_is_a_constant(fill_value):
+def test_a_filled_gather_element_is_a_constant():
     # .at[].get(mode="fill"): forward mode gave the fill value as a tangent (52, 50, 50)
-    f = lambda x: jnp.sum(x.at[jnp.array([0, 5])].get(mode="fill", fill_value=fill_value) ** 2)
+    f = lambda x: jnp.sum(x.at[jnp.array([0, 5])].get(mode="fill", fill_value=5.0) ** 2)
     assert_matches_jax(f, (X,), [2.0, 0.0, 0.0])
 
 
 def test_take_with_a_fill_value():
     f = lambda x: jnp.sum(jnp.take(x, jnp.array([0, 5]), mode="fill", fill_value=2.0) ** 2)
     assert_matches_jax(f, (X,), [2.0, 0.0, 0.0])
-
-
-@pytest.mark.parametrize("get", [lambda x, i: x.at[i].get(mode="clip"),
-                                 lambda x, i: jnp.take(x, i, mode="clip")],
-                         ids=["at_get", "take"])
-def test_a_clipped_gather_index_reads_the_edge(get):
-    f = lambda x: jnp.sum(get(x, jnp.array([0, 5, 2])) * W3)
-    assert_matches_jax(f, (X,), [3.0, 0.0, 12.0])
 
 
 def test_a_broken_promise_in_bounds_follows_the_value_read():
@@ -167,11 +155,6 @@ def test_a_broken_promise_in_bounds_follows_the_value_read():
     np.testing.assert_allclose(jax.jacfwd(f)(X), [1.0, 0.0, 3.0])
     np.testing.assert_allclose(jax.grad(f)(X), [1.0, 0.0, 0.0])  # the difference
     assert_modes_give(f, (X,), [1.0, 0.0, 3.0])
-
-
-def test_gather_picking_twice_adds_in_both_modes():
-    f = lambda x: jnp.sum(x[jnp.array([2, 0, 2])] * W3)
-    assert_matches_jax(f, (X,), [5.0, 0.0, 10.0])
 
 
 def test_multiply_at_unique_indices():
