@@ -34,7 +34,8 @@ def assert_every_mode_gives(f, args, expected, argnums=0):
 
 def test_a_clipped_add_index_adds_at_the_edge():
     # mode="clip": index 7 adds at place 2, where index 2 adds too
-    f = lambda x, u: jnp.sum(x.at[jnp.array([2, 7])].add(u, mode="clip") * W3)
+    def f(x, u):
+        return jnp.sum(x.at[jnp.array([2, 7])].add(u, mode="clip") * W3)
     assert_every_mode_gives(f, (X, V), ([3.0, 5.0, 7.0], [7.0, 7.0]), argnums=(0, 1))
 
 
@@ -42,17 +43,21 @@ def test_a_clipped_add_index_adds_at_the_edge():
                                  lambda x, i: jnp.take(x, i, mode="clip")],
                          ids=["at_get", "take"])
 def test_a_clipped_gather_index_reads_the_edge(get):
-    f = lambda x: jnp.sum(get(x, jnp.array([0, 5, 2])) * W3)
+    def f(x):
+        return jnp.sum(get(x, jnp.array([0, 5, 2])) * W3)
     assert_every_mode_gives(f, (X,), [3.0, 0.0, 12.0])
 
 
 def test_a_gather_fill_of_zero_or_nan():
-    f = lambda x: jnp.sum(x.at[jnp.array([0, 5])].get(mode="fill", fill_value=0.0) ** 2)
+    def f(x):
+        return jnp.sum(x.at[jnp.array([0, 5])].get(mode="fill", fill_value=0.0) ** 2)
     assert_every_mode_gives(f, (X,), [2.0, 0.0, 0.0])
-    g = lambda x: jnp.nansum(x.at[jnp.array([0, 5])].get(mode="fill") ** 2)  # nan filled
+    def g(x):
+        return jnp.nansum(x.at[jnp.array([0, 5])].get(mode="fill") ** 2)  # nan filled
     assert_every_mode_gives(g, (X,), [2.0, 0.0, 0.0])
 
 
 def test_gather_picking_twice_adds():
-    f = lambda x: jnp.sum(x[jnp.array([2, 0, 2])] * W3)
+    def f(x):
+        return jnp.sum(x[jnp.array([2, 0, 2])] * W3)
     assert_every_mode_gives(f, (X,), [5.0, 0.0, 10.0])
