@@ -1,9 +1,16 @@
-"""The indexing gates: slices, dynamic slices, gathers, concatenation and splits.
+"""The indexing gates: slices, dynamic slices, gathers, scatters, concatenation and splits.
 
-Each picks or places elements and changes no value, so its rule sends each element's
-gradient back to where the element came from. A pick that reads the same element twice, such
-as ``scores[jnp.arange(N), y]`` with a repeated row, is a copy: its gradient is scattered back
-*and added* (the gather's rule is a scatter-add).
+Each picks or places elements, so its rule sends each element's gradient back to where the
+element came from. A pick that reads the same element twice, such as
+``scores[jnp.arange(N), y]`` with a repeated row, is a copy: its gradient is scattered back
+*and added* (the gather's rule is a scatter-add). A scatter combines x with the updates at
+each index as a binary gate would: ``set`` and ``max``/``min`` route (the one value that
+stayed takes the gradient), ``add`` distributes, ``multiply`` switches.
+
+Out of bounds, the rules follow what XLA runs: a gather clamps a promised index
+(``promise_in_bounds``, the default of ``x[i]``) as ``mode="clip"`` does, and a scatter drops
+the update, as ``mode="drop"`` does; a dropped update and a filled element (``mode="fill"``)
+get no gradient.
 """
 
 from __future__ import annotations
