@@ -68,8 +68,8 @@ def register(subparsers) -> None:
                        help="address of process 0's coordination service")
     group.add_argument("--num-processes", metavar="N", help="processes in the run")
     group.add_argument("--process-id", metavar="I", help="this process's id, 0..N-1")
-    group.add_argument("--join-timeout", metavar="S", type=int, default=300,
-                       help="seconds to wait for every process to join (default 300)")
+    group.add_argument("--join-timeout", metavar="S", type=int, default=60,
+                       help="seconds to wait for every process to join (default 60)")
     p.set_defaults(func=run)
 
 
@@ -148,9 +148,9 @@ def run(args) -> int:
     if args.keys:
         return print_keys(Config)
     from jaxprop._signals import GUARD, Stop
+    from jaxprop.train import distributed  # no JAX in it
 
     try:
-        from jaxprop.train import distributed
         from jaxprop.train.cache import enable_compilation_cache  # JAX loads here
         from jaxprop.train.loop import train
         from jaxprop.train.report import print_summary
@@ -160,7 +160,8 @@ def run(args) -> int:
             raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
                              f"{args.join_timeout}")
         cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
-        distributed.initialize(cluster, args.join_timeout)
+        distributed.initialize(cluster, args.join_timeout,
+                               _fingerprint(args) if cluster.multi else None)
         GUARD.check()
         with distributed.together("reading the config"):
             cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
@@ -173,6 +174,8 @@ def run(args) -> int:
     except Stop as stop:
         stop.detail = stop.detail or "nothing was written"
         raise
+    except distributed.PeerLost as err:
+        distributed.exit_lost(err)  # not JAX's shutdown barrier, then its abort
     if not first:  # process 0 prints the summary and writes the files
         print(f"jaxprop train: process {_process_index()} of {cluster.num_processes}: "
               f"{result.status} after {result.summary['epochs']} epochs")
@@ -181,6 +184,29 @@ def run(args) -> int:
     if result.message:
         print(f"jaxprop train: {result.message}", file=sys.stderr)
     return result.exit_code
+
+
+def _fingerprint(args) -> dict:
+    """What every process of a run must share, checked before JAX's runtime starts: the
+    versions and the config's hash. A config this process cannot read is left out here; the
+    processes then stop together when they read it (``together("reading the config")``)."""
+    import hashlib
+    import warnings
+
+    import jax
+
+    from jaxprop import __version__
+    from jaxprop.train.experiment import to_toml
+
+    found = {"jaxprop": __version__, "jax": jax.__version__}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg, _ = resolve_resume(args) if args.resume else resolve_config(args)
+    except Exception:  # noqa: BLE001 (reported when read again, by every process together)
+        return found
+    found["config"] = hashlib.sha256(to_toml(cfg).encode()).hexdigest()[:12]
+    return found
 
 
 def _process_index() -> int:
