@@ -272,7 +272,7 @@ def test_processes_with_other_configs_stop_before_training(tmp_path):
                              _joining(port, 2, 1, "--out", str(tmp_path / "run"),
                                       "--set", "train.epochs=3")], tmp_path)
     for rc, _, err in results:
-        assert rc == 2 and "process 1 runs with config " in err, err
+        assert rc == 2 and "process 1 has settings " in err, err
         assert "start every process with the same jaxprop, JAX, --config and --set" in err
     assert not (tmp_path / "run").exists()
 

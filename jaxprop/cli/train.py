@@ -151,17 +151,18 @@ def run(args) -> int:
     from jaxprop.train import distributed  # no JAX in it
 
     try:
+        if args.join_timeout < 1:
+            raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
+                             f"{args.join_timeout}")
+        cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
+        met = distributed.rendezvous(cluster, args.join_timeout,  # before JAX: in seconds
+                                     _fingerprint(args) if cluster.multi else None)
         from jaxprop.train.cache import enable_compilation_cache  # JAX loads here
         from jaxprop.train.loop import train
         from jaxprop.train.report import print_summary
 
         GUARD.check()  # a signal during the imports stops here
-        if args.join_timeout < 1:
-            raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
-                             f"{args.join_timeout}")
-        cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
-        distributed.initialize(cluster, args.join_timeout,
-                               _fingerprint(args) if cluster.multi else None)
+        distributed.initialize(cluster, args.join_timeout, met)
         GUARD.check()
         with distributed.together("reading the config"):
             cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
@@ -187,26 +188,22 @@ def run(args) -> int:
 
 
 def _fingerprint(args) -> dict:
-    """What every process of a run must share, checked before JAX's runtime starts: the
-    versions and the config's hash. A config this process cannot read is left out here; the
-    processes then stop together when they read it (``together("reading the config")``)."""
+    """What every process of a run must share, compared in the handshake before JAX is
+    imported: jaxprop's and JAX's versions, and a hash of the settings as given (``--config``,
+    the file's text where it is one, ``--set``, ``--resume``, ``--overwrite``)."""
     import hashlib
-    import warnings
-
-    import jax
+    import importlib.metadata
 
     from jaxprop import __version__
-    from jaxprop.train.experiment import to_toml
 
-    found = {"jaxprop": __version__, "jax": jax.__version__}
+    config = args.config or ""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cfg, _ = resolve_resume(args) if args.resume else resolve_config(args)
-    except Exception:  # noqa: BLE001 (reported when read again, by every process together)
-        return found
-    found["config"] = hashlib.sha256(to_toml(cfg).encode()).hexdigest()[:12]
-    return found
+        config += "\n" + Path(config).read_text() if config else ""
+    except (OSError, UnicodeDecodeError):
+        pass  # a shipped experiment's name, or a file each process reports when it reads it
+    given = [config, *args.overrides, f"resume={args.resume}", f"overwrite={args.overwrite}"]
+    return {"jaxprop": __version__, "jax": importlib.metadata.version("jax"),
+            "settings": hashlib.sha256("\0".join(given).encode()).hexdigest()[:12]}
 
 
 def _process_index() -> int:

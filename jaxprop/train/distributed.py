@@ -145,22 +145,42 @@ def resolve(coordinator: str | None = None, num_processes: int | str | None = No
 # -- jaxprop's own handshake, before JAX's runtime can abort the process ---------------------
 
 
+class Met:
+    """What ``rendezvous`` leaves: on process 0 the coordinator's port, still bound and
+    listening, so that no other program can take it before JAX's service binds it."""
+
+    def __init__(self, listener: socket.socket | None = None):
+        self.listener = listener
+
+    def release(self) -> None:
+        """Closes the port (just before ``jax.distributed.initialize`` binds it)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
 def rendezvous(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
-               fingerprint: dict | None = None) -> None:
+               fingerprint: dict | None = None) -> Met:
     """Every process meets process 0 on the coordinator's port before JAX does.
 
     Process 0 binds the port, which proves it free, and listens; every other process
     connects (retrying until process 0 is up) and says how many processes it was told, its
     id and its ``fingerprint`` (e.g. jaxprop's and JAX's versions and the config's hash).
     Process 0 answers each at once (``wait``), and when all N-1 have come and agree it answers
-    ``ok`` to each. They close their side first, then process 0 closes its own and the port,
-    so no connection is left on it in TIME_WAIT; JAX's service binds the same port a moment
-    later in ``jax.distributed.initialize``, whose clients retry until it does. Another
-    program could take the port only in that moment between process 0's close and JAX's bind.
-    The same port, not another one, so that a cluster needs only the one port open.
+    ``ok`` to each. They close their side first, so that no connection is left in TIME_WAIT
+    on process 0's port. Process 0 keeps the port bound and listening (``Met``) until
+    ``initialize`` closes it just before JAX's service binds it again (with SO_REUSEADDR) in
+    ``jax.distributed.initialize``; the other processes' JAX clients retry their connection
+    until then. So there is no race for the port with another program but for that moment
+    between the close and JAX's bind. The same port, not a second one, so that a cluster
+    needs only the one port open, and a check of the port is a check of JAX's.
 
-    Nothing for a single process, nor for a SLURM step (JAX reads SLURM's consistent values
-    and picks the port itself).
+    It needs no JAX: the CLI runs it before importing JAX, so a run started wrongly stops in
+    about a second. Nothing for a single process, nor for a SLURM step (JAX reads SLURM's
+    consistent values and picks the port itself).
+
+    Returns:
+      A ``Met``, to hand to ``initialize``.
 
     Raises:
       ProcessGroupError: in one line, naming the flag or the process: the port is in use,
@@ -170,16 +190,16 @@ def rendezvous(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
         reached process 0 gets the same line.
     """
     if not cluster.multi or cluster.source == "slurm":
-        return
+        return Met()
     names = FLAGS if cluster.source == "flags" else ENV
     hello = {"magic": _MAGIC, "num_processes": cluster.num_processes,
              "process_id": cluster.process_id, "fingerprint": fingerprint or {},
              "names": [names["num_processes"], names["process_id"]]}
     deadline = time.monotonic() + timeout_s
     if cluster.process_id == 0:
-        _serve(cluster, names, hello, timeout_s, deadline)
-    else:
-        _join(cluster, names, hello, timeout_s, deadline)
+        return Met(_serve(cluster, names, hello, timeout_s, deadline))
+    _join(cluster, names, hello, timeout_s, deadline)
+    return Met()
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -192,26 +212,26 @@ def _send(conn: socket.socket, message: dict) -> None:
         conn.sendall(json.dumps({"magic": _MAGIC, **message}).encode() + b"\n")
 
 
-def _read(conn: socket.socket, timeout_s: float) -> dict | None:
-    """One message, or None: the connection closed, or what came is not jaxprop's.
+def _read(conn: socket.socket, timeout_s: float, reader=None) -> dict | None:
+    """The next message, or None: the connection closed, or what came is not jaxprop's.
+    ``reader`` (``conn.makefile("rb")``) keeps what arrived after the message for the next
+    call; without it, that is dropped.
 
     Raises:
       TimeoutError: nothing complete within ``timeout_s``.
     """
+    if reader is None:
+        with conn.makefile("rb") as reader:
+            return _read(conn, timeout_s, reader)
     conn.settimeout(max(timeout_s, 0.01))
-    data = b""
-    while b"\n" not in data and len(data) < 65536:
-        try:
-            chunk = conn.recv(4096)
-        except TimeoutError:
-            raise TimeoutError from None
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        data += chunk
     try:
-        message = json.loads(data.split(b"\n", 1)[0])
+        line = reader.readline(65536)
+    except TimeoutError:
+        raise
+    except OSError:
+        return None
+    try:
+        message = json.loads(line) if line.endswith(b"\n") else None
     except ValueError:
         return None
     return message if isinstance(message, dict) and message.get("magic") == _MAGIC else None
@@ -242,8 +262,10 @@ def _listen(port: int) -> socket.socket:
     raise OSError("no IPv4 or IPv6 socket can be opened")
 
 
-def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int, deadline: float) -> None:
-    """Process 0's side: the port, then every other process's hello."""
+def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int,
+           deadline: float) -> socket.socket:
+    """Process 0's side: the port, then every other process's hello. Returns the port, still
+    listening."""
     host, port = _host_port(cluster.coordinator)
     n = cluster.num_processes
     where = f"{names['coordinator']} {cluster.coordinator}"
@@ -294,11 +316,14 @@ def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int, deadline:
         for conn in joined.values():
             _send(conn, {"status": "ok"})
         _until_closed(list(joined.values()), time.monotonic() + 2.0)
+    except BaseException:
+        listener.close()
+        raise
     finally:
         for conn in (*joined.values(), *pending):
             conn.close()
         selector.close()
-        listener.close()
+    return listener
 
 
 def _until_closed(conns: list[socket.socket], deadline: float) -> None:
@@ -325,7 +350,7 @@ def _disagreement(cluster: Cluster, names: dict, hello: dict, other: dict,
     mine, theirs = hello["fingerprint"], other.get("fingerprint") or {}
     for key in sorted(set(mine) & set(theirs)):  # what both know
         if mine.get(key) != theirs.get(key):
-            return (f"process {i} runs with {key} {theirs.get(key)}, process 0 with "
+            return (f"process {i} has {key} {theirs.get(key)}, process 0 has "
                     f"{mine.get(key)}: start every process with the same jaxprop, JAX, "
                     "--config and --set")
     return None
@@ -378,10 +403,11 @@ def _join(cluster: Cluster, names: dict, hello: dict, timeout_s: int, deadline: 
         except OSError as err:
             last = err.strerror or type(err).__name__
             time.sleep(min(0.2, max(remaining, 0)))
-    with conn:
+    with conn, conn.makefile("rb") as reader:  # "wait" and "ok" may come in one packet
         _send(conn, {k: v for k, v in hello.items() if k != "magic"})
         try:
-            answer = _read(conn, min(ANSWER_TIMEOUT_S, max(deadline - time.monotonic(), 1)))
+            answer = _read(conn, min(ANSWER_TIMEOUT_S, max(deadline - time.monotonic(), 1)),
+                           reader)
         except TimeoutError:
             answer = None
         if answer is None:
@@ -390,7 +416,7 @@ def _join(cluster: Cluster, names: dict, hello: dict, timeout_s: int, deadline: 
                 "on that port, or a run has already started there")
         while answer.get("status") == "wait":
             try:
-                answer = _read(conn, deadline - time.monotonic()) or {
+                answer = _read(conn, deadline - time.monotonic(), reader) or {
                     "error": f"process 0 at {where} closed the connection before all "
                              "processes had joined"}
             except TimeoutError:
@@ -399,14 +425,12 @@ def _join(cluster: Cluster, names: dict, hello: dict, timeout_s: int, deadline: 
                     f"others did not all join within --join-timeout {timeout_s} s") from None
         if answer.get("status") != "ok":
             raise ProcessGroupError(str(answer.get("error") or answer))
-        conn.shutdown(socket.SHUT_RDWR)
 
 
-def initialize(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
-               fingerprint: dict | None = None) -> None:
-    """Joins the run described by ``cluster``: jaxprop's handshake (``rendezvous``), then
-    ``jax.distributed.initialize``; nothing for a single process. Call it before anything
-    asks JAX for its devices.
+def initialize(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S, met: Met | None = None) -> None:
+    """Joins the run described by ``cluster``: jaxprop's handshake (``rendezvous``, unless
+    ``met`` says it is done), then ``jax.distributed.initialize``; nothing for a single
+    process. Call it before anything asks JAX for its devices.
 
     On CPU the cross-process collectives use gloo, and JAX's preemption service (which
     would catch SIGTERM itself) is off; both settings are made here, for this process, and
@@ -419,7 +443,7 @@ def initialize(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
     """
     if not cluster.multi:
         return
-    rendezvous(cluster, timeout_s, fingerprint)
+    met = rendezvous(cluster, timeout_s) if met is None else met
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -431,9 +455,11 @@ def initialize(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
     who = "" if cluster.process_id is None else f" as process {cluster.process_id}"
     try:
         if cluster.source == "slurm":
+            met.release()
             jax.distributed.initialize(initialization_timeout=timeout_s,
                                        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
         else:
+            met.release()  # the port, to JAX's service, bound in the next line
             jax.distributed.initialize(cluster.coordinator, cluster.num_processes,
                                        cluster.process_id, initialization_timeout=timeout_s,
                                        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
