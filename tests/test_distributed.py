@@ -266,17 +266,6 @@ def test_a_run_started_wrongly_stops_with_one_line(tmp_path, case):
     assert not (tmp_path / "run").exists()
 
 
-def test_processes_with_other_configs_stop_before_training(tmp_path):
-    port = _free_port()
-    results, _ = _processes([_joining(port, 2, 0, "--out", str(tmp_path / "run")),
-                             _joining(port, 2, 1, "--out", str(tmp_path / "run"),
-                                      "--set", "train.epochs=3")], tmp_path)
-    for rc, _, err in results:
-        assert rc == 2 and "process 1 has settings " in err, err
-        assert "start every process with the same jaxprop, JAX, --config and --set" in err
-    assert not (tmp_path / "run").exists()
-
-
 def test_the_join_timeout_is_under_jaxs_heartbeat():
     """Without --join-timeout, a process waits at most 60 s for the others (JAX alone would
     wait 300 s and then abort); JAX's heartbeat notices a process lost later (100 s)."""

@@ -189,21 +189,12 @@ def run(args) -> int:
 
 def _fingerprint(args) -> dict:
     """What every process of a run must share, compared in the handshake before JAX is
-    imported: jaxprop's and JAX's versions, and a hash of the settings as given (``--config``,
-    the file's text where it is one, ``--set``, ``--resume``, ``--overwrite``)."""
-    import hashlib
+    imported: jaxprop's and JAX's versions."""
     import importlib.metadata
 
     from jaxprop import __version__
 
-    config = args.config or ""
-    try:
-        config += "\n" + Path(config).read_text() if config else ""
-    except (OSError, UnicodeDecodeError):
-        pass  # a shipped experiment's name, or a file each process reports when it reads it
-    given = [config, *args.overrides, f"resume={args.resume}", f"overwrite={args.overwrite}"]
-    return {"jaxprop": __version__, "jax": importlib.metadata.version("jax"),
-            "settings": hashlib.sha256("\0".join(given).encode()).hexdigest()[:12]}
+    return {"jaxprop": __version__, "jax": importlib.metadata.version("jax")}
 
 
 def _process_index() -> int:

@@ -26,7 +26,7 @@ For example, two processes on one machine::
 Before JAX's distributed runtime starts, the processes meet in jaxprop's own small handshake
 (``rendezvous``) on the coordinator's port: process 0 checks that the port is free, every
 process checks that it reaches process 0, and process 0 checks that they agree on the number
-of processes, that their ids are unique and that they run the same jaxprop, JAX and config.
+of processes, that their ids are unique and that they run the same jaxprop and JAX.
 What fails there is one line and exit code 2, never JAX's C++ abort.
 
 Every decision that ends a run early is taken by all the processes together (``agree``), so
@@ -165,7 +165,7 @@ def rendezvous(cluster: Cluster, timeout_s: int = JOIN_TIMEOUT_S,
 
     Process 0 binds the port, which proves it free, and listens; every other process
     connects (retrying until process 0 is up) and says how many processes it was told, its
-    id and its ``fingerprint`` (e.g. jaxprop's and JAX's versions and the config's hash).
+    id and its ``fingerprint`` (jaxprop's and JAX's versions, in the CLI).
     Process 0 answers each at once (``wait``), and when all N-1 have come and agree it answers
     ``ok`` to each. They close their side first, so that no connection is left in TIME_WAIT
     on process 0's port. Process 0 keeps the port bound and listening (``Met``) until
@@ -351,8 +351,7 @@ def _disagreement(cluster: Cluster, names: dict, hello: dict, other: dict,
     for key in sorted(set(mine) & set(theirs)):  # what both know
         if mine.get(key) != theirs.get(key):
             return (f"process {i} has {key} {theirs.get(key)}, process 0 has "
-                    f"{mine.get(key)}: start every process with the same jaxprop, JAX, "
-                    "--config and --set")
+                    f"{mine.get(key)}: install the same versions everywhere")
     return None
 
 
@@ -481,15 +480,15 @@ def _exchange(code: int) -> list[int]:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    try:
-        gathered = multihost_utils.process_allgather(np.int32(code))
-    except jax.errors.JaxRuntimeError as err:
+    try:  # one int32: any error is the runtime's (gloo's raises ValueError: UNKNOWN: ...)
+        gathered = np.asarray(multihost_utils.process_allgather(np.int32(code)))
+    except (jax.errors.JaxRuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PeerLost(
             f"lost another process of the {jax.process_count()}-process run (it was killed, "
-            f"or its host or the network went down): {first}. This process stops too; the "
-            "last saved epoch is in the run folder, continue with --resume") from None
-    return [int(c) for c in np.asarray(gathered).reshape(-1)]
+            f"or its host or the network went down): {first}. This process stops too; a run "
+            "folder keeps its last saved epoch, to continue with --resume") from None
+    return [int(c) for c in gathered.reshape(-1)]
 
 
 _FAILED = -1
