@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -294,12 +295,58 @@ def test_the_handshake_waits_no_longer_than_its_timeout():
         distributed.rendezvous(distributed.Cluster(2, 1, "no.such.host.invalid:1", "flags"), 1)
 
 
+def test_the_handshake_holds_the_port_for_jax(tmp_path):
+    """In one process, with threads: process 0 and process 1 meet; process 0 still holds the
+    port afterwards (no other program can take it) until JAX is about to bind it."""
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    errors = []
+
+    def process_1():
+        try:
+            distributed.rendezvous(distributed.Cluster(2, 1, address, "flags"), 10,
+                                   {"jax": jax.__version__})
+        except Exception as err:  # noqa: BLE001 (reported by the assert below)
+            errors.append(err)
+
+    thread = threading.Thread(target=process_1)
+    thread.start()
+    met = distributed.rendezvous(distributed.Cluster(2, 0, address, "flags"), 10,
+                                 {"jax": jax.__version__})
+    thread.join(10)
+    assert not errors and not thread.is_alive()
+    with socket.socket() as other_program, pytest.raises(OSError):
+        other_program.bind(("127.0.0.1", port))
+    met.release()
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", port))  # free for JAX's service now
+
+
+def test_a_process_that_leaves_the_handshake_is_waited_for_again():
+    port = _free_port()
+    cluster = distributed.Cluster(3, 0, f"127.0.0.1:{port}", "flags")
+
+    def leaving():  # a process 1 that says hello, then is stopped (Ctrl-C)
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(json.dumps({"magic": distributed._MAGIC, "num_processes": 3,
+                                     "process_id": 1}).encode() + b"\n")
+            assert b'"wait"' in conn.recv(4096)
+
+    thread = threading.Thread(target=leaving)
+    thread.start()
+    with pytest.raises(distributed.ProcessGroupError, match="processes 1, 2 of 3 did not join"):
+        distributed.rendezvous(cluster, 2)
+    thread.join()
+
+
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_process_killed_mid_run_ends_the_other_within_seconds(tmp_path, victim):
     """A process that dies outright mid-run (SIGKILL, a lost host). Process 0 survivor: the
-    next collective fails, jaxprop's line, exit code 2. Process 1 survivor: JAX's runtime
-    loses its coordination service (it ran in process 0) and aborts the process from C++,
-    exit code 134 (SIGABRT), with JAX's own message; jaxprop cannot catch it."""
+    next collective fails, jaxprop's line, exit code 2. Process 1 survivor: the same, unless
+    JAX's runtime notices first that its coordination service (it ran in process 0) is gone
+    and aborts the process from C++, exit code 134 (SIGABRT), with JAX's own message, which
+    jaxprop cannot catch (measured: each about half of the time)."""
     run = tmp_path / "run"
     port = _free_port()
     procs = [subprocess.Popen(
@@ -324,12 +371,13 @@ def test_a_process_killed_mid_run_ends_the_other_within_seconds(tmp_path, victim
             p.kill()
     # measured: 0.1-0.5 s; JAX's heartbeat (100 s) and shutdown barrier (30 s) are not waited
     assert seconds < 15, (seconds, err)
-    if victim == 1:
-        assert survivor.returncode == 2, err
-        assert "jaxprop train: error: lost another process of the 2-process run" in err, err
-        assert not any(text in err for text in JAX_ABORT), err
-        assert (run / "checkpoint.npz").is_file() and not (run / LOCK_NAME).exists()
+    ours = "jaxprop train: error: lost another process of the 2-process run"
+    if survivor.returncode == 2:
+        assert ours in err and not any(text in err for text in JAX_ABORT), err
     else:
-        assert survivor.returncode == -signal.SIGABRT, err
+        assert victim == 0 and survivor.returncode == -signal.SIGABRT, err
         assert "Terminating process because the JAX distributed service detected fatal " \
                "errors" in err, err
+    if victim == 1:
+        assert survivor.returncode == 2, err
+        assert (run / "checkpoint.npz").is_file() and not (run / LOCK_NAME).exists()

@@ -287,10 +287,11 @@ def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int,
         while len(joined) < n - 1:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                missing = ", ".join(str(i) for i in range(1, n) if i not in joined)
-                fail(f"process {missing} of {n} did not join within --join-timeout {timeout_s} "
-                     f"s (process 0 waited at {where}): start every process with the same "
-                     f"{names['coordinator']} and {names['num_processes']} {n}, each with "
+                missing = [str(i) for i in range(1, n) if i not in joined]
+                fail(f"process{'es' if len(missing) > 1 else ''} {', '.join(missing)} of {n} "
+                     f"did not join within --join-timeout {timeout_s} s (process 0 waited at "
+                     f"{where}): start every process with the same {names['coordinator']} and "
+                     f"{names['num_processes']} {n}, each with "
                      f"its own {names['process_id']}")
             for key, _ in selector.select(min(remaining, 1.0)):
                 if key.fileobj is listener:
@@ -300,6 +301,10 @@ def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int,
                     continue
                 conn = key.fileobj
                 selector.unregister(conn)
+                if key.data is not None:  # a process that had joined has gone (Ctrl-C)
+                    del joined[key.data]
+                    conn.close()
+                    continue
                 pending.remove(conn)
                 try:
                     other = _read(conn, 1.0)  # a hello is one short line, already sent
@@ -313,6 +318,7 @@ def _serve(cluster: Cluster, names: dict, hello: dict, timeout_s: int,
                     fail(text, conn)
                 joined[other["process_id"]] = conn
                 _send(conn, {"status": "wait", "joined": len(joined) + 1, "of": n})
+                selector.register(conn, selectors.EVENT_READ, other["process_id"])
         for conn in joined.values():
             _send(conn, {"status": "ok"})
         _until_closed(list(joined.values()), time.monotonic() + 2.0)
@@ -340,13 +346,15 @@ def _disagreement(cluster: Cluster, names: dict, hello: dict, other: dict,
     """What is wrong with another process's hello, as one line, or None."""
     n, i = other.get("num_processes"), other.get("process_id")
     n_name, i_name = (other.get("names") or [names["num_processes"], names["process_id"]])[:2]
+    if not isinstance(i, int):
+        return f"a process says {i_name} {i!r}, which is not an id"
     if n != cluster.num_processes:
         return f"process {i} says {n_name} {n}, process 0 says {cluster.num_processes}"
     if i == 0 or i in joined:
         return (f"two processes say {i_name} {i}: each process of the run needs its own id, "
                 f"0..{cluster.num_processes - 1}")
-    if not isinstance(i, int) or not 0 < i < cluster.num_processes:
-        return f"process {i!r} is not in 0..{cluster.num_processes - 1} ({i_name})"
+    if not 0 < i < cluster.num_processes:
+        return f"process {i} is not in 0..{cluster.num_processes - 1} ({i_name})"
     mine, theirs = hello["fingerprint"], other.get("fingerprint") or {}
     for key in sorted(set(mine) & set(theirs)):  # what both know
         if mine.get(key) != theirs.get(key):
