@@ -372,12 +372,13 @@ def test_a_process_killed_mid_run_ends_the_other_within_seconds(tmp_path, victim
     # measured: 0.1-0.5 s; JAX's heartbeat (100 s) and shutdown barrier (30 s) are not waited
     assert seconds < 15, (seconds, err)
     ours = "jaxprop train: error: lost another process of the 2-process run"
-    if survivor.returncode == 2:
-        assert ours in err and not any(text in err for text in JAX_ABORT), err
+    if victim == 1:
+        assert survivor.returncode == 2 and ours in err, err
+        assert not any(text in err for text in JAX_ABORT), err
+        assert (run / "checkpoint.npz").is_file() and not (run / LOCK_NAME).exists()
+    elif survivor.returncode == 2:  # JAX's client may have logged its error already
+        assert ours in err, err
     else:
-        assert victim == 0 and survivor.returncode == -signal.SIGABRT, err
+        assert survivor.returncode == -signal.SIGABRT, err
         assert "Terminating process because the JAX distributed service detected fatal " \
                "errors" in err, err
-    if victim == 1:
-        assert survivor.returncode == 2, err
-        assert (run / "checkpoint.npz").is_file() and not (run / LOCK_NAME).exists()
