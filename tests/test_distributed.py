@@ -1,6 +1,7 @@
 """Multi-process training on JAX's distributed runtime: 2 local processes on CPU (gloo over
 127.0.0.1) train to a 1-process run's parameters, resume across a restart of both, and stop
-together when one refuses."""
+together when one refuses; every way of starting them wrong is one line and exit code 2 from
+jaxprop's own handshake, in seconds, never JAX's C++ abort."""
 
 import json
 import os
@@ -8,13 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from jaxprop.cli import main
 from jaxprop.train import distributed
+from jaxprop.train.lock import LOCK_NAME
 
 TIMEOUT_S = 180  # per pair of processes; a healthy pair takes about 10 s on 2 cores
 SETTINGS = ["--quiet", "--set", "data.num_train=512", "--set", "model.hidden_dim=32",
@@ -191,3 +195,190 @@ def test_a_signal_to_one_process_stops_both_after_the_same_epoch(tmp_path):
     lines = metrics.read_text().splitlines()
     assert summary["status"] == "interrupted" and 1 <= summary["epochs"] < 200
     assert len(lines) == summary["epochs"]
+
+
+JOIN_S = 3  # --join-timeout of the tests that start a run wrongly
+JAX_ABORT = ("client.h", "Check failure", "Terminating process", "Segmentation")
+
+
+def _processes(commands, cwd):
+    """Starts every ``jaxprop train`` command at once: [(rc, out, err)] and the seconds the
+    last one took."""
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxprop", "train", *args], cwd=cwd,
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for args in commands]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+            results.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            p.kill()
+    return results, time.monotonic() - start
+
+
+def _joining(port, n, i, *more):
+    return [*SETTINGS, "--set", "train.epochs=2", "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", str(n), "--process-id", str(i), *more]
+
+
+# (--num-processes, --process-id) of each process started, and the line each must print
+STARTED_WRONG = {
+    "process 1 never starts": ([(2, 0)], [
+        f"process 1 of 2 did not join within --join-timeout {JOIN_S} s (process 0 waited at "
+        "--coordinator 127.0.0.1:{port})"]),
+    "only process 1 starts": ([(2, 1)], [
+        "process 1 cannot reach process 0 at --coordinator 127.0.0.1:{port} within "
+        f"--join-timeout {JOIN_S} s (Connection refused)"]),
+    "3 processes, then 2": ([(3, 0), (2, 1)],
+                            ["process 1 says --num-processes 2, process 0 says 3"] * 2),
+    "2 processes, then 3": ([(2, 0), (3, 1)],
+                            ["process 1 says --num-processes 3, process 0 says 2"] * 2),
+    "both say process 0": ([(2, 0), (2, 0)], ["two processes say --process-id 0"] * 2),
+    "the port is taken": ([(2, 0), (2, 1)], [
+        "--coordinator 127.0.0.1:{port}: port {port} on this host is already in use",
+        "--coordinator 127.0.0.1:{port} answers, but not as jaxprop's process 0"]),
+}
+
+
+@pytest.mark.parametrize("case", STARTED_WRONG, ids=list(STARTED_WRONG))
+def test_a_run_started_wrongly_stops_with_one_line(tmp_path, case):
+    """Each way of starting the processes wrongly: exit code 2 and jaxprop's line on every
+    process, within the join timeout, before JAX's runtime starts (which would abort from C++
+    after it, or never notice 2 processes against 3)."""
+    started, lines = STARTED_WRONG[case]
+    with socket.socket() as other_program:
+        if case == "the port is taken":  # listens, never answers
+            other_program.bind(("127.0.0.1", 0))
+            other_program.listen()
+            port = other_program.getsockname()[1]
+        else:
+            port = _free_port()
+        results, seconds = _processes(
+            [_joining(port, n, i, "--out", str(tmp_path / "run"), "--join-timeout", str(JOIN_S))
+             for n, i in started], tmp_path)
+    for i, ((rc, out, err), line) in enumerate(zip(results, lines)):
+        assert rc == 2 and line.format(port=port) in err, f"process {i}: {out}\n{err}"
+        assert len(err.strip().splitlines()) == 1, err  # one line, no JAX log
+        assert not any(text in err for text in JAX_ABORT), err
+    assert seconds < JOIN_S + 30  # start-up (imports) included, on 2 busy cores
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_join_timeout_is_under_jaxs_heartbeat():
+    """Without --join-timeout, a process waits at most 60 s for the others (JAX alone would
+    wait 300 s and then abort); JAX's heartbeat notices a process lost later (100 s)."""
+    import inspect
+
+    from jaxprop.cli import build_parser
+
+    default = build_parser().parse_args(["train"]).join_timeout
+    heartbeat = inspect.signature(jax.distributed.initialize).parameters[
+        "heartbeat_timeout_seconds"].default
+    assert default == distributed.JOIN_TIMEOUT_S == 60 < heartbeat
+
+
+def test_the_handshake_waits_no_longer_than_its_timeout():
+    cluster = distributed.Cluster(2, 0, f"127.0.0.1:{_free_port()}", "flags")
+    start = time.monotonic()
+    with pytest.raises(distributed.ProcessGroupError, match="did not join within "
+                       "--join-timeout 1 s"):
+        distributed.rendezvous(cluster, 1)
+    assert 1 <= time.monotonic() - start < 3
+    joining = distributed.Cluster(2, 1, f"127.0.0.1:{_free_port()}", "environment")
+    with pytest.raises(distributed.ProcessGroupError, match="process 1 cannot reach process 0 "
+                       "at JAXPROP_COORDINATOR 127.0.0.1:.* within --join-timeout 1 s"):
+        distributed.rendezvous(joining, 1)
+    with pytest.raises(distributed.ProcessGroupError, match="unknown host 'no.such.host"):
+        distributed.rendezvous(distributed.Cluster(2, 1, "no.such.host.invalid:1", "flags"), 1)
+
+
+def test_the_handshake_holds_the_port_for_jax(tmp_path):
+    """In one process, with threads: process 0 and process 1 meet; process 0 still holds the
+    port afterwards (no other program can take it) until JAX is about to bind it."""
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    errors = []
+
+    def process_1():
+        try:
+            distributed.rendezvous(distributed.Cluster(2, 1, address, "flags"), 10,
+                                   {"jax": jax.__version__})
+        except Exception as err:  # noqa: BLE001 (reported by the assert below)
+            errors.append(err)
+
+    thread = threading.Thread(target=process_1)
+    thread.start()
+    met = distributed.rendezvous(distributed.Cluster(2, 0, address, "flags"), 10,
+                                 {"jax": jax.__version__})
+    thread.join(10)
+    assert not errors and not thread.is_alive()
+    with socket.socket() as other_program, pytest.raises(OSError):
+        other_program.bind(("127.0.0.1", port))
+    met.release()
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", port))  # free for JAX's service now
+
+
+def test_a_process_that_leaves_the_handshake_is_waited_for_again():
+    port = _free_port()
+    cluster = distributed.Cluster(3, 0, f"127.0.0.1:{port}", "flags")
+
+    def leaving():  # a process 1 that says hello, then is stopped (Ctrl-C)
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(json.dumps({"magic": distributed._MAGIC, "num_processes": 3,
+                                     "process_id": 1}).encode() + b"\n")
+            assert b'"wait"' in conn.recv(4096)
+
+    thread = threading.Thread(target=leaving)
+    thread.start()
+    with pytest.raises(distributed.ProcessGroupError, match="processes 1, 2 of 3 did not join"):
+        distributed.rendezvous(cluster, 2)
+    thread.join()
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_process_killed_mid_run_ends_the_other_within_seconds(tmp_path, victim):
+    """A process that dies outright mid-run (SIGKILL, a lost host). Process 0 survivor: the
+    next collective fails, jaxprop's line, exit code 2. Process 1 survivor: the same, unless
+    JAX's runtime notices first that its coordination service (it ran in process 0) is gone
+    and aborts the process from C++, exit code 134 (SIGABRT), with JAX's own message, which
+    jaxprop cannot catch (measured: each about half of the time)."""
+    run = tmp_path / "run"
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "jaxprop", "train", "--out", str(run), *SETTINGS,
+         "--set", "train.epochs=200", "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i)],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in (0, 1)]
+    survivor = procs[1 - victim]
+    try:
+        metrics = run / "metrics.jsonl"
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline and survivor.poll() is None, "no epoch ran"
+            time.sleep(0.05)
+        procs[victim].kill()
+        killed = time.monotonic()
+        out, err = survivor.communicate(timeout=TIMEOUT_S)
+        seconds = time.monotonic() - killed
+    finally:
+        for p in procs:
+            p.kill()
+    # measured: 0.1-0.5 s; JAX's heartbeat (100 s) and shutdown barrier (30 s) are not waited
+    assert seconds < 15, (seconds, err)
+    ours = "jaxprop train: error: lost another process of the 2-process run"
+    if victim == 1:
+        assert survivor.returncode == 2 and ours in err, err
+        assert not any(text in err for text in JAX_ABORT), err
+        assert (run / "checkpoint.npz").is_file() and not (run / LOCK_NAME).exists()
+    elif survivor.returncode == 2:  # JAX's client may have logged its error already
+        assert ours in err, err
+    else:
+        assert survivor.returncode == -signal.SIGABRT, err
+        assert "Terminating process because the JAX distributed service detected fatal " \
+               "errors" in err, err

@@ -69,8 +69,8 @@ def register(subparsers) -> None:
                        help="address of process 0's coordination service")
     group.add_argument("--num-processes", metavar="N", help="processes in the run")
     group.add_argument("--process-id", metavar="I", help="this process's id, 0..N-1")
-    group.add_argument("--join-timeout", metavar="S", type=int, default=300,
-                       help="seconds to wait for every process to join (default 300)")
+    group.add_argument("--join-timeout", metavar="S", type=int, default=60,
+                       help="seconds to wait for every process to join (default 60)")
     p.set_defaults(func=run)
 
 
@@ -176,19 +176,21 @@ def run(args) -> int:
     if args.keys:
         return print_keys(Config)
     from jaxprop._signals import GUARD, Stop
+    from jaxprop.train import distributed  # no JAX in it
 
     try:
-        from jaxprop.train import distributed
+        if args.join_timeout < 1:
+            raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
+                             f"{args.join_timeout}")
+        cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
+        met = distributed.rendezvous(cluster, args.join_timeout,  # before JAX: in seconds
+                                     _fingerprint(args) if cluster.multi else None)
         from jaxprop.train.cache import enable_compilation_cache  # JAX loads here
         from jaxprop.train.loop import train
         from jaxprop.train.report import print_summary
 
         GUARD.check()  # a signal during the imports stops here
-        if args.join_timeout < 1:
-            raise ValueError(f"--join-timeout must be at least 1 (seconds); got "
-                             f"{args.join_timeout}")
-        cluster = distributed.resolve(args.coordinator, args.num_processes, args.process_id)
-        distributed.initialize(cluster, args.join_timeout)
+        distributed.initialize(cluster, args.join_timeout, met)
         GUARD.check()
         with distributed.together("reading the config"):
             cfg, out = resolve_resume(args) if args.resume else resolve_config(args)
@@ -201,6 +203,8 @@ def run(args) -> int:
     except Stop as stop:
         stop.detail = stop.detail or "nothing was written"
         raise
+    except distributed.PeerLost as err:
+        distributed.exit_lost(err)  # not JAX's shutdown barrier, then its abort
     if not first:  # process 0 prints the summary and writes the files
         print(f"jaxprop train: process {_process_index()} of {cluster.num_processes}: "
               f"{result.status} after {result.summary['epochs']} epochs")
@@ -209,6 +213,16 @@ def run(args) -> int:
     if result.message:
         print(f"jaxprop train: {result.message}", file=sys.stderr)
     return result.exit_code
+
+
+def _fingerprint(args) -> dict:
+    """What every process of a run must share, compared in the handshake before JAX is
+    imported: jaxprop's and JAX's versions."""
+    import importlib.metadata
+
+    from jaxprop import __version__
+
+    return {"jaxprop": __version__, "jax": importlib.metadata.version("jax")}
 
 
 def _process_index() -> int:

@@ -129,7 +129,7 @@ def train(cfg: Config, out_dir: str | os.PathLike | None = None, *, resume: bool
         raise
     except distributed.ProcessGroupError as err:
         if files is not None and files.moved_to is not None:
-            raise distributed.ProcessGroupError(
+            raise type(err)(  # a PeerLost stays one
                 f"{err}; --overwrite had moved what {out} held to {files.moved_to}") from None
         raise
     finally:
