@@ -161,6 +161,15 @@ def test_softplus_at_0_is_one_half():
     assert_matches_jax(lambda x: jnp.sum(jnp.logaddexp(x, 2 * x)), jnp.array([0.0, 1.0]))
 
 
+def test_custom_rules_under_forward_over_reverse():
+    # jax.hessian differentiates a custom_vjp's own fwd and bwd: no refusal there.
+    x = jnp.array([1.0, 2.0])
+    for f in (lambda x: jnp.sum(grad_reverse(x) * x**2), lambda x: jnp.sum(log1pexp(x) * x)):
+        want = jax.hessian(f)(x)
+        np.testing.assert_allclose(jaxprop.hessian(f)(x), want, rtol=1e-6)
+        np.testing.assert_allclose(jax.hessian(jaxprop.gated(f))(x), want, rtol=1e-6)
+
+
 def test_custom_rule_is_observed_as_itself_not_as_gates():
     f = lambda x: jnp.sum(log1pexp(x) * x)  # noqa: E731
     for run in (lambda: jaxprop.reverse.grad(f)(jnp.array([1.0, 2.0])),
@@ -227,8 +236,13 @@ def test_closed_over_key_is_a_constant():
         keep = jax.random.bernoulli(key, 0.5, (4, 2))
         return jnp.sum(jnp.where(keep, x @ w, 0.0) / 0.5)
 
+    def dropout_loss_of_key(w, key, x):  # and the key passed as an argument
+        keep = jax.random.bernoulli(key, 0.5, (4, 2))
+        return jnp.sum(jnp.where(keep, x @ w, 0.0) / 0.5)
+
     w, x = jnp.arange(6.0).reshape(3, 2), jnp.arange(12.0).reshape(4, 3)
     assert_matches_jax(dropout_loss, w, x)
+    assert_matches_jax(dropout_loss_of_key, w, jax.random.key(1), x)
 
 
 def test_boolean_operand_of_a_matmul_is_promoted():
