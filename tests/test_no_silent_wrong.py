@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import jaxprop
-from jaxprop.gate import observe
 from jaxprop import tracer
+from jaxprop.gate import observe
 
 MODES = ("reverse", "forward", "gated")
 HERE = os.path.basename(__file__)
