@@ -558,7 +558,9 @@ def gated(f: Callable, *, allow_jax_rules: bool = False) -> Gated:
     ``jax.jvp``, ``jax.vmap``, ``jax.hessian`` and ``jax.jit``, and there every derivative
     comes from the gates' rules (their JVP rules by default, their VJP rules inside
     ``jaxprop.pipeline("vjp")``). The drivers of ``jaxprop.reverse`` and ``jaxprop.forward``
-    apply it themselves.
+    apply it themselves. Only the arguments that JAX differentiates (see
+    :func:`differentiated`) are traced into gates; a ``custom_jvp`` or ``custom_vjp``
+    function keeps its own rule.
 
     Args:
       f: a function of arrays (pytrees of them), in plain JAX, built from gates, or both.
