@@ -73,10 +73,8 @@ def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
     nums = normalize_argnums(argnums, len(args), who)
     f_dyn, dyn = split_args(f, args, nums, kwargs)
     check_differentiable(who, dyn, nums)
-    traced = gated(f_dyn, allow_jax_rules=allow_jax_rules)
-    run, out = traced.runner(*dyn)
-    if forward:
-        traced.refuse_forward(who, *dyn)
+    run, out = gated(f_dyn, allow_jax_rules=allow_jax_rules).runner(
+        *dyn, forward_mode=who if forward else None)
     out, _ = split_aux(who, out, has_aux)
     if scalar is not None:
         check_scalar(who, out, scalar)

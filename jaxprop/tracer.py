@@ -523,18 +523,17 @@ class Gated:
         """Raises, naming the function and its line, when forward mode would meet a
         ``custom_vjp`` function on the derivative's path for these arguments."""
         program, _, dyn = self.trace(*args, **kwargs)
-        active, needed = program.analyse(differentiated(dyn))
-        for op in program.ops:
-            if (op.custom is not None and op.custom.kind == "custom_vjp"
-                    and any(r in needed for r in op.outs) and any(r in active for r in op.ins)):
-                raise _forward_refusal(who, op.custom)
+        _refuse_forward(who, program, dyn)
 
-    def runner(self, *args, **kwargs):
+    def runner(self, *args, forward_mode: str | None = None, **kwargs):
         """``(run, out_struct)``: f traced for these arguments, and a function of the same
         arguments that runs that trace through the gates without tracing f again.
         ``out_struct`` is f's output as ``jax.ShapeDtypeStruct`` s, known before anything
-        runs (the drivers check it)."""
-        program, out_tree, _ = self.trace(*args, **kwargs)
+        runs (the drivers check it). A forward-mode driver passes its name as
+        ``forward_mode`` (see :meth:`refuse_forward`)."""
+        program, out_tree, dyn = self.trace(*args, **kwargs)
+        if forward_mode is not None:
+            _refuse_forward(forward_mode, program, dyn)
 
         def run_traced(*a, **k):
             values = [x for x in jax.tree.leaves((a, k)) if _is_array(x)]
@@ -546,6 +545,14 @@ class Gated:
         structs = [jax.ShapeDtypeStruct(program.avals[r].shape, program.avals[r].dtype)
                    for r in program.outputs]
         return run_traced, jax.tree.unflatten(out_tree, structs)
+
+
+def _refuse_forward(who: str, program: _Program, dyn: list) -> None:
+    active, needed = program.analyse(differentiated(dyn))
+    for op in program.ops:
+        if (op.custom is not None and op.custom.kind == "custom_vjp"
+                and any(r in needed for r in op.outs) and any(r in active for r in op.ins)):
+            raise _forward_refusal(who, op.custom)
 
 
 _GATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
