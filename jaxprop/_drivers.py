@@ -58,12 +58,14 @@ def split_args(f: Callable, args: tuple, argnums: tuple[int, ...], kwargs=None):
 
 
 def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
-            allow_jax_rules: bool = False, has_aux: bool = False, scalar: str | None = None):
+            allow_jax_rules: bool = False, has_aux: bool = False, scalar: str | None = None,
+            forward: bool = False):
     """The prologue of every driver: checked argnums, f of the differentiated args traced
     into gates (``jaxprop.gated``) once, those args.
 
     f's output is checked from the trace before anything runs: with ``has_aux`` it must be a
-    pair; with ``scalar`` (the alternative to name) a real floating-point scalar.
+    pair; with ``scalar`` (the alternative to name) a real floating-point scalar. A
+    ``forward`` driver refuses a ``custom_vjp`` function on the derivative's path.
 
     Returns ``(f_dyn, dyn)``; raises naming a bad argnums, a non-float argument or a bad
     output.
@@ -71,7 +73,8 @@ def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
     nums = normalize_argnums(argnums, len(args), who)
     f_dyn, dyn = split_args(f, args, nums, kwargs)
     check_differentiable(who, dyn, nums)
-    run, out = gated(f_dyn, allow_jax_rules=allow_jax_rules).runner(*dyn)
+    run, out = gated(f_dyn, allow_jax_rules=allow_jax_rules).runner(
+        *dyn, forward_mode=who if forward else None)
     out, _ = split_aux(who, out, has_aux)
     if scalar is not None:
         check_scalar(who, out, scalar)
@@ -278,7 +281,7 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
 
     def jacobian_f(*args, **kwargs):
         f_dyn, dyn = prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow_jax_rules,
-                             has_aux=has_aux)
+                             has_aux=has_aux, forward=not rows)
         out, apply, aux = linear_map(f_dyn, dyn, has_aux)  # traced, not run: nothing is
         m, n, dtype = jacobian_size(out, dyn)  # allocated yet
         check_budget(who, m, n, dtype, max_bytes, instead)

@@ -39,9 +39,10 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
         allow_jax_rules: bool = False):
     """Returns ``(f(*primals), J tangents)`` (and ``aux`` with ``has_aux``), through our JVP
     rules. Mirrors ``jax.jvp``."""
+    traced = gated(f, allow_jax_rules=allow_jax_rules)
+    traced.refuse_forward("jaxprop.forward.jvp", *primals)
     with pipeline("jvp"):
-        return jax.jvp(gated(f, allow_jax_rules=allow_jax_rules), tuple(primals),
-                       tuple(tangents), has_aux=has_aux)
+        return jax.jvp(traced, tuple(primals), tuple(tangents), has_aux=has_aux)
 
 
 def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = False):
@@ -50,9 +51,10 @@ def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: boo
 
     The forward pass runs once; each later ``f_jvp`` call only pushes tangents.
     """
+    traced = gated(f, allow_jax_rules=allow_jax_rules)
+    traced.refuse_forward("jaxprop.forward.linearize", *primals)
     with pipeline("jvp"):
-        out, f_jvp, *aux = jax.linearize(gated(f, allow_jax_rules=allow_jax_rules), *primals,
-                                         has_aux=has_aux)
+        out, f_jvp, *aux = jax.linearize(traced, *primals, has_aux=has_aux)
 
     def f_jvp_in_pipeline(*tangents):
         with pipeline("jvp"):
@@ -89,7 +91,8 @@ def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None,
                     who: str) -> Callable:
     def value_and_grad_f(*args, **kwargs):
         f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian")
+                                has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
+                                forward=True)
         with pipeline("jvp"):
             out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
         flat, unravel = lm.ravel(dyn)

@@ -5,9 +5,15 @@ its primitive (``Gate.primitives``): ``x + y`` as the add gate, ``x @ W`` as mat
 ``jnp.maximum(0, x)`` as ReLU, ``s[jnp.arange(N), y]`` as a gather that scatter-adds its
 gradient. It is the Autodidax interpreter pattern, with the gates as the interpretation. An
 explicit gate call (``gates.mul``, ``losses.softmax_loss``'s fused gate) is recorded as
-itself and applied once, as the gate it is. Nested ``jax.jit`` calls and JAX's own
-``custom_jvp``/``custom_vjp`` functions (``jax.nn.relu``, ``jax.nn.softmax``, optax's
-losses) are opened and traced through gates too.
+itself and applied once, as the gate it is. Nested ``jax.jit`` calls are opened and traced
+through gates too.
+
+A ``jax.custom_jvp`` or ``jax.custom_vjp`` function keeps its own rule, as under ``jax.grad``:
+it runs as one step that JAX differentiates with that rule, and ``jaxprop.observe`` reports it
+as a ``"custom_jvp"`` or ``"custom_vjp"`` event (a :class:`CustomRule`, with the function's
+name). Forward mode through a ``custom_vjp`` function is refused, as ``jax.jvp`` refuses it.
+Only the few JAX library functions in :data:`OPENED_RULES`, whose gates are tested to give
+the derivative of the library's own rule, are opened into gates.
 
 Only what the derivative needs becomes a gate. An equation runs as a gate when it depends on
 a differentiated input *and* its output reaches the result along a differentiable path;
@@ -39,17 +45,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src.interpreters import ad, batching  # autodiff's tracers: what JAX differentiates
 from jax.extend import core as jex
 
 from jaxprop import gates
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.gate import RuleEvent, _notify, capture, captured
 
-__all__ = ["NoGateError", "JaxRule", "Gated", "gated", "LIFTS"]
+__all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
          "custom_vjp_call", "custom_vjp_call_jaxpr")
-"""Primitives that call a jaxpr: opened, and their equations traced through gates."""
+"""Primitives that call a jaxpr: opened, and their equations traced through gates (a custom
+rule's call only when it is one of :data:`OPENED_RULES`)."""
+
+CUSTOM_CALLS = {"custom_jvp_call": "custom_jvp", "custom_vjp_call": "custom_vjp",
+                "custom_vjp_call_jaxpr": "custom_vjp"}
+"""The calls of a function with its own rule, and the kind of rule: kept, never opened."""
+
+OPENED_RULES = {
+    "jax.nn.relu": ("relu", "jax/_src/nn/functions.py",
+                    "the relu gate passes the gradient where x > 0, as JAX's rule does (0 at "
+                    "x = 0)"),
+    "jax.nn.softmax": ("_softmax", "jax/_src/nn/functions.py",
+                       "exp, sum and div gates: the same derivative as JAX's rule, which has "
+                       "no kink (softmax's custom_jvp, under jax_softmax_custom_jvp)"),
+}
+"""JAX's own custom-rule functions that are opened into gates: name -> (the function's name,
+its file in the jax package, why the gates' derivative is the library rule's).
+``tests/test_no_silent_wrong.py`` checks each against ``jax.grad`` at its kinks. Every other
+``custom_jvp``/``custom_vjp`` function (``jax.nn.relu6``, ``jnp.logaddexp`` and so
+``jax.nn.softplus``, ``jax.scipy.special.xlogy``, the user's own) keeps its rule."""
 
 PASS_THROUGH = ("copy", "copy_p", "optimization_barrier")
 """Primitives that return their inputs unchanged: their values pass through as they are."""
@@ -73,6 +99,20 @@ def _lifts() -> dict[str, tuple]:
 
 LIFTS: dict[str, tuple] = _lifts()
 """JAX primitive name -> (the gate that stands for it, its adapter), from the gates."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomRule:
+    """A ``jax.custom_jvp`` or ``jax.custom_vjp`` function that kept its own rule; it takes a
+    gate's place in ``jaxprop.observe`` events (``kind`` ``"custom_jvp"`` or ``"custom_vjp"``).
+    """
+
+    name: str
+    kind: str
+    line: str = "an unknown line"
+    pattern: str = "its own rule"
+    symbol: str = ""
+    elementwise: bool = False
 
 
 class NoGateError(TypeError):
@@ -111,10 +151,36 @@ class _Op:
     outs: list
     gate_call: tuple | None = None
     sites: tuple = ()  # the calls (nested jits) it was opened from, innermost first
+    custom: CustomRule | None = None  # a custom_jvp/custom_vjp function kept whole
 
 
 def _inexact(aval) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def _function_of(eqn) -> tuple[str, str]:
+    """``(name, file)`` of the Python function a custom rule's call was traced from."""
+    sub = called_jaxpr(eqn)
+    info = getattr(sub[0], "debug_info", None) if sub is not None else None
+    text = getattr(info, "func_src_info", None) or ""
+    name, _, where = text.partition(" at ")
+    return name or eqn.primitive.name, where.rsplit(":", 1)[0]
+
+
+def _opened(eqn) -> bool:
+    """Whether a custom rule's call is one of :data:`OPENED_RULES` (its gates are tested)."""
+    name, file = _function_of(eqn)
+    jax_dir = os.path.dirname(os.path.dirname(jax.__file__)) + os.sep
+    return any(name == fn and file == jax_dir + path.replace("/", os.sep)
+               for fn, path, _ in OPENED_RULES.values())
+
+
+def _foldable(value) -> bool:
+    """A scalar number known while tracing: not a tracer, not a PRNG key."""
+    if isinstance(value, jax.core.Tracer) or np.ndim(value) != 0:
+        return False
+    dtype = getattr(value, "dtype", None)
+    return dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
 
 
 def _sub_jaxpr(eqn):
@@ -146,7 +212,7 @@ class _Program:
 
     def _constant(self, value, aval) -> int:
         ref = self._new(aval if aval is not None else jax.typeof(value))
-        if np.ndim(value) == 0 and not isinstance(value, jax.core.Tracer):
+        if _foldable(value):
             value = _Const(np.asarray(value).item(), (), np.asarray(value).dtype)
         self.values[ref] = value
         return ref
@@ -164,7 +230,8 @@ class _Program:
             ins = [ref(a) for a in eqn.invars]
             call = captured(eqn)
             name = eqn.primitive.name
-            if call is None and name in CALLS:
+            kept = name in CUSTOM_CALLS and not _opened(eqn)
+            if call is None and name in CALLS and not kept:
                 sub, consts = _sub_jaxpr(eqn)
                 sub_consts = [self._constant(c, getattr(v, "aval", None))
                               for c, v in zip(consts, sub.constvars)]
@@ -174,6 +241,10 @@ class _Program:
                     ins = ins[eqn.params.get("num_consts", 0):]
                 outs = [self._new(v.aval) for v in eqn.outvars]
                 self.ops.append(_Op(eqn, ins, outs, call, sites))
+                if kept and call is None:
+                    op = self.ops[-1]
+                    op.custom = CustomRule(_function_of(eqn)[0], CUSTOM_CALLS[name],
+                                           _user_line(op))
             for v, r in zip(eqn.outvars, outs):
                 if not isinstance(v, jex.DropVar):
                     env[v] = r
@@ -268,8 +339,30 @@ def _check_outputs(op: _Op, outs, gate) -> None:
 def _bind(op: _Op, vals, stop=()):
     args = [lax.stop_gradient(v) if i in stop else v for i, v in enumerate(
         _materialize(v) for v in vals)]
-    out = op.eqn.primitive.bind(*args, **op.eqn.params)
+    params = op.eqn.primitive.get_bind_params(op.eqn.params)  # as jax.core.eval_jaxpr
+    out = op.eqn.primitive.bind(*args, **params)
     return list(out) if op.eqn.primitive.multiple_results else [out]
+
+
+MIXED_OPERANDS = ("dot_general", "pow")
+"""Primitives whose operands may differ in dtype (a boolean image in a matmul, an integer
+exponent): a boolean or integer operand is converted to the output's dtype before the gate
+takes it, as JAX computes it."""
+
+
+def _promoted(op: _Op, vals) -> list:
+    if op.eqn.primitive.name not in MIXED_OPERANDS:
+        return list(vals)
+    dtype = op.eqn.outvars[0].aval.dtype
+    return [v if isinstance(v, _Const) or jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+            else lax.convert_element_type(v, dtype) for v in vals]
+
+
+def _forward_refusal(who: str, rule: CustomRule) -> TypeError:
+    return TypeError(
+        f"{who}: {rule.name} (at {rule.line}) is a jax.custom_vjp function: its rule is a "
+        "VJP, and forward mode cannot push a tangent through it (jax.jvp refuses it too). "
+        "Use reverse mode (jaxprop.reverse, jax.grad), or give it a jax.custom_jvp rule")
 
 
 def _apply_gate_call(call, vals):
@@ -300,7 +393,15 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 op, vals, [i for i, a in enumerate(in_active) if a])
         elif not any(r in needed for r in op.outs):  # its derivative reaches nothing
             outs = _bind(op, vals, [i for i, a in enumerate(in_active) if a])
+        elif op.custom is not None:  # JAX differentiates it with the function's own rule
+            if op.custom.kind == "custom_vjp" and any(
+                    _pushes_tangents(v) for v, a in zip(vals, in_active) if a):
+                raise _forward_refusal("jaxprop", op.custom)
+            outs = _bind(op, vals)
+            _notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
+                              outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
+            vals = _promoted(op, vals)
             gate, adapter = LIFTS[name]
             out_shape = op.eqn.outvars[0].aval.shape
             others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
@@ -329,6 +430,37 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 "\"JAX's rule\")")
         env.update(zip(op.outs, outs))
     return [_materialize(env[r]) for r in program.outputs]
+
+
+def _pushes_tangents(x) -> bool:
+    """Whether ``x`` is differentiated by ``jax.jvp`` (forward mode proper, not linearize)."""
+    while isinstance(x, batching.BatchTracer):
+        x = x.val
+    return isinstance(x, ad.JVPTracer) and type(x.tangent) is not ad.Zero
+
+
+def _has_tangent(x) -> bool:
+    """Whether JAX differentiates ``x``: an autodiff tracer (under ``jax.vmap`` too) whose
+    tangent is not a symbolic zero."""
+    while isinstance(x, batching.BatchTracer):
+        x = x.val
+    return (isinstance(x, (ad.JVPTracer, ad.LinearizeTracer))
+            and type(x.tangent) is not ad.Zero)
+
+
+def differentiated(values: list) -> list[bool]:
+    """Which floating-point inputs of a gated function JAX differentiates.
+
+    Under ``jax.grad``, ``jax.jvp`` or ``jax.vmap`` of them, the inputs are JAX's autodiff
+    tracers, and only those are differentiated: data passed beside the parameters is not.
+    With no autodiff tracer among them (called as it is, or traced by ``jax.jit`` inside a
+    transformation that it cannot see), every floating-point input is.
+    """
+    inexact = [jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in values]
+    seen = [_has_tangent(v) for v in values]
+    if any(seen):
+        return [a and b for a, b in zip(inexact, seen)]
+    return inexact
 
 
 def _is_array(x) -> bool:
@@ -387,16 +519,25 @@ class Gated:
     def __call__(self, *args, **kwargs):
         return self.runner(*args, **kwargs)[0](*args, **kwargs)
 
-    def runner(self, *args, **kwargs):
+    def refuse_forward(self, who: str, *args, **kwargs) -> None:
+        """Raises, naming the function and its line, when forward mode would meet a
+        ``custom_vjp`` function on the derivative's path for these arguments."""
+        program, _, dyn = self.trace(*args, **kwargs)
+        _refuse_forward(who, program, dyn)
+
+    def runner(self, *args, forward_mode: str | None = None, **kwargs):
         """``(run, out_struct)``: f traced for these arguments, and a function of the same
         arguments that runs that trace through the gates without tracing f again.
         ``out_struct`` is f's output as ``jax.ShapeDtypeStruct`` s, known before anything
-        runs (the drivers check it)."""
-        program, out_tree, _ = self.trace(*args, **kwargs)
+        runs (the drivers check it). A forward-mode driver passes its name as
+        ``forward_mode`` (see :meth:`refuse_forward`)."""
+        program, out_tree, dyn = self.trace(*args, **kwargs)
+        if forward_mode is not None:
+            _refuse_forward(forward_mode, program, dyn)
 
         def run_traced(*a, **k):
             values = [x for x in jax.tree.leaves((a, k)) if _is_array(x)]
-            active = [jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in values]
+            active = differentiated(values)
             with capture(False):
                 outs = run(program, values, active, self.allow_jax_rules)
             return jax.tree.unflatten(out_tree, outs)
@@ -404,6 +545,14 @@ class Gated:
         structs = [jax.ShapeDtypeStruct(program.avals[r].shape, program.avals[r].dtype)
                    for r in program.outputs]
         return run_traced, jax.tree.unflatten(out_tree, structs)
+
+
+def _refuse_forward(who: str, program: _Program, dyn: list) -> None:
+    active, needed = program.analyse(differentiated(dyn))
+    for op in program.ops:
+        if (op.custom is not None and op.custom.kind == "custom_vjp"
+                and any(r in needed for r in op.outs) and any(r in active for r in op.ins)):
+            raise _forward_refusal(who, op.custom)
 
 
 _GATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -416,7 +565,9 @@ def gated(f: Callable, *, allow_jax_rules: bool = False) -> Gated:
     ``jax.jvp``, ``jax.vmap``, ``jax.hessian`` and ``jax.jit``, and there every derivative
     comes from the gates' rules (their JVP rules by default, their VJP rules inside
     ``jaxprop.pipeline("vjp")``). The drivers of ``jaxprop.reverse`` and ``jaxprop.forward``
-    apply it themselves.
+    apply it themselves. Only the arguments that JAX differentiates (see
+    :func:`differentiated`) are traced into gates; a ``custom_jvp`` or ``custom_vjp``
+    function keeps its own rule.
 
     Args:
       f: a function of arrays (pytrees of them), in plain JAX, built from gates, or both.

@@ -41,6 +41,9 @@ from jaxprop.gate import RuleEvent, is_constant, observe, pipeline
 from jaxprop.tracer import gated
 
 MODES = ("reverse", "forward")
+APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
+"""The event kinds of one step of f: a gate, an operation JAX's own rule took, or a
+``custom_jvp``/``custom_vjp`` function that kept its own rule."""
 DEFAULT_MAX_BASIS = 256
 """Most input elements forward mode pushes a basis vector for, unless told otherwise."""
 
@@ -72,6 +75,7 @@ class Application:
     local: tuple = ()
     params: dict = dataclasses.field(default_factory=dict)
     jax_rule: bool = False
+    own_rule: bool = False  # a custom_jvp/custom_vjp function, differentiated by its rule
 
 
 @dataclasses.dataclass
@@ -145,6 +149,8 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     events: list[RuleEvent] = []
     meta: dict[str, Any] = {}
     f_gated = gated(f, allow_jax_rules=allow_jax_rules)  # plain JAX code meets the gates too
+    if mode == "forward":
+        f_gated.refuse_forward("explain", *args)
 
     def f_of_diff(fixed, *dyn):
         full = list(fixed)
@@ -233,7 +239,7 @@ def _wires(events: list[RuleEvent]) -> list:
     """Every floating-point gate input and output, once each, in order of appearance."""
     seen, wires = set(), []
     for e in events:
-        if e.kind not in ("forward", "jax"):
+        if e.kind not in APPLIED:
             continue
         for x in (*e.inputs, *jax.tree.leaves(e.outputs)):
             if is_constant(x) or id(x) in seen:
@@ -344,7 +350,7 @@ def _export(events: list[RuleEvent]) -> list:
     """
     exported = []
     for e in events:
-        if e.kind in ("forward", "jax"):  # a gate, or an operation JAX's own rule took
+        if e.kind in APPLIED:  # a gate, or a step that JAX's or the user's own rule took
             exported.append({
                 "inputs": tuple(None if is_constant(x) else _primal(x) for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
@@ -363,7 +369,7 @@ def _applications(events, exported, mode, wire_tangent) -> list[Application]:
              if e.kind in ("vjp", "jvp")}
     apps = []
     for event, values in zip(events, exported, strict=True):
-        if event.kind not in ("forward", "jax"):
+        if event.kind not in APPLIED:
             continue
         rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
         differentiated = rule_event is not None and rule_event.gate is event.gate
@@ -391,6 +397,7 @@ def _applications(events, exported, mode, wire_tangent) -> list[Application]:
             local=local,
             params=dict(event.params),
             jax_rule=event.kind == "jax",
+            own_rule=event.kind in ("custom_jvp", "custom_vjp"),
         ))
     return apps
 

@@ -408,6 +408,12 @@ def _gate_row(step: int, app: capture.Application, values: dict, reverse: bool) 
                    "no gate stands for it: JAX differentiated it with its own rule "
                    "(allow_jax_rules=True)", app.gate.name, names, app.inputs, out_names,
                    app.outputs, None, "JAX's own rule", None)
+    if app.own_rule:
+        rule = app.gate
+        return Row(step, rule.name, f"its own {rule.kind} rule",
+                   f"a jax.{rule.kind} function (at {rule.line}): JAX differentiated it with "
+                   "its own rule, as jax.grad does", rule.name, names, app.inputs, out_names,
+                   app.outputs, None, f"{rule.name}'s own rule", None)
     local = tuple(None if v is None else np.asarray(v) for v in app.local)
     desc = describe.describe(app.gate, app.consts, app.inputs, app.outputs, local, names,
                              out_names[0] if len(out_names) == 1 else "z",

@@ -69,7 +69,9 @@ def _is_lecture_matmul(x, w, dimension_numbers) -> bool:
 
 def _from_dot_general(x, w, *, dimension_numbers, precision=None, preferred_element_type=None,
                       **_):
-    if _is_lecture_matmul(x, w, dimension_numbers):
+    natural = preferred_element_type is None or (
+        jnp.dtype(preferred_element_type) == jnp.result_type(x, w))
+    if natural and _is_lecture_matmul(x, w, dimension_numbers):
         return matmul(x, w)  # x [..., D] @ w [D, M]: the lecture's gate
     return dot_general(x, w, dimension_numbers, precision, preferred_element_type)
 

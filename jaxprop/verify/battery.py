@@ -447,7 +447,7 @@ def _rule_ran_row(s: _Subject, o: _Options, u, v, ours, direct) -> CheckRow:
             problems.append(f"{mode} mode ran {kinds[other]} {other.upper()} rule(s)")
         if kinds["jax"] and not allow:
             problems.append(f"{mode} mode used JAX's rule for {kinds['jax']} operation(s)")
-        if not kinds[rule]:
+        if not kinds[rule] and not kinds["custom_jvp"] + kinds["custom_vjp"]:
             problems.append(f"no {rule.upper()} rule ran in {mode} mode")
         elif applied != sorted(e.gate.name for e in events if e.kind == rule):
             problems.append(f"in {mode} mode the gates applied ({', '.join(applied)}) and the "
@@ -458,7 +458,9 @@ def _rule_ran_row(s: _Subject, o: _Options, u, v, ours, direct) -> CheckRow:
     rev, fwd = counts["reverse"][0], counts["forward"][0]
     note = (f"reverse mode: {rev['vjp']} VJP rule(s); forward mode: {fwd['jvp']} JVP rule(s)"
             + (f"; JAX's rule for {rev['jax']} operation(s) (allow_jax_rules=True)"
-               if rev["jax"] else ""))
+               if rev["jax"] else "")
+            + (f"; the own rule of {rev['custom_jvp'] + rev['custom_vjp']} custom_jvp/custom_vjp "
+               "function(s)" if rev["custom_jvp"] + rev["custom_vjp"] else ""))
     if problems:
         return CheckRow("rule_ran", CHECKS["rule_ran"], FAIL, where="-",
                         note="; ".join(problems))
