@@ -16,11 +16,11 @@ _SUBMODULES = ("forward", "gates", "losses", "models", "reference", "reverse", "
                "data", "explainer", "train", "verify")
 _NAMES = {
     "Gate": "jaxprop.gate",
-    "RuleEvent": "jaxprop.gate",
+    "RuleEvent": "jaxprop.events",
     "PATTERNS": "jaxprop.gate",
-    "current_pipeline": "jaxprop.gate",
-    "observe": "jaxprop.gate",
-    "pipeline": "jaxprop.gate",
+    "current_rule_set": "jaxprop.wiring",
+    "observe": "jaxprop.events",
+    "rule_set": "jaxprop.wiring",
     "l2_penalty": "jaxprop.losses",
     "softmax_loss": "jaxprop.losses",
     "svm_loss": "jaxprop.losses",

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 
 from jaxprop import _drivers as lm
 from jaxprop import reverse
-from jaxprop.gate import pipeline
 from jaxprop.tracer import gated
+from jaxprop.wiring import rule_set
 
 __all__ = ["jvp", "linearize", "grad", "value_and_grad", "jacobian", "jvp_from_vjp",
            "hessian"]
@@ -41,7 +41,7 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
     rules. Mirrors ``jax.jvp``."""
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.jvp", *primals)
-    with pipeline("jvp"):
+    with rule_set("jvp"):
         return jax.jvp(traced, tuple(primals), tuple(tangents), has_aux=has_aux)
 
 
@@ -53,11 +53,11 @@ def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: boo
     """
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.linearize", *primals)
-    with pipeline("jvp"):
+    with rule_set("jvp"):
         out, f_jvp, *aux = jax.linearize(traced, *primals, has_aux=has_aux)
 
     def f_jvp_in_pipeline(*tangents):
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             return f_jvp(*tangents)
 
     return (out, f_jvp_in_pipeline, *aux)
@@ -93,10 +93,10 @@ def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None,
         f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
                                 has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
                                 forward=True)
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
         flat, unravel = lm.ravel(dyn)
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
                                   chunk_size)
         grads = unravel(column.astype(flat.dtype))
@@ -128,11 +128,11 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *
 
 def _push_map(f_dyn, dyn, has_aux):
     """f_dyn, already traced into gates, and its linear map through our JVP rules."""
-    with pipeline("jvp"):
+    with rule_set("jvp"):
         out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
 
     def jvp_fn(*tangents):
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             return f_jvp(*tangents)
 
     return out, jvp_fn, aux[0] if has_aux else None
@@ -187,7 +187,7 @@ def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple, *,
     """
     primals, tangents = tuple(primals), tuple(tangents)
     out, pullback = reverse.vjp(f, *primals, allow_jax_rules=allow_jax_rules)
-    with pipeline("vjp"):
+    with rule_set("vjp"):
         _, pullback_of_pullback = jax.vjp(pullback, jax.tree.map(jnp.zeros_like, out))
         (out_dot,) = pullback_of_pullback(tangents)
     return out, out_dot

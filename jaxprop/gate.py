@@ -18,36 +18,21 @@ cache key. The gate also carries the facts that ``jaxprop.explain``, the README'
 the test battery read: its ``pattern`` in the lecture's words, its circuit ``symbol``, and
 the text of each rule (``local``, ``tangent``).
 
-How the rules are wired into JAX depends on the *rule set* that is tracing:
-
-* ``"jvp"`` (the default): the gate is a ``jax.custom_jvp`` running our JVP rules. This works
-  under ``jax.jvp``, ``jax.grad`` (JAX transposes our linear JVP rules), ``jax.vmap`` and
-  ``jax.hessian``. ``jaxprop.forward`` uses it.
-* ``"vjp"``: the gate is a ``jax.custom_vjp`` running our VJP rules. ``jaxprop.reverse``
-  traces under it. (``custom_vjp`` refuses ``jax.jvp``, which is why it is not the default.)
-
-The choice is a ``jax.make_user_context``: it is part of ``jax.jit``'s cache key, so a
-function jitted under one rule set is retraced, never silently reused, under the other.
+A gate is called like the operation it stands for; ``jaxprop.wiring`` wires its rules
+into JAX (``custom_jvp`` or ``custom_vjp``, by the rule set tracing) and checks what they
+return, and ``jaxprop.events`` lets tools watch them run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
-import itertools
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
-
-RULE_SETS = ("jvp", "vjp")
-"""The two ways a gate is wired: our JVP rules (the default) or our VJP rules."""
 
 DISTRIBUTOR = "distributor"
 SWITCHER = "switcher"
@@ -73,100 +58,6 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
 class GateContractError(TypeError):
     """A gate that breaks the contract of :class:`Gate`: the message names the gate, the
     rule (VJP or JVP, and for which input) and what was expected."""
-
-
-_rule_set = jax.make_user_context("jvp")
-_capturing = jax.make_user_context(False)
-_observing = jax.make_user_context(())  # in jit's cache key: observed code is retraced
-_observe_blocks = itertools.count()
-_observers: list[Callable[..., None]] = []
-
-CAPTURE_TAG = "jaxprop.gate#"
-"""How the name of an explicit gate call recorded by ``capture`` begins (see captured)."""
-_CAPTURED: dict[str, tuple] = {}
-
-
-def current_pipeline() -> str:
-    """Returns the rule set that gates use when traced now: ``"jvp"`` or ``"vjp"``."""
-    return _rule_set.value
-
-
-@contextlib.contextmanager
-def pipeline(name: str):
-    """Traces gates with our JVP rules (``"jvp"``) or our VJP rules (``"vjp"``)."""
-    if name not in RULE_SETS:
-        raise ValueError(f"unknown pipeline {name!r}; expected one of {RULE_SETS}")
-    with _rule_set(name):
-        yield
-
-
-@contextlib.contextmanager
-def capture(on: bool = True):
-    """While on, an explicit gate call records itself in the jaxpr being traced instead of
-    wiring its rules: ``jaxprop.gated`` traces a function this way, so that it can apply
-    each explicit gate as the gate it is (and every other operation as its gate).
-
-    The recorded call is a ``custom_jvp`` running the gate's JVP rules, so the function
-    still works under ``jax.jvp``, ``jax.grad`` and ``jax.vmap`` while it is traced.
-    """
-    with _capturing(on):
-        yield
-
-
-def captured(eqn) -> tuple | None:
-    """``(gate, const_mask, consts, params)`` of an explicit gate call that ``capture``
-    recorded as ``eqn``, or None for any other equation."""
-    if eqn.primitive.name != "custom_jvp_call":
-        return None
-    info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
-    name = (getattr(info, "func_src_info", "") or "").split(" ", 1)[0]
-    return _CAPTURED.get(name) if name.startswith(CAPTURE_TAG) else None
-
-
-@contextlib.contextmanager
-def observe(callback: Callable[..., None]):
-    """Calls ``callback(event)`` each time a gate or one of its rules is traced.
-
-    ``event`` is a :class:`RuleEvent`. The callback runs at trace time, with tracers under
-    ``jax.jit``; it sees exactly the arrays the rule uses, so it can record which rule ran
-    (tests do this) or stage a ``jax.debug.callback`` to read values (``jaxprop.explain``).
-    The set of observers is part of ``jax.jit``'s cache key, so a function compiled before
-    is traced again while observed: the callback sees its rules too.
-    """
-    _observers.append(callback)
-    try:
-        with _observing((*_observing.value, next(_observe_blocks))):
-            yield
-    finally:
-        _observers.remove(callback)
-
-
-@dataclasses.dataclass(frozen=True)
-class RuleEvent:
-    """One application of a gate (``kind="forward"``) or of one of its rules.
-
-    For ``kind="vjp"``: ``inputs`` are the gate's primal inputs, ``outputs`` its output,
-    ``upstream`` the cotangent z_bar and ``downstream`` one x_bar per input (``None`` where
-    the input gets no gradient). For ``kind="jvp"``: ``upstream`` holds the input tangents
-    (``None`` for a symbolic zero) and ``downstream`` the output tangent. ``rule(i, t)``
-    applies input i's rule of this very application (its residuals) to a tangent or
-    cotangent ``t`` shaped like the output (VJP) or like the broadcast input (JVP): explain
-    uses it to show the local gradient the rule really computes.
-    """
-
-    gate: Gate
-    kind: str
-    inputs: tuple
-    outputs: Any
-    upstream: Any = None
-    downstream: Any = None
-    rule: Callable[[int, Any], Any] | None = None
-    params: tuple = ()
-
-
-def _notify(event: RuleEvent) -> None:
-    for callback in tuple(_observers):
-        callback(event)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -198,6 +89,11 @@ class Gate:
         plain JAX code: primitive name -> ``(*inputs, **primitive_params) -> output`` that
         applies the gate (None: the gate applied to the inputs as they are, its ``params``
         taken from the primitive's of the same names).
+      prepare: ``(*args, **kwargs) -> (xs, params)``, the one hook for static parameters:
+        it turns a call in the operation's own words (``sum(x, axis=1)``) into the gate's
+        inputs and static params (``(x,), {"axes": (1,), "shape": (2, 3)}``). A call that
+        already gives ``arity`` inputs and exactly ``params`` as keywords skips it (the
+        tracer and ``jaxprop.check`` call a gate that way).
       label: ``(input_names, **params) -> name`` for its output in explain (``w[0]`` for a
         slice of w); None: the output gets a step name (``s3``).
       doc: the gate's rules in the lecture's words; becomes its ``__doc__``.
@@ -218,6 +114,7 @@ class Gate:
     elementwise: bool = False
     check: Callable[..., None] | None = None
     primitives: dict = dataclasses.field(default_factory=dict)
+    prepare: Callable[..., tuple[tuple, dict]] | None = None
     label: Callable[..., str] | None = None
     doc: str = ""
 
@@ -248,35 +145,18 @@ class Gate:
         return tuple(names) + tuple(f"x{i}" for i in range(len(names), self.arity))
 
     def __call__(self, *xs, **params):
-        if len(xs) != self.arity:
-            raise TypeError(f"{self.name} takes {self.arity} inputs, got {len(xs)}")
-        if set(params) != set(self.params):
-            raise TypeError(f"{self.name} takes the parameters {self.params}, got "
-                            f"{tuple(sorted(params))}")
-        const_mask = tuple(is_constant(x) for x in xs)
-        for i, x in enumerate(xs):
-            if not const_mask[i] and self.vjp[i] is not None:
-                _check_float(self.name, i, x)
-        if self.check is not None:
-            self.check(*xs, **params)
-        if self.broadcast:
-            _broadcast_shape(self.name, xs, const_mask)
-        frozen = tuple(sorted(params.items()))
-        consts = [x for x, c in zip(xs, const_mask) if c]
-        arrays = [x for x, c in zip(xs, const_mask) if not c]
-        if _capturing.value:
-            return _captured_wire(self, const_mask, tuple(consts), frozen)(*consts, *arrays)
-        wired = _wire(self, current_pipeline(), const_mask, frozen)
-        out = wired(*consts, *arrays)
-        if _observers:
-            _notify(RuleEvent(self, "forward", tuple(xs), out, params=frozen))
-        return out
+        from jaxprop.wiring import apply
+
+        if self.prepare is not None and not (
+                len(xs) == self.arity and params and set(params) == set(self.params)):
+            xs, params = self.prepare(*xs, **params)
+        return apply(self, tuple(xs), params)
 
     def __repr__(self) -> str:
         return f"Gate({self.name!r}, pattern={self.pattern!r})"
 
 
-def _kind(value) -> str:
+def describe(value) -> str:
     """A value as an error message names it: ``a function``, ``a tuple of 1``, ``float32[3]``."""
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
@@ -305,14 +185,14 @@ def _check_definition(gate: Gate) -> None:
     """The checks a gate passes when it is defined (see :class:`GateContractError`)."""
     if not isinstance(gate.name, str) or not gate.name:
         raise GateContractError(f"a Gate needs a name, a non-empty string; got "
-                                f"{_kind(gate.name)}")
+                                f"{describe(gate.name)}")
     name = gate.name
     if gate.pattern not in PATTERNS:
         raise GateContractError(f"gate {name!r}: pattern {gate.pattern!r} is not one of the "
                                 f"lecture's patterns: {', '.join(map(repr, PATTERNS))}")
     if not callable(gate.forward):
         raise GateContractError(f"gate {name!r}: forward must be a function "
-                                f"(*xs, **params) -> (z, res); got {_kind(gate.forward)}")
+                                f"(*xs, **params) -> (z, res); got {describe(gate.forward)}")
     if isinstance(gate.params, str) or not all(isinstance(p, str) for p in gate.params):
         raise GateContractError(f"gate {name!r}: params must be a tuple of parameter names "
                                 f"(strings); got {gate.params!r}")
@@ -323,11 +203,11 @@ def _check_definition(gate: Gate) -> None:
             raise GateContractError(
                 f"gate {name!r}: {which}= must be a tuple with one rule per input, each "
                 f"{shapes[which]} (None for an input with no derivative); got "
-                f"{_kind(rules)}. For a one-input gate write {which}=(rule,)")
+                f"{describe(rules)}. For a one-input gate write {which}=(rule,)")
         for i, rule in enumerate(rules):
             if rule is not None and not callable(rule):
                 raise GateContractError(f"gate {name!r}: the {which.upper()} rule for input "
-                                        f"{i} must be a function or None; got {_kind(rule)}")
+                                        f"{i} must be a function or None; got {describe(rule)}")
     if not gate.vjp:
         raise GateContractError(f"gate {name!r}: a gate needs at least one input: give one "
                                 "VJP and one JVP rule per input")
@@ -360,27 +240,18 @@ def _check_definition(gate: Gate) -> None:
             f"{len(gate.vjp)} here; got {gate.local!r}")
 
 
+def inputs(*xs, **params) -> tuple[tuple, dict]:
+    """What a ``prepare`` hook returns: the gate's inputs ``xs`` and its static ``params``."""
+    return xs, params
+
+
 def is_constant(x) -> bool:
     """Python numbers (not bools) are constants: the "constant side" of add and mul gets no
     gradient and is baked into the traced program."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_float(name: str, i: int, x) -> None:
-    dtype = jnp.result_type(x)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"{name}: input {i} has dtype {dtype}; gates take floating-point arrays, and "
-            "the lecture's rules are written for real numbers: split a complex value into "
-            "its real and imaginary parts")
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{name}: input {i} has dtype {dtype}; gates take floating-point arrays (or "
-            "Python numbers as constants): cast it with .astype(jnp.float32)"
-        )
-
-
-def _broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
+def broadcast_shape(name: str, xs, const_mask) -> tuple[int, ...]:
     shapes = [np.shape(x) for x, c in zip(xs, const_mask) if not c]
     try:
         return np.broadcast_shapes(*shapes)
@@ -394,198 +265,15 @@ def run_forward(gate: Gate, xs: tuple, const_mask: tuple[bool, ...], params: dic
     """``gate.forward`` on ``xs``; a broadcasting gate first stretches its arrays to one shape
     (its constants stay Python numbers)."""
     if gate.broadcast:
-        shape = _broadcast_shape(gate.name, xs, const_mask)
+        shape = broadcast_shape(gate.name, xs, const_mask)
         xs = tuple(x if c else jnp.broadcast_to(x, shape) for x, c in zip(xs, const_mask))
     return gate.forward(*xs, **params)
-
-
-def _bind(rule: Callable, params: dict) -> Callable:
-    """``rule`` with the gate's static parameters bound (a gate without any: ``rule``)."""
-    return functools.partial(rule, **params) if params else rule
-
-
-@functools.lru_cache(maxsize=8192)
-def _wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple):
-    """The JAX-visible function of ``gate`` for one rule set, constant pattern and set of
-    static parameters."""
-    return _build_wire(gate, rule_set, const_mask, frozen)
-
-
-@functools.lru_cache(maxsize=8192)
-def _captured_wire(gate: Gate, const_mask: tuple[bool, ...], consts: tuple, frozen: tuple):
-    """The gate's JVP wiring, named so that ``captured`` finds the call (and its constants,
-    which the recorded call bakes in) in a jaxpr."""
-    tag = f"{CAPTURE_TAG}{len(_CAPTURED)}"
-    _CAPTURED[tag] = (gate, const_mask, consts, frozen)
-    return _build_wire(gate, "jvp", const_mask, frozen, tag)
-
-
-def _build_wire(gate: Gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple,
-                tag: str | None = None):
-    params = dict(frozen)
-    positions = [i for i, c in enumerate(const_mask) if not c]
-    n_const = len(const_mask) - len(positions)
-    vjps = [None if r is None else _bind(r, params) for r in gate.vjp]
-    jvps = [None if r is None else _bind(r, params) for r in gate.jvp]
-
-    def merge(consts, arrays):
-        return merge_inputs(const_mask, consts, arrays)
-
-    def forward(xs):
-        return _checked_forward(gate, run_forward(gate, xs, const_mask, params))
-
-    if rule_set == "jvp":
-
-        @functools.partial(jax.custom_jvp, nondiff_argnums=tuple(range(n_const)))
-        def wired(*args):
-            return forward(merge(args[:n_const], args[n_const:]))[0]
-
-        def jvp_rule(*args):
-            consts, (primals, tangents) = args[:n_const], args[n_const:]
-            xs = merge(consts, primals)
-            z, res = forward(xs)
-            z_dot = None
-            x_dots = []
-            for i, x_dot in zip(positions, tangents):
-                rule = jvps[i]
-                if rule is None or isinstance(x_dot, SymbolicZero):
-                    x_dots.append(None)
-                    continue
-                x_dots.append(x_dot)
-                if gate.broadcast:
-                    x_dot = jnp.broadcast_to(x_dot, jnp.shape(z))
-                if i not in _LINEAR_CHECKED.setdefault(gate, set()):
-                    _check_linear(gate, i, rule, res, x_dot)
-                part = _checked_tangent(gate, i, rule(res, x_dot), z)
-                part = jax.tree.map(_like, part, z)  # z_dot takes z's dtype
-                z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
-            if z_dot is None:
-                z_dot = jax.tree.map(jnp.zeros_like, z)
-            if _observers and not _capturing.value:
-                _notify(RuleEvent(gate, "jvp", xs, z, tuple(x_dots), z_dot,
-                                  lambda i, t: jvps[i](res, t), frozen))
-            return z, z_dot
-
-        wired.defjvp(jvp_rule, symbolic_zeros=True)
-        if tag is not None:
-            wired.fun.__name__ = tag
-        return wired
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=tuple(range(n_const)))
-    def wired(*args):
-        return forward(merge(args[:n_const], args[n_const:]))[0]
-
-    def fwd(*args):
-        xs = merge(args[:n_const], args[n_const:])
-        z, res = forward(xs)
-        res = jax.tree.map(jnp.asarray, res)  # a constant kept as a residual must be an array
-        return z, (args[n_const:], z, res)
-
-    def bwd(*args):
-        (arrays, z, res), z_bar = args[n_const], args[n_const + 1]
-        xs = merge(args[:n_const], arrays)
-        x_bars = []
-        for i in positions:
-            rule = vjps[i]
-            if rule is None:
-                x_bars.append(None)
-                continue
-            x_bar = _checked_cotangent(gate, i, rule(res, z_bar), xs[i], z)
-            if gate.broadcast:
-                x_bar = unbroadcast(x_bar, np.shape(xs[i]))
-            x_bars.append(x_bar.astype(jnp.result_type(xs[i])))
-        if _observers:
-            _notify(RuleEvent(gate, "vjp", xs, z, z_bar, tuple(x_bars),
-                              lambda i, t: vjps[i](res, t), frozen))
-        return tuple(x_bars)
-
-    wired.defvjp(fwd, bwd)
-    return wired
-
-
-_LINEAR_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Per gate, the inputs whose JVP rule was found linear at its first use."""
-
-
-def _input(gate: Gate, i: int) -> str:
-    return f"input {i} ({gate.input_names[i]})"
-
-
-def _checked_forward(gate: Gate, out):
-    """``forward``'s ``(z, res)``, checked at each trace: a pair, z floating point."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise GateContractError(
-            f"gate {gate.name!r}: forward must return (z, res), the output and the residuals "
-            f"its rules read; got {_kind(out)}. A forward that returns only z (as in "
-            "micrograd) can return (z, x), or (z, None) when the rules need nothing")
-    for leaf in jax.tree.leaves(out[0]):
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            raise GateContractError(
-                f"gate {gate.name!r}: forward's output z has dtype {dtype}; a gate's output "
-                "is floating point (its inputs' dtype)")
-    return out
-
-
-def _checked_cotangent(gate: Gate, i: int, x_bar, x, z):
-    """Input i's VJP rule output, checked: one floating array shaped like x (or, for a
-    broadcasting gate, like the output, before the copies are summed back)."""
-    if isinstance(x_bar, (int, float)) and not isinstance(x_bar, bool):
-        x_bar = jnp.full(np.shape(x), x_bar, jnp.result_type(x))
-    shape, dtype = np.shape(x), jnp.result_type(x)
-    allowed = {tuple(shape)} | ({tuple(np.shape(z))} if gate.broadcast else set())
-    if not hasattr(x_bar, "shape") or not hasattr(x_bar, "dtype"):
-        raise GateContractError(
-            f"gate {gate.name!r}: the VJP rule for {_input(gate, i)} returned "
-            f"{_kind(x_bar)}; expected one array x_bar shaped like the input, "
-            f"{dtype}{list(shape)}")
-    if tuple(x_bar.shape) not in allowed or not jnp.issubdtype(x_bar.dtype, jnp.inexact):
-        raise GateContractError(
-            f"gate {gate.name!r}: the VJP rule for {_input(gate, i)} returned "
-            f"{_kind(x_bar)}; expected x_bar shaped like the input, {dtype}{list(shape)}"
-            + (f" (or like the output, {list(np.shape(z))})" if gate.broadcast else ""))
-    return x_bar
-
-
-def _checked_tangent(gate: Gate, i: int, part, z):
-    """Input i's JVP rule output, checked: floating, with the structure and shapes of z."""
-    want = jax.tree.structure(z)
-    if jax.tree.structure(part) != want:
-        raise GateContractError(
-            f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} returned {_kind(part)}; "
-            f"expected z_dot shaped like the output: {_kind(z)}")
-    for p, o in zip(jax.tree.leaves(part), jax.tree.leaves(z)):
-        if np.shape(p) != np.shape(o) or not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
-            raise GateContractError(
-                f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} returned "
-                f"{_kind(jnp.asarray(p))}; expected z_dot shaped like the output, "
-                f"{jnp.result_type(o)}{list(np.shape(o))}")
-    return part
-
-
-def _check_linear(gate: Gate, i: int, rule, res, x_dot) -> None:
-    """At a JVP rule's first use: raise unless it is linear in its tangent."""
-    from jaxprop._linearity import nonlinear_use
-
-    why = nonlinear_use(lambda t: rule(res, t), x_dot)
-    if why is not None:
-        name = gate.input_names[i]
-        raise GateContractError(
-            f"gate {gate.name!r}: the JVP rule for {_input(gate, i)} is not linear in its "
-            f"tangent {name}_dot: {why}. JAX transposes the JVP rule to get jax.grad, so it "
-            f"must be linear: multiply {name}_dot only by values computed from the inputs "
-            "or the residuals, and add the parts")
-    _LINEAR_CHECKED[gate].add(i)
 
 
 def merge_inputs(const_mask: tuple[bool, ...], consts, arrays) -> tuple:
     """The inputs in their order, from the constants and the arrays given apart."""
     it_c, it_a = iter(consts), iter(arrays)
     return tuple(next(it_c) if c else next(it_a) for c in const_mask)
-
-
-def _like(part, z):
-    return part.astype(jnp.result_type(z))
 
 
 def unbroadcast(x_bar, shape: tuple[int, ...]):

@@ -1,6 +1,6 @@
 """Reverse mode: the backward pass through our VJP rules.
 
-Under this pipeline every gate is a ``jax.custom_vjp`` whose backward is our hand-written
+Under this rule set every gate is a ``jax.custom_vjp`` whose backward is our hand-written
 rule, and f itself is traced into gates (``jaxprop.gated``), so plain JAX code meets the same
 rules as explicit gate calls. JAX records the forward pass with each gate's residuals, then
 walks the gates in reverse, handing each rule its upstream gradient; the rule returns
@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 import jax
 
 from jaxprop import _drivers as lm
-from jaxprop.gate import pipeline
 from jaxprop.tracer import gated
+from jaxprop.wiring import rule_set
 
 __all__ = ["vjp", "grad", "value_and_grad", "jacobian"]
 
@@ -38,12 +38,12 @@ def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = Fa
     Mirrors ``jax.vjp``; the pullback runs our VJP rules. ``primals_bar`` is a tuple with one
     entry per primal.
     """
-    with pipeline("vjp"):
+    with rule_set("vjp"):
         result = jax.vjp(gated(f, allow_jax_rules=allow_jax_rules), *primals, has_aux=has_aux)
     pullback = result[1]
 
     def vjp_fn(out_bar):
-        with pipeline("vjp"):
+        with rule_set("vjp"):
             return pullback(out_bar)
 
     return (result[0], vjp_fn, *result[2:])
@@ -68,7 +68,7 @@ def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) 
         f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
                                 has_aux=has_aux,
                                 scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
-        with pipeline("vjp"):
+        with rule_set("vjp"):
             out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
             grads = pullback(jax.numpy.ones_like(out))
         grads = grads[0] if isinstance(argnums, int) else grads
@@ -98,11 +98,11 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *
 
 def _pullback_map(f_dyn, dyn, has_aux):
     """f_dyn, already traced into gates, and its pullback through our VJP rules."""
-    with pipeline("vjp"):
+    with rule_set("vjp"):
         out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
 
     def vjp_fn(out_bar):
-        with pipeline("vjp"):
+        with rule_set("vjp"):
             return pullback(out_bar)
 
     return out, vjp_fn, aux[0] if has_aux else None

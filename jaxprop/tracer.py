@@ -34,6 +34,7 @@ For example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -48,9 +49,9 @@ from jax import lax
 from jax._src.interpreters import ad, batching  # autodiff's tracers: what JAX differentiates
 from jax.extend import core as jex
 
-from jaxprop import gates
+from jaxprop import gates, wiring
 from jaxprop._jaxprs import called_jaxpr
-from jaxprop.gate import RuleEvent, _notify, capture, captured
+from jaxprop.events import RuleEvent, notify
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
@@ -84,6 +85,43 @@ NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter",
 """Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
 
 CONTROL_FLOW = ("scan", "cond", "while")
+
+
+CAPTURE_TAG = "jaxprop.gate#"
+"""How the name of an explicit gate call recorded by :func:`capture` begins."""
+_CAPTURED: dict[str, tuple] = {}
+
+
+@functools.lru_cache(maxsize=8192)
+def _record(gate, const_mask: tuple[bool, ...], consts: tuple, frozen: tuple):
+    """The gate's JVP wiring, named so that :func:`captured` finds the call (and its
+    constants, which the recorded call bakes in) in a jaxpr."""
+    tag = f"{CAPTURE_TAG}{len(_CAPTURED)}"
+    _CAPTURED[tag] = (gate, const_mask, consts, frozen)
+    return wiring.wire(gate, "jvp", const_mask, frozen, tag)
+
+
+@contextlib.contextmanager
+def capture(on: bool = True):
+    """While on, an explicit gate call records itself in the jaxpr being traced instead of
+    wiring its rules: :func:`gated` traces a function this way, so that it can apply each
+    explicit gate as the gate it is (and every other operation as its gate).
+
+    The recorded call is a ``custom_jvp`` running the gate's JVP rules, so the function
+    still works under ``jax.jvp``, ``jax.grad`` and ``jax.vmap`` while it is traced.
+    """
+    with wiring.intercepting(_record if on else None):
+        yield
+
+
+def captured(eqn) -> tuple | None:
+    """``(gate, const_mask, consts, params)`` of an explicit gate call that :func:`capture`
+    recorded as ``eqn``, or None for any other equation."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return None
+    info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
+    name = (getattr(info, "func_src_info", "") or "").split(" ", 1)[0]
+    return _CAPTURED.get(name) if name.startswith(CAPTURE_TAG) else None
 
 
 def _lifts() -> dict[str, tuple]:
@@ -398,7 +436,7 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                     _pushes_tangents(v) for v, a in zip(vals, in_active) if a):
                 raise _forward_refusal("jaxprop", op.custom)
             outs = _bind(op, vals)
-            _notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
+            notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
             vals = _promoted(op, vals)
@@ -414,7 +452,7 @@ def run(program: _Program, values: list, active_inputs: list[bool],
             _check_outputs(op, outs, gate)
         elif allow_jax_rules:
             outs = _bind(op, vals)
-            _notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
+            notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in CONTROL_FLOW:
             raise NoGateError(
@@ -564,7 +602,7 @@ def gated(f: Callable, *, allow_jax_rules: bool = False) -> Gated:
     The result is a plain function of the same arguments: it runs under ``jax.grad``,
     ``jax.jvp``, ``jax.vmap``, ``jax.hessian`` and ``jax.jit``, and there every derivative
     comes from the gates' rules (their JVP rules by default, their VJP rules inside
-    ``jaxprop.pipeline("vjp")``). The drivers of ``jaxprop.reverse`` and ``jaxprop.forward``
+    ``jaxprop.rule_set("vjp")``). The drivers of ``jaxprop.reverse`` and ``jaxprop.forward``
     apply it themselves. Only the arguments that JAX differentiates (see
     :func:`differentiated`) are traced into gates; a ``custom_jvp`` or ``custom_vjp``
     function keeps its own rule.

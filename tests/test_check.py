@@ -80,11 +80,11 @@ def test_the_wrong_shape_and_the_nonlinear_rule_are_named():
 
 
 def test_check_grads_alone_misses_the_doubled_vjp_rule():
-    # Outside jaxprop.pipeline("vjp"), jax.grad transposes the JVP rule: the broken VJP
+    # Outside jaxprop.rule_set("vjp"), jax.grad transposes the JVP rule: the broken VJP
     # rule never runs. This is why the battery runs check_grads under each rule set.
     gate = tanh_gate(**BROKEN["vjp_twice"][0])
     check_grads(gate, (X,), order=2, modes=("fwd", "rev"), atol=1e-7, rtol=1e-6, eps=1e-5)
-    with jaxprop.pipeline("vjp"), pytest.raises(AssertionError):
+    with jaxprop.rule_set("vjp"), pytest.raises(AssertionError):
         check_grads(gate, (X,), order=1, modes=("rev",), atol=1e-7, rtol=1e-6, eps=1e-5)
     report = jaxprop.check(gate, X)
     assert report["check_grads_jvp"].status == "pass"

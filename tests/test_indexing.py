@@ -23,7 +23,7 @@ def assert_every_mode_gives(f, args, expected, argnums=0):
              "forward": jaxprop.forward.grad(f, argnums)}
     got = {name: grad(*args) for name, grad in modes.items()}
     for rules in ("jvp", "vjp"):
-        with jaxprop.pipeline(rules):
+        with jaxprop.rule_set(rules):
             got[f"jax.grad(gated) {rules}"] = jax.grad(jaxprop.gated(f), argnums)(*args)
     many = isinstance(argnums, tuple)
     for name, g in got.items():

@@ -18,7 +18,7 @@ import pytest
 
 import jaxprop
 from jaxprop import tracer
-from jaxprop.gate import observe
+from jaxprop.events import observe
 
 MODES = ("reverse", "forward", "gated")
 HERE = os.path.basename(__file__)
@@ -285,7 +285,7 @@ def _grads(f, *args, argnums=0):
     out = {"reverse": jaxprop.reverse.grad(f, argnums)(*args),
            "forward": jaxprop.forward.grad(f, argnums)(*args)}
     for rules in ("jvp", "vjp"):
-        with jaxprop.pipeline(rules):
+        with jaxprop.rule_set(rules):
             out[f"jax.grad(gated) {rules}"] = jax.grad(jaxprop.gated(f), argnums)(*args)
     return out
 

@@ -167,13 +167,13 @@ def test_pipeline_context_is_in_the_jit_cache_key():
     x = jnp.arange(3.0)
     traces = []
     for pipeline in ("jvp", "vjp", "jvp", "vjp"):
-        with jaxprop.pipeline(pipeline):
+        with jaxprop.rule_set(pipeline):
             jax.block_until_ready(jitted(x))
         traces.append(calls["traces"])
     assert traces == [1, 2, 2, 2], traces
     # And the cached programs really differ: under "vjp" the gates are custom_vjp, which
     # refuses forward mode; under "jvp" forward mode works.
-    with jaxprop.pipeline("vjp"):
+    with jaxprop.rule_set("vjp"):
         with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
             jax.jvp(jitted, (x,), (x,))
     chex.assert_trees_all_close(jax.jvp(jitted, (x,), (x,))[1], jnp.sum(jnp.exp(x) * x),
@@ -190,7 +190,7 @@ def test_observing_is_in_the_jit_cache_key_too():
     gates_seen = []
     for pipeline in ("jvp", "vjp", "jvp", "vjp"):
         events = []
-        with jaxprop.pipeline(pipeline), jaxprop.observe(events.append):
+        with jaxprop.rule_set(pipeline), jaxprop.observe(events.append):
             jax.block_until_ready(jitted(x))
         gates_seen.append(len(events))
     assert gates_seen == [2, 2, 2, 2], gates_seen
@@ -198,14 +198,14 @@ def test_observing_is_in_the_jit_cache_key_too():
     assert calls["traces"] == 5, calls
 
 
-def test_current_pipeline_and_unknown_pipeline():
-    assert jaxprop.current_pipeline() == "jvp"
-    with jaxprop.pipeline("vjp"):
-        assert jaxprop.current_pipeline() == "vjp"
-    assert jaxprop.current_pipeline() == "jvp"
+def test_current_rule_set_and_unknown_rule_set():
+    assert jaxprop.current_rule_set() == "jvp"
+    with jaxprop.rule_set("vjp"):
+        assert jaxprop.current_rule_set() == "vjp"
+    assert jaxprop.current_rule_set() == "jvp"
     with pytest.raises(ValueError,
-                       match=r"unknown pipeline 'rev'; expected one of \('jvp', 'vjp'\)"):
-        with jaxprop.pipeline("rev"):
+                       match=r"unknown rule set 'rev'; expected one of \('jvp', 'vjp'\)"):
+        with jaxprop.rule_set("rev"):
             pass
 
 

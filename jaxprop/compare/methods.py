@@ -30,7 +30,7 @@ import jax
 
 from jaxprop import _drivers as lm
 from jaxprop import forward, reverse
-from jaxprop.gate import pipeline
+from jaxprop.wiring import rule_set
 
 __all__ = ["Method", "METHODS", "jacobian_methods", "jvp_from_vjp_jacobian"]
 
@@ -62,7 +62,7 @@ def jvp_from_vjp_jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Call
 
 def _transposed_jvp_jacobian(f: Callable, argnums) -> Callable:
     def jacobian_f(*args):
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             return jax.jacrev(f, argnums)(*args)
 
     return jax.jit(jacobian_f)

@@ -6,7 +6,7 @@ we return the arrays the rules saw as *extra outputs* of the jitted function. Th
 run therefore computes its output and gradients in the very program that the pipeline
 compiles, and the numbers are exactly the pipeline's.
 
-Reverse mode traces ``jax.vjp`` under the ``"vjp"`` pipeline and pulls back ``upstream``
+Reverse mode traces ``jax.vjp`` under the ``"vjp"`` rule set and pulls back ``upstream``
 (ones by default): the rules run in reverse order of the gates, and each one reports its
 upstream gradient z_bar and its downstream gradients x_bar.
 
@@ -37,8 +37,10 @@ import numpy as np
 
 from jaxprop import _drivers as lm
 from jaxprop import forward
-from jaxprop.gate import RuleEvent, is_constant, observe, pipeline
+from jaxprop.events import RuleEvent, observe
+from jaxprop.gate import is_constant
 from jaxprop.tracer import gated
+from jaxprop.wiring import rule_set
 
 MODES = ("reverse", "forward")
 APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
@@ -58,7 +60,7 @@ class Application:
 
     ``input_ids``/``output_ids`` identify values within the trace; ``consts`` holds, per
     input, the Python number it was or ``None``. ``upstream``/``downstream`` follow
-    :class:`jaxprop.gate.RuleEvent` (forward mode: the input tangents and the output
+    :class:`jaxprop.events.RuleEvent` (forward mode: the input tangents and the output
     tangent); both are ``None`` for a gate whose rule never ran: no differentiated input
     reaches it, or its output reaches nothing that is differentiated.
     """
@@ -166,7 +168,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         fun = lambda *d: f_of_diff(fixed, *d)  # noqa: E731
         with observe(events.append):
             if mode == "reverse":
-                with pipeline("vjp"):
+                with rule_set("vjp"):
                     out, pullback = jax.vjp(fun, *dyn)
                     seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
                             else seed_or_tangents)
@@ -179,10 +181,10 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
                 meta["wire_ids"] = [id(w) for w in wires]
                 return out, wires
 
-            with pipeline("jvp"):  # as jaxprop.forward.linearize, on the gated f
+            with rule_set("jvp"):  # as jaxprop.forward.linearize, on the gated f
                 (out, _), f_jvp = jax.linearize(fun_and_wires, *dyn)
             exported = _export(events)
-        with pipeline("jvp"):
+        with rule_set("jvp"):
             if not basis:
                 out_dot, wire_dots = f_jvp(*seed_or_tangents)
                 return out, None, out_dot, exported, wire_dots

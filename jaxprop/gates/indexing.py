@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, SWITCHER, Gate
+from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, SWITCHER, Gate, inputs
 from jaxprop.gates.arithmetic import neg
 
 __all__ = ["slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
@@ -52,7 +52,14 @@ def _slice_label(names, *, start, limit, strides, in_shape):
     return f"{names[0]}[{', '.join(parts)}]"
 
 
-_slice = Gate(
+def _prepare_slice(x, start, limit, strides=None):  # noqa: A001 - lax's name
+    """The slice gate: ``lax.slice(x, start, limit, strides)``."""
+    return inputs(x, start=tuple(start), limit=tuple(limit),
+                  strides=None if strides is None else tuple(strides),
+                  in_shape=tuple(jnp.shape(x)))
+
+
+slice = Gate(
     "slice",
     pattern=ROUTER,
     forward=lambda x, *, start, limit, strides, in_shape: (
@@ -63,6 +70,7 @@ _slice = Gate(
     local=("1 where picked, else 0",),
     tangent="x_dot sliced",
     params=("start", "limit", "strides", "in_shape"),
+    prepare=_prepare_slice,
     primitives={"slice": lambda x, *, start_indices, limit_indices, strides=None: slice(
         x, tuple(start_indices), tuple(limit_indices),
         None if strides is None else tuple(strides))},
@@ -76,18 +84,17 @@ Forward: z_dot = x_dot sliced the same way.
 )
 
 
-def slice(x, start, limit, strides=None):  # noqa: A001 - lax's name
-    """The slice gate: ``lax.slice(x, start, limit, strides)``."""
-    return _slice(x, start=tuple(start), limit=tuple(limit),
-                  strides=None if strides is None else tuple(strides),
-                  in_shape=tuple(jnp.shape(x)))
-
-
 def _starts(index):
     return [index[k] for k in range(index.shape[0])]
 
 
-_dynamic_slice = Gate(
+def _prepare_dynamic_slice(x, start, sizes):
+    """The dynamic slice gate: ``lax.dynamic_slice(x, start, sizes)``."""
+    index = jnp.stack([jnp.asarray(i) for i in start]) if len(start) else jnp.zeros(0, int)
+    return inputs(x, index, sizes=tuple(sizes), in_shape=tuple(jnp.shape(x)))
+
+
+dynamic_slice = Gate(
     "dynamic_slice",
     pattern=ROUTER,
     forward=lambda x, index, *, sizes, in_shape: (
@@ -99,6 +106,7 @@ _dynamic_slice = Gate(
     local=("1 where picked, else 0",),
     tangent="x_dot sliced",
     params=("sizes", "in_shape"),
+    prepare=_prepare_dynamic_slice,
     primitives={"dynamic_slice": lambda x, *index, slice_sizes: dynamic_slice(
         x, index, tuple(slice_sizes))},
     label=lambda names, *, sizes, in_shape: f"{names[0]}[{names[1]}:]",
@@ -109,12 +117,6 @@ the slice fits, and the rule writes it back where the slice was read).
 Forward: z_dot = x_dot sliced at i.
 """,
 )
-
-
-def dynamic_slice(x, start, sizes):
-    """The dynamic slice gate: ``lax.dynamic_slice(x, start, sizes)``."""
-    index = jnp.stack([jnp.asarray(i) for i in start]) if len(start) else jnp.zeros(0, int)
-    return _dynamic_slice(x, index, sizes=tuple(sizes), in_shape=tuple(jnp.shape(x)))
 
 
 _PROMISE = lax.GatherScatterMode.PROMISE_IN_BOUNDS
@@ -161,7 +163,17 @@ def _scatter_back(idx, z_bar, *, dimension_numbers, slice_sizes, mode, fill_valu
                            unique_indices=unique_indices, mode=_gather_mode(mode))
 
 
-_gather_gate = Gate(
+def _prepare_gather(x, indices, *, dimension_numbers, slice_sizes, mode=None, fill_value=None,
+           indices_are_sorted=False, unique_indices=False):
+    """The gather gate, with ``lax.gather``'s arguments."""
+    mode = lax.GatherScatterMode.from_any(mode)
+    return inputs(x, indices, dimension_numbers=dimension_numbers,
+                        slice_sizes=tuple(slice_sizes), mode=mode, fill_value=fill_value,
+                        indices_are_sorted=bool(indices_are_sorted),
+                        unique_indices=bool(unique_indices), in_shape=tuple(jnp.shape(x)))
+
+
+gather = Gate(
     "gather",
     pattern=ROUTER,
     forward=lambda x, idx, **p: (_gather(x, idx, **p), idx),
@@ -171,6 +183,7 @@ _gather_gate = Gate(
     tangent="x_dot picked",
     params=("dimension_numbers", "slice_sizes", "mode", "fill_value", "indices_are_sorted",
             "unique_indices", "in_shape"),
+    prepare=_prepare_gather,
     primitives={"gather": lambda x, idx, **p: gather(x, idx, **p)},
     label=lambda names, **p: f"{names[0]}[{names[1]}]",
     doc="""Gather gate: z = the elements (or slices) of x at ``indices`` (``x[idx]``,
@@ -187,14 +200,29 @@ Forward: z_dot = x_dot picked at the same indices (0 where filled).
 )
 
 
-def gather(x, indices, *, dimension_numbers, slice_sizes, mode=None, fill_value=None,
-           indices_are_sorted=False, unique_indices=False):
-    """The gather gate, with ``lax.gather``'s arguments."""
-    mode = lax.GatherScatterMode.from_any(mode)
-    return _gather_gate(x, indices, dimension_numbers=dimension_numbers,
-                        slice_sizes=tuple(slice_sizes), mode=mode, fill_value=fill_value,
-                        indices_are_sorted=bool(indices_are_sorted),
-                        unique_indices=bool(unique_indices), in_shape=tuple(jnp.shape(x)))
+def _full_updates(name, indices, updates, dimension_numbers):
+    """A scalar ``updates`` broadcast to one update per index, as ``x.at[i].set(0.0)`` does."""
+    if jnp.ndim(updates) or jnp.ndim(indices) == 0:
+        return updates
+    if dimension_numbers.update_window_dims:
+        raise ValueError(f"{name}: a scalar 'updates' needs update_window_dims=(); got "
+                         f"{dimension_numbers.update_window_dims}: pass the full updates array")
+    return jnp.broadcast_to(updates, jnp.shape(indices)[:-1])
+
+
+def _scatter_args(name):
+    """The prepare hook of a scatter: ``lax.<name>``'s arguments -> inputs and static params.
+    A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does."""
+    def prepare(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
+                unique_indices=False, mode=None, **_):
+        updates = _full_updates(name, indices, updates, dimension_numbers)
+        return inputs(x, indices, updates, dimension_numbers=dimension_numbers,
+                      indices_are_sorted=bool(indices_are_sorted),
+                      unique_indices=bool(unique_indices),
+                      mode=lax.GatherScatterMode.from_any(mode),
+                      updates_shape=tuple(jnp.shape(updates)), in_shape=tuple(jnp.shape(x)))
+
+    return prepare
 
 
 def _gather_numbers(sdn):
@@ -272,7 +300,7 @@ def _scatter_forward(x, idx, u, **p):
 _SCATTER_PARAMS = ("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
                    "updates_shape", "in_shape")
 
-_scatter = Gate(
+scatter = Gate(
     "scatter",
     pattern=ROUTER,
     forward=_scatter_forward,
@@ -281,6 +309,7 @@ _scatter = Gate(
     local=("[not overwritten]", None, "1 at the places it took, else 0"),
     tangent="x_dot where kept, u_dot where its write stayed",
     params=_SCATTER_PARAMS,
+    prepare=_scatter_args("scatter"),
     primitives={"scatter": lambda x, idx, u, **p: scatter(x, idx, u, **p)},
     doc="""Scatter gate: z = x with ``updates`` written at ``indices`` (``x.at[i].set(u)``,
 the JAX spelling of CS231n's ``margins[np.arange(N), y] = 0``).
@@ -295,7 +324,7 @@ Forward: z_dot = x_dot where kept, u_dot where its write stayed.
 )
 
 
-_scatter_add = Gate(
+scatter_add = Gate(
     "scatter_add",
     pattern=DISTRIBUTOR,
     forward=lambda x, idx, u, **p: (_write(lax.scatter_add, x, idx, u, **p), idx),
@@ -307,6 +336,7 @@ _scatter_add = Gate(
     local=("1", None, "1, read back at the indices"),
     tangent="x_dot + u_dot added at the indices",
     params=_SCATTER_PARAMS,
+    prepare=_scatter_args("scatter_add"),
     primitives={"scatter-add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p),
                 "scatter_add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p),
                 "scatter-sub": lambda x, idx, u, **p: scatter_add(x, idx, neg(u), **p),
@@ -353,7 +383,7 @@ def _mul_u_dot(res, u_dot, **p):
     return x * _write(lax.scatter_add, zeros, idx, u_dot * others, **p)
 
 
-_scatter_mul = Gate(
+scatter_mul = Gate(
     "scatter_mul",
     pattern=SWITCHER,
     forward=lambda x, idx, u, **p: (_write(lax.scatter_mul, x, idx, u, **p),
@@ -364,6 +394,7 @@ _scatter_mul = Gate(
            "x times the other updates at its place"),
     tangent="x_dot times the updates + x times u_dot (times the others) at the indices",
     params=_SCATTER_PARAMS,
+    prepare=_scatter_args("scatter_mul"),
     primitives={"scatter-mul": lambda x, idx, u, **p: scatter_mul(x, idx, u, **p),
                 "scatter_mul": lambda x, idx, u, **p: scatter_mul(x, idx, u, **p)},
     doc="""Scatter-multiply gate: z = x with ``updates`` multiplied in at ``indices``
@@ -388,7 +419,7 @@ def _extremal_forward(op, x, idx, u, **p):
     return z, (idx, *_routes(winner, idx, ids, **p))
 
 
-_scatter_max = Gate(
+scatter_max = Gate(
     "scatter_max",
     pattern=ROUTER,
     forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_max, x, idx, u, **p),
@@ -397,6 +428,7 @@ _scatter_max = Gate(
     local=("[x is the largest]", None, "1 where it is the largest (the first at a tie), else 0"),
     tangent="the largest input's tangent at each place",
     params=_SCATTER_PARAMS,
+    prepare=_scatter_args("scatter_max"),
     primitives={"scatter-max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p),
                 "scatter_max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p)},
     doc="""Scatter-max gate: z = the largest of x and the ``updates`` at each index
@@ -412,7 +444,7 @@ Forward: z_dot = the largest input's tangent at each place.
 )
 
 
-_scatter_min = Gate(
+scatter_min = Gate(
     "scatter_min",
     pattern=ROUTER,
     forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_min, x, idx, u, **p),
@@ -422,6 +454,7 @@ _scatter_min = Gate(
            "1 where it is the smallest (the first at a tie), else 0"),
     tangent="the smallest input's tangent at each place",
     params=_SCATTER_PARAMS,
+    prepare=_scatter_args("scatter_min"),
     primitives={"scatter-min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p),
                 "scatter_min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p)},
     doc="""Scatter-min gate: z = the smallest of x and the ``updates`` at each index
@@ -432,41 +465,6 @@ taking the gradient; a tie goes to x first, then to the first tied update.
 Forward: z_dot = the smallest input's tangent at each place.
 """,
 )
-
-
-def _full_updates(name, indices, updates, dimension_numbers):
-    """A scalar ``updates`` broadcast to one update per index, as ``x.at[i].set(0.0)`` does."""
-    if jnp.ndim(updates) or jnp.ndim(indices) == 0:
-        return updates
-    if dimension_numbers.update_window_dims:
-        raise ValueError(f"{name}: a scalar 'updates' needs update_window_dims=(); got "
-                         f"{dimension_numbers.update_window_dims}: pass the full updates array")
-    return jnp.broadcast_to(updates, jnp.shape(indices)[:-1])
-
-
-def _scatter_call(gate, spelling):
-    def call(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
-             unique_indices=False, mode=None, **_):
-        updates = _full_updates(gate.name, indices, updates, dimension_numbers)
-        return gate(x, indices, updates, dimension_numbers=dimension_numbers,
-                    indices_are_sorted=bool(indices_are_sorted),
-                    unique_indices=bool(unique_indices),
-                    mode=lax.GatherScatterMode.from_any(mode),
-                    updates_shape=tuple(jnp.shape(updates)), in_shape=tuple(jnp.shape(x)))
-
-    call.__name__ = call.__qualname__ = gate.name
-    call.__doc__ = f"""The {gate.name} gate ({spelling}), with ``lax.{gate.name}``'s arguments.
-
-    A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does.
-    """
-    return call
-
-
-scatter = _scatter_call(_scatter, "``x.at[i].set(u)``")
-scatter_add = _scatter_call(_scatter_add, "``x.at[i].add(u)``")
-scatter_mul = _scatter_call(_scatter_mul, "``x.at[i].multiply(u)``")
-scatter_max = _scatter_call(_scatter_max, "``x.at[i].max(u)``")
-scatter_min = _scatter_call(_scatter_min, "``x.at[i].min(u)``")
 
 
 def _place(x_dot, *, dimension, sizes, which):
@@ -515,7 +513,12 @@ def concatenate(xs, axis: int = 0):
     return out
 
 
-_split = Gate(
+def _prepare_split(x, sizes, axis: int = 0):
+    """x cut along ``axis`` into parts of ``sizes``: the split gate (a tuple of parts)."""
+    return inputs(x, sizes=tuple(int(s) for s in sizes), axis=axis % jnp.ndim(x))
+
+
+split = Gate(
     "split",
     pattern=STRUCTURE,
     forward=lambda x, *, sizes, axis: (tuple(lax.split(x, sizes, axis)), None),
@@ -524,6 +527,7 @@ _split = Gate(
     local=("1, moved: x_bar = the parts' z_bar joined",),
     tangent="x_dot split",
     params=("sizes", "axis"),
+    prepare=_prepare_split,
     primitives={"split": lambda x, *, sizes, axis: split(x, tuple(sizes), axis)},
     doc="""Split gate: (z_0, z_1, ...) = x cut along ``axis`` into parts of ``sizes``.
 
@@ -533,6 +537,3 @@ the same way.
 )
 
 
-def split(x, sizes, axis: int = 0):
-    """x cut along ``axis`` into parts of ``sizes``: the split gate (a tuple of parts)."""
-    return _split(x, sizes=tuple(int(s) for s in sizes), axis=axis % jnp.ndim(x))

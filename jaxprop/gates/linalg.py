@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprop.gate import SWITCHER, Gate
+from jaxprop.gate import SWITCHER, Gate, inputs
 
 __all__ = ["CPU_LAYOUT_MIN_SIZE", "matmul", "dot_general"]
 
@@ -137,7 +137,16 @@ def _dot_bar(mine):
     return rule
 
 
-_dot_general = Gate(
+def _prepare_dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None):
+    """The dot_general gate, with ``lax.dot_general``'s arguments."""
+    (xc, wc), (xb, wb) = dimension_numbers
+    dims = ((tuple(int(d) for d in xc), tuple(int(d) for d in wc)),
+            (tuple(int(d) for d in xb), tuple(int(d) for d in wb)))
+    return inputs(x, w, dimension_numbers=dims, precision=precision,
+                        preferred_element_type=preferred_element_type)
+
+
+dot_general = Gate(
     "dot_general",
     pattern=SWITCHER,
     forward=lambda x, w, *, dimension_numbers, precision, preferred_element_type: (
@@ -152,6 +161,7 @@ _dot_general = Gate(
     tangent="x_dot w + x w_dot  {y}",
     output="y",
     params=("dimension_numbers", "precision", "preferred_element_type"),
+    prepare=_prepare_dot_general,
     doc="""General dot product gate: y = dot_general(x, w, ((x_c, w_c), (x_b, w_b))), which
 sums x and w over the paired contracting axes and keeps the paired batch axes; y's axes are
 [batch, x's free axes, w's free axes]. ``x @ v`` (a vector), ``jnp.einsum`` and batched
@@ -166,10 +176,3 @@ Forward: y_dot = dot_general(x_dot, w) + dot_general(x, w_dot).
 )
 
 
-def dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None):
-    """The dot_general gate, with ``lax.dot_general``'s arguments."""
-    (xc, wc), (xb, wb) = dimension_numbers
-    dims = ((tuple(int(d) for d in xc), tuple(int(d) for d in wc)),
-            (tuple(int(d) for d in xb), tuple(int(d) for d in wb)))
-    return _dot_general(x, w, dimension_numbers=dims, precision=precision,
-                        preferred_element_type=preferred_element_type)

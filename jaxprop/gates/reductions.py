@@ -45,7 +45,15 @@ def _spread(z_bar, axes, shape):
     return jnp.broadcast_to(z_bar, shape)
 
 
-_sum = Gate(
+def _axes(name):
+    """The prepare hook of a reduction: ``f(x, axis=None)`` -> its input and static params."""
+    def prepare(x, axis: int | tuple[int, ...] | None = None):
+        return (x,), {"axes": normalize_axes(name, x, axis), "shape": tuple(jnp.shape(x))}
+
+    return prepare
+
+
+sum = Gate(  # noqa: A001 - the lecture's name
     "sum",
     pattern=DISTRIBUTOR,
     forward=lambda x, *, axes, shape: (jnp.sum(x, axis=axes), None),
@@ -54,23 +62,15 @@ _sum = Gate(
     local=("1",),
     tangent="sum_i x_dot_i",
     params=("axes", "shape"),
+    prepare=_axes("sum"),
     primitives={"reduce_sum": lambda x, *, axes, **_: sum(x, tuple(axes))},
-    doc="""Sum gate: z = sum_i x_i over ``axes`` (all axes when None).
+    doc="""Sum gate: z = sum_i x_i over ``axis`` (all axes by default): ``sum(x, axis=None)``.
 
 Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
 inputs: z_bar is broadcast back over the summed axes to x's ``shape``.
 Forward: z_dot = sum_i x_dot_i.
 """,
 )
-
-
-def sum(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - the lecture's name
-    """Sum gate: z = sum_i x_i over ``axis`` (all axes by default).
-
-    Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
-    inputs. Forward: z_dot = sum_i x_dot_i.
-    """
-    return _sum(x, axes=normalize_axes("sum", x, axis), shape=tuple(jnp.shape(x)))
 
 
 def mean(x, axis: int | tuple[int, ...] | None = None):
@@ -98,12 +98,11 @@ def _first_winner(x, axes, pick):
     return jnp.transpose(onehot.reshape(moved.shape), np.argsort(perm))
 
 
-def _extremum(name: str, reduce, pick, primitive: str) -> Gate:
-    word = {"reduce_max": "largest", "reduce_min": "smallest"}[name]
+def _extremum(name: str, reduce, pick) -> Gate:
+    word = {"max": "largest", "min": "smallest"}[name]
     return Gate(
         name,
         pattern=ROUTER,
-        symbol=name.removeprefix("reduce_"),
         forward=lambda x, *, axes, shape: (reduce(x, axis=axes), _first_winner(x, axes, pick)),
         vjp=(lambda wins, z_bar, *, axes, shape: jnp.where(wins, _spread(z_bar, axes, shape),
                                                            0),),
@@ -112,9 +111,10 @@ def _extremum(name: str, reduce, pick, primitive: str) -> Gate:
         local=(f"[x is the {word}]",),
         tangent=f"x_dot of the {word}",
         params=("axes", "shape"),
-        primitives={primitive: lambda x, *, axes, **_: _reduce(name)(x, tuple(axes))},
-        doc=f"""{name.removeprefix('reduce_').title()} gate: z = {name.removeprefix('reduce_')}
-over ``axes`` of x.
+        prepare=_axes(name),
+        primitives={f"reduce_{name}": lambda x, *, axes, **_: _reduce(name)(x, tuple(axes))},
+        doc=f"""{name.title()} gate: z = {name} over ``axis`` of x (all axes by default):
+``{name}(x, axis=None)``.
 
 Backward ("gradient router"): the {word} element of each reduction takes the whole upstream
 gradient, the others none; a tie goes to the first (in C order).
@@ -123,19 +123,9 @@ Forward: z_dot = the tangent of the {word} element.
     )
 
 
-_max = _extremum("reduce_max", jnp.max, jnp.argmax, "reduce_max")
-_min = _extremum("reduce_min", jnp.min, jnp.argmin, "reduce_min")
+max = _extremum("max", jnp.max, jnp.argmax)  # noqa: A001 - jnp's name
+min = _extremum("min", jnp.min, jnp.argmin)  # noqa: A001 - jnp's name
 
 
 def _reduce(name):
-    return {"reduce_max": max, "reduce_min": min}[name]
-
-
-def max(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - jnp's name
-    """Max over ``axis`` (all axes by default): a router to each reduction's winner."""
-    return _max(x, axes=normalize_axes("max", x, axis), shape=tuple(jnp.shape(x)))
-
-
-def min(x, axis: int | tuple[int, ...] | None = None):  # noqa: A001 - jnp's name
-    """Min over ``axis`` (all axes by default): a router to each reduction's winner."""
-    return _min(x, axes=normalize_axes("min", x, axis), shape=tuple(jnp.shape(x)))
+    return {"max": max, "min": min}[name]

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprop.gate import ADDER, STRUCTURE, Gate
+from jaxprop.gate import ADDER, STRUCTURE, Gate, inputs
 
 __all__ = ["copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev",
            "cast"]
@@ -41,8 +41,19 @@ def _sum_copies(z_bar, *, shape, dims, in_shape):
     return jnp.sum(z_bar, axis=added + stretched, keepdims=True).reshape(in_shape)
 
 
-_broadcast = Gate(
-    "broadcast",
+def _prepare_broadcast_to(x, shape):
+    """x copied to ``shape`` by NumPy's rules (trailing axes aligned): the broadcast gate."""
+    shape = tuple(shape)
+    lead = len(shape) - jnp.ndim(x)
+    if lead < 0:
+        raise ValueError(f"broadcast_to: cannot broadcast a rank-{jnp.ndim(x)} input of shape "
+                         f"{jnp.shape(x)} to the lower-rank shape {shape}")
+    return inputs(x, shape=shape, dims=tuple(range(lead, len(shape))),
+                      in_shape=tuple(jnp.shape(x)))
+
+
+broadcast_to = Gate(
+    "broadcast_to",
     pattern=ADDER,
     forward=lambda x, *, shape, dims, in_shape: (lax.broadcast_in_dim(x, shape, dims), None),
     vjp=(lambda res, z_bar, **p: _sum_copies(z_bar, **p),),
@@ -51,6 +62,7 @@ _broadcast = Gate(
     local=("1 per copy: x_bar = sum of the copies' z_bar",),
     tangent="x_dot, copied",
     params=("shape", "dims", "in_shape"),
+    prepare=_prepare_broadcast_to,
     primitives={"broadcast_in_dim": lambda x, *, shape, broadcast_dimensions, **_:
                 _broadcast_in_dim(x, tuple(shape), tuple(broadcast_dimensions))},
     doc="""Broadcast gate: z = x copied along new or size-1 axes to ``shape``.
@@ -66,21 +78,17 @@ Forward: z_dot = x_dot, copied the same way.
 def _broadcast_in_dim(x, shape, dims):
     if int(np.prod(shape)) == int(np.prod(jnp.shape(x))):  # only size-1 axes are added
         return reshape(x, shape)
-    return _broadcast(x, shape=shape, dims=dims, in_shape=tuple(jnp.shape(x)))
+    return broadcast_to(x, shape=shape, dims=dims, in_shape=tuple(jnp.shape(x)))
 
 
-def broadcast_to(x, shape):
-    """x copied to ``shape`` by NumPy's rules (trailing axes aligned): the broadcast gate."""
-    shape = tuple(shape)
-    lead = len(shape) - jnp.ndim(x)
-    if lead < 0:
-        raise ValueError(f"broadcast_to: cannot broadcast a rank-{jnp.ndim(x)} input of shape "
-                         f"{jnp.shape(x)} to the lower-rank shape {shape}")
-    return _broadcast(x, shape=shape, dims=tuple(range(lead, len(shape))),
-                      in_shape=tuple(jnp.shape(x)))
+def _prepare_reshape(x, shape):
+    """The reshape gate (``-1`` in ``shape`` takes the size that is left)."""
+    in_shape = tuple(jnp.shape(x))
+    shape = tuple(np.empty(in_shape, dtype=np.int8).reshape(shape).shape)  # resolves -1
+    return inputs(x, shape=shape, in_shape=in_shape)
 
 
-_reshape = Gate(
+reshape = Gate(
     "reshape",
     pattern=STRUCTURE,
     forward=lambda x, *, shape, in_shape: (jnp.reshape(x, shape), None),
@@ -89,6 +97,7 @@ _reshape = Gate(
     local=("1, moved: x_bar = z_bar reshaped back",),
     tangent="x_dot reshaped",
     params=("shape", "in_shape"),
+    prepare=_prepare_reshape,
     primitives={"reshape": lambda x, *, new_sizes, dimensions=None, **_: reshape(
         x if dimensions is None else transpose(x, tuple(dimensions)), tuple(new_sizes))},
     doc="""Reshape gate: z = x with a new shape, the elements in the same (C) order.
@@ -97,13 +106,6 @@ Backward: x_bar = z_bar reshaped back to x's shape; every element keeps its grad
 Forward: z_dot = x_dot reshaped.
 """,
 )
-
-
-def reshape(x, shape):
-    """The reshape gate (``-1`` in ``shape`` takes the size that is left)."""
-    in_shape = tuple(jnp.shape(x))
-    shape = tuple(np.empty(in_shape, dtype=np.int8).reshape(shape).shape)  # resolves -1
-    return _reshape(x, shape=shape, in_shape=in_shape)
 
 
 def expand_dims(x, axis):
@@ -128,7 +130,15 @@ def _squeeze_label(names, *, dims, in_shape):
     return f"{base}[{', '.join(parts)}]"
 
 
-_squeeze = Gate(
+def _prepare_squeeze(x, axis):
+    """x without its size-1 axes ``axis`` (an int or a tuple)."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = jnp.ndim(x)
+    dims = tuple(sorted(d % ndim for d in dims))
+    return inputs(x, dims=dims, in_shape=tuple(jnp.shape(x)))
+
+
+squeeze = Gate(
     "squeeze",
     pattern=STRUCTURE,
     forward=lambda x, *, dims, in_shape: (lax.squeeze(x, dims), None),
@@ -137,6 +147,7 @@ _squeeze = Gate(
     local=("1, moved: x_bar = z_bar with the axes back",),
     tangent="x_dot squeezed",
     params=("dims", "in_shape"),
+    prepare=_prepare_squeeze,
     primitives={"squeeze": lambda x, *, dimensions: squeeze(x, tuple(dimensions))},
     label=_squeeze_label,
     doc="""Squeeze gate: z = x without the size-1 axes ``dims``.
@@ -146,15 +157,14 @@ Backward: x_bar = z_bar with those axes put back. Forward: z_dot = x_dot squeeze
 )
 
 
-def squeeze(x, axis):
-    """x without its size-1 axes ``axis`` (an int or a tuple)."""
-    dims = (axis,) if isinstance(axis, int) else tuple(axis)
-    ndim = jnp.ndim(x)
-    dims = tuple(sorted(d % ndim for d in dims))
-    return _squeeze(x, dims=dims, in_shape=tuple(jnp.shape(x)))
+def _prepare_transpose(x, perm=None):
+    """The transpose gate; ``perm`` None reverses the axes, as ``x.T`` does."""
+    perm = tuple(reversed(range(jnp.ndim(x)))) if perm is None else tuple(
+        p % jnp.ndim(x) for p in perm)
+    return inputs(x, perm=perm)
 
 
-_transpose = Gate(
+transpose = Gate(
     "transpose",
     pattern=STRUCTURE,
     symbol="T",
@@ -164,6 +174,7 @@ _transpose = Gate(
     local=("1, moved: x_bar = z_bar transposed back",),
     tangent="x_dot transposed",
     params=("perm",),
+    prepare=_prepare_transpose,
     primitives={"transpose": lambda x, *, permutation: transpose(x, tuple(permutation))},
     label=lambda names, *, perm: f"{names[0]}^T",
     doc="""Transpose gate: z = x with its axes permuted (``x.T`` reverses them).
@@ -173,14 +184,13 @@ Backward: x_bar = z_bar with the inverse permutation. Forward: z_dot = x_dot per
 )
 
 
-def transpose(x, perm=None):
-    """The transpose gate; ``perm`` None reverses the axes, as ``x.T`` does."""
-    perm = tuple(reversed(range(jnp.ndim(x)))) if perm is None else tuple(
-        p % jnp.ndim(x) for p in perm)
-    return _transpose(x, perm=perm)
+def _prepare_rev(x, axis):
+    """x reversed along ``axis`` (an int or a tuple): the reverse gate."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    return inputs(x, dims=tuple(sorted(d % jnp.ndim(x) for d in dims)))
 
 
-_rev = Gate(
+rev = Gate(
     "rev",
     pattern=STRUCTURE,
     forward=lambda x, *, dims: (lax.rev(x, dims), None),
@@ -189,6 +199,7 @@ _rev = Gate(
     local=("1, moved: x_bar = z_bar reversed back",),
     tangent="x_dot reversed",
     params=("dims",),
+    prepare=_prepare_rev,
     primitives={"rev": lambda x, *, dimensions: rev(x, tuple(dimensions))},
     doc="""Reverse gate: z = x reversed along ``dims`` (``jnp.flip``).
 
@@ -197,13 +208,12 @@ Backward: x_bar = z_bar reversed the same way. Forward: z_dot = x_dot reversed.
 )
 
 
-def rev(x, axis):
-    """x reversed along ``axis`` (an int or a tuple): the reverse gate."""
-    dims = (axis,) if isinstance(axis, int) else tuple(axis)
-    return _rev(x, dims=tuple(sorted(d % jnp.ndim(x) for d in dims)))
+def _prepare_cast(x, dtype):
+    """x as the floating-point ``dtype``: the cast gate."""
+    return inputs(x, dtype=np.dtype(dtype))
 
 
-_cast = Gate(
+cast = Gate(
     "cast",
     pattern=STRUCTURE,
     forward=lambda x, *, dtype: (lax.convert_element_type(x, dtype), None),
@@ -212,6 +222,7 @@ _cast = Gate(
     local=("1: x_bar = z_bar in x's dtype",),
     tangent="x_dot in z's dtype",
     params=("dtype",),
+    prepare=_prepare_cast,
     primitives={"convert_element_type": lambda x, *, new_dtype, **_: cast(x, new_dtype)},
     doc="""Cast gate: z = x in another floating-point dtype (``x.astype(jnp.float32)``).
 
@@ -221,6 +232,3 @@ integer or boolean dtype has no gradient: it is no gate.)
 )
 
 
-def cast(x, dtype):
-    """x as the floating-point ``dtype``: the cast gate."""
-    return _cast(x, dtype=np.dtype(dtype))

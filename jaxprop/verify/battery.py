@@ -1,7 +1,7 @@
 """``jaxprop.check``: the battery every rule of jaxprop passes, for any gate or function.
 
 A hand-written derivative rule is easy to get wrong, and the obvious test can miss it:
-``jax.test_util.check_grads`` on a gate, outside ``jaxprop.pipeline("vjp")``, never calls
+``jax.test_util.check_grads`` on a gate, outside ``jaxprop.rule_set("vjp")``, never calls
 its VJP rule (JAX transposes the JVP rule instead). ``check`` runs both of the gate's rules
 itself, in float64, against independent oracles, and reports each check with its worst
 error: absolute, relative, and at which element.
@@ -32,10 +32,12 @@ from jax.test_util import check_grads
 
 from jaxprop import forward as fwd_mode
 from jaxprop import reverse as rev_mode
-from jaxprop.gate import Gate, is_constant, observe, pipeline, run_forward, unbroadcast
+from jaxprop.events import observe
+from jaxprop.gate import Gate, is_constant, run_forward, unbroadcast
 from jaxprop.tracer import gated
 from jaxprop.verify import oracles
 from jaxprop.verify.report import ERROR, FAIL, NOT_APPLICABLE, PASS, CheckReport, CheckRow
+from jaxprop.wiring import rule_set
 
 __all__ = ["check", "CHECKS"]
 
@@ -306,7 +308,7 @@ def _evaluate(parts: dict[str, Callable], args) -> tuple[dict, dict]:
 
 
 def _direct_rules(s: _Subject):
-    """A gate's rules called directly on its residuals (no wiring, no pipeline): per leaf,
+    """A gate's rules called directly on its residuals (no wiring, no rule set): per leaf,
     the VJP rule's x_bar (summed back over broadcast copies) and the JVP rule's z_dot for
     v, w and a v + b w. The numbers "our rule ran" and "linear" compare against."""
     gate, params, mask = s.gate, s.params, s.const_mask
@@ -404,10 +406,10 @@ def _parse_check_grads(message: str) -> tuple[float | None, float | None]:
 
 def _check_grads_row(key: str, s: _Subject, o: _Options, scale: float) -> CheckRow:
     fn = gated(s.fn, allow_jax_rules=o.allow_jax_rules)
-    rule_set, modes = ("vjp", ("rev",)) if key == "check_grads_vjp" else ("jvp", ("fwd", "rev"))
+    rules, modes = ("vjp", ("rev",)) if key == "check_grads_vjp" else ("jvp", ("fwd", "rev"))
     atol = o.fd_atol * scale
     try:
-        with pipeline(rule_set):
+        with rule_set(rules):
             check_grads(jax.jit(fn), tuple(s.leaves), order=o.order, modes=modes, atol=atol,
                         rtol=o.rtol, eps=o.fd_step)
     except AssertionError as err:
