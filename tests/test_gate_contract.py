@@ -164,3 +164,30 @@ def test_the_registry_gates_keep_the_contract():
 
     assert len(gates.GATES) >= 37
     assert jaxprop.check(gates.GATES["tanh"], X, checks=["linear", "shapes"]).ok
+
+
+COMPOSITES = {"neg", "where", "mean", "expand_dims", "concatenate"}
+"""Public names of jaxprop.gates that apply other gates (mul by -1, select, sum then mul,
+reshape, concatenate two at a time): functions, not gates."""
+
+
+def test_every_public_gate_is_a_gate_registered_under_its_name():
+    from jaxprop import gates
+
+    public = [n for n in gates.__all__ if n not in COMPOSITES | {"GATES", "pattern_table"}]
+    for name in public:
+        gate = getattr(gates, name)
+        assert isinstance(gate, Gate), name
+        assert gates.GATES[name] is gate, name
+    assert set(gates.GATES) == set(public)
+
+
+def test_a_gate_with_static_params_takes_them_through_prepare():
+    from jaxprop import gates
+
+    x = jnp.arange(6.0).reshape(2, 3)
+    assert gates.sum(x, axis=1).tolist() == [3.0, 12.0]
+    assert gates.sum(x, axes=(1,), shape=(2, 3)).tolist() == [3.0, 12.0]  # as the tracer calls
+    report = jaxprop.check(gates.sum, x, params={"axes": (1,), "shape": (2, 3)},
+                           checks=["shapes"])
+    assert report.ok

@@ -221,9 +221,9 @@ def test_python_constants_passed_through_f_stay_constants(pipeline):
 
 
 def test_matmul_weight_gradient_in_the_cpu_layout_is_still_x_transpose_dy():
-    # From 2**16 elements of x on, the rule computes x^T dy as (dy^T x)^T on CPU; the small
+    # From 2**16 elements of x on, the wiring computes x^T dy as (dy^T x)^T on CPU; the small
     # cases of the battery never reach that branch.
-    from jaxprop.gates import CPU_LAYOUT_MIN_SIZE as _CPU_LAYOUT_MIN_SIZE
+    from jaxprop.wiring import CPU_LAYOUT_MIN_SIZE as _CPU_LAYOUT_MIN_SIZE
 
     kx, kw, ky = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(kx, (_CPU_LAYOUT_MIN_SIZE // 128, 128))

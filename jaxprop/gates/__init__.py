@@ -55,7 +55,7 @@ from jaxprop.gates.indexing import (
     slice,
     split,
 )
-from jaxprop.gates.linalg import CPU_LAYOUT_MIN_SIZE, dot_general, matmul
+from jaxprop.gates.linalg import dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.reductions import max, mean, min, sum
 from jaxprop.gates.structure import (
@@ -77,7 +77,7 @@ __all__ = [
     "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
-    "matmul", "dot_general", "CPU_LAYOUT_MIN_SIZE",
+    "matmul", "dot_general",
     "GATES", "pattern_table",
 ]
 

@@ -14,13 +14,15 @@ other input.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jaxprop.gate import SWITCHER, Gate, inputs
 
-__all__ = ["CPU_LAYOUT_MIN_SIZE", "matmul", "dot_general"]
+__all__ = ["matmul", "dot_general"]
 
 
 def _check_matmul(x, w):
@@ -37,28 +39,16 @@ def _check_matmul(x, w):
         )
 
 
-CPU_LAYOUT_MIN_SIZE = 2**16
-"""From this many elements of x on, matmul's weight gradient takes the CPU GEMM's layout."""
+class Operands(NamedTuple):
+    """The residuals of a product: both operands (each input's gradient uses the other)."""
+
+    x: Any
+    w: Any
 
 
-def _matmul_w_bar(res, z_bar):
-    x, _ = res
-    x, z_bar = x.reshape(-1, x.shape[-1]), z_bar.reshape(-1, z_bar.shape[-1])
-    if x.size < CPU_LAYOUT_MIN_SIZE:  # small products: the extra transpose costs more
-        return _xt_dy(x, z_bar)
-    return lax.platform_dependent(x, z_bar, default=_xt_dy, cpu=_xt_dy_cpu_layout)
-
-
-def _xt_dy(x, z_bar):
-    """w_bar = x^T z_bar."""
-    return x.T @ z_bar
-
-
-def _xt_dy_cpu_layout(x, z_bar):
-    """w_bar = x^T z_bar, computed as (z_bar^T x)^T: the same product in the operand layout
-    XLA:CPU's GEMM runs fastest (1.2 ms against 1.8 ms at N=200, D=3072, M=100; see
-    benchmarks/train_step.py). The barrier stops XLA folding the transpose back."""
-    return lax.optimization_barrier(z_bar.T @ x).T
+def _rows(a):
+    """a [..., K] as rows [N, K]: x may have leading axes, and w_bar sums over all of them."""
+    return a.reshape(-1, a.shape[-1])
 
 
 def _is_lecture_matmul(x, w, dimension_numbers) -> bool:
@@ -79,9 +69,9 @@ def _from_dot_general(x, w, *, dimension_numbers, precision=None, preferred_elem
 matmul = Gate(
     "matmul",
     pattern=SWITCHER,
-    forward=lambda x, w: (x @ w, (x, w)),
-    vjp=(lambda res, z_bar: z_bar @ res[1].T, _matmul_w_bar),
-    jvp=(lambda res, x_dot: x_dot @ res[1], lambda res, w_dot: res[0] @ w_dot),
+    forward=lambda x, w: (x @ w, Operands(x, w)),
+    vjp=(lambda res, dy: dy @ res.w.T, lambda res, dy: _rows(res.x).T @ _rows(dy)),
+    jvp=(lambda res, x_dot: x_dot @ res.w, lambda res, w_dot: res.x @ w_dot),
     local=("dy w^T  {x} = {y}{w^T}", "x^T dy  {w}"),
     tangent="x_dot w + x w_dot  {y}",
     output="y",
