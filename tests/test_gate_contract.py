@@ -179,7 +179,9 @@ def test_every_public_gate_is_a_gate_registered_under_its_name():
         gate = getattr(gates, name)
         assert isinstance(gate, Gate), name
         assert gates.GATES[name] is gate, name
-    assert set(gates.GATES) == set(public)
+    # the registry's one extra: the two-input gate that n-ary concatenate joins with
+    assert set(gates.GATES) - set(public) == {"concatenate"}
+    assert set(public) <= set(gates.GATES)
 
 
 def test_a_gate_with_static_params_takes_them_through_prepare():
