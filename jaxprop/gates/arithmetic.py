@@ -12,6 +12,8 @@ Each gate names the JAX primitives it stands for (``primitives``), so that
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax.numpy as jnp
 from jax import lax
 
@@ -19,6 +21,28 @@ from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, is_constan
 
 __all__ = ["add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
            "minimum", "abs", "select", "where"]
+
+
+class Inputs(NamedTuple):
+    """Residuals: both inputs (mul's swap multiplier reads the other one)."""
+
+    x: Any
+    y: Any
+
+
+class Quotient(NamedTuple):
+    """Residuals of div: the divisor and the output."""
+
+    y: Any
+    z: Any
+
+
+class Power(NamedTuple):
+    """Residuals of pow: base, exponent and output."""
+
+    x: Any
+    y: Any
+    z: Any
 
 
 def _is(value, number) -> bool:
@@ -71,9 +95,9 @@ mul = Gate(
     pattern=SWITCHER,
     const_pattern=SCALED,
     symbol="*",
-    forward=lambda x, y: (x * y, (x, y)),
-    vjp=(lambda res, z_bar: z_bar * res[1], lambda res, z_bar: z_bar * res[0]),
-    jvp=(lambda res, x_dot: x_dot * res[1], lambda res, y_dot: res[0] * y_dot),
+    forward=lambda x, y: (x * y, Inputs(x, y)),
+    vjp=(lambda res, z_bar: z_bar * res.y, lambda res, z_bar: z_bar * res.x),
+    jvp=(lambda res, x_dot: x_dot * res.y, lambda res, y_dot: res.x * y_dot),
     local=("y", "x"),
     tangent="x_dot*y + x*y_dot",
     broadcast=True,
@@ -113,9 +137,9 @@ div = Gate(
     "div",
     pattern=SCALED,
     symbol="/",
-    forward=lambda x, y: (x / y, (y, x / y)),
-    vjp=(lambda res, z_bar: z_bar / res[0], lambda res, z_bar: -z_bar * res[1] / res[0]),
-    jvp=(lambda res, x_dot: x_dot / res[0], lambda res, y_dot: -y_dot * res[1] / res[0]),
+    forward=lambda x, y: (x / y, Quotient(y, x / y)),
+    vjp=(lambda res, z_bar: z_bar / res.y, lambda res, z_bar: -z_bar * res.z / res.y),
+    jvp=(lambda res, x_dot: x_dot / res.y, lambda res, y_dot: -y_dot * res.z / res.y),
     local=("1/y", "-x/y^2"),
     tangent="x_dot/y - y_dot x/y^2",
     broadcast=True,
@@ -139,11 +163,11 @@ pow = Gate(  # noqa: A001 - the lecture's name
     "pow",
     pattern=SCALED,
     symbol="**",
-    forward=lambda x, y: (x**y, (x, y, x**y)),
-    vjp=(lambda res, z_bar: z_bar * res[1] * res[0] ** (res[1] - 1),
-         lambda res, z_bar: z_bar * _log_where_positive(res[0]) * res[2]),
-    jvp=(lambda res, x_dot: x_dot * res[1] * res[0] ** (res[1] - 1),
-         lambda res, y_dot: y_dot * _log_where_positive(res[0]) * res[2]),
+    forward=lambda x, y: (x**y, Power(x, y, x**y)),
+    vjp=(lambda res, z_bar: z_bar * res.y * res.x ** (res.y - 1),
+         lambda res, z_bar: z_bar * _log_where_positive(res.x) * res.z),
+    jvp=(lambda res, x_dot: x_dot * res.y * res.x ** (res.y - 1),
+         lambda res, y_dot: y_dot * _log_where_positive(res.x) * res.z),
     local=("y x^(y-1)", "log(x) x^y"),
     broadcast=True,
     primitives={"pow": None},
