@@ -26,8 +26,10 @@ return, and ``jaxprop.events`` lets tools watch them run.
 from __future__ import annotations
 
 import dataclasses
+import dis
 import functools
 import inspect
+import linecache
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,7 +122,7 @@ class Gate:
 
     def __post_init__(self):
         _check_definition(self)
-        object.__setattr__(self, "__doc__", self.doc)
+        object.__setattr__(self, "__doc__", self.doc.rstrip() + "\n\n" + self.rule_lines())
         object.__setattr__(self, "vjp", tuple(self.vjp))
         object.__setattr__(self, "jvp", tuple(self.jvp))
         object.__setattr__(self, "params", tuple(self.params))
@@ -143,6 +145,14 @@ class Gate:
             names = []
         names = names[: self.arity]
         return tuple(names) + tuple(f"x{i}" for i in range(len(names), self.arity))
+
+    def rule_lines(self) -> str:
+        """The rules as written in the code, one line per input: the docstring ends with
+        these lines and the README's table shows them (see :func:`rule_text`)."""
+        out = self.output
+        back = [f"{n}_bar = {rule_text(r)}" for n, r in zip(self.input_names, self.vjp) if r]
+        fwd = [f"{out}_dot += {rule_text(r)}" for r in self.jvp if r is not None]
+        return "Backward: " + "; ".join(back) + "\nForward: " + "; ".join(fwd) + "\n"
 
     def __call__(self, *xs, **params):
         from jaxprop.wiring import apply
@@ -238,6 +248,25 @@ def _check_definition(gate: Gate) -> None:
         raise GateContractError(
             f"gate {name!r}: local= must hold at most one text (or None) per input, "
             f"{len(gate.vjp)} here; got {gate.local!r}")
+
+
+def rule_text(rule: Callable) -> str:
+    """A rule as its code is written: a lambda's body (``z_bar * res.y``), or for a named
+    function its call (``_scatter_back(idx, z_bar)``). The docstrings' rule lines and the
+    README's table are written from it, so a wrong rule reads wrong."""
+    code = getattr(rule, "__code__", None)
+    if code is None or code.co_name != "<lambda>":
+        args = ", ".join(code.co_varnames[:2]) if code is not None else "..."
+        return f"{getattr(rule, '__name__', 'rule')}({args})"
+    spans = [i.positions for i in dis.get_instructions(code)
+             if i.positions is not None and None not in i.positions
+             and (i.positions.lineno, i.positions.col_offset)
+             != (i.positions.end_lineno, i.positions.end_col_offset)]
+    (l0, c0), (l1, c1) = (min((p.lineno, p.col_offset) for p in spans),
+                          max((p.end_lineno, p.end_col_offset) for p in spans))
+    lines = [linecache.getline(code.co_filename, n) for n in range(l0, l1 + 1)]
+    text = "".join(lines)[c0:len("".join(lines)) - len(lines[-1]) + c1]
+    return " ".join(text.split()).replace("( ", "(")
 
 
 def inputs(*xs, **params) -> tuple[tuple, dict]:

@@ -89,20 +89,19 @@ GATES: dict[str, Gate] = {
 
 
 def pattern_table() -> str:
-    """The README's table of the lecture's patterns, written from the gates' own facts."""
-    lines = ["| gate | lecture pattern | local gradient (VJP rule) | JVP rule |",
-             "|---|---|---|---|"]
+    """The README's table of the lecture's patterns, written from the gates' own rules: each
+    rule as its code is written (:func:`jaxprop.gate.rule_text`)."""
+    lines = ["| gate | lecture pattern | local gradient | VJP rules | JVP rules |",
+             "|---|---|---|---|---|"]
     for gate in GATES.values():
-        out = gate.output
-        names = gate.input_names
-        local = "; ".join(f"{'d' if '{' in t else f'd{out}/d'}{n} = {_plain(t)}"
-                          for n, t in zip(names, gate.local) if t is not None)
-        tangent = f"{out}_dot = " + (_plain(gate.tangent) if gate.tangent else " + ".join(
-            f"{_plain(t)} * {n}_dot" for n, t in zip(names, gate.local) if t is not None))
-        lines.append(f"| `{gate.name}` | {gate.pattern} | `{local}` | `{tangent}` |")
+        local = "; ".join(f"`{n}: {_plain(t)}`" for n, t in zip(gate.input_names, gate.local) if t)
+        backward, forward = gate.rule_lines().splitlines()
+        lines.append(f"| `{gate.name}` | {gate.pattern} | {local} "
+                     f"| `{backward.removeprefix('Backward: ')}` "
+                     f"| `{forward.removeprefix('Forward: ')}` |")
     return "\n".join(lines) + "\n"
 
 
 def _plain(text: str) -> str:
-    """A rule's text without the dimension analysis that explain appends after two spaces."""
+    """A local gradient's text without the dimension analysis explain shows after two spaces."""
     return text.split("  ")[0]

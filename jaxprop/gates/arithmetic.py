@@ -296,19 +296,13 @@ def _select(c, *cases):
     return select(c, *cases)
 
 
-def _picked(k: int):
-    """The router's rule for case k: the gradient (or tangent) where case k was picked."""
-    return lambda which, t: jnp.where(which == k if which.dtype != bool else
-                                      (which if k else ~which), t, 0)
-
-
 select = Gate(
     "select",
     pattern=ROUTER,
     symbol="where",
     forward=_select_forward,
-    vjp=(None, _picked(0), _picked(1)),
-    jvp=(None, _picked(0), _picked(1)),
+    vjp=(None, lambda c, z_bar: jnp.where(c, 0, z_bar), lambda c, z_bar: jnp.where(c, z_bar, 0)),
+    jvp=(None, lambda c, f_dot: jnp.where(c, 0, f_dot), lambda c, t_dot: jnp.where(c, t_dot, 0)),
     local=(None, "[not c]", "[c]"),
     tangent="case_dot where picked",
     broadcast=True,

@@ -124,6 +124,7 @@ def _dot_bar(mine):
                             mine=mine, ndim=(x.ndim, w.ndim), precision=precision,
                             preferred_element_type=None)
 
+    rule.__name__ = f"_dot_bar({mine})"
     return rule
 
 
