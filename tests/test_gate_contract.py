@@ -193,3 +193,17 @@ def test_a_gate_with_static_params_takes_them_through_prepare():
     report = jaxprop.check(gates.sum, x, params={"axes": (1,), "shape": (2, 3)},
                            checks=["shapes"])
     assert report.ok
+
+
+def test_the_docstring_rule_lines_are_the_rules_code():
+    # a rule is stated once, as code: the docstring and the README table read that code, so
+    # a wrong rule reads wrong
+    wrong = Gate("triple", SCALED, forward=lambda x: (3 * x, None),
+                 vjp=(lambda res, z_bar: z_bar * 2.0,), jvp=(lambda res, x_dot: x_dot * 3.0,),
+                 doc="Triple gate: z = 3 x.")
+    assert wrong.__doc__.endswith("Backward: x_bar = z_bar * 2.0\nForward: z_dot += x_dot * 3.0\n")
+    from jaxprop import gates
+
+    assert "Backward: x_bar = dy @ res.w.T; w_bar = _rows(res.x).T @ _rows(dy)" in (
+        gates.matmul.__doc__)
+    assert "`x_bar = z_bar * res.y; y_bar = z_bar * res.x`" in gates.pattern_table()

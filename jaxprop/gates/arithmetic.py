@@ -63,10 +63,8 @@ add = Gate(
     primitives={"add": None, "add_any": None},
     doc="""Add gate: z = x + y.
 
-Backward ("gradient distributor"): x_bar = z_bar, y_bar = z_bar. The local gradient is 1, so
-the upstream gradient is copied unchanged to every input. A broadcast input (a bias ``b`` of
+The "gradient distributor": the local gradient is 1, so the upstream gradient is copied unchanged to every input. A broadcast input (a bias ``b`` of
 shape [C] added to scores [N, C]) was copied N times, so its gradient sums over the batch.
-Forward: z_dot = x_dot + y_dot.
 """,
 )
 
@@ -84,8 +82,7 @@ sub = Gate(
     primitives={"sub": None},
     doc="""Subtract gate: z = x - y.
 
-Backward ("gradient distributor", with a sign): x_bar = z_bar, y_bar = -z_bar.
-Forward: z_dot = x_dot - y_dot.
+The "gradient distributor", with a sign.
 """,
 )
 
@@ -104,10 +101,8 @@ mul = Gate(
     primitives={"mul": None, "neg": lambda x: mul(x, -1.0)},  # -x is the slide's *-1 gate
     doc="""Multiply gate: z = x * y.
 
-Backward ("swap multiplier"): x_bar = z_bar * y, y_bar = z_bar * x. Each input's local
-gradient is the *other* input. By a constant a (the slide's ``*-1`` gate) it is a scaled
-local gradient instead: x_bar = z_bar * a.
-Forward: z_dot = x_dot * y + x * y_dot.
+The "swap multiplier": each input's local gradient is the *other* input. By a constant a (the
+slide's ``*-1`` gate) it is a scaled local gradient instead.
 """,
 )
 
@@ -128,7 +123,7 @@ reciprocal = Gate(
     elementwise=True,
     doc="""Reciprocal gate ("1/x" on the slide): z = 1/x.
 
-Backward: x_bar = z_bar * (-1/x^2) = -z_bar * z^2. Forward: z_dot = -x_dot * z^2.
+The local gradient, -1/x^2, is -z^2: the output, saved as the residual.
 """,
 )
 
@@ -147,9 +142,7 @@ div = Gate(
     primitives={"div": lambda x, y: reciprocal(y) if _is(x, 1.0) else div(x, y)},
     doc="""Divide gate: z = x / y.
 
-Backward: x_bar = z_bar / y, y_bar = -z_bar x / y^2 = -z_bar z / y. Each local gradient is
-one number per element: a scaled local gradient (1 / y alone is the reciprocal gate).
-Forward: z_dot = x_dot / y - y_dot x / y^2.
+Each local gradient (1/y, and -x/y^2 = -z/y) is one number per element: a scaled local gradient (1 / y alone is the reciprocal gate).
 """,
 )
 
@@ -173,8 +166,7 @@ pow = Gate(  # noqa: A001 - the lecture's name
     primitives={"pow": None},
     doc="""Power gate: z = x ** y.
 
-Backward: x_bar = z_bar * y x^(y-1), y_bar = z_bar * log(x) x^y (0 where x = 0).
-Forward: z_dot = x_dot y x^(y-1) + y_dot log(x) x^y.
+The local gradients are y x^(y-1) and log(x) x^y (0 where x = 0).
 """,
 )
 
@@ -197,7 +189,7 @@ integer_pow = Gate(
     label=lambda names, *, y: f"{names[0]}^{y}",
     doc="""Integer power gate: z = x ** n for a fixed integer n (``x ** 2``, ``x ** 3``).
 
-Backward: x_bar = z_bar * n x^(n-1) (micrograd's ``__pow__``). Forward: z_dot = x_dot n x^(n-1).
+The local gradient is n x^(n-1), as micrograd's ``__pow__`` has it.
 """,
 )
 
@@ -223,9 +215,8 @@ maximum = Gate(
                 else maximum(x, y)},
     doc="""Max gate: z = max(x, y), elementwise.
 
-Backward ("gradient router"): the larger input takes the whole upstream gradient and the
-other gets zero: x_bar = z_bar * [x >= y], y_bar = z_bar * [x < y]. A tie routes it all to x.
-Forward: z_dot = x_dot where x >= y, else y_dot.
+The "gradient router": the larger input takes the whole upstream gradient and the other
+gets zero. A tie routes it all to x.
 """,
 )
 
@@ -255,9 +246,8 @@ minimum = Gate(
     primitives={"min": None},
     doc="""Min gate: z = min(x, y), elementwise.
 
-Backward ("gradient router"): the smaller input takes the whole upstream gradient:
-x_bar = z_bar * [x <= y], y_bar = z_bar * [x > y]. A tie routes it all to x.
-Forward: z_dot = x_dot where x <= y, else y_dot.
+The "gradient router": the smaller input takes the whole upstream gradient. A tie routes it
+all to x.
 """,
 )
 
@@ -274,9 +264,8 @@ abs = Gate(  # noqa: A001 - the lecture's name
     primitives={"abs": None},
     doc="""Absolute value gate: z = |x|.
 
-Backward: x_bar = z_bar * sign(x). At the kink x = 0 it takes the right-hand derivative, 1,
+The local gradient is sign(x). At the kink x = 0 it takes the right-hand derivative, 1,
 as jax.grad does (PyTorch passes 0 there).
-Forward: z_dot = x_dot * sign(x), with the same sign at 0.
 """,
 )
 
@@ -309,10 +298,9 @@ select = Gate(
     primitives={"select_n": _select},
     doc="""Select gate: z = case_0 where c is False (0), case_1 where c is True (1).
 
-Backward ("gradient router"): each case takes the upstream gradient where it was picked,
+The "gradient router": each case takes the upstream gradient where it was picked,
 zero elsewhere; the condition c gets no gradient. ``jnp.where(c, x, y)`` is
 ``select(c, y, x)``.
-Forward: z_dot = the picked case's tangent.
 """,
 )
 

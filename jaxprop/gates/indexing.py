@@ -77,9 +77,8 @@ slice = Gate(
     label=_slice_label,
     doc="""Slice gate: z = x[start:limit:strides] (``x[0]``, ``x[:, 1:3]``).
 
-Backward ("gradient router"): each picked element gets its gradient back in place, the
-others none: x_bar = z_bar padded with zeros to x's shape.
-Forward: z_dot = x_dot sliced the same way.
+The "gradient router": each picked element gets its gradient back in place, the others
+none.
 """,
 )
 
@@ -112,9 +111,8 @@ dynamic_slice = Gate(
     label=lambda names, *, sizes, in_shape: f"{names[0]}[{names[1]}:]",
     doc="""Dynamic slice gate: z = x[i:i + size] with the start i known only at run time.
 
-Backward ("gradient router"): x_bar = zeros with z_bar written back at i (JAX clamps i so
-the slice fits, and the rule writes it back where the slice was read).
-Forward: z_dot = x_dot sliced at i.
+The "gradient router": z_bar is written back at i into zeros (JAX clamps i so the slice
+fits, and the rule writes it back where the slice was read).
 """,
 )
 
@@ -189,13 +187,12 @@ gather = Gate(
     doc="""Gather gate: z = the elements (or slices) of x at ``indices`` (``x[idx]``,
 ``scores[jnp.arange(N), y]``, ``jnp.take_along_axis``).
 
-Backward ("gradient router"): each picked element's gradient goes back where it was read,
+The "gradient router": each picked element's gradient goes back where it was read,
 and an element picked twice gets both gradients added: x_bar = a scatter-add of z_bar into
 zeros shaped like x. The indices get no gradient. An index out of bounds is read where the
 gather clamps it (``mode="clip"``, and the default ``promise_in_bounds``, which XLA runs as a
 clamp), and its gradient goes there; a filled element (``mode="fill"``) is a constant and
 sends none back.
-Forward: z_dot = x_dot picked at the same indices (0 where filled).
 """,
 )
 
@@ -314,12 +311,11 @@ scatter = Gate(
     doc="""Scatter gate: z = x with ``updates`` written at ``indices`` (``x.at[i].set(u)``,
 the JAX spelling of CS231n's ``margins[np.arange(N), y] = 0``).
 
-Backward ("gradient router"): each place of z holds one input's value, and only that input
+The "gradient router": each place of z holds one input's value, and only that input
 gets its gradient: x_bar = z_bar where x was kept; an update gets z_bar read back at its
 index (u_bar) if its write stayed, else 0. An index written twice keeps one write (the last,
 as XLA runs it on CPU), and the other updates get 0, as in ``jax.grad``; an update dropped
 (an index out of bounds) gets 0.
-Forward: z_dot = x_dot where kept, u_dot where its write stayed.
 """,
 )
 
@@ -344,10 +340,9 @@ scatter_add = Gate(
     doc="""Scatter-add gate: z = x with ``updates`` added at ``indices`` (``x.at[i].add(u)``,
 ``jax.ops.segment_sum``; ``x.at[i].subtract(u)`` adds ``-u``).
 
-Backward ("gradient distributor"): x_bar = z_bar; each update gets z_bar read back where it
+The "gradient distributor": x gets z_bar; each update gets z_bar read back where it
 was added, and an update dropped (an index out of bounds, a segment id past
 ``num_segments``) gets 0.
-Forward: z_dot = x_dot + u_dot added at the indices.
 """,
 )
 
@@ -400,12 +395,11 @@ scatter_mul = Gate(
     doc="""Scatter-multiply gate: z = x with ``updates`` multiplied in at ``indices``
 (``x.at[i].multiply(u)``, ``jax.ops.segment_prod``).
 
-Backward ("gradient switcher", the mul gate's swap): each factor's gradient is z_bar times
+The "gradient switcher", the mul gate's swap: each factor's gradient is z_bar times
 the other factors. x_bar = z_bar times the product of the updates at each place; an update
 gets z_bar x read back at its index, times the other updates written at the same place (an
 index written twice multiplies twice). A dropped update gets 0. ``jax.grad`` refuses the
 updates' gradient unless ``unique_indices=True``; this rule needs no promise.
-Forward: z_dot = x_dot times the updates + x times (u_dot times the others) at the indices.
 """,
 )
 
@@ -434,12 +428,11 @@ scatter_max = Gate(
     doc="""Scatter-max gate: z = the largest of x and the ``updates`` at each index
 (``x.at[i].max(u)``, ``jax.ops.segment_max``).
 
-Backward ("gradient router", the max gate's): the largest value at each place takes the
+The "gradient router", the max gate's: the largest value at each place takes the
 whole gradient, the others none: x_bar = z_bar where x is the largest; an update gets z_bar
 read back at its index where it is. At a tie the first takes it all, as the max gate gives a
 tie to its first input: x first, then the updates in their order (``jax.grad`` splits a tie
 evenly instead). A dropped update gets 0.
-Forward: z_dot = the largest input's tangent at each place.
 """,
 )
 
@@ -460,9 +453,8 @@ scatter_min = Gate(
     doc="""Scatter-min gate: z = the smallest of x and the ``updates`` at each index
 (``x.at[i].min(u)``, ``jax.ops.segment_min``).
 
-Backward ("gradient router", the min gate's): as scatter_max, with the smallest value
+The "gradient router", the min gate's: as scatter_max, with the smallest value
 taking the gradient; a tie goes to x first, then to the first tied update.
-Forward: z_dot = the smallest input's tangent at each place.
 """,
 )
 
@@ -493,9 +485,8 @@ _concatenate = Gate(
     primitives={"concatenate": lambda *xs, dimension: concatenate(xs, dimension)},
     doc="""Concatenate gate: z = [x, y] joined along ``dimension``.
 
-Backward: each part takes its own piece of z_bar back (x_bar = the first x.shape[d] entries
-along d, y_bar the rest). Forward: z_dot = [x_dot, y_dot]. Longer lists are joined two at a
-time.
+Each part takes its own piece of z_bar back (x_bar = the first x.shape[d] entries
+along d, y_bar the rest). Longer lists are joined two at a time.
 """,
 )
 
@@ -531,8 +522,7 @@ split = Gate(
     primitives={"split": lambda x, *, sizes, axis: split(x, tuple(sizes), axis)},
     doc="""Split gate: (z_0, z_1, ...) = x cut along ``axis`` into parts of ``sizes``.
 
-Backward: x_bar = the parts' gradients joined back. Forward: each part's tangent is x_dot cut
-the same way.
+The parts' gradients are joined back.
 """,
 )
 

@@ -79,12 +79,11 @@ matmul = Gate(
     primitives={"dot_general": _from_dot_general},
     doc="""Matrix multiply gate: y = x w, with x [N, D] and w [D, M].
 
-Backward, by dimension analysis (the only way the shapes fit):
+By dimension analysis (the only way the shapes fit):
     x_bar = y_bar w^T     [N, D] = [N, M] [M, D]
     w_bar = x^T y_bar     [D, M] = [D, N] [N, M]
 The local Jacobian dy/dx would be [N, M, N, D]; it is never formed. x may have any number of
 leading axes, [..., D]; w_bar then contracts over all of them.
-Forward: y_dot = x_dot w + x w_dot.
 """,
 )
 
@@ -158,11 +157,10 @@ sums x and w over the paired contracting axes and keeps the paired batch axes; y
 [batch, x's free axes, w's free axes]. ``x @ v`` (a vector), ``jnp.einsum`` and batched
 matmuls all are one.
 
-Backward ("swap multiplier", by dimension analysis in general): x_bar contracts y_bar with w
+The "swap multiplier", by dimension analysis in general: x_bar contracts y_bar with w
 over w's free axes, batch with batch, then lays the result out in x's axis order; w_bar
 contracts y_bar with x over x's free axes. For x [N, D], w [D, M] it is the lecture's
 x_bar = y_bar w^T and w_bar = x^T y_bar.
-Forward: y_dot = dot_general(x_dot, w) + dot_general(x, w_dot).
 """,
 )
 

@@ -27,8 +27,7 @@ exp = Gate(
     primitives={"exp": None},
     doc="""Exp gate: z = e^x.
 
-Backward: x_bar = z_bar * e^x. The local gradient is the output itself, saved as the residual.
-Forward: z_dot = x_dot * e^x.
+The local gradient, e^x, is the output itself, saved as the residual.
 """,
 )
 
@@ -44,7 +43,7 @@ log = Gate(
     primitives={"log": None},
     doc="""Log gate: z = log x.
 
-Backward: x_bar = z_bar / x. Forward: z_dot = x_dot / x.
+The local gradient is 1/x.
 """,
 )
 
@@ -60,7 +59,7 @@ log1p = Gate(
     primitives={"log1p": None},
     doc="""Log-one-plus gate: z = log(1 + x), accurate for small x.
 
-Backward: x_bar = z_bar / (1 + x). Forward: z_dot = x_dot / (1 + x).
+The local gradient is 1/(1 + x).
 """,
 )
 
@@ -76,7 +75,7 @@ expm1 = Gate(
     primitives={"expm1": None},
     doc="""Exp-minus-one gate: z = e^x - 1, accurate for small x.
 
-Backward: x_bar = z_bar * e^x = z_bar * (z + 1). Forward: z_dot = x_dot * (z + 1).
+The local gradient, e^x, is z + 1: from the output.
 """,
 )
 
@@ -93,9 +92,7 @@ sigmoid = Gate(
     primitives={"logistic": None},
     doc="""Sigmoid gate: s = 1 / (1 + e^-x), one gate for the slide's whole circuit.
 
-Backward: x_bar = z_bar * (1 - s) * s. The local gradient needs only the output s, so the
-lecture collapses exp, add and 1/x into this one gate.
-Forward: z_dot = x_dot * (1 - s) * s.
+The local gradient (1 - s) s needs only the output s, so the lecture collapses exp, add and 1/x into this one gate.
 """,
 )
 
@@ -112,8 +109,7 @@ tanh = Gate(
     primitives={"tanh": None},
     doc="""Tanh gate: t = tanh x.
 
-Backward: x_bar = z_bar * (1 - t^2), from the output alone, like sigmoid's (1 - s) s.
-Forward: z_dot = x_dot * (1 - t^2).
+The local gradient 1 - t^2 comes from the output alone, like sigmoid's (1 - s) s.
 """,
 )
 
@@ -129,7 +125,7 @@ sqrt = Gate(
     primitives={"sqrt": None},
     doc="""Square-root gate: z = sqrt(x).
 
-Backward: x_bar = z_bar / (2 sqrt(x)) = z_bar * 0.5 / z. Forward: z_dot = x_dot * 0.5 / z.
+The local gradient, 1/(2 sqrt(x)), is 0.5 / z: from the output.
 """,
 )
 
@@ -145,7 +141,7 @@ rsqrt = Gate(
     primitives={"rsqrt": None},
     doc="""Reciprocal-square-root gate: z = 1 / sqrt(x).
 
-Backward: x_bar = z_bar * -1/(2 x^(3/2)) = -z_bar z^3 / 2. Forward: z_dot = -x_dot z^3 / 2.
+The local gradient, -1/(2 x^(3/2)), is -z^3 / 2: from the output.
 """,
 )
 
@@ -161,8 +157,7 @@ relu = Gate(
     elementwise=True,
     doc="""ReLU gate: z = max(0, x), elementwise.
 
-Backward: x_bar = z_bar where x > 0, else 0. The local Jacobian is diagonal and sparse, so it
+The "gradient router": the gradient passes where x > 0. The local Jacobian is diagonal and sparse, so it
 is never formed: the rule only masks the upstream gradient.
-Forward: z_dot = x_dot where x > 0, else 0.
 """,
 )

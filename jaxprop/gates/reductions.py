@@ -66,9 +66,8 @@ sum = Gate(  # noqa: A001 - the lecture's name
     primitives={"reduce_sum": lambda x, *, axes, **_: sum(x, tuple(axes))},
     doc="""Sum gate: z = sum_i x_i over ``axis`` (all axes by default): ``sum(x, axis=None)``.
 
-Backward ("gradient distributor"): x_bar_i = z_bar for every i, the add gate with many
+The "gradient distributor": every summed element gets z_bar, the add gate with many
 inputs: z_bar is broadcast back over the summed axes to x's ``shape``.
-Forward: z_dot = sum_i x_dot_i.
 """,
 )
 
@@ -116,9 +115,8 @@ def _extremum(name: str, reduce, pick) -> Gate:
         doc=f"""{name.title()} gate: z = {name} over ``axis`` of x (all axes by default):
 ``{name}(x, axis=None)``.
 
-Backward ("gradient router"): the {word} element of each reduction takes the whole upstream
+The "gradient router": the {word} element of each reduction takes the whole upstream
 gradient, the others none; a tie goes to the first (in C order).
-Forward: z_dot = the tangent of the {word} element.
 """,
     )
 

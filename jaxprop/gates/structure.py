@@ -28,8 +28,7 @@ copy = Gate(
     tangent="(x_dot, x_dot), one per branch",
     doc="""Copy gate: (a, b) = (x, x), the branch point where one value feeds two gates.
 
-Backward ("gradient adder"): x_bar = a_bar + b_bar. The gradients of the branches add.
-Forward: (a_dot, b_dot) = (x_dot, x_dot).
+The "gradient adder": the gradients of the branches add.
 """,
 )
 
@@ -67,10 +66,9 @@ broadcast_to = Gate(
                 _broadcast_in_dim(x, tuple(shape), tuple(broadcast_dimensions))},
     doc="""Broadcast gate: z = x copied along new or size-1 axes to ``shape``.
 
-Backward ("gradient adder"): a broadcast copies its input, and at a copy the gradients add,
+The "gradient adder": a broadcast copies its input, and at a copy the gradients add,
 so x_bar sums z_bar over the copied axes. A bias b [C] added to scores [N, C] is broadcast to
 [N, C] first: its gradient is the sum over the batch.
-Forward: z_dot = x_dot, copied the same way.
 """,
 )
 
@@ -102,8 +100,7 @@ reshape = Gate(
         x if dimensions is None else transpose(x, tuple(dimensions)), tuple(new_sizes))},
     doc="""Reshape gate: z = x with a new shape, the elements in the same (C) order.
 
-Backward: x_bar = z_bar reshaped back to x's shape; every element keeps its gradient.
-Forward: z_dot = x_dot reshaped.
+Every element keeps its gradient: z_bar is reshaped back to x's shape.
 """,
 )
 
@@ -152,7 +149,7 @@ squeeze = Gate(
     label=_squeeze_label,
     doc="""Squeeze gate: z = x without the size-1 axes ``dims``.
 
-Backward: x_bar = z_bar with those axes put back. Forward: z_dot = x_dot squeezed.
+z_bar gets those axes back.
 """,
 )
 
@@ -179,7 +176,7 @@ transpose = Gate(
     label=lambda names, *, perm: f"{names[0]}^T",
     doc="""Transpose gate: z = x with its axes permuted (``x.T`` reverses them).
 
-Backward: x_bar = z_bar with the inverse permutation. Forward: z_dot = x_dot permuted.
+z_bar is permuted back by the inverse permutation.
 """,
 )
 
@@ -203,7 +200,7 @@ rev = Gate(
     primitives={"rev": lambda x, *, dimensions: rev(x, tuple(dimensions))},
     doc="""Reverse gate: z = x reversed along ``dims`` (``jnp.flip``).
 
-Backward: x_bar = z_bar reversed the same way. Forward: z_dot = x_dot reversed.
+z_bar is reversed the same way.
 """,
 )
 
@@ -226,8 +223,7 @@ cast = Gate(
     primitives={"convert_element_type": lambda x, *, new_dtype, **_: cast(x, new_dtype)},
     doc="""Cast gate: z = x in another floating-point dtype (``x.astype(jnp.float32)``).
 
-Backward: x_bar = z_bar, in x's dtype. Forward: z_dot = x_dot, in z's dtype. (A cast to an
-integer or boolean dtype has no gradient: it is no gate.)
+The wiring casts z_bar to x's dtype. A cast to an integer or boolean dtype has no gradient: it is no gate.
 """,
 )
 
