@@ -63,8 +63,9 @@ add = Gate(
     primitives={"add": None, "add_any": None},
     doc="""Add gate: z = x + y.
 
-The "gradient distributor": the local gradient is 1, so the upstream gradient is copied unchanged to every input. A broadcast input (a bias ``b`` of
-shape [C] added to scores [N, C]) was copied N times, so its gradient sums over the batch.
+The "gradient distributor": the local gradient is 1, so the upstream gradient is copied
+unchanged to every input. A broadcast input (a bias ``b`` of shape [C] added to scores [N, C])
+was copied N times, so its gradient sums over the batch.
 """,
 )
 
@@ -142,7 +143,8 @@ div = Gate(
     primitives={"div": lambda x, y: reciprocal(y) if _is(x, 1.0) else div(x, y)},
     doc="""Divide gate: z = x / y.
 
-Each local gradient (1/y, and -x/y^2 = -z/y) is one number per element: a scaled local gradient (1 / y alone is the reciprocal gate).
+Each local gradient (1/y, and -x/y^2 = -z/y) is one number per element: a scaled local
+gradient (1 / y alone is the reciprocal gate).
 """,
 )
 

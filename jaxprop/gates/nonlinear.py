@@ -92,7 +92,8 @@ sigmoid = Gate(
     primitives={"logistic": None},
     doc="""Sigmoid gate: s = 1 / (1 + e^-x), one gate for the slide's whole circuit.
 
-The local gradient (1 - s) s needs only the output s, so the lecture collapses exp, add and 1/x into this one gate.
+The local gradient (1 - s) s needs only the output s, so the lecture collapses exp, add and
+1/x into this one gate.
 """,
 )
 
@@ -157,7 +158,7 @@ relu = Gate(
     elementwise=True,
     doc="""ReLU gate: z = max(0, x), elementwise.
 
-The "gradient router": the gradient passes where x > 0. The local Jacobian is diagonal and sparse, so it
-is never formed: the rule only masks the upstream gradient.
+The "gradient router": the gradient passes where x > 0. The local Jacobian is diagonal and
+sparse, so it is never formed: the rule only masks the upstream gradient.
 """,
 )

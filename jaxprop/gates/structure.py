@@ -223,7 +223,8 @@ cast = Gate(
     primitives={"convert_element_type": lambda x, *, new_dtype, **_: cast(x, new_dtype)},
     doc="""Cast gate: z = x in another floating-point dtype (``x.astype(jnp.float32)``).
 
-The wiring casts z_bar to x's dtype. A cast to an integer or boolean dtype has no gradient: it is no gate.
+The wiring casts z_bar to x's dtype. A cast to an integer or boolean dtype has no gradient:
+it is no gate.
 """,
 )
 
