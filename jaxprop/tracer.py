@@ -101,6 +101,11 @@ def _record(gate, const_mask: tuple[bool, ...], consts: tuple, frozen: tuple):
     return wiring.wire(gate, "jvp", const_mask, frozen, tag)
 
 
+def forget() -> None:
+    """Drops the recorded gate calls' wirings (see :func:`jaxprop.wiring.forget`)."""
+    _record.cache_clear()
+
+
 @contextlib.contextmanager
 def capture(on: bool = True):
     """While on, an explicit gate call records itself in the jaxpr being traced instead of

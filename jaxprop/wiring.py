@@ -42,7 +42,7 @@ from jaxprop.gate import (
     unbroadcast,
 )
 
-__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "intercepting", "apply", "wire",
+__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "intercepting", "apply", "wire", "forget",
            "pipeline", "current_pipeline"]
 
 RULE_SETS = ("jvp", "vjp")
@@ -133,6 +133,16 @@ def _matmul_w_bar(rule):
 LAYOUTS: dict[tuple[str, int], Callable] = {("matmul", 1): _matmul_w_bar}
 """Speed tricks, kept out of the rules the student reads: (gate name, input) -> a function
 of the VJP rule that returns a rule computing the same x_bar in a faster operand layout."""
+
+
+def forget(gate=None) -> None:
+    """Drops every wiring built so far and the linearity already checked (of ``gate`` only, or
+    of every gate): after a gate's rules were replaced in place (``tests/mutation.py``)."""
+    wire.cache_clear()
+    if gate is None:
+        _LINEAR_CHECKED.clear()
+    else:
+        _LINEAR_CHECKED.pop(gate, None)
 
 
 def _check_float(name: str, i: int, x) -> None:
