@@ -143,24 +143,21 @@ dot_general = Gate(
         lax.dot_general(x, w, dimension_numbers, precision=precision,
                         preferred_element_type=preferred_element_type), Operands(x, w)),
     vjp=(_dot_bar(0), _dot_bar(1)),
-    jvp=(lambda res, x_dot, **p: lax.dot_general(x_dot, res.w, p["dimension_numbers"],
-                                                 precision=p["precision"]),
-         lambda res, w_dot, **p: lax.dot_general(res.x, w_dot, p["dimension_numbers"],
-                                                 precision=p["precision"])),
+    jvp=(lambda res, x_dot, *, dimension_numbers, precision, **_: lax.dot_general(
+             x_dot, res.w, dimension_numbers, precision=precision),
+         lambda res, w_dot, *, dimension_numbers, precision, **_: lax.dot_general(
+             res.x, w_dot, dimension_numbers, precision=precision)),
     local=("dy with w, over w's free axes  {x}", "dy with x, over x's free axes  {w}"),
     tangent="x_dot w + x w_dot  {y}",
     output="y",
     params=("dimension_numbers", "precision", "preferred_element_type"),
     prepare=_prepare_dot_general,
-    doc="""General dot product gate: y = dot_general(x, w, ((x_c, w_c), (x_b, w_b))), which
-sums x and w over the paired contracting axes and keeps the paired batch axes; y's axes are
-[batch, x's free axes, w's free axes]. ``x @ v`` (a vector), ``jnp.einsum`` and batched
-matmuls all are one.
+    doc="""General dot product gate: y = dot_general(x, w, ((x_c, w_c), (x_b, w_b))) sums over
+the paired contracting axes and keeps the paired batch axes: y is [batch, x free, w free].
+``x @ v``, ``jnp.einsum`` and batched matmuls all are one.
 
-The "swap multiplier", by dimension analysis in general: x_bar contracts y_bar with w
-over w's free axes, batch with batch, then lays the result out in x's axis order; w_bar
-contracts y_bar with x over x's free axes. For x [N, D], w [D, M] it is the lecture's
-x_bar = y_bar w^T and w_bar = x^T y_bar.
+The "swap multiplier", by dimension analysis in general: x_bar contracts y_bar with w over
+w's free axes (batch with batch) and lays it out in x's axis order; w_bar likewise with x.
 """,
 )
 
