@@ -42,8 +42,8 @@ from jaxprop.gate import (
     unbroadcast,
 )
 
-__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "intercepting", "apply", "wire", "forget",
-           "pipeline", "current_pipeline"]
+__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "intercepting", "apply", "wire",
+           "forget"]
 
 RULE_SETS = ("jvp", "vjp")
 """The two ways a gate is wired: our JVP rules (the default) or our VJP rules."""
@@ -64,12 +64,6 @@ def rule_set(name: str):
         raise ValueError(f"unknown rule set {name!r}; expected one of {RULE_SETS}")
     with _rule_set(name):
         yield
-
-
-pipeline = rule_set
-"""Deprecated: the old name of :func:`rule_set`."""
-current_pipeline = current_rule_set
-"""Deprecated: the old name of :func:`current_rule_set`."""
 
 
 @contextlib.contextmanager
