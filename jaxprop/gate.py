@@ -14,9 +14,12 @@ A gate is written once, as the lecture draws it:
 A rule of ``None`` marks an input with no derivative (integer labels, say). A gate with
 static parameters (the axes of a sum, the shape of a reshape) names them in ``params``; they
 are passed as keywords to ``forward`` and to every rule, and they are part of the wiring's
-cache key. The gate also carries the facts that ``jaxprop.explain``, the README's table and
-the test battery read: its ``pattern`` in the lecture's words, its circuit ``symbol``, and
-the text of each rule (``local``, ``tangent``).
+cache key; a ``prepare`` hook turns a call in the operation's own words (``sum(x, axis=1)``)
+into them. The gate also carries the facts that ``jaxprop.explain`` and the test battery
+read: its ``pattern`` in the lecture's words, its circuit ``symbol``, and the lecture's text
+of each local gradient (``local``, ``tangent``). Each rule is stated once, as code: the
+docstring's Backward and Forward lines and the README's table are that code
+(:func:`rule_text`), and residuals have names (``res.y``), never indices.
 
 A gate is called like the operation it stands for; ``jaxprop.wiring`` wires its rules
 into JAX (``custom_jvp`` or ``custom_vjp``, by the rule set tracing) and checks what they
