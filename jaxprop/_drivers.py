@@ -352,10 +352,11 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
         single = isinstance(argnums, int)
         if fill is _no_fill:
             jac = unflatten_jacobian(jac, out, dyn, single)
-        else:  # blocks per float leaf, then float0 blocks in the integer leaves' places
+        else:  # blocks per float leaf, then zero blocks in the integer leaves' places
             out_leaves, out_tree = jax.tree.flatten(out)
             per_out = out_tree.flatten_up_to(unflatten_jacobian(jac, out, dyn, False))
-            filled = [fill(blocks, jnp.shape(o), float0=False) for o, blocks in zip(out_leaves, per_out)]
+            filled = [fill(blocks, jnp.shape(o), float0=False)
+                      for o, blocks in zip(out_leaves, per_out)]
             jac = out_tree.unflatten([g[0] if single else g for g in filled])
         return (jac, aux) if has_aux else jac
 
