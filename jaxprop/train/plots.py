@@ -5,9 +5,10 @@ figures use it too), and written as SVG with their text kept as text. Each figur
 a ``*_figure`` function that returns the matplotlib ``Figure`` (the tests read the data
 plotted back from it) and written by the matching ``plot_*`` function.
 
-matplotlib takes about a second to import on a loaded machine, longer than the default run
-trains, so ``preload()`` starts that import in a background thread when a run begins: it
-overlaps JAX's start-up, compilation and epochs, and the figures at the end find it loaded.
+matplotlib takes longer to import than the default run takes to train, so ``preload()``
+starts that import in a background thread as a run opens its folder: it overlaps loading the
+data, compiling and the epochs, and the figures at the end find it loaded (docs/DEVELOPING.md,
+"Figures", has the measurements).
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ _lock = threading.Lock()
 _preloading: threading.Thread | None = None
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, layout: str | None = None) -> Figure:
+    """A figure; fixed margins unless a ``layout`` engine is asked for (constrained layout
+    costs about 30 ms a figure, more than drawing a curve)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout=layout)
 
 
 def save_svg(fig: Figure, path) -> None:
@@ -79,6 +82,7 @@ def _curves(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], titl
             ylabel: str) -> Figure:
     """One line per ``(label, xs, ys)``, with markers; a non-finite y is a gap in its line."""
     fig = _figure(5.6, 3.6)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
     ax = fig.add_subplot()
     for label, xs, ys in series:
         ys = [y if math.isfinite(y) else np.nan for y in ys]
@@ -145,7 +149,9 @@ def templates_figure(w, image_shape, class_names: Sequence[str], bias_trick: boo
     cols = min(len(t), 10)
     rows = -(-len(t) // cols)
     fig = _figure(0.85 * cols + 0.2, 1.05 * rows + 0.4)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+        "left": 0.02, "right": 0.98, "bottom": 0.02, "top": 1 - 0.5 / (1.05 * rows + 0.4),
+        "wspace": 0.12, "hspace": 0.3}).ravel()
     for ax, image, name in zip(axes, t, class_names):
         ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest",
                   gid=f"template {name}")
@@ -174,7 +180,7 @@ def heatmap_figure(lrs: Sequence[float], regs: Sequence[float], val_acc: np.ndar
 
     acc = np.asarray(val_acc, np.float64)
     finite = np.isfinite(acc)
-    fig = _figure(1.0 * len(regs) + 2.2, 0.5 * len(lrs) + 1.6)
+    fig = _figure(1.0 * len(regs) + 2.2, 0.5 * len(lrs) + 1.6, "constrained")
     ax = fig.add_subplot()
     ax.set_facecolor("#dddddd")  # a diverged run's cell
     image = ax.imshow(np.ma.masked_invalid(acc), cmap="viridis", aspect="auto")
