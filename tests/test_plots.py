@@ -1,8 +1,6 @@
 """The run's figures (matplotlib, written as SVG): the data each one plots, read back from its
 Figure, and the SVG file it writes."""
 
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -82,15 +80,3 @@ def test_the_heatmap_labels_every_cell_and_outlines_the_best(tmp_path):
     plots.plot_heatmap([1e-3, 1e-2], [0.0, 1e-4, 1e-3], acc, tmp_path / "h.svg", "sweep")
     texts = _texts(tmp_path / "h.svg")
     assert "sweep: val accuracy" in texts and "diverged" in texts and "0.950" in texts
-
-
-def test_preload_imports_matplotlib_in_the_background():
-    code = ("import sys\nfrom jaxprop.train import plots\n"
-            "assert 'matplotlib' not in sys.modules\n"
-            "plots.preload(); plots.preload()\n"  # once only
-            "thread = plots._preloading\nthread.join(120)\n"
-            "assert thread.daemon and 'matplotlib.figure' in sys.modules\n"
-            "assert 'matplotlib.backends.backend_svg' in sys.modules\n"
-            "assert 'matplotlib.pyplot' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr

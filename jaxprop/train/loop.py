@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprop._settings import diff
 from jaxprop._signals import GUARD, Stop
-from jaxprop.train import checkpoint, distributed, divergence, plots, report, sharding
+from jaxprop.train import checkpoint, distributed, divergence, report, sharding
 from jaxprop.train.experiment import Config, from_dict, to_dict, to_toml
 from jaxprop.train.lock import describe_stale
 from jaxprop.train.optimizers import lr_at_epoch
@@ -121,8 +121,6 @@ def train(cfg: Config, out_dir: str | os.PathLike | None = None, *, resume: bool
     try:
         with distributed.together(f"opening the run folder {out}"):
             files = RunDir.open(out, mode, command="jaxprop train")
-        if write_plots:
-            plots.preload()  # matplotlib loads while the run trains, ready for its figures
         return _train(cfg, files, resume, dataset, mesh, progress, console, on_epoch_end,
                       write_plots, history or {})
     except Stop as stop:

@@ -5,17 +5,14 @@ figures use it too), and written as SVG with their text kept as text. Each figur
 a ``*_figure`` function that returns the matplotlib ``Figure`` (the tests read the data
 plotted back from it) and written by the matching ``plot_*`` function.
 
-matplotlib takes longer to import than the default run takes to train, so ``preload()``
-starts that import in a background thread as a run opens its folder: it overlaps loading the
-data, compiling and the epochs, and the figures at the end find it loaded (docs/DEVELOPING.md,
-"Figures", has the measurements).
+matplotlib is imported only when a figure is drawn, so ``jaxprop ... --help`` and a run
+without figures never load it (docs/DEVELOPING.md, "Figures", has the measurements).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,38 +23,11 @@ from jaxprop.train.checkpoint import atomic_write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["preload", "loss_figure", "accuracy_figure", "templates_figure", "heatmap_figure",
+__all__ = ["loss_figure", "accuracy_figure", "templates_figure", "heatmap_figure",
            "plot_loss", "plot_accuracy", "class_templates", "plot_templates", "plot_heatmap",
            "save_svg"]
 
 _SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "jaxprop"}  # text as text, stable ids
-
-
-def _import_matplotlib() -> None:
-    import matplotlib.backends.backend_svg  # noqa: F401  (what savefig(format="svg") loads)
-    import matplotlib.figure  # noqa: F401
-
-
-def preload() -> None:
-    """Starts importing matplotlib in a daemon thread (at most once), so the figures drawn at
-    the end of a run do not wait for it. A failed import shows when a figure is drawn."""
-    global _preloading
-    with _lock:
-        if _preloading is None:
-            _preloading = threading.Thread(target=_quietly, args=(_import_matplotlib,),
-                                           name="jaxprop-matplotlib", daemon=True)
-            _preloading.start()
-
-
-def _quietly(fn) -> None:
-    try:
-        fn()
-    except Exception:  # the import is retried, and its error raised, when a figure is drawn
-        pass
-
-
-_lock = threading.Lock()
-_preloading: threading.Thread | None = None
 
 
 def _figure(width: float, height: float, layout: str | None = None) -> Figure:

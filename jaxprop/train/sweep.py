@@ -173,7 +173,6 @@ def run_sweep(cfg: Config, out_dir: str | os.PathLike | None = None, *, dataset=
         out = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.name}_sweep"
         files = RunDir.open(out, "overwrite" if overwrite else "new", command="jaxprop sweep",
                             resumable=False)
-        plots.preload()  # the heatmap's matplotlib loads while the grid trains
     try:
         return _sweep(cfg, files, dataset, mesh, progress, console, trainer)
     except Stop as stop:
