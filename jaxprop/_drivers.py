@@ -192,7 +192,9 @@ def cached_driver(f: Callable, key: tuple, build: Callable[[], Jitted]) -> Jitte
 
 
 def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...],
-                         allow_int: bool = False) -> None:
+                         allow_int: bool | None = None) -> None:
+    """Raises unless every leaf of ``dyn`` is real floating point (or, with ``allow_int``,
+    an integer); ``allow_int=False`` (a driver that takes it) names it in the message."""
     for i, arg in zip(argnums, dyn):
         for leaf in jax.tree.leaves(arg):
             dtype = jnp.result_type(leaf)
@@ -202,10 +204,11 @@ def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...],
                     "written for real numbers, so complex arguments are not differentiated: "
                     "pass the real and imaginary parts as two real arguments")
             if not jnp.issubdtype(dtype, jnp.floating) and not allow_int:
+                hint = ("" if allow_int is None else ", or pass allow_int=True for a float0 "
+                        "zero gradient, as jax.grad gives")
                 raise TypeError(
                     f"{who}: argument {i} has a leaf of dtype {dtype}; only floating-point "
-                    "arguments can be differentiated (check argnums, or pass allow_int=True "
-                    "for a float0 zero gradient, as jax.grad gives)"
+                    f"arguments can be differentiated (check argnums{hint})"
                 )
 
 
