@@ -59,14 +59,14 @@ def split_args(f: Callable, args: tuple, argnums: tuple[int, ...], kwargs=None):
 
 def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
             allow_jax_rules: bool = False, has_aux: bool = False, scalar: str | None = None,
-            allow_int: bool = False):
+            allow_int: bool | None = None):
     """The prologue of every driver: checked argnums, f of the differentiated args traced
     into gates (``jaxprop.gated``) once, those args.
 
     f's output is checked from the trace before anything runs: with ``has_aux`` it must be a
     pair; with ``scalar`` (the alternative to name) a real floating-point scalar. With
-    ``allow_int`` (``jax.grad``'s), integer and boolean leaves are held as they are and
-    only the floating-point ones are differentiated.
+    ``allow_int`` (``jax.grad``'s; None for a driver that does not take it), integer and
+    boolean leaves are held as they are and only the floating-point ones are differentiated.
 
     Returns ``(f_dyn, dyn, fill)``: ``fill(grads, lead=())`` puts a float0 zero gradient of
     shape ``lead + leaf.shape`` back in each integer leaf's place, as ``jax.grad`` does
@@ -204,8 +204,8 @@ def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...],
                     "written for real numbers, so complex arguments are not differentiated: "
                     "pass the real and imaginary parts as two real arguments")
             if not jnp.issubdtype(dtype, jnp.floating) and not allow_int:
-                hint = ("" if allow_int is None else ", or pass allow_int=True for a float0 "
-                        "zero gradient, as jax.grad gives")
+                hint = ("" if allow_int is None else
+                        ", or pass allow_int=True for a zero gradient, as in JAX")
                 raise TypeError(
                     f"{who}: argument {i} has a leaf of dtype {dtype}; only floating-point "
                     f"arguments can be differentiated (check argnums{hint})"
@@ -321,7 +321,7 @@ def jacobian_shape(f_dyn: Callable, dyn: tuple):
 def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
                     max_bytes: int | None, linear_map: Callable, rows: bool, instead: str,
                     has_aux: bool = False, allow_jax_rules: bool = False,
-                    allow_int: bool = False):
+                    allow_int: bool | None = None):
     """A jitted full Jacobian of f, built one standard-basis vector at a time.
 
     Args:
