@@ -88,3 +88,14 @@ def test_reduce_axes_is_refused_as_jax_refuses_it(make):
         make(f, reduce_axes=("batch",))
     theirs = jax.value_and_grad if "value" in make.__name__ else jax.grad
     assert_same_tree(make(f, reduce_axes=())(X, 1.5), theirs(f, reduce_axes=())(X, 1.5))
+
+
+@pytest.mark.parametrize("ours, theirs", [(jaxprop.reverse.jacobian, jax.jacrev),
+                                          (jaxprop.forward.jacobian, jax.jacfwd),
+                                          (jaxprop.hessian, jax.hessian)])
+def test_the_jacobians_take_the_arguments_of_jacrev_and_jacfwd(ours, theirs):
+    params = inspect.signature(ours).parameters
+    assert set(inspect.signature(theirs).parameters) - {"fun", "has_aux"} <= set(params)
+    if "allow_int" not in params:  # jacfwd has none: the message does not offer it
+        with pytest.raises(TypeError, match=r"\(check argnums\)(\n|$)"):
+            ours(lambda n: jnp.sum(n * 2.0))(N)
