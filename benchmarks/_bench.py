@@ -205,11 +205,11 @@ class Worker:
                                         name=f"bench-{name}", daemon=True)
         self._process.start()
         child.close()
-        self.threads: dict[str, int] = {}
+        self.threads: dict[str, int] | None = None
 
     def ready(self) -> Worker:
         """Waits for the factory to finish; the worker's thread settings are then known."""
-        if not self.threads:
+        if self.threads is None:
             self.threads = self._reply()
         return self
 
