@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 import jaxprop
+from jaxprop.gates import linalg
 from jaxprop.losses import softmax_loss
 from jaxprop.models import two_layer_init, two_layer_scores
 from jaxprop.train.engine import CPU_GEMM
@@ -86,11 +87,32 @@ def jax_steps(name: str):
     }[name]
 
 
+OPS = ("forward GEMM x @ W1", "weight-gradient GEMM x^T dh")
+"""The step's two big products (N x D x H each, 99% of its FLOPs), timed apart."""
+
+
+def _timed_block(fn):
+    def block(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        return (time.perf_counter() - start) / steps
+
+    return block
+
+
 def jax_worker(names, params, x, y) -> dict:
-    """A JAX worker: for each of ``names``, its timed block and its first step."""
+    """A JAX worker: for each of ``names``, its timed block and its first step; in the
+    jaxprop worker also the step's two big products as the matmul gate computes them."""
     params = jax.device_put(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
     table = {"peak": matmul_peak_gflops}
+    if "jaxprop.reverse" in names:
+        dh = jnp.ones((N, H), jnp.float32)
+        fwd = jax.jit(lambda x, w: linalg.matmul(x, w)).lower(x, params["W1"]).compile()
+        grad = jax.jit(lambda x, dh: linalg._matmul_w_bar((x, None), dh)).lower(x, dh).compile()
+        table[f"jaxprop: {OPS[0]}"] = _timed_block(lambda: fwd(x, params["W1"]).block_until_ready())
+        table[f"jaxprop: {OPS[1]}"] = _timed_block(lambda: grad(x, dh).block_until_ready())
     for name in names:
         step, options = jax_steps(name)
         compiled = step.lower(params, x, y).compile(compiler_options=options)
@@ -141,15 +163,13 @@ def torch_worker(names, params, x, y) -> dict:
         return {k: v.detach().numpy() for k, v in p.items()}, loss.item()
 
     state = fresh()
-
-    def block(steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step(*state)
-        return (time.perf_counter() - start) / steps
-
+    block = _timed_block(lambda: step(*state))
     block(2)  # warm
-    return {TORCH: block, f"first {TORCH}": first, "version": lambda: torch.__version__}
+    tx, w1, dh = state[1], state[0]["W1"].detach(), torch.ones((N, H))
+    return {TORCH: block, f"first {TORCH}": first, "version": lambda: torch.__version__,
+            # the products as autograd computes them: mm, and mm's weight gradient x.t() @ dh
+            f"PyTorch: {OPS[0]}": _timed_block(lambda: tx @ w1),
+            f"PyTorch: {OPS[1]}": _timed_block(lambda: tx.t() @ dh)}
 
 
 def matmul_peak_gflops(repeats: int = 10) -> float:
@@ -203,6 +223,10 @@ def main() -> None:
         programs = {name: workers[w] for w, (_, names) in factories.items() for name in names}
         worst = check_same_step(programs, data["params"])
         times = _bench.alternate(programs, args.rounds, args.steps, args.pause)
+        breakdown = {}
+        if "PyTorch" in workers:  # the step's two big products, in each framework
+            ops = {f"{w}: {op}": workers[w] for w in ("jaxprop", "PyTorch") for op in OPS}
+            breakdown = _bench.alternate(ops, max(5, args.rounds // 3), args.steps, args.pause)
         peak = workers["jaxprop"].call("peak")
         torch_version = workers["PyTorch"].call("version") if "PyTorch" in workers else None
     finally:
@@ -236,7 +260,11 @@ def main() -> None:
         ratios.append(_bench.Ratio(f"{name} / {ref}", value, rounds, goal))
         print(f"{name} / {ref} (median of {args.rounds} interleaved rounds): {value:.3f}"
               + (f"  (goal <= {goal}: {'met' if value <= goal else 'NOT met'})" if goal else ""))
+    if breakdown:
+        print_breakdown(breakdown, med, ratios[-1])
     figures = {f"{name} ms": t * 1e3 for name, t in med.items()}
+    figures.update({f"{name}: {op} ms": statistics.median(breakdown[f"{name}: {op}"]) * 1e3
+                    for name in ("jaxprop", "PyTorch") for op in OPS if breakdown})
     figures.update({f"{name} alone ms": statistics.median(t) * 1e3 for name, t in alone.items()})
     figures.update({"GEMM floor ms": floor * 1e3, "matmul peak GFLOP/s": peak,
                     "jaxprop.reverse % of floor": 100 * floor / med["jaxprop.reverse"]})
@@ -246,6 +274,31 @@ def main() -> None:
         figures[f"jaxprop.reverse / {TORCH}, each alone"] = each_alone
     _bench.finish(args, "train_step", ratios, figures, "jaxprop.reverse / plain JAX",
                   fair, threads_line)
+
+
+def print_breakdown(breakdown: dict[str, list[float]], med: dict[str, float],
+                    ratio: _bench.Ratio) -> None:
+    """Where the step's time goes in jaxprop and in PyTorch: the two big products, each
+    timed alone in the same workers, and the rest of the step; and, when jaxprop misses
+    its goal against PyTorch, how far."""
+    print(f"where the time goes (the two products timed apart, in the same workers, "
+          f"medians of {len(next(iter(breakdown.values())))} rounds):")
+    print(f"  {'':30s} {'jaxprop.reverse':>16s} {TORCH:>16s}")
+    steps = {"jaxprop": med["jaxprop.reverse"], "PyTorch": med[TORCH]}
+    rest = dict(steps)
+    for op in OPS:
+        t = {w: statistics.median(breakdown[f"{w}: {op}"]) for w in steps}
+        rest = {w: rest[w] - t[w] for w in steps}
+        print(f"  {op:30s} {t['jaxprop'] * 1e3:13.3f} ms {t['PyTorch'] * 1e3:13.3f} ms")
+    print(f"  {'the rest of the step':30s} {rest['jaxprop'] * 1e3:13.3f} ms "
+          f"{rest['PyTorch'] * 1e3:13.3f} ms")
+    print(f"  {'the step':30s} {steps['jaxprop'] * 1e3:13.3f} ms "
+          f"{steps['PyTorch'] * 1e3:13.3f} ms")
+    if not ratio.met:
+        products = steps["jaxprop"] - rest["jaxprop"]
+        print(f"goal missed: jaxprop.reverse takes {ratio.value:.2f}x PyTorch's step, the goal "
+              f"is <= {ratio.goal}x, {ratio.value / ratio.goal - 1:.0%} too slow; its two "
+              f"products alone take {products / steps['PyTorch']:.2f}x PyTorch's whole step")
 
 
 def check_same_step(programs: dict[str, _bench.Worker], params) -> float:
