@@ -37,13 +37,14 @@ ROOT = HERE.parent
 BENCHMARKS = {
     "train_step": (["--rounds", "30"], ["--rounds", "6", "--steps", "5"],
                    "one two-layer train step at CIFAR-10 sizes against plain JAX and "
-                   "PyTorch eager"),
+                   "PyTorch eager, each framework in its own process"),
     "compile": (["--rounds", "5"], ["--rounds", "1"],
                 "compile time of the default training epoch and of the train step"),
     "startup": (["--rounds", "3"], ["--rounds", "1"],
                 "`jaxprop train` end to end, cold and warm compilation cache"),
     "train_digits": (["--repeats", "5"], ["--repeats", "1"],
-                     "the default digits training against plain JAX, NumPy, PyTorch"),
+                     "the default digits training against plain JAX, NumPy, PyTorch, each in "
+                     "its own process"),
     "sweep": (["--repeats", "3"], ["--repeats", "1"],
               "a 4 x 4 lr x reg grid, vmapped against one config at a time"),
     "jacobian": ([], ["--repeats", "5"],
@@ -52,6 +53,11 @@ BENCHMARKS = {
                      "re-creating jaxprop.reverse.grad(f) in a loop"),
 }
 """Each benchmark: its arguments, its arguments under --quick, and what it measures."""
+
+BUSY_LOAD = 1.0
+"""A 1-minute load average above this before a run: the machine was not quiet, and the
+rows of that benchmark say so (PyTorch's OpenMP threads, at their default, spin and slow
+down by much more than JAX's when other processes hold the cores)."""
 
 START, END = "<!-- benchmarks: start -->", "<!-- benchmarks: end -->"
 
@@ -107,6 +113,10 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
             values = [r["ratios"][k]["value"] for r in runs]
             met = _met(ratio, values)
             unfair = _unfair(ratio["name"], runs)
+            busy = max(r["load_before"] for r in runs)
+            if busy > BUSY_LOAD:
+                unfair = "; ".join(filter(None, [unfair, f"busy machine (load up to {busy:.1f} "
+                                                          "before a run)"]))
             rows.append({"benchmark": name, "ratio": ratio["name"], "goal": _goal(ratio),
                          "median": statistics.median(values), "min": min(values),
                          "max": max(values), "runs": len(values),

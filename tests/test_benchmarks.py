@@ -92,4 +92,6 @@ def test_run_all_only_keeps_the_other_benchmarks_rows(tmp_path):
     assert "Run on 2026-01-01" in text.split("## `compile`")[1]
     assert "Run on 2026-01-02" in text.split("## `train_step`")[1].split("## `")[0]
     assert "**not fair**" in text and "sections of `compile` are kept" in text
+    busy = _result("compile", 1.0) | {"load_before": 5.0}
+    assert "busy machine (load up to 5.0" in run_all.summarise({"compile": [busy]})[0]["met"]
     assert top.startswith("intro\n") and top.endswith(f"{run_all.END}\nrest\n")
