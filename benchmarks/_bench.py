@@ -10,9 +10,9 @@ pipe. ``alternate`` asks the workers for their blocks in turn, with a pause betw
 so no two frameworks ever compute at the same time and none's idle threads (OpenMP's spin,
 XLA's pool) are still busy when the next starts. Every worker runs with the same number of
 threads (``threads()``: XLA's intra-op pool, which is the schedulable CPUs; PyTorch and the
-BLAS of NumPy are set to it) and reports them. ``alone`` times one program in its own
-process with nothing else running, the check that the alternation is fair to it
-(``fairness``).
+BLAS of NumPy are set to it; ``--threads N`` pins every worker to N CPUs) and reports them.
+``alone`` times one program in its own process with nothing else running, the check that the
+alternation is fair to it (``fairness``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import traceback
 from collections.abc import Callable
 
 __all__ = ["Ratio", "machine", "parser", "interleaved", "median_ratio", "finish", "load",
-           "Worker", "alternate", "alone", "fairness", "threads", "print_threads"]
+           "Worker", "alternate", "alone", "fairness", "threads", "threads_option",
+           "check_threads", "print_threads"]
 
 PAUSE_S = 0.2
 """Seconds between two blocks: long enough for the last framework's threads to sleep."""
@@ -138,6 +139,27 @@ def threads() -> int:
         return os.cpu_count() or 1
 
 
+def threads_option(p: argparse.ArgumentParser) -> None:
+    """Adds ``--threads N``: every worker runs on the first N CPUs only (XLA's pool then has
+    N threads), and PyTorch and BLAS get N threads; the default is every CPU."""
+    p.add_argument("--threads", type=int, default=threads(), metavar="N",
+                   help="threads of every framework, 1 to %(default)s (default %(default)s)")
+
+
+def check_threads(p: argparse.ArgumentParser, n: int) -> int:
+    if not 1 <= n <= threads():
+        p.error(f"--threads must be between 1 and {threads()} (the CPUs this process may "
+                f"use); got {n}")
+    return n
+
+
+def _pin(n: int) -> None:
+    """Runs this process on the first ``n`` of its CPUs (before XLA sizes its pool)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+
+
 def _set_threads(n: int) -> None:
     """Gives PyTorch (when imported) and the BLAS libraries loaded ``n`` threads."""
     if "torch" in sys.modules:
@@ -177,6 +199,7 @@ def _serve(conn, factory: Callable[..., dict], kwargs: dict, n_threads: int) -> 
     """A worker's loop: builds ``factory(**kwargs)`` (a dict of callables) and answers
     ``(key, args)`` requests with ``("ok", table[key](*args))``, until ``None``."""
     try:
+        _pin(n_threads)
         table = factory(**kwargs)
         _set_threads(n_threads)
         conn.send(("ok", _thread_report(n_threads)))

@@ -228,7 +228,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="rounds of timed trainings")
     parser.add_argument("--pause", type=float, default=_bench.PAUSE_S,
                         help="seconds between two trainings (default %(default)s)")
+    _bench.threads_option(parser)
     args = parser.parse_args()
+    n = _bench.check_threads(parser, args.threads)
 
     cfg = load_config()
     ds = load_data(cfg)
@@ -238,7 +240,6 @@ def main() -> None:
     if not have_torch():
         methods.remove("PyTorch loop")
         print("PyTorch is not installed: skipping the PyTorch loop (optional comparison)")
-    n = _bench.threads()
 
     # Alone first: each method in a process of its own, with no other worker alive.
     alone = {m: _bench.alone(m, worker, n, args.repeats, 1, args.pause, method=m, p0=p0)

@@ -199,13 +199,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per timed block")
     p.add_argument("--pause", type=float, default=_bench.PAUSE_S,
                    help="seconds between two blocks (default %(default)s)")
+    _bench.threads_option(p)
     args = p.parse_args()
+    n = _bench.check_threads(p, args.threads)
 
     kp, kx, ky = jax.random.split(jax.random.key(0), 3)
     data = {"params": jax.device_get(two_layer_init(kp, D, H, C, weight_scale=1e-2)),
             "x": np.asarray(jax.random.normal(kx, (N, D), jnp.float32)),
             "y": np.asarray(jax.random.randint(ky, (N,), 0, C))}
-    n = _bench.threads()
     factories = {"jaxprop": (jax_worker, JAXPROP), "plain JAX": (jax_worker, PLAIN)}
     if have_torch():
         factories["PyTorch"] = (torch_worker, (TORCH,))

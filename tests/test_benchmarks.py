@@ -4,6 +4,7 @@ on toy programs, fast: the benchmarks themselves are never run by the suite."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ def toy_worker(program: str, seconds: float) -> dict:
         spans.append((time.time(), time.time() - (time.perf_counter() - start)))
         return (time.perf_counter() - start) / steps
 
-    return {program: block, "spans": lambda: spans, "fail": lambda: 1 / 0}
+    return {program: block, "spans": lambda: spans, "fail": lambda: 1 / 0,
+            "cpus": lambda: len(os.sched_getaffinity(0))}
 
 
 def test_workers_take_turns_and_report_their_threads():
@@ -48,6 +50,16 @@ def test_workers_take_turns_and_report_their_threads():
     assert _bench.median_ratio(times, "a", "b")[0] < 1
     # No two blocks overlap: each starts after the one before it ended.
     assert all(nxt[0] >= prev[1] for prev, nxt in zip(spans, spans[1:]))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_threads_1_pins_the_worker_to_one_cpu():
+    with _bench.Worker("a", toy_worker, 1, program="a", seconds=0) as worker:
+        assert worker.call("cpus") == 1
+    with pytest.raises(SystemExit):
+        p = _bench.parser("x")
+        _bench.threads_option(p)
+        _bench.check_threads(p, _bench.threads() + 1)
 
 
 def test_the_fairness_check_flags_a_program_slower_interleaved(capsys):
