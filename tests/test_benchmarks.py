@@ -52,7 +52,6 @@ def test_workers_take_turns_and_report_their_threads():
     assert all(nxt[0] >= prev[1] for prev, nxt in zip(spans, spans[1:]))
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
 def test_threads_1_pins_the_worker_to_one_cpu():
     with _bench.Worker("a", toy_worker, 1, program="a", seconds=0) as worker:
         assert worker.call("cpus") == 1
