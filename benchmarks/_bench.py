@@ -206,7 +206,13 @@ def _serve(conn, factory: Callable[..., dict], kwargs: dict, n_threads: int) -> 
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
-    while (request := conn.recv()) is not None:
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if request is None:
+            return
         key, args = request
         try:
             conn.send(("ok", table[key](*args)))
