@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,10 +55,27 @@ BENCHMARKS = {
 }
 """Each benchmark: its arguments, its arguments under --quick, and what it measures."""
 
-BUSY_LOAD = 1.0
-"""A 1-minute load average above this before a run: the machine was not quiet, and the
-rows of that benchmark say so (PyTorch's OpenMP threads, at their default, spin and slow
-down by much more than JAX's when other processes hold the cores)."""
+BUSY = 0.5
+"""Other processes running on the CPUs before a run, on average over a second, above which the
+machine was not quiet: the rows of that benchmark say so and judge no goal (PyTorch's OpenMP
+threads, at their default, spin and slow down far more than JAX's when others hold the
+cores). The 1-minute load average cannot tell: it still counts the benchmark before."""
+
+
+def others_running(seconds: float = 1.0, samples: int = 20) -> float:
+    """The mean number of other runnable threads on the machine (``procs_running`` of
+    /proc/stat, less this one), NaN where there is no /proc/stat."""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                counts += [int(line.split()[1]) - 1 for line in f
+                           if line.startswith("procs_running")]
+        except OSError:
+            return float("nan")
+        time.sleep(seconds / samples)
+    return statistics.mean(counts) if counts else float("nan")
+
 
 START, END = "<!-- benchmarks: start -->", "<!-- benchmarks: end -->"
 
@@ -65,6 +83,7 @@ START, END = "<!-- benchmarks: start -->", "<!-- benchmarks: end -->"
 def run(name: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
+        others = others_running()
         load = os.getloadavg()[0]
         done = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra, "--json",
                                str(out)], cwd=ROOT, capture_output=True, text=True)
@@ -73,6 +92,7 @@ def run(name: str, extra: list[str]) -> dict:
                              f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         result = json.loads(out.read_text())
     result["load_before"] = load
+    result["others_before"] = others
     result["stdout"] = done.stdout
     return result
 
@@ -112,15 +132,17 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
         for k, ratio in enumerate(runs[0]["ratios"]):
             values = [r["ratios"][k]["value"] for r in runs]
             met = _met(ratio, values)
-            unfair = _unfair(ratio["name"], runs)
-            busy = max(r["load_before"] for r in runs)
-            if busy > BUSY_LOAD:
-                unfair = "; ".join(filter(None, [unfair, f"busy machine (load up to {busy:.1f} "
-                                                          "before a run)"]))
+            notes = _unfair(ratio["name"], runs)
+            busy = max(r.get("others_before", 0.0) for r in runs)
+            if busy > BUSY:
+                notes = "; ".join(filter(None, [notes, f"busy machine ({busy:.1f} other "
+                                                       "processes running before a run)"]))
+            if notes:  # a goal is judged on fair, quiet runs only
+                met = f"not judged: {notes}" if met else notes
             rows.append({"benchmark": name, "ratio": ratio["name"], "goal": _goal(ratio),
                          "median": statistics.median(values), "min": min(values),
                          "max": max(values), "runs": len(values),
-                         "met": f"{met}; {unfair}" if met and unfair else met or unfair,
+                         "met": met,
                          "headline": ratio["name"] == runs[0]["headline"]})
     return rows
 
@@ -194,7 +216,9 @@ def section(name: str, runs: list[dict], date: str) -> str:
     doc = [f"## `{name}`", "", BENCHMARKS[name][2] + ".", "",
            f"`python benchmarks/{name}.py {' '.join(BENCHMARKS[name][0])}`".replace(" `", "`"),
            "", f"Run on {date}, {len(runs)} runs; the 1-minute load average before each run was "
-           f"between {min(loads):.2f} and {max(loads):.2f}."
+           f"between {min(loads):.2f} and {max(loads):.2f}"
+           + (f", with {max(r['others_before'] for r in runs):.1f} other processes running "
+              "at most" if all("others_before" in r for r in runs) else "") + "."
            + (f" {runs[-1]['threads'][0].upper()}{runs[-1]['threads'][1:]}."
               if runs[-1].get("threads") else ""), ""]
     keys = list(runs[0]["figures"])

@@ -97,12 +97,13 @@ def test_run_all_only_keeps_the_other_benchmarks_rows(tmp_path):
     for table in (text.split("## Summary")[1].split("\n## ")[0], top):
         rows = [line for line in table.splitlines() if line.startswith("| `")]
         assert [r.split(" | ")[0] for r in rows] == ["| `train_step`", "| `compile`"]
-        assert "| 0.900 |" in rows[0] and "| no; y timed >15% slower" in rows[0]
+        assert "| 0.900 | 0.900–0.900 | not judged: y timed >15% slower" in rows[0]
         assert "| 1.000 |" in rows[1] and rows[1].endswith("| no |")
     assert text.count("## `compile`") == 1 and text.count("## `train_step`") == 1
     assert "Run on 2026-01-01" in text.split("## `compile`")[1]
     assert "Run on 2026-01-02" in text.split("## `train_step`")[1].split("## `")[0]
     assert "**not fair**" in text and "sections of `compile` are kept" in text
-    busy = _result("compile", 1.0) | {"load_before": 5.0}
-    assert "busy machine (load up to 5.0" in run_all.summarise({"compile": [busy]})[0]["met"]
+    busy = _result("compile", 0.5) | {"others_before": 5.0}
+    assert run_all.summarise({"compile": [busy]})[0]["met"] == (
+        "not judged: busy machine (5.0 other processes running before a run)")
     assert top.startswith("intro\n") and top.endswith(f"{run_all.END}\nrest\n")
