@@ -179,11 +179,11 @@ def _jax_started() -> bool:
     return bool(getattr(xla_bridge, "_backends", None))
 
 
-def _thread_report(n: int) -> dict[str, int]:
+def _thread_report() -> dict[str, int]:
     """This process's thread settings, by library."""
     report = {}
     if "jax" in sys.modules and _jax_started():
-        report["XLA intra-op"] = n
+        report["XLA intra-op (the CPUs it may use)"] = threads()
     if "torch" in sys.modules:
         report["torch.get_num_threads()"] = sys.modules["torch"].get_num_threads()
     try:
@@ -202,7 +202,7 @@ def _serve(conn, factory: Callable[..., dict], kwargs: dict, n_threads: int) -> 
         _pin(n_threads)
         table = factory(**kwargs)
         _set_threads(n_threads)
-        conn.send(("ok", _thread_report(n_threads)))
+        conn.send(("ok", _thread_report()))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
