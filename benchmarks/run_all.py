@@ -215,7 +215,7 @@ def section(name: str, runs: list[dict], date: str) -> str:
     loads = [r["load_before"] for r in runs]
     doc = [f"## `{name}`", "", BENCHMARKS[name][2] + ".", "",
            f"`python benchmarks/{name}.py {' '.join(BENCHMARKS[name][0])}`".replace(" `", "`"),
-           "", f"Run on {date}, {len(runs)} runs; the 1-minute load average before each run was "
+           "", f"Run on {date}, {len(runs)} run{'s' if len(runs) > 1 else ''}; the 1-minute load average before each run was "
            f"between {min(loads):.2f} and {max(loads):.2f}"
            + (f", with {max(r['others_before'] for r in runs):.1f} other processes running "
               "at most" if all("others_before" in r for r in runs) else "") + "."
