@@ -215,8 +215,8 @@ def section(name: str, runs: list[dict], date: str) -> str:
     loads = [r["load_before"] for r in runs]
     doc = [f"## `{name}`", "", BENCHMARKS[name][2] + ".", "",
            f"`python benchmarks/{name}.py {' '.join(BENCHMARKS[name][0])}`".replace(" `", "`"),
-           "", f"Run on {date}, {len(runs)} run{'s' if len(runs) > 1 else ''}; the 1-minute load average before each run was "
-           f"between {min(loads):.2f} and {max(loads):.2f}"
+           "", f"Run on {date}, {len(runs)} run{'s' if len(runs) > 1 else ''}; the 1-minute load "
+           f"average before each run was between {min(loads):.2f} and {max(loads):.2f}"
            + (f", with {max(r['others_before'] for r in runs):.1f} other processes running "
               "at most" if all("others_before" in r for r in runs) else "") + "."
            + (f" {runs[-1]['threads'][0].upper()}{runs[-1]['threads'][1:]}."
