@@ -20,7 +20,7 @@ compiling (the compile is reported apart) and one warm-up training, the median o
 its own with nothing else running, and both figures are printed; one more than 15% slower
 interleaved than alone is flagged. The last line is the ratio of jaxprop to plain JAX.
 
-Run: ``python benchmarks/train_digits.py [--repeats 5] [--json PATH]``
+Run: ``python benchmarks/train_digits.py [--repeats 5] [--pause 0.2] [--threads N] [--json PATH]``
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ compute the same step first. The step is also reported against the GEMM floor: i
 FLOPs at the best 1024^3 float32 matmul rate measured here. The last line is
 jaxprop.reverse / plain JAX, the median of the per-round ratios.
 
-Run: ``python benchmarks/train_step.py [--rounds 30] [--steps 20] [--json PATH]``
+Run: ``python benchmarks/train_step.py [--rounds 30] [--steps 20] [--pause 0.2] [--threads N]
+[--json PATH]``
 """
 
 from __future__ import annotations
