@@ -12,11 +12,15 @@
 Every method does the same work per epoch: the steps, then the accuracy on the training
 set (its first ``TRAIN_ACC_EXAMPLES``) and on the validation set.
 
-Times are after compiling (the compile is reported apart), the median of interleaved
-repeats, so the methods share the machine's noise. The last line is the ratio of jaxprop
-to plain JAX.
+Every method runs in its own worker process (``_bench.Worker``), with the same number of
+threads; the parent asks them in turn for one whole training each, with a pause between
+them (``_bench.alternate``), so no two ever compute at the same time. Times are after
+compiling (the compile is reported apart) and one warm-up training, the median of the
+``--repeats`` rounds. The fairness check: every method is also timed alone, in a process of
+its own with nothing else running, and both figures are printed; one more than 15% slower
+interleaved than alone is flagged. The last line is the ratio of jaxprop to plain JAX.
 
-Run: ``python benchmarks/train_digits.py [--repeats 5] [--json PATH]``
+Run: ``python benchmarks/train_digits.py [--repeats 5] [--pause 0.2] [--threads N] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import optax
 from jaxprop.train import engine
 from jaxprop.train.experiment import load_config
 from jaxprop.train.trainer import Trainer, load_data
+
+METHODS = ("jaxprop", "plain JAX", "NumPy loop", "PyTorch loop")
 
 
 def jaxprop_run(trainer: Trainer, epochs: int):
@@ -174,73 +180,113 @@ def _test_acc(p, ds):
     return float(np.mean(np.argmax(h @ p["W2"] + p["b2"], axis=1) == ds.y_test))
 
 
-def main() -> None:
-    parser = _bench.parser(__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-
+def worker(method: str, p0) -> dict:
+    """A worker for ``method``: its training, timed per run (``table[method](runs)``), the
+    parameters it ended with, and its compile time (JAX methods)."""
     cfg = load_config()  # the default: two-layer net on digits, Adam, 30 epochs, batch 64
     ds = load_data(cfg)
-    trainer = Trainer(cfg, ds)
-    steps = trainer.steps
-    jax.jit(lambda a: (a @ a).sum()).lower(jnp.ones((8, 8))).compile()  # XLA's start-up
-    t0 = time.perf_counter()  # compile, and one epoch to warm every program (as plain JAX's)
-    trainer.run_epoch(trainer.init_state(), 0)
-    jaxprop_compile = time.perf_counter() - t0
-    plain, plain_epoch, p0, opt, data_key, data = make_plain_jax(
-        cfg, ds, steps, jax.device_get(trainer.init_state()[0]))
-    t0 = time.perf_counter()
-    jax.block_until_ready(plain_epoch(p0, opt.init(p0), jax.random.fold_in(data_key, 0), *data))
-    plain_compile = time.perf_counter() - t0
+    compile_s = None
+    if method == "jaxprop":
+        trainer = Trainer(cfg, ds)
+        t0 = time.perf_counter()  # compile, and one epoch to warm every program
+        jax.block_until_ready(trainer.run_epoch(trainer.init_state(), 0))
+        compile_s = time.perf_counter() - t0
+        train = lambda: jaxprop_run(trainer, cfg.train.epochs)[0]  # noqa: E731
+    elif method == "plain JAX":
+        steps = ds.x_train.shape[0] // cfg.train.batch_size
+        plain, epoch, p0, opt, data_key, data = make_plain_jax(cfg, ds, steps, p0)
+        t0 = time.perf_counter()
+        jax.block_until_ready(epoch(p0, opt.init(p0), jax.random.fold_in(data_key, 0), *data))
+        compile_s = time.perf_counter() - t0
+        train = lambda: plain()[0]  # noqa: E731
+    elif method == "NumPy loop":
+        train = lambda: numpy_run(cfg, ds, p0)[0]  # noqa: E731
+    else:
+        train = lambda: torch_run(cfg, ds, p0)[0]  # noqa: E731
+    last = {"params": train()}  # warm
+
+    def block(runs: int) -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            last["params"] = train()
+        return (time.perf_counter() - start) / runs
+
+    return {method: block, "params": lambda: {k: np.asarray(v) for k, v in last["params"].items()},
+            "compile": lambda: compile_s}
+
+
+def have_torch() -> bool:
     try:
         import torch  # noqa: F401
-
-        have_torch = True
     except ImportError:
-        have_torch = False
+        return False
+    return True
+
+
+def main() -> None:
+    parser = _bench.parser(__doc__)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of timed trainings")
+    parser.add_argument("--pause", type=float, default=_bench.PAUSE_S,
+                        help="seconds between two trainings (default %(default)s)")
+    _bench.threads_option(parser)
+    args = parser.parse_args()
+    n = _bench.check_threads(parser, args.threads)
+
+    cfg = load_config()
+    ds = load_data(cfg)
+    trainer = Trainer(cfg, ds)
+    p0 = jax.device_get(trainer.init_state()[0])
+    methods = list(METHODS)
+    if not have_torch():
+        methods.remove("PyTorch loop")
         print("PyTorch is not installed: skipping the PyTorch loop (optional comparison)")
 
-    methods = {"jaxprop": lambda: jaxprop_run(trainer, cfg.train.epochs)[0],
-               "plain JAX": lambda: plain()[0],
-               "NumPy loop": lambda: numpy_run(cfg, ds, jax.device_get(p0))[0]}
-    if have_torch:
-        methods["PyTorch loop"] = lambda: torch_run(cfg, ds, jax.device_get(p0))[0]
-    times = {k: [] for k in methods}
-    results = {}
-    # The two JAX methods alternate, in turn first, with nothing else between them; the
-    # NumPy (and PyTorch) loops run after, apart: their BLAS threads keep spinning for a
-    # while after each call and would slow whichever method came next.
-    pairs = [["jaxprop", "plain JAX"], ["plain JAX", "jaxprop"]]
-    rounds = [pairs[r % 2] for r in range(2 * args.repeats)]
-    rounds += [[name for name in methods if "JAX" not in name and name != "jaxprop"]] * args.repeats
-    for names in rounds:
-        for name in names:
-            fn = methods[name]
-            t0 = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - t0)
+    # Alone first: each method in a process of its own, with no other worker alive.
+    alone = {m: _bench.alone(m, worker, n, args.repeats, 1, args.pause, method=m, p0=p0)
+             for m in methods}
+    workers = {m: _bench.Worker(m, worker, n, method=m, p0=p0) for m in methods}
+    try:
+        threads_line = _bench.print_threads(workers, n)
+        times = _bench.alternate(workers, args.repeats, 1, args.pause)
+        results = {m: w.call("params") for m, w in workers.items()}
+        compile_s = {m: workers[m].call("compile") for m in ("jaxprop", "plain JAX")}
+    finally:
+        for w in workers.values():
+            w.close()
+
+    steps = trainer.steps
     total_steps = steps * cfg.train.epochs
     print(f"default digits training: two-layer net H={cfg.model.hidden_dim}, "
           f"{cfg.train.epochs} epochs x {steps} steps = {total_steps} Adam steps, "
-          f"batch {cfg.train.batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}")
-    print(f"compile: jaxprop {jaxprop_compile:.2f} s, plain JAX {plain_compile:.2f} s")
+          f"batch {cfg.train.batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}; "
+          f"{args.repeats} rounds, {args.pause} s between trainings")
+    print(f"compile: jaxprop {compile_s['jaxprop']:.2f} s, "
+          f"plain JAX {compile_s['plain JAX']:.2f} s")
     med = {k: statistics.median(v) for k, v in times.items()}
     for name in methods:
         print(f"{name:13s} {med[name] * 1e3:9.1f} ms  ({med[name] / total_steps * 1e6:7.1f} "
               f"us/step)  test accuracy {_test_acc(results[name], ds):.4f}")
+    fair = _bench.fairness(alone, times)
+    ratios = []
     for name in methods:
-        if name != "jaxprop":
-            print(f"{name} / jaxprop: {med[name] / med['jaxprop']:.2f}x")
-    rounds = [a / b for a, b in zip(times["jaxprop"], times["plain JAX"])]
-    ratios = [_bench.Ratio("jaxprop / plain JAX", statistics.median(rounds), rounds)]
-    for name in methods:
-        if name not in ("jaxprop", "plain JAX"):
-            ratios.append(_bench.Ratio(f"{name} / jaxprop", med[name] / med["jaxprop"],
+        if name == "jaxprop":
+            continue
+        value, rounds = _bench.median_ratio(times, name, "jaxprop")
+        if name == "plain JAX":
+            value, rounds = _bench.median_ratio(times, "jaxprop", name)
+            ratios.insert(0, _bench.Ratio("jaxprop / plain JAX", value, rounds))
+        else:
+            ratios.append(_bench.Ratio(f"{name} / jaxprop", value, rounds,
                                        higher_is_better=True))
+            alone_ratio = statistics.median(alone[name]) / statistics.median(alone["jaxprop"])
+            print(f"{name} / jaxprop: {value:.2f}x interleaved, {alone_ratio:.2f}x each alone")
     figures = {f"{name} ms": med[name] * 1e3 for name in methods}
-    figures.update({"jaxprop compile s": jaxprop_compile, "plain JAX compile s": plain_compile})
+    figures.update({f"{name} alone ms": statistics.median(alone[name]) * 1e3 for name in methods})
+    figures.update({"jaxprop compile s": compile_s["jaxprop"],
+                    "plain JAX compile s": compile_s["plain JAX"]})
     print(f"jaxprop / plain JAX: {ratios[0].value:.2f}")
-    _bench.finish(args, "train_digits", ratios, figures, "jaxprop / plain JAX")
+    _bench.finish(args, "train_digits", ratios, figures, "jaxprop / plain JAX", fair,
+                  threads_line)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ The public names are loaded lazily (PEP 562), so ``import jaxprop`` and the ``ja
 command's ``--help`` do not import JAX; the first use of a name does.
 """
 
+from typing import TYPE_CHECKING
+
 from jaxprop._lazy import exports
 from jaxprop._version import __version__ as __version__
 
@@ -34,6 +36,37 @@ _NAMES = {
     "advise": "jaxprop.compare.advice",
     "Advice": "jaxprop.compare.advice",
 }
+
+if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+    from jaxprop import compare as compare
+    from jaxprop import data as data
+    from jaxprop import explainer as explainer
+    from jaxprop import forward as forward
+    from jaxprop import gates as gates
+    from jaxprop import losses as losses
+    from jaxprop import models as models
+    from jaxprop import reference as reference
+    from jaxprop import reverse as reverse
+    from jaxprop import train as train
+    from jaxprop import verify as verify
+    from jaxprop.compare.advice import Advice as Advice
+    from jaxprop.compare.advice import advise as advise
+    from jaxprop.events import RuleEvent as RuleEvent
+    from jaxprop.events import observe as observe
+    from jaxprop.explainer.trace import Trace as Trace
+    from jaxprop.explainer.trace import explain as explain
+    from jaxprop.forward import hessian as hessian
+    from jaxprop.gate import PATTERNS as PATTERNS
+    from jaxprop.gate import Gate as Gate
+    from jaxprop.losses import l2_penalty as l2_penalty
+    from jaxprop.losses import objective as objective
+    from jaxprop.losses import softmax_loss as softmax_loss
+    from jaxprop.losses import svm_loss as svm_loss
+    from jaxprop.tracer import gated as gated
+    from jaxprop.verify.battery import check as check
+    from jaxprop.verify.report import CheckReport as CheckReport
+    from jaxprop.wiring import current_rule_set as current_rule_set
+    from jaxprop.wiring import rule_set as rule_set
 
 __all__ = sorted([*_SUBMODULES, *_NAMES, "__version__"])
 __getattr__, __dir__ = exports(__name__, _NAMES, _SUBMODULES)

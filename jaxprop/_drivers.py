@@ -59,26 +59,81 @@ def split_args(f: Callable, args: tuple, argnums: tuple[int, ...], kwargs=None):
 
 def prepare(who: str, f: Callable, args: tuple, argnums, kwargs=None, *,
             allow_jax_rules: bool = False, has_aux: bool = False, scalar: str | None = None,
-            forward: bool = False):
+            allow_int: bool | None = None, forward: bool = False):
     """The prologue of every driver: checked argnums, f of the differentiated args traced
     into gates (``jaxprop.gated``) once, those args.
 
     f's output is checked from the trace before anything runs: with ``has_aux`` it must be a
-    pair; with ``scalar`` (the alternative to name) a real floating-point scalar. A
-    ``forward`` driver refuses a ``custom_vjp`` function on the derivative's path.
+    pair; with ``scalar`` (the alternative to name) a real floating-point scalar. With
+    ``allow_int`` (``jax.grad``'s; None for a driver that does not take it), integer and
+    boolean leaves are held as they are and only the floating-point ones are differentiated.
+    A ``forward`` driver refuses a ``custom_vjp`` function on the derivative's path.
 
-    Returns ``(f_dyn, dyn)``; raises naming a bad argnums, a non-float argument or a bad
-    output.
+    Returns ``(f_dyn, dyn, fill)``: ``fill(grads, lead=())`` puts a float0 zero gradient of
+    shape ``lead + leaf.shape`` back in each integer leaf's place, as ``jax.grad`` does
+    (the identity without ``allow_int``). Raises naming a bad argnums, a non-float argument
+    or a bad output.
     """
     nums = normalize_argnums(argnums, len(args), who)
     f_dyn, dyn = split_args(f, args, nums, kwargs)
-    check_differentiable(who, dyn, nums)
+    check_differentiable(who, dyn, nums, allow_int)
+    fill = _no_fill
+    if allow_int:
+        f_dyn, dyn, fill = without_ints(f_dyn, dyn)
     run, out = gated(f_dyn, allow_jax_rules=allow_jax_rules).runner(
         *dyn, forward_mode=who if forward else None)
     out, _ = split_aux(who, out, has_aux)
     if scalar is not None:
         check_scalar(who, out, scalar)
-    return run, dyn
+    return run, dyn, fill
+
+
+def _no_fill(grads, lead=(), float0=True):
+    return grads
+
+
+def _is_int(leaf) -> bool:
+    return not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def without_ints(f_dyn: Callable, dyn: tuple):
+    """``(f_floats, floats, fill)``: f_dyn as a function of the floating-point leaves of
+    ``dyn`` only (its integer leaves held as they are), and ``fill(grads, lead=())``, which
+    puts a float0 zero of shape ``lead + leaf.shape`` in each integer leaf's place of the
+    gradients of those floats, as ``jax.grad(..., allow_int=True)`` returns them (zeros of
+    the leaf's own dtype with ``float0=False``, as ``jax.jacrev`` returns them)."""
+    leaves, tree = jax.tree.flatten(dyn)
+    ints = [_is_int(leaf) for leaf in leaves]
+    floats = tuple(leaf for leaf, i in zip(leaves, ints) if not i)
+
+    def merge(parts, for_int: Callable):
+        rest = iter(parts)
+        return tree.unflatten([for_int(leaf) if i else next(rest)
+                               for leaf, i in zip(leaves, ints)])
+
+    def f_floats(*new):
+        return f_dyn(*merge(new, lambda leaf: leaf))
+
+    def fill(grads, lead=(), float0=True):
+        return merge(grads, lambda leaf: np.zeros(
+            tuple(lead) + jnp.shape(leaf),
+            jax.dtypes.float0 if float0 else jnp.result_type(leaf)))
+
+    return f_floats, floats, fill
+
+
+def check_grad_options(who: str, holomorphic: bool = False, reduce_axes=()) -> None:
+    """``jax.grad``'s other arguments, refused as JAX refuses them, in our words."""
+    if holomorphic:
+        raise TypeError(
+            f"{who}: holomorphic=True differentiates a complex function of complex arguments; "
+            "jaxprop's rules are written for real numbers and refuse complex arguments: pass "
+            "the real and imaginary parts as two real arguments")
+    if reduce_axes:
+        raise NotImplementedError(
+            f"{who}: reduce_axes={reduce_axes!r} is not supported: JAX removed it (jax.grad "
+            "raises NotImplementedError for it too); sum over the named axis inside f, e.g. "
+            "with jax.lax.psum")
 
 
 def is_python_constant(x) -> bool:
@@ -138,7 +193,10 @@ def cached_driver(f: Callable, key: tuple, build: Callable[[], Jitted]) -> Jitte
         return build()
 
 
-def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None:
+def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...],
+                         allow_int: bool | None = None) -> None:
+    """Raises unless every leaf of ``dyn`` is real floating point (or, with ``allow_int``,
+    an integer); ``allow_int=False`` (a driver that takes it) names it in the message."""
     for i, arg in zip(argnums, dyn):
         for leaf in jax.tree.leaves(arg):
             dtype = jnp.result_type(leaf)
@@ -147,10 +205,12 @@ def check_differentiable(who: str, dyn: tuple, argnums: tuple[int, ...]) -> None
                     f"{who}: argument {i} has a leaf of dtype {dtype}; jaxprop's rules are "
                     "written for real numbers, so complex arguments are not differentiated: "
                     "pass the real and imaginary parts as two real arguments")
-            if not jnp.issubdtype(dtype, jnp.floating):
+            if not jnp.issubdtype(dtype, jnp.floating) and not allow_int:
+                hint = ("" if allow_int is None else
+                        ", or pass allow_int=True for a zero gradient, as in JAX")
                 raise TypeError(
                     f"{who}: argument {i} has a leaf of dtype {dtype}; only floating-point "
-                    "arguments can be differentiated (check argnums)"
+                    f"arguments can be differentiated (check argnums{hint})"
                 )
 
 
@@ -262,7 +322,8 @@ def jacobian_shape(f_dyn: Callable, dyn: tuple):
 
 def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
                     max_bytes: int | None, linear_map: Callable, rows: bool, instead: str,
-                    has_aux: bool = False, allow_jax_rules: bool = False):
+                    has_aux: bool = False, allow_jax_rules: bool = False,
+                    allow_int: bool | None = None):
     """A jitted full Jacobian of f, built one standard-basis vector at a time.
 
     Args:
@@ -277,11 +338,13 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
       instead: what to use to apply J without forming it, for the over-budget message.
       has_aux: f returns (output, aux); the driver returns (jacobian, aux).
       allow_jax_rules: see ``jaxprop.gated``.
+      allow_int: integer leaves get zero blocks of their dtype, as in ``jax.jacrev``.
     """
 
     def jacobian_f(*args, **kwargs):
-        f_dyn, dyn = prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow_jax_rules,
-                             has_aux=has_aux, forward=not rows)
+        f_dyn, dyn, fill = prepare(who, f, args, argnums, kwargs,
+                                   allow_jax_rules=allow_jax_rules, has_aux=has_aux,
+                                   allow_int=allow_int, forward=not rows)
         out, apply, aux = linear_map(f_dyn, dyn, has_aux)  # traced, not run: nothing is
         m, n, dtype = jacobian_size(out, dyn)  # allocated yet
         check_budget(who, m, n, dtype, max_bytes, instead)
@@ -291,7 +354,15 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
         else:
             _, unravel = ravel(dyn)
             jac = map_basis(lambda e: ravel(apply(*unravel(e)))[0], n, dtype, chunk_size).T
-        jac = unflatten_jacobian(jac, out, dyn, isinstance(argnums, int))
+        single = isinstance(argnums, int)
+        if fill is _no_fill:
+            jac = unflatten_jacobian(jac, out, dyn, single)
+        else:  # blocks per float leaf, then zero blocks in the integer leaves' places
+            out_leaves, out_tree = jax.tree.flatten(out)
+            per_out = out_tree.flatten_up_to(unflatten_jacobian(jac, out, dyn, False))
+            filled = [fill(blocks, jnp.shape(o), float0=False)
+                      for o, blocks in zip(out_leaves, per_out)]
+            jac = out_tree.unflatten([g[0] if single else g for g in filled])
         return (jac, aux) if has_aux else jac
 
     return Jitted(jacobian_f, argnums, who)

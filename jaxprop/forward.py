@@ -1,13 +1,14 @@
 """Forward mode: tangents pushed left to right through our JVP rules.
 
-Under this pipeline every gate is a ``jax.custom_jvp`` running our hand-written JVP rule, and
+Under this rule set every gate is a ``jax.custom_jvp`` running our hand-written JVP rule, and
 f itself is traced into gates (``jaxprop.gated``). One JVP gives J v, the derivative of
 every output along one input direction v: "grads of scalar input w.r.t. vector outputs". A
 gradient of a scalar function therefore costs one JVP per input element, and ``grad`` works
 through the standard basis in chunks.
 
-The drivers take ``jax.grad``'s arguments (``argnums``, ``has_aux``, keyword arguments passed
-to f) and are cached per f, like ``jaxprop.reverse``'s.
+The drivers take ``jax.grad``'s arguments (``argnums``, ``has_aux``, ``allow_int``;
+``holomorphic`` and ``reduce_axes`` refused, naming why; keyword arguments passed to f) and
+are cached per f, like ``jaxprop.reverse``'s.
 
 For example::
 
@@ -63,8 +64,9 @@ def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: boo
     return (out, f_jvp_in_pipeline, *aux)
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
-                   chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+                   holomorphic: bool = False, allow_int: bool = False,
+                   reduce_axes: Sequence = (), *, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                    allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> (f(*args), df/d args[argnums])``, by forward
     mode (``((out, aux), grads)`` with ``has_aux``, as ``jax.value_and_grad``).
@@ -78,44 +80,51 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
       f: scalar function.
       argnums: which positional arguments to differentiate.
       has_aux: f returns ``(out, aux)``.
+      holomorphic, allow_int, reduce_axes: as in ``jax.grad``: an integer input's gradient
+        is a float0 zero with ``allow_int``; ``holomorphic=True`` (complex inputs, which
+        jaxprop refuses) and ``reduce_axes`` (removed from JAX) are refused, naming why.
       chunk_size: basis vectors per chunk; ``None`` pushes all of them in one vmap.
       allow_jax_rules: see ``jaxprop.gated``.
     """
-    key = ("forward.value_and_grad", argnums, has_aux, chunk_size, allow_jax_rules)
     who = "jaxprop.forward.value_and_grad"
+    lm.check_grad_options(who, holomorphic, reduce_axes)
+    key = ("forward.value_and_grad", argnums, has_aux, allow_int, chunk_size, allow_jax_rules)
     return lm.cached_driver(f, key, lambda: lm.Jitted(
-        _value_and_grad(f, argnums, has_aux, chunk_size, allow_jax_rules, who), argnums, who))
+        _value_and_grad(f, argnums, has_aux, allow_int, chunk_size, allow_jax_rules, who),
+        argnums, who))
 
 
-def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None, allow: bool,
-                    who: str) -> Callable:
+def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool,
+                    chunk_size: int | None, allow: bool, who: str) -> Callable:
     def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
-                                forward=True)
+        f_dyn, dyn, fill = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
+                                      has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
+                                      allow_int=allow_int, forward=True)
         with rule_set("jvp"):
             out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
         flat, unravel = lm.ravel(dyn)
         with rule_set("jvp"):
             column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
                                   chunk_size)
-        grads = unravel(column.astype(flat.dtype))
+        grads = fill(unravel(column.astype(flat.dtype)))
         grads = grads[0] if isinstance(argnums, int) else grads
         return ((out, aux[0]) if has_aux else out), grads
 
     return value_and_grad_f
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+         holomorphic: bool = False, allow_int: bool = False, reduce_axes: Sequence = (), *,
          chunk_size: int | None = DEFAULT_CHUNK_SIZE, allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
-    ``has_aux``). See value_and_grad."""
-    key = ("forward.grad", argnums, has_aux, chunk_size, allow_jax_rules)
+    ``has_aux``). Takes ``jax.grad``'s arguments; see value_and_grad."""
     who = "jaxprop.forward.grad"
+    lm.check_grad_options(who, holomorphic, reduce_axes)
+    key = ("forward.grad", argnums, has_aux, allow_int, chunk_size, allow_jax_rules)
 
     def build():
-        value_and_grad_f = _value_and_grad(f, argnums, has_aux, chunk_size, allow_jax_rules,
-                                           who)
+        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_int, chunk_size,
+                                           allow_jax_rules, who)
 
         def grad_f(*args, **kwargs):
             value, grads = value_and_grad_f(*args, **kwargs)
@@ -138,8 +147,9 @@ def _push_map(f_dyn, dyn, has_aux):
     return out, jvp_fn, aux[0] if has_aux else None
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
-             chunk_size: int | None = None, max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+             holomorphic: bool = False, *, chunk_size: int | None = None,
+             max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
              allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one column per JVP.
 
@@ -150,18 +160,21 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
       f: the function.
       argnums: which positional arguments to differentiate.
       has_aux: f returns ``(out, aux)``; the result is ``(jacobian, aux)``.
+      holomorphic: refused (jaxprop refuses complex inputs), naming why.
       chunk_size: columns pushed at once; ``None`` does all in one vmap.
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian larger
         than this (``None``: no limit).
       allow_jax_rules: see ``jaxprop.gated``.
     """
+    lm.check_grad_options("jaxprop.forward.jacobian", holomorphic)
     key = ("forward.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
     return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
         "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, _push_map, False,
         "jaxprop.forward.jvp", has_aux, allow_jax_rules))
 
 
-def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | None = None,
+def hessian(f: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = False, *,
+            chunk_size: int | None = None,
             max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
             allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the Hessian of scalar f, through our rules twice.
@@ -169,8 +182,10 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, chunk_size: int | 
     Forward over reverse, as ``jax.hessian`` does it: the gradient comes from our VJP rules
     (``jaxprop.reverse.grad``); that whole backward computation is then traced into gates in
     its turn, and its Jacobian pushed through their JVP rules, one column per input element.
-    The result has ``jax.hessian``'s layout.
+    The result has ``jax.hessian``'s layout. ``holomorphic=True`` is refused (jaxprop refuses
+    complex inputs), naming why.
     """
+    lm.check_grad_options("jaxprop.hessian", holomorphic)
     key = ("forward.hessian", argnums, chunk_size, max_bytes, allow_jax_rules)
     return lm.cached_driver(f, key, lambda: jacobian(
         reverse.grad(f, argnums, allow_jax_rules=allow_jax_rules), argnums,

@@ -8,7 +8,8 @@ upstream x local = downstream, and where a value fanned out, the downstream grad
 (the copy gate's rule). One backward pass gives the gradient with respect to every input,
 using only vector-Jacobian products: "grad of scalar output w.r.t. all vector inputs".
 
-The drivers take ``jax.grad``'s arguments: ``argnums``, ``has_aux``, and keyword arguments
+The drivers take ``jax.grad``'s arguments (``argnums``, ``has_aux``, ``allow_int``;
+``holomorphic`` and ``reduce_axes`` are refused, naming why), and keyword arguments
 passed through to f. Making one again for the same f returns the same compiled driver.
 
 For example::
@@ -49,43 +50,51 @@ def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = Fa
     return (result[0], vjp_fn, *result[2:])
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
-                   allow_jax_rules: bool = False) -> Callable:
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+                   holomorphic: bool = False, allow_int: bool = False,
+                   reduce_axes: Sequence = (), *, allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> (f(*args), df/d args[argnums])`` for scalar f.
 
     One forward pass, then one backward pass through our VJP rules. With a tuple
     ``argnums`` the gradient is a tuple; with ``has_aux`` f returns ``(out, aux)`` and the
-    result is ``((out, aux), grads)``: both as in ``jax.value_and_grad``.
+    result is ``((out, aux), grads)``; with ``allow_int`` an integer input's gradient is a
+    float0 zero: all as in ``jax.value_and_grad``. ``holomorphic=True`` (complex inputs,
+    which jaxprop refuses) and ``reduce_axes`` (removed from JAX) are refused, naming why.
     """
-    key = ("reverse.value_and_grad", argnums, has_aux, allow_jax_rules)
     who = "jaxprop.reverse.value_and_grad"
+    lm.check_grad_options(who, holomorphic, reduce_axes)
+    key = ("reverse.value_and_grad", argnums, has_aux, allow_int, allow_jax_rules)
     return lm.cached_driver(f, key, lambda: lm.Jitted(
-        _value_and_grad(f, argnums, has_aux, allow_jax_rules, who), argnums, who))
+        _value_and_grad(f, argnums, has_aux, allow_int, allow_jax_rules, who), argnums, who))
 
 
-def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) -> Callable:
+def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool, allow: bool,
+                    who: str) -> Callable:
     def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                has_aux=has_aux,
-                                scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
+        f_dyn, dyn, fill = lm.prepare(
+            who, f, args, argnums, kwargs, allow_jax_rules=allow, has_aux=has_aux,
+            scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian", allow_int=allow_int)
         with rule_set("vjp"):
             out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
-            grads = pullback(jax.numpy.ones_like(out))
+            grads = fill(pullback(jax.numpy.ones_like(out)))
         grads = grads[0] if isinstance(argnums, int) else grads
         return ((out, aux[0]) if has_aux else out), grads
 
     return value_and_grad_f
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+         holomorphic: bool = False, allow_int: bool = False, reduce_axes: Sequence = (), *,
          allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
-    ``has_aux``) for scalar f. See value_and_grad."""
-    key = ("reverse.grad", argnums, has_aux, allow_jax_rules)
+    ``has_aux``) for scalar f. Takes ``jax.grad``'s arguments; see value_and_grad."""
     who = "jaxprop.reverse.grad"
+    lm.check_grad_options(who, holomorphic, reduce_axes)
+    key = ("reverse.grad", argnums, has_aux, allow_int, allow_jax_rules)
 
     def build():
-        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_jax_rules, who)
+        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_int, allow_jax_rules,
+                                           who)
 
         def grad_f(*args, **kwargs):
             value, grads = value_and_grad_f(*args, **kwargs)
@@ -108,7 +117,8 @@ def _pullback_map(f_dyn, dyn, has_aux):
     return out, vjp_fn, aux[0] if has_aux else None
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+             holomorphic: bool = False, allow_int: bool = False, *,
              chunk_size: int | None = None, max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
              allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one row per VJP.
@@ -120,12 +130,16 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
       f: the function.
       argnums: which positional arguments to differentiate.
       has_aux: f returns ``(out, aux)``; the result is ``(jacobian, aux)``.
+      holomorphic: refused (jaxprop refuses complex inputs), naming why.
+      allow_int: integer inputs get zero blocks of their dtype, as in ``jax.jacrev``.
       chunk_size: how many rows to pull back at once; ``None`` does all in one vmap.
       max_bytes: refuse, at trace time and before anything is allocated, a Jacobian
         larger than this (``None``: no limit).
       allow_jax_rules: see ``jaxprop.gated``.
     """
-    key = ("reverse.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
+    lm.check_grad_options("jaxprop.reverse.jacobian", holomorphic)
+    key = ("reverse.jacobian", argnums, has_aux, allow_int, chunk_size, max_bytes,
+           allow_jax_rules)
     return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
         "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, _pullback_map, True,
-        "jaxprop.reverse.vjp", has_aux, allow_jax_rules))
+        "jaxprop.reverse.vjp", has_aux, allow_jax_rules, allow_int))

@@ -55,7 +55,7 @@ def test_vmapped_grid_equals_one_config_at_a_time(tmp_path):
     assert best_cfg.sweep.lr == ()
     heatmap = (tmp_path / "heatmap.svg").read_text()
     assert ET.fromstring(heatmap).tag.endswith("svg")
-    assert heatmap.count(">diverged<") == 2 and 'stroke="red"' in heatmap  # best outlined
+    assert heatmap.count(">diverged<") == 2 and "stroke: #ff0000" in heatmap  # best outlined
     with np.load(tmp_path / "params.npz") as z:
         assert sorted(z.files) == ["W1", "W2", "b1", "b2"]
 

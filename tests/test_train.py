@@ -132,12 +132,15 @@ def test_outputs_of_a_run(digits, tmp_path):
         root = ET.parse(tmp_path / name).getroot()
         assert root.tag.endswith("svg"), name
     svg = "{http://www.w3.org/2000/svg}"
-    lines = ET.parse(tmp_path / "accuracy.svg").getroot().findall(f"{svg}polyline")
-    assert len(lines) == 2  # train and val
-    assert all(len(line.get("points").split()) == len(result.metrics) for line in lines)
-    images = ET.parse(tmp_path / "templates.svg").getroot().findall(f"{svg}image")
-    assert len(images) == 10
-    assert all(base64.b64decode(i.get("href").split(",", 1)[1])[:4] == b"\x89PNG"
+    curves = {g.get("id"): g for g in ET.parse(tmp_path / "accuracy.svg").getroot().iter(
+        f"{svg}g") if g.get("id", "").startswith("curve ")}
+    assert sorted(curves) == ["curve train", "curve val"]
+    assert all(len(list(g.iter(f"{svg}use"))) == len(result.metrics)  # a marker per epoch
+               for g in curves.values())
+    images = list(ET.parse(tmp_path / "templates.svg").getroot().iter(f"{svg}image"))
+    assert [i.get("id") for i in images] == [f"template {c}" for c in ds.class_names]
+    href = "{http://www.w3.org/1999/xlink}href"
+    assert all(base64.b64decode(i.get(href).split(",", 1)[1])[:4] == b"\x89PNG"
                for i in images)
 
 

@@ -24,6 +24,8 @@ For example::
 Names are imported lazily, so ``jaxprop.compare.plan`` loads without JAX.
 """
 
+from typing import TYPE_CHECKING
+
 from jaxprop._lazy import exports
 
 _EXPORTS = {
@@ -54,6 +56,34 @@ _EXPORTS = {
     "max_rel_error": "jaxprop.compare.sections",
     "measure_case": "jaxprop.compare.sections",
 }
+
+if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+    from jaxprop.compare.advice import Advice as Advice
+    from jaxprop.compare.advice import advise as advise
+    from jaxprop.compare.measure import Cost as Cost
+    from jaxprop.compare.measure import compile_fn as compile_fn
+    from jaxprop.compare.measure import cost_of as cost_of
+    from jaxprop.compare.measure import flops_of as flops_of
+    from jaxprop.compare.measure import memory_of as memory_of
+    from jaxprop.compare.methods import METHODS as METHODS
+    from jaxprop.compare.methods import Method as Method
+    from jaxprop.compare.methods import jacobian_methods as jacobian_methods
+    from jaxprop.compare.methods import jvp_from_vjp_jacobian as jvp_from_vjp_jacobian
+    from jaxprop.compare.plan import DEFAULTS as DEFAULTS
+    from jaxprop.compare.plan import QUICK as QUICK
+    from jaxprop.compare.plan import SECTIONS as SECTIONS
+    from jaxprop.compare.plan import Plan as Plan
+    from jaxprop.compare.plan import load_config as load_config
+    from jaxprop.compare.problems import Problem as Problem
+    from jaxprop.compare.problems import chain_case as chain_case
+    from jaxprop.compare.problems import deep_case as deep_case
+    from jaxprop.compare.problems import two_layer_loss_case as two_layer_loss_case
+    from jaxprop.compare.problems import two_layer_scores_case as two_layer_scores_case
+    from jaxprop.compare.report import markdown_tables as markdown_tables
+    from jaxprop.compare.report import run_compare as run_compare
+    from jaxprop.compare.sections import crossover as crossover
+    from jaxprop.compare.sections import max_rel_error as max_rel_error
+    from jaxprop.compare.sections import measure_case as measure_case
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

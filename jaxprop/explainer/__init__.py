@@ -22,6 +22,8 @@ For example::
   trace.render("simple.svg")
 """
 
+from typing import TYPE_CHECKING
+
 from jaxprop._lazy import exports
 
 _EXPORTS = {
@@ -31,6 +33,13 @@ _EXPORTS = {
     "Trace": "jaxprop.explainer.trace",
     "explain": "jaxprop.explainer.trace",
 }
+
+if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+    from jaxprop.explainer.trace import Edge as Edge
+    from jaxprop.explainer.trace import Row as Row
+    from jaxprop.explainer.trace import Trace as Trace
+    from jaxprop.explainer.trace import explain as explain
+    from jaxprop.gate import PATTERNS as PATTERNS
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -21,6 +21,8 @@ For example::
 Names are imported lazily, so ``from jaxprop.train import load_config`` loads no JAX.
 """
 
+from typing import TYPE_CHECKING
+
 from jaxprop._lazy import exports
 
 _EXPORTS = {
@@ -36,6 +38,19 @@ _EXPORTS = {
     "print_summary": "jaxprop.train.report",
     "run_sweep": "jaxprop.train.sweep",
 }
+
+if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+    from jaxprop.train.cache import enable_compilation_cache as enable_compilation_cache
+    from jaxprop.train.experiment import Config as Config
+    from jaxprop.train.experiment import load_config as load_config
+    from jaxprop.train.loop import EXIT_DIVERGED as EXIT_DIVERGED
+    from jaxprop.train.loop import RunResult as RunResult
+    from jaxprop.train.loop import default_out_dir as default_out_dir
+    from jaxprop.train.loop import train as train
+    from jaxprop.train.report import print_summary as print_summary
+    from jaxprop.train.sweep import run_sweep as run_sweep
+    from jaxprop.train.trainer import Trainer as Trainer
+    from jaxprop.train.trainer import load_data as load_data
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

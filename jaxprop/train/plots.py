@@ -1,150 +1,93 @@
-"""The figures of a run, written as SVG: loss and accuracy curves, class templates, a heatmap.
+"""The figures of a run: loss and accuracy curves, class templates, a sweep's heatmap.
 
-The default run trains in about 0.2 s, and matplotlib alone takes over a second to import
-and draw two curves, so a run's figures are written here directly as SVG text: axes with
-round-number ticks, one polyline per series, a legend. They open in any browser. A class
-template is a small raster image, embedded in its SVG as a PNG (written with ``zlib``).
-Drawing every figure of a run takes milliseconds.
+They are drawn with matplotlib, jaxprop's one plotting stack (explain's circuits and compare's
+figures use it too), and written as SVG with their text kept as text. Each figure is built by
+a ``*_figure`` function that returns the matplotlib ``Figure`` (the tests read the data
+plotted back from it) and written by the matching ``plot_*`` function.
+
+matplotlib is imported only when a figure is drawn, so ``jaxprop ... --help`` and a run
+without figures never load it (docs/DEVELOPING.md, "Figures", has the measurements).
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import io
 import math
-import struct
-import zlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxprop.train.checkpoint import atomic_write_text
 
-__all__ = ["plot_loss", "plot_accuracy", "class_templates", "plot_templates", "plot_heatmap",
-           "line_chart", "png_bytes", "nice_ticks"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
-FONT = "font-family:DejaVu Sans,Arial,sans-serif"
-_VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+__all__ = ["loss_figure", "accuracy_figure", "templates_figure", "heatmap_figure",
+           "plot_loss", "plot_accuracy", "class_templates", "plot_templates", "plot_heatmap",
+           "save_svg"]
 
-
-def _text(x, y, s, size=11, anchor="middle", extra="") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
-            f'style="{FONT}"{extra}>{html.escape(str(s))}</text>')
+_SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "jaxprop"}  # text as text, stable ids
 
 
-def _write(path, body: list[str], width: float, height: float) -> None:
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
-           f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">\n'
-           f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
-    atomic_write_text(path, svg)
+def _figure(width: float, height: float, layout: str | None = None) -> Figure:
+    """A figure; fixed margins unless a ``layout`` engine is asked for (constrained layout
+    costs about 30 ms a figure, more than drawing a curve)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    return Figure(figsize=(width, height), layout=layout)
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return [0.0, 1.0]
-    if hi <= lo:
-        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
-    raw = (hi - lo) / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(lo / step) * step
-    ticks, t = [], first
-    while t < hi + step * 0.999:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+def save_svg(fig: Figure, path) -> None:
+    """Writes ``fig`` to ``path`` as SVG, atomically (a reader never sees half a file)."""
+    import matplotlib
+
+    with matplotlib.rc_context(_SVG_RC):
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    atomic_write_text(path, buffer.getvalue())
 
 
-def _label(v: float) -> str:
-    return f"{v:.6g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}"
+def _curves(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str,
+            ylabel: str) -> Figure:
+    """One line per ``(label, xs, ys)``, with markers; a non-finite y is a gap in its line."""
+    fig = _figure(5.6, 3.6)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.add_subplot()
+    for label, xs, ys in series:
+        ys = [y if math.isfinite(y) else np.nan for y in ys]
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.8, label=label, gid=f"curve {label}")
+    ax.set_title(title, fontweight="bold")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    return fig
 
 
-def line_chart(path, series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
-               title: str, xlabel: str, ylabel: str, width: int = 560,
-               height: int = 360) -> None:
-    """Writes a line chart: ``series`` holds ``(label, xs, ys)``; non-finite ys are gaps."""
-    left, right, top, bottom = 64, 16, 46, 46
-    xs_all = [x for _, xs, _ in series for x in xs]
-    ys_all = [y for _, _, ys in series for y in ys if math.isfinite(y)]
-    xt = nice_ticks(min(xs_all, default=0), max(xs_all, default=1))
-    yt = nice_ticks(min(ys_all, default=0), max(ys_all, default=1))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
-    pw, ph = width - left - right, height - top - bottom
+def loss_figure(metrics: Sequence[dict], title: str = "") -> Figure:
+    """Training loss per epoch (the mean over the epoch's steps)."""
+    epochs = [m["epoch"] for m in metrics]
+    return _curves([("train loss", epochs, [float(m["train_loss"]) for m in metrics])],
+                   f"{title}: training loss" if title else "training loss", "loss")
 
-    def px(x):
-        return left + (x - x0) / ((x1 - x0) or 1) * pw
 
-    def py(y):
-        return top + ph - (y - y0) / ((y1 - y0) or 1) * ph
-
-    body = [_text(width / 2, 20, title, 13, extra=' font-weight="bold"')]
-    for t in yt:
-        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" '
-                    'stroke="#e5e5e5"/>')
-        body.append(_text(left - 6, py(t) + 4, _label(t), 10, "end"))
-    for t in xt:
-        body.append(f'<line y1="{top}" y2="{top + ph}" x1="{px(t):.1f}" x2="{px(t):.1f}" '
-                    'stroke="#f0f0f0"/>')
-        body.append(_text(px(t), top + ph + 16, _label(t), 10))
-    body.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" '
-                'stroke="#333"/>')
-    body.append(_text(left + pw / 2, height - 8, xlabel, 11))
-    body.append(_text(16, top + ph / 2, ylabel, 11,
-                      extra=f' transform="rotate(-90 16 {top + ph / 2:.1f})"'))
-    for k, (label, xs, ys) in enumerate(series):
-        color = COLORS[k % len(COLORS)]
-        runs, run = [], []
-        for x, y in zip(xs, ys):
-            if math.isfinite(y):
-                run.append(f"{px(x):.1f},{py(y):.1f}")
-            elif run:
-                runs.append(run)
-                run = []
-        runs.append(run)
-        for r in runs:
-            if r:
-                body.append(f'<polyline points="{" ".join(r)}" fill="none" stroke="{color}" '
-                            'stroke-width="1.8"/>')
-        body += [f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.2" '
-                 f'fill="{color}"/>' for r in runs for p in r]
-        lx = left + pw - 100 * (len(series) - k)  # the legend: one row above the plot
-        body.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{top - 12}" y2="{top - 12}" '
-                    f'stroke="{color}" stroke-width="2"/>')
-        body.append(_text(lx + 26, top - 8, label, 10, "start"))
-    _write(path, body, width, height)
+def accuracy_figure(metrics: Sequence[dict], title: str = "") -> Figure:
+    """Training and validation accuracy per epoch."""
+    epochs = [m["epoch"] for m in metrics]
+    return _curves([("train", epochs, [float(m["train_acc"]) for m in metrics]),
+                    ("val", epochs, [float(m["val_acc"]) for m in metrics])],
+                   f"{title}: accuracy" if title else "accuracy", "accuracy")
 
 
 def plot_loss(metrics: Sequence[dict], path, title: str = "") -> None:
-    """Training loss per epoch (the mean over the epoch's steps)."""
-    epochs = [m["epoch"] for m in metrics]
-    line_chart(path, [("train loss", epochs, [float(m["train_loss"]) for m in metrics])],
-               f"{title}: training loss" if title else "training loss", "epoch", "loss")
+    """Writes :func:`loss_figure` to ``path``."""
+    save_svg(loss_figure(metrics, title), path)
 
 
 def plot_accuracy(metrics: Sequence[dict], path, title: str = "") -> None:
-    """Training and validation accuracy per epoch."""
-    epochs = [m["epoch"] for m in metrics]
-    line_chart(path, [("train", epochs, [float(m["train_acc"]) for m in metrics]),
-                      ("val", epochs, [float(m["val_acc"]) for m in metrics])],
-               f"{title}: accuracy" if title else "accuracy", "epoch", "accuracy")
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A PNG file of an 8-bit grey [h, w] or RGB [h, w, 3] image."""
-    a = np.ascontiguousarray(image, np.uint8)
-    h, w = a.shape[:2]
-    color = 2 if a.ndim == 3 else 0
-    rows = b"".join(b"\x00" + a[i].tobytes() for i in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data +
-                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
-            chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    """Writes :func:`accuracy_figure` to ``path``."""
+    save_svg(accuracy_figure(metrics, title), path)
 
 
 def class_templates(w: np.ndarray, image_shape: tuple[int, ...], bias_trick: bool) -> np.ndarray:
@@ -169,79 +112,70 @@ def class_templates(w: np.ndarray, image_shape: tuple[int, ...], bias_trick: boo
     return (t - lo) / (hi - lo) if hi > lo else np.zeros_like(t)
 
 
+def templates_figure(w, image_shape, class_names: Sequence[str], bias_trick: bool,
+                     title: str = "") -> Figure:
+    """The learned class templates, one image per class, titled by its class name."""
+    t = class_templates(w, tuple(image_shape), bias_trick)
+    cols = min(len(t), 10)
+    rows = -(-len(t) // cols)
+    fig = _figure(0.85 * cols + 0.2, 1.05 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+        "left": 0.02, "right": 0.98, "bottom": 0.02, "top": 1 - 0.5 / (1.05 * rows + 0.4),
+        "wspace": 0.12, "hspace": 0.3}).ravel()
+    for ax, image, name in zip(axes, t, class_names):
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest",
+                  gid=f"template {name}")
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(f"{title}: class templates (columns of W)" if title else
+                 "class templates (columns of W)", fontsize=10, fontweight="bold")
+    return fig
+
+
 def plot_templates(w, image_shape, class_names: Sequence[str], bias_trick: bool, path,
                    title: str = "") -> None:
-    """One figure of the learned class templates, each titled by its class name."""
-    t = class_templates(w, tuple(image_shape), bias_trick)
-    c = t.shape[0]
-    cols = min(c, 10)
-    rows = -(-c // cols)
-    cell, pad = 72, 22
-    width, height = cols * (cell + 8) + 8, rows * (cell + pad + 8) + 36
-    body = [_text(width / 2, 20, f"{title}: class templates (columns of W)" if title else
-                  "class templates (columns of W)", 12, extra=' font-weight="bold"')]
-    for i in range(c):
-        r, k = divmod(i, cols)
-        x, y = 8 + k * (cell + 8), 36 + r * (cell + pad + 8)
-        data = base64.b64encode(png_bytes(np.rint(255 * t[i]))).decode("ascii")
-        body.append(_text(x + cell / 2, y + 12, class_names[i], 10))
-        body.append(f'<image x="{x}" y="{y + pad - 4}" width="{cell}" height="{cell}" '
-                    f'style="image-rendering:pixelated" href="data:image/png;base64,{data}"/>')
-    _write(path, body, width, height)
+    """Writes :func:`templates_figure` to ``path``."""
+    save_svg(templates_figure(w, image_shape, class_names, bias_trick, title), path)
 
 
-def _viridis(f: float) -> str:
-    f = min(max(f, 0.0), 1.0) * (len(_VIRIDIS) - 1)
-    k = min(int(f), len(_VIRIDIS) - 2)
-    a, b = _VIRIDIS[k], _VIRIDIS[k + 1]
-    rgb = [round(a[j] + (b[j] - a[j]) * (f - k)) for j in range(3)]
-    return "#" + "".join(f"{c:02x}" for c in rgb)
+def heatmap_figure(lrs: Sequence[float], regs: Sequence[float], val_acc: np.ndarray,
+                   title: str = "") -> Figure:
+    """Validation accuracy over the lr x reg grid, each cell labelled, the best outlined.
+
+    Args:
+      val_acc: [len(lrs), len(regs)]; NaN for runs that diverged (grey, "diverged").
+    """
+    from matplotlib.patches import Rectangle
+
+    acc = np.asarray(val_acc, np.float64)
+    finite = np.isfinite(acc)
+    fig = _figure(1.0 * len(regs) + 2.2, 0.5 * len(lrs) + 1.6, "constrained")
+    ax = fig.add_subplot()
+    ax.set_facecolor("#dddddd")  # a diverged run's cell
+    image = ax.imshow(np.ma.masked_invalid(acc), cmap="viridis", aspect="auto")
+    lo, hi = (np.nanmin(acc), np.nanmax(acc)) if finite.any() else (0.0, 1.0)
+    for i, j in np.ndindex(acc.shape):
+        if finite[i, j]:
+            bright = hi <= lo or (acc[i, j] - lo) / (hi - lo) > 0.6
+            ax.text(j, i, f"{acc[i, j]:.3f}", ha="center", va="center", fontsize=9,
+                    color="black" if bright else "white")
+        else:
+            ax.text(j, i, "diverged", ha="center", va="center", fontsize=9, color="gray")
+    if finite.any():
+        i, j = np.unravel_index(np.nanargmax(acc), acc.shape)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                               linewidth=2.5))
+    ax.set_xticks(range(len(regs)), [f"{r:.0e}" if r else "0" for r in regs])
+    ax.set_yticks(range(len(lrs)), [f"{lr:.0e}" for lr in lrs])
+    ax.set_xlabel("loss.reg")
+    ax.set_ylabel("optimizer.lr")
+    ax.set_title(f"{title}: val accuracy" if title else "val accuracy", fontweight="bold")
+    fig.colorbar(image, ax=ax)
+    return fig
 
 
 def plot_heatmap(lrs: Sequence[float], regs: Sequence[float], val_acc: np.ndarray, path,
                  title: str = "") -> None:
-    """Validation accuracy over the lr x reg grid, the best cell outlined.
-
-    Args:
-      val_acc: [len(lrs), len(regs)]; NaN for runs that diverged.
-    """
-    acc = np.asarray(val_acc, np.float64)
-    finite = np.isfinite(acc)
-    lo, hi = (np.nanmin(acc), np.nanmax(acc)) if finite.any() else (0.0, 1.0)
-    cw, ch, left, top = 78, 34, 86, 40
-    width, height = left + cw * len(regs) + 70, top + ch * len(lrs) + 50
-    body = [_text(width / 2, 20, f"{title}: val accuracy" if title else "val accuracy", 12,
-                  extra=' font-weight="bold"')]
-    best = np.unravel_index(np.nanargmax(acc), acc.shape) if finite.any() else None
-    for i, lr in enumerate(lrs):
-        body.append(_text(left - 6, top + ch * i + ch / 2 + 4, f"{lr:.0e}", 10, "end"))
-        for j in range(len(regs)):
-            x, y = left + cw * j, top + ch * i
-            if finite[i, j]:
-                f = (acc[i, j] - lo) / (hi - lo) if hi > lo else 1.0
-                body.append(f'<rect x="{x}" y="{y}" width="{cw}" height="{ch}" '
-                            f'fill="{_viridis(f)}"/>')
-                color = "black" if f > 0.6 else "white"
-                body.append(_text(x + cw / 2, y + ch / 2 + 4, f"{acc[i, j]:.3f}", 10,
-                                  extra=f' fill="{color}"'))
-            else:
-                body.append(f'<rect x="{x}" y="{y}" width="{cw}" height="{ch}" fill="#ddd"/>')
-                body.append(_text(x + cw / 2, y + ch / 2 + 4, "diverged", 10,
-                                  extra=' fill="gray"'))
-    for j, reg in enumerate(regs):
-        body.append(_text(left + cw * j + cw / 2, top + ch * len(lrs) + 16,
-                          f"{reg:.0e}" if reg else "0", 10))
-    body.append(_text(left + cw * len(regs) / 2, height - 10, "loss.reg", 11))
-    body.append(_text(14, top + ch * len(lrs) / 2, "optimizer.lr", 11,
-                      extra=f' transform="rotate(-90 14 {top + ch * len(lrs) / 2:.1f})"'))
-    if best is not None:
-        i, j = best
-        body.append(f'<rect x="{left + cw * j + 1}" y="{top + ch * i + 1}" width="{cw - 2}" '
-                    f'height="{ch - 2}" fill="none" stroke="red" stroke-width="2.5"/>')
-    bx = left + cw * len(regs) + 16
-    for k in range(20):  # the colour bar, best at the top
-        body.append(f'<rect x="{bx}" y="{top + k * ch * len(lrs) / 20:.1f}" width="14" '
-                    f'height="{ch * len(lrs) / 20 + 0.5:.1f}" fill="{_viridis(1 - k / 19)}"/>')
-    body.append(_text(bx + 18, top + 8, f"{hi:.3f}", 9, "start"))
-    body.append(_text(bx + 18, top + ch * len(lrs), f"{lo:.3f}", 9, "start"))
-    _write(path, body, width, height)
+    """Writes :func:`heatmap_figure` to ``path``."""
+    save_svg(heatmap_figure(lrs, regs, val_acc, title), path)

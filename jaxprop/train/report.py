@@ -47,7 +47,7 @@ def print_summary(result, console=None) -> None:
 
 
 def write_plots(cfg, dataset, params: dict, metrics: list, out: Path) -> None:
-    """Loss and accuracy curves, and a linear model's class templates."""
+    """Loss and accuracy curves, and a linear model's class templates, as SVG (matplotlib)."""
     if metrics:
         plots.plot_loss(metrics, out / "loss.svg", cfg.name)
         plots.plot_accuracy(metrics, out / "accuracy.svg", cfg.name)

@@ -9,6 +9,8 @@
 jaxprop's own tests run every gate, loss and model through this same ``check``.
 """
 
+from typing import TYPE_CHECKING
+
 from jaxprop._lazy import exports
 
 _NAMES = {
@@ -17,6 +19,12 @@ _NAMES = {
     "CheckReport": "jaxprop.verify.report",
     "CheckRow": "jaxprop.verify.report",
 }
+
+if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+    from jaxprop.verify.battery import CHECKS as CHECKS
+    from jaxprop.verify.battery import check as check
+    from jaxprop.verify.report import CheckReport as CheckReport
+    from jaxprop.verify.report import CheckRow as CheckRow
 
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = exports(__name__, _NAMES)
