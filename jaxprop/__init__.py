@@ -29,8 +29,8 @@ _NAMES = {
     "hessian": "jaxprop.forward",
     "check": "jaxprop.verify.battery",
     "CheckReport": "jaxprop.verify.report",
-    "explain": "jaxprop.explainer.trace",
-    "Trace": "jaxprop.explainer.trace",
+    "explain": "jaxprop.explainer.rows",
+    "Trace": "jaxprop.explainer.rows",
     "advise": "jaxprop.compare.advice",
     "Advice": "jaxprop.compare.advice",
 }

@@ -26,10 +26,10 @@ from jaxprop._lazy import exports
 
 _EXPORTS = {
     "PATTERNS": "jaxprop.gate",
-    "Edge": "jaxprop.explainer.trace",
-    "Row": "jaxprop.explainer.trace",
-    "Trace": "jaxprop.explainer.trace",
-    "explain": "jaxprop.explainer.trace",
+    "Edge": "jaxprop.explainer.rows",
+    "Row": "jaxprop.explainer.rows",
+    "Trace": "jaxprop.explainer.rows",
+    "explain": "jaxprop.explainer.rows",
 }
 
 __all__ = sorted(_EXPORTS)
