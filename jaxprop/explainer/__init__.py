@@ -7,10 +7,10 @@ computes), the downstream gradient, and the pattern's name (distributor, switche
 adder, scaled local gradient). ``trace.to_table()`` prints it, ``trace.render("circuit.svg")``
 draws it like the slides.
 
-Modules: ``capture`` (one jitted run that also returns every rule's values), ``trace``
-(the rows and the circuit), ``describe`` (the lecture's words for a row), ``table``,
-``render`` and ``layout`` (the picture), ``fmt`` (numbers), ``examples`` and ``lecture``
-(the built-in examples).
+Modules: ``capture`` (one jitted run that also returns every rule's values), ``rows``
+(``explain``: the rows, the edges, the ``Trace``), ``describe`` (the lecture's words for a
+row), ``table``, ``render`` and ``layout`` (the picture), ``fmt`` (numbers), ``examples`` and
+``lecture`` (the built-in examples).
 
 For example::
 
