@@ -68,6 +68,26 @@ def push_forward(f: Callable, *primals, has_aux: bool = False):
     return out, push_in_rule_set, aux[0] if has_aux else None
 
 
+def check_tangents(who: str, primals: tuple, tangents: tuple) -> None:
+    """Raises, as ``jax.jvp`` does, unless the tangents match the primals one for one in
+    structure, shape (ValueError) and dtype (TypeError)."""
+    if len(tangents) != len(primals):
+        raise ValueError(f"{who}: got {len(primals)} primals but {len(tangents)} tangents; "
+                         "give one tangent per primal")
+    for i, (primal, tangent) in enumerate(zip(primals, tangents)):
+        if jax.tree.structure(primal) != jax.tree.structure(tangent):
+            raise ValueError(f"{who}: tangent {i} has the structure "
+                             f"{jax.tree.structure(tangent)}; primal {i} has "
+                             f"{jax.tree.structure(primal)}")
+        for p, t in zip(jax.tree.leaves(primal), jax.tree.leaves(tangent)):
+            if jnp.shape(p) != jnp.shape(t):
+                raise ValueError(f"{who}: a tangent of shape {jnp.shape(t)} for primal {i} "
+                                 f"of shape {jnp.shape(p)}; they must match")
+            if jnp.result_type(p) != jnp.result_type(t):
+                raise TypeError(f"{who}: a tangent of dtype {jnp.result_type(t)} for primal "
+                                f"{i} of dtype {jnp.result_type(p)}; they must match")
+
+
 def push_forward_by_pullbacks(f: Callable, *primals, has_aux: bool = False):
     """:func:`push_forward` built from two pullbacks ("inefficient but elegant").
 
@@ -354,7 +374,7 @@ def jacobian_shape(f_dyn: Callable, dyn: tuple):
 
 
 def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
-                    max_bytes: int | None, linear_map: Callable, instead: str,
+                    max_bytes: int | None, linear_map: Callable, rows: bool, instead: str,
                     has_aux: bool = False, allow_jax_rules: bool = False):
     """A jitted full Jacobian of f, built one standard-basis vector at a time.
 
@@ -363,16 +383,15 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
       f, argnums: the function and the arguments differentiated.
       chunk_size: basis vectors at once (None: one vmap of them all).
       max_bytes: refuse a larger Jacobian at trace time (None: no limit).
-      linear_map: :func:`pullback` (reverse mode: each output basis vector gives a row
-        J^T e_i), or :func:`push_forward` or :func:`push_forward_by_pullbacks` (forward
-        mode: each input basis vector gives a column J e_j); the ``rules`` of a pullback may
-        be bound with ``functools.partial``.
+      linear_map: ``(f, *primals, has_aux) -> (out, apply, aux)``: :func:`pullback`
+        (``rows=True``, reverse mode: each output basis vector gives a row J^T e_i), or
+        :func:`push_forward` or :func:`push_forward_by_pullbacks` (``rows=False``, forward
+        mode: each input basis vector gives a column J e_j).
+      rows: whether ``linear_map`` is a pullback.
       instead: what to use to apply J without forming it, for the over-budget message.
       has_aux: f returns (output, aux); the driver returns (jacobian, aux).
       allow_jax_rules: see ``jaxprop.gated``.
     """
-    rows = getattr(linear_map, "func", linear_map) is pullback
-
     def jacobian_f(*args, **kwargs):
         f_dyn, dyn = prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow_jax_rules,
                              has_aux=has_aux, forward=linear_map is push_forward)

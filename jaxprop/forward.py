@@ -36,6 +36,7 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
     rules. Mirrors ``jax.jvp``."""
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.jvp", *primals)
+    core.check_tangents("jaxprop.forward.jvp", tuple(primals), tuple(tangents))
     out, push, aux = core.push_forward(traced, *primals, has_aux=has_aux)
     return (out, push(*tangents), aux) if has_aux else (out, push(*tangents))
 
@@ -122,7 +123,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
     """
     key = ("forward.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
     return core.cached_driver(f, key, lambda: core.jacobian_driver(
-        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, core.push_forward,
+        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, core.push_forward, False,
         "jaxprop.forward.jvp", has_aux, allow_jax_rules))
 
 
@@ -151,6 +152,7 @@ def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple, *,
     JVP (``jaxprop.core.push_forward_by_pullbacks``). Returns ``(f(*primals), J tangents)``,
     like :func:`jvp`.
     """
+    core.check_tangents("jaxprop.forward.jvp_from_vjp", tuple(primals), tuple(tangents))
     out, push, _ = core.push_forward_by_pullbacks(gated(f, allow_jax_rules=allow_jax_rules),
                                                   *primals)
     return out, push(*tangents)

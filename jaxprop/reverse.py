@@ -99,5 +99,5 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
     """
     key = ("reverse.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
     return core.cached_driver(f, key, lambda: core.jacobian_driver(
-        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, core.pullback,
+        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, core.pullback, True,
         "jaxprop.reverse.vjp", has_aux, allow_jax_rules))

@@ -46,14 +46,15 @@ def jvp_from_vjp_jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Call
     pullback u -> J^T u is linear, and pulling back through it gives v -> J v.
     """
     return core.jacobian_driver("jvp_from_vjp_jacobian", f, argnums, None, None,
-                                core.push_forward_by_pullbacks, "jaxprop.forward.jvp_from_vjp")
+                                core.push_forward_by_pullbacks, False,
+                                "jaxprop.forward.jvp_from_vjp")
 
 
 def _transposed_jvp_jacobian(f: Callable, argnums) -> Callable:
     """Reverse mode's rows pulled back under the ``"jvp"`` rule set: our JVP rules,
     transposed by JAX."""
     return core.jacobian_driver("reverse-transposed-jvp", f, argnums, None, None,
-                                functools.partial(core.pullback, rules="jvp"),
+                                functools.partial(core.pullback, rules="jvp"), True,
                                 "jaxprop.forward.jvp")
 
 

@@ -164,16 +164,15 @@ def _gradient_programs(case: problems.Problem) -> dict[str, Callable]:
 
 GRADIENT_PROGRAMS: dict[str, dict | None] = {
     "forward pass": None,
-    "reverse-ours grad": dict(color="tab:blue", linestyle="-", marker="o"),
-    "reverse-jax grad": dict(color="navy", linestyle=":", marker="^"),
-    "forward-ours grad": dict(color="tab:red", linestyle="-", marker="o"),
-    "forward-jax grad": dict(color="darkred", linestyle=":", marker="^"),
+    **{f"{name} grad": PIPELINES[name].style
+       for name in ("reverse-ours", "reverse-jax", "forward-ours", "forward-jax")},
     "jvp (ours)": dict(color="tab:green", linestyle="-", marker="D"),
-    "jvp_from_vjp": dict(color="tab:orange", linestyle="--", marker="s"),
+    "jvp_from_vjp": PIPELINES["forward-jvp_from_vjp"].style,
     "jvp (jax)": None,
 }
 """The programs :func:`cheap_gradient_sweep` measures, with how the figure draws each (None:
-not drawn). Ratios are to the first, and the ``jvp`` ones also to ``"jvp (ours)"``."""
+not drawn; a gradient as its pipeline). Ratios are to the first, and the ``jvp`` ones also
+to ``"jvp (ours)"``."""
 
 
 def cheap_gradient_sweep(cfg, seed: int, dtype, repeats: int, log: Log = _stderr,
