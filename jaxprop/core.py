@@ -112,18 +112,18 @@ def push_basis(push: Callable, dyn: tuple, chunk_size: int | None, dtype=None):
     return map_basis(lambda e: push(*unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
 
 
-def unravel_like(vector, tree):
-    """``vector`` (one entry per element of ``tree``) in the structure and dtype of ``tree``:
-    a scalar f's pushed basis, one row of its Jacobian, is its gradient shaped so."""
-    flat, unravel = ravel(tree)
-    return unravel(vector.astype(flat.dtype))
-
-
 def pull_basis(pull: Callable, out, chunk_size: int | None, dtype=None):
     """``pull(e_i)`` for every standard-basis vector e_i of the output ``out``, stacked, one
     row of the Jacobian each (reverse mode's rows), ``chunk_size`` at a time."""
     flat, unravel = ravel(out)
     return map_basis(lambda e: pull(unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
+
+
+def unravel_like(vector, tree):
+    """``vector`` (one entry per element of ``tree``) in the structure and dtype of ``tree``:
+    a scalar f's pushed basis, one row of its Jacobian, is its gradient shaped so."""
+    flat, unravel = ravel(tree)
+    return unravel(vector.astype(flat.dtype))
 
 
 def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tuple[int, ...]:
