@@ -222,6 +222,26 @@ class Jitted:
         return self._for(args, kwargs).lower(*args, **kwargs)
 
 
+def value_and_grad_fn(who: str, f: Callable, argnums, has_aux: bool, allow_jax_rules: bool,
+                      gradient: Callable, scalar: str, forward: bool = False) -> Callable:
+    """``(*args, **kwargs) -> (f(*args), df/d args[argnums])`` for scalar f, as
+    ``jax.value_and_grad`` returns it (``((out, aux), grads)`` with ``has_aux``).
+
+    ``gradient(f_dyn, dyn, has_aux) -> (out, grads, aux)`` is the mode's own part: a pullback
+    of 1 (reverse) or the input basis pushed forward (forward). ``scalar`` names what to use
+    for a non-scalar f; ``forward`` refuses a ``custom_vjp`` function (see :func:`prepare`).
+    """
+
+    def value_and_grad_f(*args, **kwargs):
+        f_dyn, dyn = prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow_jax_rules,
+                             has_aux=has_aux, scalar=scalar, forward=forward)
+        out, grads, aux = gradient(f_dyn, dyn, has_aux)
+        grads = grads[0] if isinstance(argnums, int) else grads
+        return ((out, aux) if has_aux else out), grads
+
+    return value_and_grad_f
+
+
 def grad_driver(value_and_grad_f: Callable, argnums, has_aux: bool, who: str) -> Jitted:
     """The jitted ``grad`` of a driver's ``value_and_grad_f``: the gradients alone
     (``(grads, aux)`` with ``has_aux``, as ``jax.grad``)."""

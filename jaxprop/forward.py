@@ -80,16 +80,12 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
 
 def _value_and_grad(f: Callable, argnums, has_aux: bool, chunk_size: int | None, allow: bool,
                     who: str) -> Callable:
-    def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = core.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
-                                forward=True)
+    def gradient(f_dyn, dyn, has_aux):  # one forward pass, then the input basis pushed
         out, push, aux = core.push_forward(f_dyn, *dyn, has_aux=has_aux)
-        grads = core.unravel_like(core.push_basis(push, dyn, chunk_size), dyn)
-        grads = grads[0] if isinstance(argnums, int) else grads
-        return ((out, aux) if has_aux else out), grads
+        return out, core.unravel_like(core.push_basis(push, dyn, chunk_size), dyn), aux
 
-    return value_and_grad_f
+    return core.value_and_grad_fn(who, f, argnums, has_aux, allow, gradient,
+                                  "jaxprop.forward.jvp or jacobian", forward=True)
 
 
 def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
@@ -98,7 +94,6 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *
     ``has_aux``). See value_and_grad."""
     key = ("forward.grad", argnums, has_aux, chunk_size, allow_jax_rules)
     who = "jaxprop.forward.grad"
-
     return core.cached_driver(f, key, lambda: core.grad_driver(
         _value_and_grad(f, argnums, has_aux, chunk_size, allow_jax_rules, who), argnums,
         has_aux, who))

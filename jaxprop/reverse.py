@@ -42,6 +42,17 @@ def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = Fa
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
+def _gradient(f_dyn: Callable, dyn: tuple, has_aux: bool):
+    """One forward pass, then one pullback of 1 through our VJP rules."""
+    out, pull, aux = core.pullback(f_dyn, *dyn, has_aux=has_aux)
+    return out, pull(jax.numpy.ones_like(out)), aux
+
+
+def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) -> Callable:
+    return core.value_and_grad_fn(who, f, argnums, has_aux, allow, _gradient,
+                                  "jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
+
+
 def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
                    allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> (f(*args), df/d args[argnums])`` for scalar f.
@@ -56,26 +67,12 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
         _value_and_grad(f, argnums, has_aux, allow_jax_rules, who), argnums, who))
 
 
-def _value_and_grad(f: Callable, argnums, has_aux: bool, allow: bool, who: str) -> Callable:
-    def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn = core.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                has_aux=has_aux,
-                                scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian")
-        out, pull, aux = core.pullback(f_dyn, *dyn, has_aux=has_aux)
-        grads = pull(jax.numpy.ones_like(out))
-        grads = grads[0] if isinstance(argnums, int) else grads
-        return ((out, aux) if has_aux else out), grads
-
-    return value_and_grad_f
-
-
 def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
          allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
     ``has_aux``) for scalar f. See value_and_grad."""
     key = ("reverse.grad", argnums, has_aux, allow_jax_rules)
     who = "jaxprop.reverse.grad"
-
     return core.cached_driver(f, key, lambda: core.grad_driver(
         _value_and_grad(f, argnums, has_aux, allow_jax_rules, who), argnums, has_aux, who))
 
