@@ -31,8 +31,8 @@ _NAMES = {
     "hessian": "jaxprop.forward",
     "check": "jaxprop.verify.battery",
     "CheckReport": "jaxprop.verify.report",
-    "explain": "jaxprop.explainer.trace",
-    "Trace": "jaxprop.explainer.trace",
+    "explain": "jaxprop.explainer.rows",
+    "Trace": "jaxprop.explainer.rows",
     "advise": "jaxprop.compare.advice",
     "Advice": "jaxprop.compare.advice",
 }
@@ -53,8 +53,8 @@ if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` r
     from jaxprop.compare.advice import advise as advise
     from jaxprop.events import RuleEvent as RuleEvent
     from jaxprop.events import observe as observe
-    from jaxprop.explainer.trace import Trace as Trace
-    from jaxprop.explainer.trace import explain as explain
+    from jaxprop.explainer.rows import Trace as Trace
+    from jaxprop.explainer.rows import explain as explain
     from jaxprop.forward import hessian as hessian
     from jaxprop.gate import PATTERNS as PATTERNS
     from jaxprop.gate import Gate as Gate

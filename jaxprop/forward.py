@@ -1,7 +1,7 @@
 """Forward mode: tangents pushed left to right through our JVP rules.
 
-Under this rule set every gate is a ``jax.custom_jvp`` running our hand-written JVP rule, and
-f itself is traced into gates (``jaxprop.gated``). One JVP gives J v, the derivative of
+Under the ``"jvp"`` rule set every gate is a ``jax.custom_jvp`` running our hand-written JVP
+rule, and f itself is traced into gates (``jaxprop.gated``). One JVP gives J v, the derivative of
 every output along one input direction v: "grads of scalar input w.r.t. vector outputs". A
 gradient of a scalar function therefore costs one JVP per input element, and ``grad`` works
 through the standard basis in chunks.
@@ -21,13 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-
-from jaxprop import _drivers as lm
-from jaxprop import reverse
+from jaxprop import core, reverse
 from jaxprop.tracer import gated
-from jaxprop.wiring import rule_set
 
 __all__ = ["jvp", "linearize", "grad", "value_and_grad", "jacobian", "jvp_from_vjp",
            "hessian"]
@@ -42,26 +37,22 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
     rules. Mirrors ``jax.jvp``."""
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.jvp", *primals)
-    with rule_set("jvp"):
-        return jax.jvp(traced, tuple(primals), tuple(tangents), has_aux=has_aux)
+    core.check_tangents("jaxprop.forward.jvp", tuple(primals), tuple(tangents))
+    out, push, aux = core.push_forward(traced, *primals, has_aux=has_aux)
+    return (out, push(*tangents), aux) if has_aux else (out, push(*tangents))
 
 
 def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = False):
     """Returns ``(f(*primals), f_jvp)`` with ``f_jvp(*tangents)`` the linear map J (our rules);
     with ``has_aux``, ``aux`` last.
 
-    The forward pass runs once; each later ``f_jvp`` call only pushes tangents.
+    The forward pass runs once; each later ``f_jvp`` call only pushes tangents
+    (``jaxprop.core.push_forward``).
     """
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.linearize", *primals)
-    with rule_set("jvp"):
-        out, f_jvp, *aux = jax.linearize(traced, *primals, has_aux=has_aux)
-
-    def f_jvp_in_pipeline(*tangents):
-        with rule_set("jvp"):
-            return f_jvp(*tangents)
-
-    return (out, f_jvp_in_pipeline, *aux)
+    out, f_jvp, aux = core.push_forward(traced, *primals, has_aux=has_aux)
+    return (out, f_jvp, aux) if has_aux else (out, f_jvp)
 
 
 def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
@@ -87,30 +78,22 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
       allow_jax_rules: see ``jaxprop.gated``.
     """
     who = "jaxprop.forward.value_and_grad"
-    lm.check_grad_options(who, holomorphic, reduce_axes)
+    core.check_grad_options(who, holomorphic, reduce_axes)
     key = ("forward.value_and_grad", argnums, has_aux, allow_int, chunk_size, allow_jax_rules)
-    return lm.cached_driver(f, key, lambda: lm.Jitted(
+    return core.cached_driver(f, key, lambda: core.Jitted(
         _value_and_grad(f, argnums, has_aux, allow_int, chunk_size, allow_jax_rules, who),
         argnums, who))
 
 
 def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool,
                     chunk_size: int | None, allow: bool, who: str) -> Callable:
-    def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn, fill = lm.prepare(who, f, args, argnums, kwargs, allow_jax_rules=allow,
-                                      has_aux=has_aux, scalar="jaxprop.forward.jvp or jacobian",
-                                      allow_int=allow_int, forward=True)
-        with rule_set("jvp"):
-            out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
-        flat, unravel = lm.ravel(dyn)
-        with rule_set("jvp"):
-            column = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size, flat.dtype,
-                                  chunk_size)
-        grads = fill(unravel(column.astype(flat.dtype)))
-        grads = grads[0] if isinstance(argnums, int) else grads
-        return ((out, aux[0]) if has_aux else out), grads
+    def gradient(f_dyn, dyn, has_aux):  # one forward pass, then the input basis pushed
+        out, push, aux = core.push_forward(f_dyn, *dyn, has_aux=has_aux)
+        return out, core.unravel_like(core.push_basis(push, dyn, chunk_size), dyn), aux
 
-    return value_and_grad_f
+    return core.value_and_grad_fn(who, f, argnums, has_aux, allow, gradient,
+                                  "jaxprop.forward.jvp or jacobian", forward=True,
+                                  allow_int=allow_int)
 
 
 def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
@@ -119,37 +102,16 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
     """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
     ``has_aux``). Takes ``jax.grad``'s arguments; see value_and_grad."""
     who = "jaxprop.forward.grad"
-    lm.check_grad_options(who, holomorphic, reduce_axes)
+    core.check_grad_options(who, holomorphic, reduce_axes)
     key = ("forward.grad", argnums, has_aux, allow_int, chunk_size, allow_jax_rules)
-
-    def build():
-        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_int, chunk_size,
-                                           allow_jax_rules, who)
-
-        def grad_f(*args, **kwargs):
-            value, grads = value_and_grad_f(*args, **kwargs)
-            return (grads, value[1]) if has_aux else grads
-
-        return lm.Jitted(grad_f, argnums, who)
-
-    return lm.cached_driver(f, key, build)
-
-
-def _push_map(f_dyn, dyn, has_aux):
-    """f_dyn, already traced into gates, and its linear map through our JVP rules."""
-    with rule_set("jvp"):
-        out, f_jvp, *aux = jax.linearize(f_dyn, *dyn, has_aux=has_aux)
-
-    def jvp_fn(*tangents):
-        with rule_set("jvp"):
-            return f_jvp(*tangents)
-
-    return out, jvp_fn, aux[0] if has_aux else None
+    return core.cached_driver(f, key, lambda: core.grad_driver(
+        _value_and_grad(f, argnums, has_aux, allow_int, chunk_size, allow_jax_rules, who),
+        argnums, has_aux, who))
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
              holomorphic: bool = False, *, chunk_size: int | None = None,
-             max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+             max_bytes: int | None = core.DEFAULT_MAX_BYTES,
              allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one column per JVP.
 
@@ -166,16 +128,16 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
         than this (``None``: no limit).
       allow_jax_rules: see ``jaxprop.gated``.
     """
-    lm.check_grad_options("jaxprop.forward.jacobian", holomorphic)
+    core.check_grad_options("jaxprop.forward.jacobian", holomorphic)
     key = ("forward.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
-    return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
-        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, _push_map, False,
+    return core.cached_driver(f, key, lambda: core.jacobian_driver(
+        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, core.push_forward, False,
         "jaxprop.forward.jvp", has_aux, allow_jax_rules))
 
 
 def hessian(f: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = False, *,
             chunk_size: int | None = None,
-            max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+            max_bytes: int | None = core.DEFAULT_MAX_BYTES,
             allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the Hessian of scalar f, through our rules twice.
 
@@ -185,9 +147,9 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = F
     The result has ``jax.hessian``'s layout. ``holomorphic=True`` is refused (jaxprop refuses
     complex inputs), naming why.
     """
-    lm.check_grad_options("jaxprop.hessian", holomorphic)
+    core.check_grad_options("jaxprop.hessian", holomorphic)
     key = ("forward.hessian", argnums, chunk_size, max_bytes, allow_jax_rules)
-    return lm.cached_driver(f, key, lambda: jacobian(
+    return core.cached_driver(f, key, lambda: jacobian(
         reverse.grad(f, argnums, allow_jax_rules=allow_jax_rules), argnums,
         chunk_size=chunk_size, max_bytes=max_bytes, allow_jax_rules=allow_jax_rules))
 
@@ -198,11 +160,10 @@ def jvp_from_vjp(f: Callable, primals: tuple, tangents: tuple, *,
 
     The first reverse pass, through our VJP rules, gives the pullback u -> J^T u. It is linear
     in u, so a second reverse pass through it, at any u, gives its transpose v -> J v: the
-    JVP. Returns ``(f(*primals), J tangents)``, like :func:`jvp`.
+    JVP (``jaxprop.core.push_forward_by_pullbacks``). Returns ``(f(*primals), J tangents)``,
+    like :func:`jvp`.
     """
-    primals, tangents = tuple(primals), tuple(tangents)
-    out, pullback = reverse.vjp(f, *primals, allow_jax_rules=allow_jax_rules)
-    with rule_set("vjp"):
-        _, pullback_of_pullback = jax.vjp(pullback, jax.tree.map(jnp.zeros_like, out))
-        (out_dot,) = pullback_of_pullback(tangents)
-    return out, out_dot
+    core.check_tangents("jaxprop.forward.jvp_from_vjp", tuple(primals), tuple(tangents))
+    out, push, _ = core.push_forward_by_pullbacks(gated(f, allow_jax_rules=allow_jax_rules),
+                                                  *primals)
+    return out, push(*tangents)

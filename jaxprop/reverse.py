@@ -1,6 +1,6 @@
 """Reverse mode: the backward pass through our VJP rules.
 
-Under this rule set every gate is a ``jax.custom_vjp`` whose backward is our hand-written
+Under the ``"vjp"`` rule set every gate is a ``jax.custom_vjp`` whose backward is our hand-written
 rule, and f itself is traced into gates (``jaxprop.gated``), so plain JAX code meets the same
 rules as explicit gate calls. JAX records the forward pass with each gate's residuals, then
 walks the gates in reverse, handing each rule its upstream gradient; the rule returns
@@ -25,9 +25,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from jaxprop import _drivers as lm
+from jaxprop import core
 from jaxprop.tracer import gated
-from jaxprop.wiring import rule_set
 
 __all__ = ["vjp", "grad", "value_and_grad", "jacobian"]
 
@@ -36,18 +35,25 @@ def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = Fa
     """Runs f forward and returns ``(out, vjp_fn)``, with ``vjp_fn(out_bar) -> primals_bar``
     (and ``aux`` last with ``has_aux``).
 
-    Mirrors ``jax.vjp``; the pullback runs our VJP rules. ``primals_bar`` is a tuple with one
-    entry per primal.
+    Mirrors ``jax.vjp``; the pullback (``jaxprop.core.pullback``) runs our VJP rules.
+    ``primals_bar`` is a tuple with one entry per primal.
     """
-    with rule_set("vjp"):
-        result = jax.vjp(gated(f, allow_jax_rules=allow_jax_rules), *primals, has_aux=has_aux)
-    pullback = result[1]
+    out, vjp_fn, aux = core.pullback(gated(f, allow_jax_rules=allow_jax_rules), *primals,
+                                     has_aux=has_aux)
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
-    def vjp_fn(out_bar):
-        with rule_set("vjp"):
-            return pullback(out_bar)
 
-    return (result[0], vjp_fn, *result[2:])
+def _gradient(f_dyn: Callable, dyn: tuple, has_aux: bool):
+    """One forward pass, then one pullback of 1 through our VJP rules."""
+    out, pull, aux = core.pullback(f_dyn, *dyn, has_aux=has_aux)
+    return out, pull(jax.numpy.ones_like(out)), aux
+
+
+def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool, allow: bool,
+                    who: str) -> Callable:
+    return core.value_and_grad_fn(who, f, argnums, has_aux, allow, _gradient,
+                                  "jaxprop.reverse.vjp or jaxprop.reverse.jacobian",
+                                  allow_int=allow_int)
 
 
 def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
@@ -62,25 +68,10 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
     which jaxprop refuses) and ``reduce_axes`` (removed from JAX) are refused, naming why.
     """
     who = "jaxprop.reverse.value_and_grad"
-    lm.check_grad_options(who, holomorphic, reduce_axes)
+    core.check_grad_options(who, holomorphic, reduce_axes)
     key = ("reverse.value_and_grad", argnums, has_aux, allow_int, allow_jax_rules)
-    return lm.cached_driver(f, key, lambda: lm.Jitted(
+    return core.cached_driver(f, key, lambda: core.Jitted(
         _value_and_grad(f, argnums, has_aux, allow_int, allow_jax_rules, who), argnums, who))
-
-
-def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool, allow: bool,
-                    who: str) -> Callable:
-    def value_and_grad_f(*args, **kwargs):
-        f_dyn, dyn, fill = lm.prepare(
-            who, f, args, argnums, kwargs, allow_jax_rules=allow, has_aux=has_aux,
-            scalar="jaxprop.reverse.vjp or jaxprop.reverse.jacobian", allow_int=allow_int)
-        with rule_set("vjp"):
-            out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
-            grads = fill(pullback(jax.numpy.ones_like(out)))
-        grads = grads[0] if isinstance(argnums, int) else grads
-        return ((out, aux[0]) if has_aux else out), grads
-
-    return value_and_grad_f
 
 
 def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
@@ -89,37 +80,16 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
     """Returns a jitted ``(*args, **kwargs) -> df/d args[argnums]`` (``(grads, aux)`` with
     ``has_aux``) for scalar f. Takes ``jax.grad``'s arguments; see value_and_grad."""
     who = "jaxprop.reverse.grad"
-    lm.check_grad_options(who, holomorphic, reduce_axes)
+    core.check_grad_options(who, holomorphic, reduce_axes)
     key = ("reverse.grad", argnums, has_aux, allow_int, allow_jax_rules)
-
-    def build():
-        value_and_grad_f = _value_and_grad(f, argnums, has_aux, allow_int, allow_jax_rules,
-                                           who)
-
-        def grad_f(*args, **kwargs):
-            value, grads = value_and_grad_f(*args, **kwargs)
-            return (grads, value[1]) if has_aux else grads
-
-        return lm.Jitted(grad_f, argnums, who)
-
-    return lm.cached_driver(f, key, build)
-
-
-def _pullback_map(f_dyn, dyn, has_aux):
-    """f_dyn, already traced into gates, and its pullback through our VJP rules."""
-    with rule_set("vjp"):
-        out, pullback, *aux = jax.vjp(f_dyn, *dyn, has_aux=has_aux)
-
-    def vjp_fn(out_bar):
-        with rule_set("vjp"):
-            return pullback(out_bar)
-
-    return out, vjp_fn, aux[0] if has_aux else None
+    return core.cached_driver(f, key, lambda: core.grad_driver(
+        _value_and_grad(f, argnums, has_aux, allow_int, allow_jax_rules, who), argnums,
+        has_aux, who))
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
              holomorphic: bool = False, allow_int: bool = False, *,
-             chunk_size: int | None = None, max_bytes: int | None = lm.DEFAULT_MAX_BYTES,
+             chunk_size: int | None = None, max_bytes: int | None = core.DEFAULT_MAX_BYTES,
              allow_jax_rules: bool = False) -> Callable:
     """Returns a jitted function computing the full Jacobian of f, one row per VJP.
 
@@ -137,9 +107,9 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
         larger than this (``None``: no limit).
       allow_jax_rules: see ``jaxprop.gated``.
     """
-    lm.check_grad_options("jaxprop.reverse.jacobian", holomorphic)
+    core.check_grad_options("jaxprop.reverse.jacobian", holomorphic)
     key = ("reverse.jacobian", argnums, has_aux, allow_int, chunk_size, max_bytes,
            allow_jax_rules)
-    return lm.cached_driver(f, key, lambda: lm.jacobian_driver(
-        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, _pullback_map, True,
+    return core.cached_driver(f, key, lambda: core.jacobian_driver(
+        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, core.pullback, True,
         "jaxprop.reverse.vjp", has_aux, allow_jax_rules, allow_int))

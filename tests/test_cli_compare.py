@@ -11,9 +11,7 @@ import pytest
 
 from jaxprop import _settings
 from jaxprop.cli import compare as cli_compare
-from jaxprop.compare import DEFAULTS, METHODS, QUICK, load_config
-
-PIPELINES = tuple(METHODS)
+from jaxprop.compare import DEFAULTS, PIPELINES, QUICK, load_config
 
 
 def apply_set(config, assignment):

@@ -9,14 +9,14 @@ import pytest
 
 from jaxprop import forward, gates, observe, reverse
 from jaxprop.compare import (
-    METHODS,
+    PIPELINES,
     Cost,
     chain_case,
     compile_fn,
     cost_of,
     crossover,
     deep_case,
-    jacobian_methods,
+    jacobian_pipelines,
     measure_case,
     memory_of,
     two_layer_loss_case,
@@ -26,8 +26,7 @@ from jaxprop.compare import problems as cases
 from jaxprop.compare import sections as sweeps
 from jaxprop.compare.measure import flops_from_analysis, time_interleaved
 
-PIPELINES = tuple(METHODS)
-MODE = {name: m.mode for name, m in METHODS.items()}
+MODE = {name: p.mode for name, p in PIPELINES.items()}
 
 F64 = jnp.float64
 KEY = 0  # the seed of every case's NumPy-drawn data
@@ -42,7 +41,7 @@ AGREEMENT_CASES = [
 
 @pytest.mark.parametrize("case", AGREEMENT_CASES, ids=lambda c: c.name)
 def test_six_pipelines_agree(case):
-    fns = jacobian_methods(case.fn, case.twin, case.argnums)
+    fns = jacobian_pipelines(case.fn, case.twin, case.argnums)
     assert list(fns) == list(PIPELINES)
     reference = fns["reverse-jax"](*case.args)  # JAX's own rules on the plain-jnp twin
     for name, jac in fns.items():
@@ -73,7 +72,7 @@ def test_each_pipeline_runs_the_rules_it_claims():
         "forward-jvp_from_vjp": {"vjp"},
         "forward-jax": set(),
     }
-    for name, jac in jacobian_methods(case.fn, case.twin, 0).items():
+    for name, jac in jacobian_pipelines(case.fn, case.twin, 0).items():
         events = []
         with observe(events.append):
             jax.make_jaxpr(jac)(*case.args)  # rules are observed at trace time

@@ -109,6 +109,59 @@ def test_reverse_vjp_of_pytree_output():
                                 (jnp.array([11.0, 22.0]),), atol=0)
 
 
+def test_forward_jvp_names_a_tangent_that_does_not_match_its_primal():
+    x = jnp.ones(3)
+    with pytest.raises(ValueError, match=r"jaxprop.forward.jvp: a tangent of shape \(4,\) for "
+                                         r"primal 0 of shape \(3,\)"):
+        jaxprop.forward.jvp(gates.sigmoid, (x,), (jnp.ones(4),))
+    with pytest.raises(TypeError, match="jaxprop.forward.jvp_from_vjp: a tangent of dtype int32"):
+        jaxprop.forward.jvp_from_vjp(gates.sigmoid, (x,), (jnp.ones(3, jnp.int32),))
+    with pytest.raises(ValueError, match="jaxprop.forward.jvp: got 1 primals but 2 tangents"):
+        jaxprop.forward.jvp(gates.sigmoid, (x,), (x, x))
+
+
+def test_every_driver_differentiates_through_the_core(monkeypatch):
+    """reverse, forward, the explainer's capture and compare's pipelines all call
+    ``core.pullback`` or ``core.push_forward``: nothing re-implements them."""
+    from jaxprop import core
+    from jaxprop.compare import jacobian_pipelines
+
+    calls = []
+
+    def counting(name, real):
+        def counted(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return counted
+
+    for name in ("pullback", "push_forward"):
+        monkeypatch.setattr(core, name, counting(name, getattr(core, name)))
+
+    def used(run) -> set:
+        calls.clear()
+        run(lambda x: gates.sum(gates.sigmoid(x)))  # a new f each time: no cached driver
+        return set(calls)
+
+    x = jnp.array([0.5, -1.0])
+    pull, push = {"pullback"}, {"push_forward"}
+    assert used(lambda f: jaxprop.reverse.grad(f)(x)) == pull
+    assert used(lambda f: jaxprop.reverse.vjp(f, x)[1](1.0)) == pull
+    assert used(lambda f: jaxprop.reverse.jacobian(f)(x)) == pull
+    assert used(lambda f: jaxprop.forward.grad(f)(x)) == push
+    assert used(lambda f: jaxprop.forward.jvp(f, (x,), (x,))) == push
+    assert used(lambda f: jaxprop.forward.linearize(f, x)[1](x)) == push
+    assert used(lambda f: jaxprop.forward.jacobian(f)(x)) == push
+    assert used(lambda f: jaxprop.forward.jvp_from_vjp(f, (x,), (x,))) == pull
+    assert used(lambda f: jaxprop.explain(f, x)) == pull
+    assert used(lambda f: jaxprop.explain(f, x, mode="forward")) == push
+    for name, jacobian in jacobian_pipelines(gates.sigmoid, jax.nn.sigmoid).items():
+        calls.clear()
+        jacobian(x)
+        want = set() if name.endswith("-jax") else push if name == "forward-ours" else pull
+        assert set(calls) == want, name
+
+
 # ---------------------------------------------------------------------- tracing and caching
 
 

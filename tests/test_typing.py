@@ -43,11 +43,11 @@ EXPECTED = [  # a fragment of each revealed type, in the script's order
     "allow_int: bool",                      # jaxprop.reverse.grad's own signature
     "chunk_size: int | None",               # jaxprop.forward.grad's
     "-> jaxprop.verify.report.CheckReport",
-    "-> jaxprop.explainer.trace.Trace",
+    "-> jaxprop.explainer.rows.Trace",
     "-> jaxprop.tracer.Gated",
     "contextlib._GeneratorContextManager",  # observe is a context manager
     "def (*Any, **Any) -> Any",             # the driver: a callable
-    "list[jaxprop.explainer.trace.Row]",
+    "list[jaxprop.explainer.rows.Row]",
 ]
 
 

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "compare",
-        help="measure forward vs reverse mode: time, FLOPs and memory of six Jacobian methods",
+        help="measure forward vs reverse mode: time, FLOPs and memory of six Jacobian pipelines",
         description=__doc__.split("\n\n", 2)[2].strip() if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="settable keys (jaxprop compare --keys for their meaning): "

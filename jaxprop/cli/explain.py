@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxprop.cli._common import out_folder
     from jaxprop.explainer import examples
-    from jaxprop.explainer.trace import explain
+    from jaxprop.explainer.rows import explain
 
     out = out_folder(args, DEFAULT_OUT)  # before any tracing: a file there is an error
     name = args.example

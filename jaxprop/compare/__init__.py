@@ -1,4 +1,4 @@
-"""Forward against reverse mode, measured: six Jacobian methods, their time, FLOPs, memory.
+"""Forward against reverse mode, measured: six Jacobian pipelines, their time, FLOPs, memory.
 
 The lecture's claims become measurements a user can rerun on their own functions:
 
@@ -9,7 +9,7 @@ The lecture's claims become measurements a user can rerun on their own functions
 * forward mode from "two calls to reverse-mode AD (inefficient but elegant)";
 * a 4096-wide layer's Jacobian "takes 256 GB", so it is never formed.
 
-Modules: ``methods`` (the six methods, one registry entry each), ``problems`` (the functions
+Modules: ``pipelines`` (the six pipelines, one registry entry each), ``problems`` (the functions
 differentiated, each with its plain-jnp twin), ``measure`` (FLOPs, memory, interleaved
 times), ``sections`` (width, depth, two-layer, cheap gradient, the big Jacobian),
 ``plan`` (the settings), ``report`` (CSVs and tables), ``figures``, ``advice``
@@ -18,7 +18,7 @@ times), ``sections`` (width, depth, two-layer, cheap gradient, the big Jacobian)
 For example::
 
   from jaxprop import compare
-  fns = compare.jacobian_methods(f, f_jnp, argnums=0)  # six jitted Jacobians
+  fns = compare.jacobian_pipelines(f, f_jnp, argnums=0)  # six jitted Jacobians
   summary = compare.run_compare(compare.load_config(quick=True))
 
 Names are imported lazily, so ``jaxprop.compare.plan`` loads without JAX.
@@ -36,10 +36,10 @@ _EXPORTS = {
     "cost_of": "jaxprop.compare.measure",
     "flops_of": "jaxprop.compare.measure",
     "memory_of": "jaxprop.compare.measure",
-    "METHODS": "jaxprop.compare.methods",
-    "Method": "jaxprop.compare.methods",
-    "jacobian_methods": "jaxprop.compare.methods",
-    "jvp_from_vjp_jacobian": "jaxprop.compare.methods",
+    "PIPELINES": "jaxprop.compare.pipelines",
+    "JacobianPipeline": "jaxprop.compare.pipelines",
+    "jacobian_pipelines": "jaxprop.compare.pipelines",
+    "jvp_from_vjp_jacobian": "jaxprop.compare.pipelines",
     "DEFAULTS": "jaxprop.compare.plan",
     "QUICK": "jaxprop.compare.plan",
     "SECTIONS": "jaxprop.compare.plan",
@@ -65,10 +65,10 @@ if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` r
     from jaxprop.compare.measure import cost_of as cost_of
     from jaxprop.compare.measure import flops_of as flops_of
     from jaxprop.compare.measure import memory_of as memory_of
-    from jaxprop.compare.methods import METHODS as METHODS
-    from jaxprop.compare.methods import Method as Method
-    from jaxprop.compare.methods import jacobian_methods as jacobian_methods
-    from jaxprop.compare.methods import jvp_from_vjp_jacobian as jvp_from_vjp_jacobian
+    from jaxprop.compare.pipelines import PIPELINES as PIPELINES
+    from jaxprop.compare.pipelines import JacobianPipeline as JacobianPipeline
+    from jaxprop.compare.pipelines import jacobian_pipelines as jacobian_pipelines
+    from jaxprop.compare.pipelines import jvp_from_vjp_jacobian as jvp_from_vjp_jacobian
     from jaxprop.compare.plan import DEFAULTS as DEFAULTS
     from jaxprop.compare.plan import QUICK as QUICK
     from jaxprop.compare.plan import SECTIONS as SECTIONS

@@ -23,8 +23,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxprop import _drivers as lm
-from jaxprop import forward, reverse
+from jaxprop import core, forward, reverse
 from jaxprop.compare.measure import Cost, cost_of
 
 __all__ = ["Advice", "advise"]
@@ -125,7 +124,7 @@ def _scaled(cost: Cost, count: int) -> Cost:
 
 
 def advise(f: Callable, *args, argnums: int | Sequence[int] = 0,
-           max_bytes: int | None = lm.DEFAULT_MAX_BYTES) -> Advice:
+           max_bytes: int | None = core.DEFAULT_MAX_BYTES) -> Advice:
     """Recommends forward or reverse mode for the Jacobian of f at ``args``.
 
     Both ``jaxprop.forward.jacobian`` and ``jaxprop.reverse.jacobian`` are compiled for these
@@ -143,10 +142,10 @@ def advise(f: Callable, *args, argnums: int | Sequence[int] = 0,
       An :class:`Advice`; ``str(advice)`` explains it.
     """
     who = "jaxprop.advise"
-    nums = lm.normalize_argnums(argnums, len(args), who)
-    f_dyn, dyn = lm.split_args(f, args, nums)
-    lm.check_differentiable(who, dyn, nums)
-    out, m, n, dtype = lm.jacobian_shape(f_dyn, dyn)
+    nums = core.normalize_argnums(argnums, len(args), who)
+    f_dyn, dyn = core.split_args(f, args, nums)
+    core.check_differentiable(who, dyn, nums)
+    out, m, n, dtype = core.jacobian_shape(f_dyn, dyn)
     jacobian_bytes = m * n * np.dtype(dtype).itemsize
     if max_bytes is None or jacobian_bytes <= max_bytes:
         fwd = cost_of(forward.jacobian(f, argnums, max_bytes=None).lower(*args).compile())
@@ -154,11 +153,11 @@ def advise(f: Callable, *args, argnums: int | Sequence[int] = 0,
         method = "compiled"
     else:
         def one_jvp(all_args, tangents):
-            g, primals = lm.split_args(f, all_args, nums)
+            g, primals = core.split_args(f, all_args, nums)
             return forward.jvp(g, primals, tangents)[1]  # J v only, like the VJP's J^T u
 
         def one_vjp(all_args, out_bar):
-            g, primals = lm.split_args(f, all_args, nums)
+            g, primals = core.split_args(f, all_args, nums)
             _, pullback = reverse.vjp(g, *primals)
             return pullback(out_bar)
 

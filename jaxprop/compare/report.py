@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprop.compare import sections
-from jaxprop.compare.methods import METHODS
+from jaxprop.compare.pipelines import PIPELINES
 
 __all__ = ["run_compare", "markdown_tables"]
 
@@ -34,15 +34,38 @@ def _fmt(value, spec: str = ".3g") -> str:
     return format(value, spec)
 
 
+def _table(head: list[str], rows) -> list[str]:
+    """A markdown table: the header, then one line per row of cells."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(c) for c in cells) + " |" for cells in rows)]
+
+
 def _pivot(rows, row_key, value: Callable[[dict], str], head: list[str], keys) -> list[str]:
-    lines = ["| " + " | ".join(head + list(METHODS)) + " |",
-             "|" + "---|" * (len(head) + len(METHODS))]
+    cells = []
     for k in keys:
         group = {r["pipeline"]: r for r in rows if row_key(r) == k}
         first = next(iter(group.values()))
-        cells = [str(first[h]) for h in head] + [value(group[p]) for p in METHODS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        cells.append([first[h] for h in head] + [value(group[p]) for p in PIPELINES])
+    return _table(head + list(PIPELINES), cells)
+
+
+_CHEAP_TABLES = (
+    ("Cheap gradient: cost of the loss gradient / cost of the forward pass", "P (params)", (
+        ("reverse-ours FLOPs", "reverse-ours grad", "flops_over_forward"),
+        ("reverse-ours time", "reverse-ours grad", "time_over_forward"),
+        ("reverse-jax FLOPs", "reverse-jax grad", "flops_over_forward"),
+        ("forward-ours FLOPs", "forward-ours grad", "flops_over_forward"),
+        ("forward-ours time", "forward-ours grad", "time_over_forward"),
+        ("forward-jax FLOPs", "forward-jax grad", "flops_over_forward"))),
+    ("One JVP: two reverse passes (`jvp_from_vjp`) vs a direct JVP", "P", (
+        ("jvp_from_vjp / jvp FLOPs", "jvp_from_vjp", "flops_over_jvp"),
+        ("same, before XLA's optimizations", "jvp_from_vjp", "unoptimized_flops_over_jvp"),
+        ("jvp_from_vjp / jvp time", "jvp_from_vjp", "time_over_jvp"),
+        ("jax.jvp / jvp FLOPs", "jvp (jax)", "flops_over_jvp"),
+        ("jvp / forward pass FLOPs", "jvp (ours)", "flops_over_forward"))),
+)
+"""The cheap-gradient section's tables: title, the parameter column's name, and per column
+its name, the program and the measurement."""
 
 
 def _unique(seq):
@@ -78,43 +101,22 @@ def markdown_tables(summary: dict) -> str:
         out.append("")
     two = [r for r in rows if r["section"] == "two_layer"]
     if two:
-        out += ["### Two-layer net", "",
-                "| case | n | m | pipeline | time (ms) | MFLOPs | memory (MiB) | rel. error |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in two:
-            out.append(f"| {r['case']} | {r['n']} | {r['m']} | {r['pipeline']} | "
-                       f"{_fmt(1e3 * r['time_s'])} | {_fmt(r['flops'] / 1e6)} | "
-                       f"{_fmt(r['total_bytes'] / 2**20)} | {_fmt(r['max_rel_err'], '.1e')} |")
+        out += ["### Two-layer net", ""]
+        out += _table(["case", "n", "m", "pipeline", "time (ms)", "MFLOPs", "memory (MiB)",
+                       "rel. error"],
+                      ([r["case"], r["n"], r["m"], r["pipeline"], _fmt(1e3 * r["time_s"]),
+                        _fmt(r["flops"] / 1e6), _fmt(r["total_bytes"] / 2**20),
+                        _fmt(r["max_rel_err"], ".1e")] for r in two))
         out.append("")
     cheap = summary.get("cheap_gradient", [])
-    if cheap:
-        out += ["### Cheap gradient: cost of the loss gradient / cost of the forward pass", "",
-                "| H | P (params) | reverse-ours FLOPs | reverse-ours time | reverse-jax FLOPs "
-                "| forward-ours FLOPs | forward-ours time | forward-jax FLOPs |",
-                "|---|---|---|---|---|---|---|---|"]
-        for h in _unique(r["hidden"] for r in cheap):
-            g = {r["program"]: r for r in cheap if r["hidden"] == h}
-            out.append(
-                f"| {h} | {g['forward pass']['params']} "
-                f"| {_fmt(g['reverse-ours grad']['flops_over_forward'])} "
-                f"| {_fmt(g['reverse-ours grad']['time_over_forward'])} "
-                f"| {_fmt(g['reverse-jax grad']['flops_over_forward'])} "
-                f"| {_fmt(g['forward-ours grad']['flops_over_forward'])} "
-                f"| {_fmt(g['forward-ours grad']['time_over_forward'])} "
-                f"| {_fmt(g['forward-jax grad']['flops_over_forward'])} |")
-        out += ["", "### One JVP: two reverse passes (`jvp_from_vjp`) vs a direct JVP", "",
-                "| H | P | jvp_from_vjp / jvp FLOPs | same, before XLA's optimizations "
-                "| jvp_from_vjp / jvp time | jax.jvp / jvp FLOPs | jvp / forward pass FLOPs |",
-                "|---|---|---|---|---|---|---|"]
-        for h in _unique(r["hidden"] for r in cheap):
-            g = {r["program"]: r for r in cheap if r["hidden"] == h}
-            out.append(
-                f"| {h} | {g['forward pass']['params']} "
-                f"| {_fmt(g['jvp_from_vjp']['flops_over_jvp'])} "
-                f"| {_fmt(g['jvp_from_vjp']['unoptimized_flops_over_jvp'])} "
-                f"| {_fmt(g['jvp_from_vjp']['time_over_jvp'])} "
-                f"| {_fmt(g['jvp (jax)']['flops_over_jvp'])} "
-                f"| {_fmt(g['jvp (ours)']['flops_over_forward'])} |")
+    by_hidden = {h: {r["program"]: r for r in cheap if r["hidden"] == h}
+                 for h in _unique(r["hidden"] for r in cheap)}
+    for title, params, columns in _CHEAP_TABLES if cheap else ():
+        out += [f"### {title}", ""]
+        out += _table(["H", params] + [c[0] for c in columns],
+                      ([h, g["forward pass"]["params"]] +
+                       [_fmt(g[program][key]) for _, program, key in columns]
+                       for h, g in by_hidden.items()))
         out.append("")
     big = summary.get("big_jacobian")
     if big:

@@ -23,7 +23,7 @@ import numpy as np
 from jaxprop import forward, gates, reverse
 from jaxprop.compare import problems
 from jaxprop.compare.measure import compile_fn, cost_of, flops_from_analysis, time_interleaved
-from jaxprop.compare.methods import METHODS, jacobian_methods
+from jaxprop.compare.pipelines import PIPELINES, jacobian_pipelines
 
 __all__ = [
     "GRADIENT_PROGRAMS",
@@ -62,13 +62,13 @@ def max_rel_error(a, b) -> float:
 
 def measure_case(case: problems.Problem, repeats: int, section: str,
                  reference: str = "reverse-jax", min_sample_s: float = 5e-3) -> list[dict]:
-    """Runs one problem's Jacobian through the six methods; one row per method.
+    """Runs one problem's Jacobian through the six pipelines; one row per pipeline.
 
     Each program is compiled once; XLA's analyses give its FLOPs and memory, the compiled
     program is run for the result (compared with ``reference``) and timed, interleaved with
     the other five.
     """
-    fns = jacobian_methods(case.fn, case.twin, case.argnums)
+    fns = jacobian_pipelines(case.fn, case.twin, case.argnums)
     # The first call compiles and caches; lower().compile() then finds the same executable.
     results = {name: jax.block_until_ready(fn(*case.args)) for name, fn in fns.items()}
     compiled = {name: fn.lower(*case.args).compile() for name, fn in fns.items()}
@@ -80,7 +80,7 @@ def measure_case(case: problems.Problem, repeats: int, section: str,
             "section": section,
             "case": case.name,
             "pipeline": name,
-            "mode": METHODS[name].mode,
+            "mode": PIPELINES[name].mode,
             "n": case.n,
             "m": case.m,
             "n_over_m": case.n / case.m,
@@ -164,16 +164,15 @@ def _gradient_programs(case: problems.Problem) -> dict[str, Callable]:
 
 GRADIENT_PROGRAMS: dict[str, dict | None] = {
     "forward pass": None,
-    "reverse-ours grad": dict(color="tab:blue", linestyle="-", marker="o"),
-    "reverse-jax grad": dict(color="navy", linestyle=":", marker="^"),
-    "forward-ours grad": dict(color="tab:red", linestyle="-", marker="o"),
-    "forward-jax grad": dict(color="darkred", linestyle=":", marker="^"),
+    **{f"{name} grad": PIPELINES[name].style
+       for name in ("reverse-ours", "reverse-jax", "forward-ours", "forward-jax")},
     "jvp (ours)": dict(color="tab:green", linestyle="-", marker="D"),
-    "jvp_from_vjp": dict(color="tab:orange", linestyle="--", marker="s"),
+    "jvp_from_vjp": PIPELINES["forward-jvp_from_vjp"].style,
     "jvp (jax)": None,
 }
 """The programs :func:`cheap_gradient_sweep` measures, with how the figure draws each (None:
-not drawn). Ratios are to the first, and the ``jvp`` ones also to ``"jvp (ours)"``."""
+not drawn; a gradient as its pipeline). Ratios are to the first, and the ``jvp`` ones also
+to ``"jvp (ours)"``."""
 
 
 def cheap_gradient_sweep(cfg, seed: int, dtype, repeats: int, log: Log = _stderr,

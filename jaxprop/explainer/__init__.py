@@ -7,10 +7,10 @@ computes), the downstream gradient, and the pattern's name (distributor, switche
 adder, scaled local gradient). ``trace.to_table()`` prints it, ``trace.render("circuit.svg")``
 draws it like the slides.
 
-Modules: ``capture`` (one jitted run that also returns every rule's values), ``trace``
-(the rows and the circuit), ``describe`` (the lecture's words for a row), ``table``,
-``render`` and ``layout`` (the picture), ``fmt`` (numbers), ``examples`` and ``lecture``
-(the built-in examples).
+Modules: ``capture`` (one jitted run that also returns every rule's values), ``rows``
+(``explain``: the rows, the edges, the ``Trace``), ``describe`` (the lecture's words for a
+row), ``table``, ``render`` and ``layout`` (the picture), ``fmt`` (numbers), ``examples`` and
+``lecture`` (the built-in examples).
 
 For example::
 
@@ -28,17 +28,17 @@ from jaxprop._lazy import exports
 
 _EXPORTS = {
     "PATTERNS": "jaxprop.gate",
-    "Edge": "jaxprop.explainer.trace",
-    "Row": "jaxprop.explainer.trace",
-    "Trace": "jaxprop.explainer.trace",
-    "explain": "jaxprop.explainer.trace",
+    "Edge": "jaxprop.explainer.rows",
+    "Row": "jaxprop.explainer.rows",
+    "Trace": "jaxprop.explainer.rows",
+    "explain": "jaxprop.explainer.rows",
 }
 
 if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
-    from jaxprop.explainer.trace import Edge as Edge
-    from jaxprop.explainer.trace import Row as Row
-    from jaxprop.explainer.trace import Trace as Trace
-    from jaxprop.explainer.trace import explain as explain
+    from jaxprop.explainer.rows import Edge as Edge
+    from jaxprop.explainer.rows import Row as Row
+    from jaxprop.explainer.rows import Trace as Trace
+    from jaxprop.explainer.rows import explain as explain
     from jaxprop.gate import PATTERNS as PATTERNS
 
 __all__ = sorted(_EXPORTS)

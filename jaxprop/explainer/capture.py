@@ -6,16 +6,15 @@ we return the arrays the rules saw as *extra outputs* of the jitted function. Th
 run therefore computes its output and gradients in the very program that the pipeline
 compiles, and the numbers are exactly the pipeline's.
 
-Reverse mode traces ``jax.vjp`` under the ``"vjp"`` rule set and pulls back ``upstream``
-(ones by default): the rules run in reverse order of the gates, and each one reports its
-upstream gradient z_bar and its downstream gradients x_bar.
+Both modes call the drivers' own core, ``jaxprop.core``. Reverse mode pulls back ``upstream``
+(ones by default) through ``core.pullback``: the VJP rules run in reverse order of the
+gates, and each one reports its upstream gradient z_bar and its downstream gradients x_bar.
 
 Forward mode does what ``jaxprop.forward.value_and_grad`` does: f runs forward once under
-``jaxprop.forward.linearize`` (our JVP rules), then the standard basis of the inputs is
-pushed through the linear map ``jaxprop.forward.DEFAULT_CHUNK_SIZE`` vectors at a time
-(``jaxprop._linear_maps.map_basis``): one column of the Jacobian per input element. The
-linearized function also returns every gate's inputs and outputs, so the same push gives
-each wire's tangent.
+``core.push_forward`` (our JVP rules), then ``core.push_basis`` pushes the standard basis of
+the inputs through the linear map, ``jaxprop.forward.DEFAULT_CHUNK_SIZE`` vectors at a time:
+one column of the Jacobian per input element. The pushed function also returns every gate's
+inputs and outputs, so the same push gives each wire's tangent.
 
 Gate applications are identified by object identity (``id``) of the tracers within the one
 trace: a gate's output tracer is the very object the next gate receives. A rule is paired
@@ -35,12 +34,10 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprop import _drivers as lm
-from jaxprop import forward
+from jaxprop import core, forward
 from jaxprop.events import RuleEvent, observe
 from jaxprop.gate import is_constant
 from jaxprop.tracer import gated
-from jaxprop.wiring import rule_set
 
 MODES = ("reverse", "forward")
 APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
@@ -168,12 +165,10 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         fun = lambda *d: f_of_diff(fixed, *d)  # noqa: E731
         with observe(events.append):
             if mode == "reverse":
-                with rule_set("vjp"):
-                    out, pullback = jax.vjp(fun, *dyn)
-                    seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
-                            else seed_or_tangents)
-                    grads = pullback(seed)
-                return out, seed, grads, _export(events), None
+                out, pull, _ = core.pullback(fun, *dyn)
+                seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
+                        else seed_or_tangents)
+                return out, seed, pull(seed), _export(events), None
 
             def fun_and_wires(*d):  # f, and every gate input and output whose tangent we show
                 out = fun(*d)
@@ -181,18 +176,13 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
                 meta["wire_ids"] = [id(w) for w in wires]
                 return out, wires
 
-            with rule_set("jvp"):  # as jaxprop.forward.linearize, on the gated f
-                (out, _), f_jvp = jax.linearize(fun_and_wires, *dyn)
+            (out, _), push, _ = core.push_forward(fun_and_wires, *dyn)
             exported = _export(events)
-        with rule_set("jvp"):
-            if not basis:
-                out_dot, wire_dots = f_jvp(*seed_or_tangents)
-                return out, None, out_dot, exported, wire_dots
-            # As jaxprop.forward.value_and_grad: the basis through the linear map, in chunks.
-            flat, unravel = lm.ravel(dyn)
-            out_dot, wire_dots = lm.map_basis(lambda e: f_jvp(*unravel(e)), flat.size,
-                                              flat.dtype, forward.DEFAULT_CHUNK_SIZE)
-        grads = unravel(out_dot.astype(flat.dtype)) if scalar_out else None
+        if not basis:
+            out_dot, wire_dots = push(*seed_or_tangents)
+            return out, None, out_dot, exported, wire_dots
+        out_dot, wire_dots = core.push_basis(push, dyn, forward.DEFAULT_CHUNK_SIZE)
+        grads = core.unravel_like(out_dot, dyn) if scalar_out else None
         return out, grads, out_dot, exported, wire_dots
 
     fixed = tuple(None if i in diff else a for i, a in enumerate(args))

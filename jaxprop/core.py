@@ -1,9 +1,20 @@
-"""What both drivers share: argnums, the standard basis in chunks, and Jacobian assembly.
+"""The driver core: the pullback and the push-forward through our rules, and what every
+driver builds on them.
 
-A Jacobian is built one standard-basis vector at a time: reverse mode pulls back the output
-basis (one VJP per output element, giving rows), forward mode pushes forward the input basis
-(one JVP per input element, giving columns). The basis is never held whole when a chunk size
-is given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
+Every derivative jaxprop computes goes through two functions:
+
+* :func:`pullback`: f runs forward under the ``"vjp"`` rule set; the returned linear map
+  ``out_bar -> primals_bar`` runs our VJP rules backwards (reverse mode).
+* :func:`push_forward`: f runs forward once under the ``"jvp"`` rule set; the returned linear
+  map ``*tangents -> out_dot`` pushes tangents through our JVP rules (forward mode).
+
+``jaxprop.reverse``, ``jaxprop.forward``, the explainer's capture and compare's pipelines call
+them; nothing else enters a rule set to differentiate. The rest is what the drivers share:
+argnums, the checks of f's arguments and output, the jitted and cached driver, and the
+Jacobian built one standard-basis vector at a time: reverse mode pulls back the output basis
+(one VJP per output element, giving rows), forward mode pushes forward the input basis (one
+JVP per input element, giving columns). The basis is never held whole when a chunk size is
+given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
 """
 
 from __future__ import annotations
@@ -19,9 +30,100 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxprop.tracer import gated
+from jaxprop.wiring import rule_set
 
 DEFAULT_MAX_BYTES = 2**30
 """Largest Jacobian (1 GiB) that ``jacobian`` builds unless ``max_bytes`` says otherwise."""
+
+
+def pullback(f: Callable, *primals, has_aux: bool = False, rules: str = "vjp"):
+    """Runs f forward and returns ``(out, pull, aux)``: ``pull(out_bar) -> primals_bar``, one
+    entry per primal, runs the rules backwards (``aux`` is None without ``has_aux``).
+
+    ``jax.vjp`` under the ``rules`` rule set: ``"vjp"``, our VJP rules; ``"jvp"``, our JVP
+    rules transposed by JAX (compare's ``reverse-transposed-jvp``). f is called as given:
+    the drivers hand it already traced into gates.
+    """
+    with rule_set(rules):
+        out, pull, *aux = jax.vjp(f, *primals, has_aux=has_aux)
+
+    def pull_in_rule_set(out_bar):
+        with rule_set(rules):
+            return pull(out_bar)
+
+    return out, pull_in_rule_set, aux[0] if has_aux else None
+
+
+def push_forward(f: Callable, *primals, has_aux: bool = False):
+    """Runs f forward once and returns ``(out, push, aux)``: ``push(*tangents) -> out_dot``,
+    the linear map J, pushes tangents through our JVP rules (``jax.linearize`` under the
+    ``"jvp"`` rule set; ``aux`` is None without ``has_aux``)."""
+    with rule_set("jvp"):
+        out, push, *aux = jax.linearize(f, *primals, has_aux=has_aux)
+
+    def push_in_rule_set(*tangents):
+        with rule_set("jvp"):
+            return push(*tangents)
+
+    return out, push_in_rule_set, aux[0] if has_aux else None
+
+
+def check_tangents(who: str, primals: tuple, tangents: tuple) -> None:
+    """Raises, as ``jax.jvp`` does, unless the tangents match the primals one for one in
+    structure, shape (ValueError) and dtype (TypeError)."""
+    if len(tangents) != len(primals):
+        raise ValueError(f"{who}: got {len(primals)} primals but {len(tangents)} tangents; "
+                         "give one tangent per primal")
+    for i, (primal, tangent) in enumerate(zip(primals, tangents)):
+        if jax.tree.structure(primal) != jax.tree.structure(tangent):
+            raise ValueError(f"{who}: tangent {i} has the structure "
+                             f"{jax.tree.structure(tangent)}; primal {i} has "
+                             f"{jax.tree.structure(primal)}")
+        for p, t in zip(jax.tree.leaves(primal), jax.tree.leaves(tangent)):
+            if jnp.shape(p) != jnp.shape(t):
+                raise ValueError(f"{who}: a tangent of shape {jnp.shape(t)} for primal {i} "
+                                 f"of shape {jnp.shape(p)}; they must match")
+            if jnp.result_type(p) != jnp.result_type(t):
+                raise TypeError(f"{who}: a tangent of dtype {jnp.result_type(t)} for primal "
+                                f"{i} of dtype {jnp.result_type(p)}; they must match")
+
+
+def push_forward_by_pullbacks(f: Callable, *primals, has_aux: bool = False):
+    """:func:`push_forward` built from two pullbacks ("inefficient but elegant").
+
+    The pullback u -> J^T u of f, through our VJP rules, is linear in u, so pulling back
+    through it, at any u, gives its transpose v -> J v. Returns ``(out, push, aux)`` as
+    :func:`push_forward` does.
+    """
+    out, pull, aux = pullback(f, *primals, has_aux=has_aux)
+    _, pull_of_pull, _ = pullback(pull, jax.tree.map(jnp.zeros_like, out))
+
+    def push(*tangents):
+        return pull_of_pull(tangents)[0]
+
+    return out, push, aux
+
+
+def push_basis(push: Callable, dyn: tuple, chunk_size: int | None, dtype=None):
+    """``push(*e_j)`` for every standard-basis vector e_j of the inputs ``dyn``, stacked
+    (an output [n, ...] per leaf of push's result), ``chunk_size`` at a time: forward
+    mode's columns of the Jacobian. The basis has dyn's dtype unless ``dtype`` is given."""
+    flat, unravel = ravel(dyn)
+    return map_basis(lambda e: push(*unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
+
+
+def pull_basis(pull: Callable, out, chunk_size: int | None, dtype=None):
+    """``pull(e_i)`` for every standard-basis vector e_i of the output ``out``, stacked, one
+    row of the Jacobian each (reverse mode's rows), ``chunk_size`` at a time."""
+    flat, unravel = ravel(out)
+    return map_basis(lambda e: pull(unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
+
+
+def unravel_like(vector, tree):
+    """``vector`` (one entry per element of ``tree``) in the structure and dtype of ``tree``:
+    a scalar f's pushed basis, one row of its Jacobian, is its gradient shaped so."""
+    flat, unravel = ravel(tree)
+    return unravel(vector.astype(flat.dtype))
 
 
 def normalize_argnums(argnums: int | Sequence[int], nargs: int, who: str) -> tuple[int, ...]:
@@ -173,6 +275,41 @@ class Jitted:
     def lower(self, *args, **kwargs):
         """``jax.jit(...).lower`` for these arguments, for XLA's cost and memory analysis."""
         return self._for(args, kwargs).lower(*args, **kwargs)
+
+
+def value_and_grad_fn(who: str, f: Callable, argnums, has_aux: bool, allow_jax_rules: bool,
+                      gradient: Callable, scalar: str, forward: bool = False,
+                      allow_int: bool = False) -> Callable:
+    """``(*args, **kwargs) -> (f(*args), df/d args[argnums])`` for scalar f, as
+    ``jax.value_and_grad`` returns it (``((out, aux), grads)`` with ``has_aux``).
+
+    ``gradient(f_dyn, dyn, has_aux) -> (out, grads, aux)`` is the mode's own part: a pullback
+    of 1 (reverse) or the input basis pushed forward (forward). ``scalar`` names what to use
+    for a non-scalar f; ``forward`` refuses a ``custom_vjp`` function and ``allow_int`` gives
+    integer inputs a float0 zero gradient (see :func:`prepare`).
+    """
+
+    def value_and_grad_f(*args, **kwargs):
+        f_dyn, dyn, fill = prepare(who, f, args, argnums, kwargs,
+                                   allow_jax_rules=allow_jax_rules, has_aux=has_aux,
+                                   scalar=scalar, allow_int=allow_int, forward=forward)
+        out, grads, aux = gradient(f_dyn, dyn, has_aux)
+        grads = fill(grads)
+        grads = grads[0] if isinstance(argnums, int) else grads
+        return ((out, aux) if has_aux else out), grads
+
+    return value_and_grad_f
+
+
+def grad_driver(value_and_grad_f: Callable, argnums, has_aux: bool, who: str) -> Jitted:
+    """The jitted ``grad`` of a driver's ``value_and_grad_f``: the gradients alone
+    (``(grads, aux)`` with ``has_aux``, as ``jax.grad``)."""
+
+    def grad_f(*args, **kwargs):
+        value, grads = value_and_grad_f(*args, **kwargs)
+        return (grads, value[1]) if has_aux else grads
+
+    return Jitted(grad_f, argnums, who)
 
 
 _DRIVERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -331,29 +468,27 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
       f, argnums: the function and the arguments differentiated.
       chunk_size: basis vectors at once (None: one vmap of them all).
       max_bytes: refuse a larger Jacobian at trace time (None: no limit).
-      linear_map: ``(f_dyn, dyn) -> (out, apply)``, tracing f once: a pullback
-        ``apply(out_bar) -> dyn_bar`` (``rows=True``, reverse mode: each output basis vector
-        gives a row J^T e_i) or a push-forward ``apply(*dyn_dot) -> out_dot``
-        (``rows=False``, forward mode: each input basis vector gives a column J e_j).
+      linear_map: ``(f, *primals, has_aux) -> (out, apply, aux)``: :func:`pullback`
+        (``rows=True``, reverse mode: each output basis vector gives a row J^T e_i), or
+        :func:`push_forward` or :func:`push_forward_by_pullbacks` (``rows=False``, forward
+        mode: each input basis vector gives a column J e_j).
+      rows: whether ``linear_map`` is a pullback.
       instead: what to use to apply J without forming it, for the over-budget message.
       has_aux: f returns (output, aux); the driver returns (jacobian, aux).
       allow_jax_rules: see ``jaxprop.gated``.
       allow_int: integer leaves get zero blocks of their dtype, as in ``jax.jacrev``.
     """
-
     def jacobian_f(*args, **kwargs):
         f_dyn, dyn, fill = prepare(who, f, args, argnums, kwargs,
                                    allow_jax_rules=allow_jax_rules, has_aux=has_aux,
-                                   allow_int=allow_int, forward=not rows)
-        out, apply, aux = linear_map(f_dyn, dyn, has_aux)  # traced, not run: nothing is
-        m, n, dtype = jacobian_size(out, dyn)  # allocated yet
+                                   allow_int=allow_int, forward=linear_map is push_forward)
+        out, apply, aux = linear_map(f_dyn, *dyn, has_aux=has_aux)  # traced, not run:
+        m, n, dtype = jacobian_size(out, dyn)  # nothing is allocated yet
         check_budget(who, m, n, dtype, max_bytes, instead)
         if rows:
-            _, unravel = ravel(out)
-            jac = map_basis(lambda e: ravel(apply(unravel(e)))[0], m, dtype, chunk_size)
+            jac = pull_basis(lambda u: ravel(apply(u))[0], out, chunk_size, dtype)
         else:
-            _, unravel = ravel(dyn)
-            jac = map_basis(lambda e: ravel(apply(*unravel(e)))[0], n, dtype, chunk_size).T
+            jac = push_basis(lambda *t: ravel(apply(*t))[0], dyn, chunk_size, dtype).T
         single = isinstance(argnums, int)
         if fill is _no_fill:
             jac = unflatten_jacobian(jac, out, dyn, single)
