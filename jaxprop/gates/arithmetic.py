@@ -234,14 +234,8 @@ minimum = Gate(
     pattern=ROUTER,
     symbol="min",
     forward=lambda x, y: (jnp.minimum(x, y), x <= y),
-    vjp=(
-        lambda x_wins, z_bar: jnp.where(x_wins, z_bar, 0),
-        lambda x_wins, z_bar: jnp.where(x_wins, 0, z_bar),
-    ),
-    jvp=(
-        lambda x_wins, x_dot: jnp.where(x_wins, x_dot, 0),
-        lambda x_wins, y_dot: jnp.where(x_wins, 0, y_dot),
-    ),
+    vjp=maximum.vjp,  # max's router, with x_wins where x <= y
+    jvp=maximum.jvp,
     local=("[x <= y]", "[x > y]"),
     tangent="x_dot where x <= y, else y_dot",
     broadcast=True,
