@@ -275,6 +275,7 @@ PICK = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(0, 1),
                                   start_indices_batching_dims=())
 """The gather of ``s[rows, cols]``, as JAX writes ``scores[jnp.arange(N), y]``."""
 ROWS, COLS = np.array([0, 2, 2, 1]), np.array([1, 0, 0, 3])  # row 2, col 0 picked twice
+OUT_COLS = np.array([1, 6, 0, 3])  # column 6 of 4 is out of bounds: filled, or clipped to 3
 TAKE_ALONG = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(1,),
                                         start_index_map=(1,), operand_batching_dims=(0,),
                                         start_indices_batching_dims=(0,))
@@ -291,6 +292,7 @@ WRITE = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=
 """The scatter of ``x.at[rows, cols].set(u)`` and ``.add(u)``."""
 SET_AT = np.array([[0, 1], [1, 0], [2, 3]])  # each place once
 ADD_AT = np.array([[0, 1], [2, 0], [2, 0]])  # (2, 0) twice: its updates add
+DROP_AT = np.array([[0, 1], [3, 0], [2, -1]])  # (3, 0) and (2, -1) are out of bounds: dropped
 _WRITE = dict(dimension_numbers=WRITE, indices_are_sorted=False, unique_indices=False,
               mode=lax.GatherScatterMode.FILL_OR_DROP, updates_shape=(3,), in_shape=(3, 4))
 _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
@@ -433,6 +435,46 @@ GATE_CASES = [
          lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].add(u),
          lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_add"),
          lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_add", order2=True),
+    Case("scatter_set_twice", lambda x, u: gates.scatter(x, ADD_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].set(u),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter"),
+         lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter"),
+    Case("scatter_add_dropped",
+         lambda x, u: gates.scatter_add(x, DROP_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x + jnp.zeros_like(x).at[0, 1].set(u[0]),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_add"),
+         lambda g, x, u: g(x, DROP_AT, u, **_WRITE), covers="scatter_add"),
+    Case("scatter_mul", lambda x, u: gates.scatter_mul(x, SET_AT, u, dimension_numbers=WRITE,
+                                                       unique_indices=True),
+         lambda x, u: x.at[SET_AT[:, 0], SET_AT[:, 1]].multiply(u, unique_indices=True),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_mul"),
+         lambda g, x, u: g(x, SET_AT, u, **{**_WRITE, "unique_indices": True}),
+         covers="scatter_mul", order2=True),
+    Case("scatter_max_twice",
+         lambda x, u: gates.scatter_max(x, ADD_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].max(u),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_max"),
+         lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_max", order2=True),
+    Case("scatter_min_twice",
+         lambda x, u: gates.scatter_min(x, ADD_AT, u, dimension_numbers=WRITE),
+         lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].min(u),
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_min"),
+         lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_min", order2=True),
+    Case("gather_fill_out_of_bounds",
+         lambda x: gates.gather(x, jnp.stack([ROWS, OUT_COLS], 1), dimension_numbers=PICK,
+                                slice_sizes=(1, 1), mode="fill", fill_value=5.0),
+         lambda x: jnp.where(OUT_COLS < 4, x[ROWS, np.minimum(OUT_COLS, 3)], 5.0),
+         lambda rng: (normal(rng, (3, 4)),), (0,), _gate_of("gather"),
+         lambda g, x: g(x, jnp.stack([ROWS, OUT_COLS], 1), **{
+             **_PICK_PARAMS, "mode": lax.GatherScatterMode.FILL_OR_DROP, "fill_value": 5.0}),
+         covers="gather"),
+    Case("gather_clip_out_of_bounds",
+         lambda x: gates.gather(x, jnp.stack([ROWS, OUT_COLS], 1), dimension_numbers=PICK,
+                                slice_sizes=(1, 1), mode="clip"),
+         lambda x: x[ROWS, np.minimum(OUT_COLS, 3)],
+         lambda rng: (normal(rng, (3, 4)),), (0,), _gate_of("gather"),
+         lambda g, x: g(x, jnp.stack([ROWS, OUT_COLS], 1), **{
+             **_PICK_PARAMS, "mode": lax.GatherScatterMode.CLIP}), covers="gather"),
     _param_case("concatenate", _gate_of("concatenate"),
                 lambda x, y: gates.concatenate([x, y], axis=1),
                 lambda x, y: jnp.concatenate([x, y], axis=1),

@@ -103,7 +103,7 @@ def test_sigmoid_circuit_reproduces_the_slide(traces, mode):
     if mode == "reverse":
         assert recip.local == "ds8/ds7 = -1/x^2 = -0.53"
         assert exp.local == "ds6/ds5 = e^x = 0.37"
-        assert neg.local == "ds5/ds4 = a = -1"
+        assert neg.local == "ds5/ds4 = -1"  # the constant by its value, never a letter
     else:
         assert recip.local == "s8_dot = -1/x^2 * s7_dot; -1/x^2 = -0.53"
         assert exp.local == "s6_dot = e^x * s5_dot; e^x = 0.37"
@@ -281,6 +281,33 @@ def test_pattern_labels_from_rule_and_values():
     assert "routes all of upstream to x" in trace.rows[1].detail
     add = [r for r in trace.rows if r.gate == "add"][0]
     assert add.downstream[0] is None and add.input_names[0] == "1"
+
+
+def test_a_constant_factor_is_shown_by_its_value_never_by_a_name_of_the_users(mode):
+    """The slide calls the factor of a mul by a constant ``a``; so may the user's own
+    argument. The row states the value, so no label can be read as the other."""
+    trace = explain(lambda a, b: a * 3.0 + b * a, jnp.asarray(2.0), jnp.asarray(5.0), mode=mode)
+    scaled = [r for r in trace.rows if r.gate == "mul" and r.pattern == "scaled local gradient"]
+    (row,) = scaled
+    assert row.input_names == ("a", "3")
+    if mode == "reverse":
+        assert row.local == "ds1/da = 3"
+    else:
+        assert row.local == "s1_dot = 3 * a_dot"
+    # the switcher mul of b and a still names the user's a, and means it
+    switch = [r for r in trace.rows if r.gate == "mul" and r.pattern == "switcher"][0]
+    assert "a" in switch.input_names and "b" in switch.input_names
+    chex.assert_trees_all_close(trace.grads, (np.asarray(8.0), np.asarray(2.0)))
+
+
+def test_a_function_already_under_jax_jit_is_explained_as_the_plain_one(mode):
+    def f(x, y):
+        return gates.mul(gates.add(x, y), 2.0)
+
+    args = (jnp.asarray(-2.0), jnp.asarray(5.0))
+    plain, jitted = explain(f, *args, mode=mode), explain(jax.jit(f), *args, mode=mode)
+    assert [r.local for r in jitted.rows] == [r.local for r in plain.rows]
+    chex.assert_trees_all_equal(jitted.grads, plain.grads)
 
 
 def test_gate_no_differentiated_input_reaches():

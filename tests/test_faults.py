@@ -275,6 +275,47 @@ def test_a_full_disk_stops_naming_the_file_and_the_run_resumes(env, reference, t
     _finish_and_compare(run, env, reference, epoch)
 
 
+def test_a_full_disk_while_resuming_with_set_leaves_config_and_checkpoint_as_they_were(
+        env, tmp_path):
+    """``--resume --set train.epochs=4`` under ``ulimit -f 4 KiB``: config.toml (600 bytes)
+    would fit, the checkpoint (6.5 KB) does not. config.toml is written with its checkpoint,
+    so neither changes, and a plain --resume afterwards continues the run as it was rather
+    than refusing a config.toml "edited" to epochs = 4."""
+    from jaxprop.cli import main
+
+    run = tmp_path / "R"
+    assert main(["train", "--config", "digits_linear_svm", "--quiet", "--set",
+                 "train.epochs=2", "--out", str(run)]) == 0
+    kept = ("config.toml", "checkpoint.npz", "params.npz")
+    before = {name: (run / name).read_bytes() for name in kept}
+    no_cache = {**env, "JAXPROP_CACHE_DIR": "off"}  # JAX's cache files are larger than that
+    code, _, err = _run(["train", "--quiet", "--resume", "--set", "train.epochs=4", "--out",
+                         str(run)], no_cache, limit_bytes=4096)
+    assert code == 2, err
+    _one_line(err, r"jaxprop train: error: cannot write '.*R/checkpoint\.npz': File too large")
+    assert {name: (run / name).read_bytes() for name in kept} == before
+    assert not list(run.glob(".*.tmp"))
+    assert main(["train", "--quiet", "--resume", "--out", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_truncated_compilation_cache_entries_are_removed_quietly(env, tmp_path):
+    """A run under ``ulimit -f 20 KiB`` leaves JAX's larger cache entries truncated (JAX
+    writes them in place). The next run removes them before JAX reads them, without a word,
+    and caches them again whole; JAX would otherwise warn about each, at every run."""
+    cache = tmp_path / "xla"
+    cached = {**env, "JAXPROP_CACHE_DIR": str(cache)}
+    argv = ["train", "--config", "digits_linear_svm", "--quiet", "--set", "train.epochs=1"]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "A")], cached, limit_bytes=20 * 1024)
+    assert code == 0, err
+    torn = [p.name for p in cache.glob("*-cache") if p.stat().st_size == 20 * 1024]
+    assert torn, sorted(p.name for p in cache.iterdir())
+    code, _, err = _run([*argv, "--out", str(tmp_path / "B")], cached)
+    assert code == 0, err
+    assert "compilation cache" not in err, err
+    assert all((cache / name).stat().st_size > 20 * 1024 for name in torn)
+
+
 # ----------------------------------------------------------- in-process: mid-write
 
 

@@ -1,6 +1,6 @@
 """The house: registries with a test case for every entry, layers whose imports run one way,
 public names that never shadow modules, a CLI that answers --help without JAX, and docs whose
-every name and example is real."""
+every name is real (their examples run in tests/test_docs.py)."""
 
 import ast
 import importlib
@@ -172,26 +172,6 @@ def test_every_name_the_docs_show_exists():
         except (ImportError, AttributeError) as err:
             missing.append(f"{name}: {err}")
     assert not missing, missing
-
-
-@pytest.mark.parametrize("doc", ["README.md", "docs/writing_a_gate.md", "docs/explain.md"])
-def test_the_python_examples_of_the_docs_run(doc, tmp_path, monkeypatch):
-    """Each python block of a document runs, in order, in one namespace (a tutorial builds
-    on its earlier blocks)."""
-    monkeypatch.chdir(tmp_path)
-    text = (ROOT / doc).read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks
-    namespace = {}
-    with jax_numpy_rank_promotion("allow"):
-        for code in blocks:
-            exec(compile(code, doc, "exec"), namespace)
-
-
-def jax_numpy_rank_promotion(value):
-    import jax
-
-    return jax.numpy_rank_promotion(value)
 
 
 # -------------------------------------------------------------------------------- the CLI

@@ -168,3 +168,22 @@ def test_a_corrupt_checkpoint_is_refused_naming_it_and_left_as_it_is(case, run, 
     assert re.search(match, line), line
     assert "allow_pickle" not in line  # numpy's advice to load unsafely is never passed on
     assert _files(run) == before
+
+
+def test_the_library_names_a_checkpoint_that_is_a_folder_or_another_models(run):
+    """``jaxprop.train(..., resume=True)`` as the CLI: a folder where the checkpoint should be
+    is named as one, and a linear run's checkpoint is not this two-layer model's."""
+    from jaxprop.train import train
+    from jaxprop.train.experiment import load_config
+
+    two_layer = load_config(None, ["train.epochs=3"])
+    with pytest.raises(ValueError, match=r"checkpoint '.*R/checkpoint\.npz' does not belong "
+                       r"to this run's model: it holds the params W \[64, 10\], b \[10\], but "
+                       r"this run's model has W1 \[64, 128\], W2 \[128, 10\], b1 \[128\], "
+                       r"b2 \[10\]\."):
+        train(two_layer, run, resume=True, progress=False)
+    (run / "checkpoint.npz").unlink()
+    (run / "checkpoint.npz").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot resume from '.*R/checkpoint\.npz': "
+                       r"it is a folder, not a checkpoint file"):
+        train(two_layer, run, resume=True, progress=False)

@@ -70,8 +70,12 @@ def test_grid_parsing():
         parse_grid(["model.hidden_dim=8,16"])
     with pytest.raises(ValueError, match=r"--grid optimizer\.lr: give at least one value"):
         parse_grid(["optimizer.lr="])
+    # a value is checked as the key the user typed in --grid; in the [sweep] table, as its own
+    with pytest.raises(ValueError, match=r"--grid optimizer\.lr=1e-3,big: config key "
+                                         r"'optimizer\.lr' must be a number; got 'big'"):
+        parse_grid(["optimizer.lr=1e-3,big"])
     with pytest.raises(TypeError, match=r"'sweep\.lr\[0\]' must be a number; got 'big'"):
-        load_config(None, parse_grid(["optimizer.lr=big"]))
+        load_config(None, [("sweep.lr", ["big"])])
 
 
 def _row(val_acc, train_loss):

@@ -88,6 +88,35 @@ class _FullDisk:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def _folder_instead(path):
+    path.unlink()
+    path.mkdir()
+
+
+def _two_layer_run_with_a_linear_checkpoint(tmp):
+    """A two-layer run whose checkpoint.npz was copied from a linear run's folder."""
+    run = tmp / "T"
+    assert main(["train", "--quiet", "--set", "train.epochs=1", "--out", str(run)]) == 0
+    (run / "checkpoint.npz").write_bytes((_checkpoint(tmp, lambda p: None) /
+                                         "checkpoint.npz").read_bytes())
+    return run
+
+
+RAISES = """import jax.numpy as jnp
+
+
+def helper(y):
+    raise RuntimeError("boom from user code")
+
+
+def f(x):
+    return helper(jnp.sin(x))
+"""
+"""A user's module whose function raises its own exception, in a helper (line 5)."""
+
+SHAPES = "import jax.numpy as jnp\n\n\ndef f(x):\n    return jnp.dot(x, jnp.ones(3))\n"
+"""A user's function whose shapes JAX refuses (line 5)."""
+
 HUGE_HEADER = (0x803).to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big") * 3 + b"\0" * 64
 """An IDX images header of 3 sizes of 2**32 - 1 (their product overflows int64), 64 bytes."""
 
@@ -163,6 +192,45 @@ CASES = {
         lambda t: ["explain", _user_module(t, "raise RuntimeError('no config here')\n"),
                    "--args", "[1.0]", "--out", str(t / "pics")],
         r"user_fns\.py:f: importing .*user_fns\.py raised RuntimeError: no config here"),
+    "explain: the user's function raises": (
+        lambda t: ["explain", _user_module(t, RAISES), "--args", "[[1.0]]", "--out",
+                   str(t / "pics")],
+        r"your code raised RuntimeError: boom from user code \(at user_fns\.py:5, in helper\)"),
+    "check: the user's function raises": (
+        lambda t: ["check", _user_module(t, RAISES), "--args", "[[1.0]]"],
+        r"your code raised RuntimeError: boom from user code \(at user_fns\.py:5, in helper\)"),
+    "explain: JAX refuses the user's shapes": (
+        lambda t: ["explain", _user_module(t, SHAPES), "--args", "[[1.0, 2.0]]", "--out",
+                   str(t / "pics")],
+        r"your code raised TypeError: dot_general requires contracting dimensions to have the "
+        r"same shape, got \(2,\) and \(3,\)\. \(at user_fns\.py:5, in f\)"),
+    "check: JAX refuses the user's shapes": (
+        lambda t: ["check", _user_module(t, SHAPES), "--args", "[[1.0, 2.0]]"],
+        r"your code raised TypeError: dot_general .* \(at user_fns\.py:5, in f\)"),
+    "a --grid value that is not a number": (
+        lambda t: ["sweep", "--grid", "optimizer.lr=abc,1e-3", "--out", str(t / "s")],
+        r"--grid optimizer\.lr=abc,1e-3: config key 'optimizer\.lr' must be a number; got "
+        r"'abc'"),
+    "a --grid value out of range": (
+        lambda t: ["sweep", "--grid", "loss.reg=1e-3,-1", "--out", str(t / "s")],
+        r"--grid loss\.reg=1e-3,-1: config key 'loss\.reg' must be >= 0\.0; got -1\.0"),
+    "--out '' (train)": (lambda t: ["train", *SVM, "--out", ""], r"--out is empty"),
+    "--out '' (train --resume)": (lambda t: ["train", "--quiet", "--resume", "--out", ""],
+                                  r"--out is empty"),
+    "--out '' (sweep)": (lambda t: ["sweep", "--quiet", "--out", ""], r"--out is empty"),
+    "--out '' (explain)": (lambda t: ["explain", "simple", "--out", ""], r"--out is empty"),
+    "--out '' (compare)": (lambda t: ["compare", "--quick", "--out", ""], r"--out is empty"),
+    "checkpoint.npz is a folder": (
+        lambda t: ["train", "--quiet", "--resume", "--set", "train.epochs=3", "--out",
+                   str(_checkpoint(t, _folder_instead))],
+        r"cannot resume from '.*R/checkpoint\.npz': it is a folder, not a checkpoint file"),
+    "another model's checkpoint": (
+        lambda t: ["train", "--quiet", "--resume", "--set", "train.epochs=3", "--out",
+                   str(_two_layer_run_with_a_linear_checkpoint(t))],
+        r"checkpoint '.*T/checkpoint\.npz' does not belong to this run's model: it holds the "
+        r"params W \[64, 10\], b \[10\] \(saved by the run 'digits_linear_svm', model\.kind "
+        r"= 'linear'\), but the model of '.*T/config\.toml' \(model\.kind = 'two_layer'\) "
+        r"has W1, W2, b1, b2\."),
     "a second --grid for the same key": (
         lambda t: ["sweep", "--grid", "optimizer.lr=1e-3", "--grid", "optimizer.lr=1e-2",
                    "--out", str(t / "s")],
@@ -195,13 +263,17 @@ def test_user_errors_are_one_line_naming_what_was_wrong(case, tmp_path, capsys, 
 
 
 def test_internal_error_is_kept_for_real_bugs(monkeypatch, capsys):
-    """A bug (here a KeyError inside a command) is still reported as one, exit code 1."""
+    """A bug (here a KeyError inside a command) is still reported as one, exit code 1.
+
+    The broken command is compiled as if it were in jaxprop/cli/explain.py: an exception
+    raised in a file outside jaxprop (this test's own) would be the user's code's.
+    """
     import jaxprop.cli.explain as explain
 
-    def broken(args):
-        raise KeyError("a bug")
-
-    monkeypatch.setattr(explain, "run", broken)
+    code = compile("def broken(args):\n    raise KeyError('a bug')\n", explain.__file__, "exec")
+    namespace = {}
+    exec(code, namespace)
+    monkeypatch.setattr(explain, "run", namespace["broken"])
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("jaxprop.cli.explain",))
     assert main(["explain", "simple"]) == 1
     err = capsys.readouterr().err

@@ -24,7 +24,10 @@ USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
 """Exceptions that report bad input or a bad environment (a config value, a shape, a missing,
 unwritable or full file, a folder in use): shown as one line, exit code 2. ``OSError`` covers
 ``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``NotADirectoryError`` and a
-full disk. Anything else is a bug in jaxprop and is reported as an internal error."""
+full disk. An exception of any type raised in the user's own code (a function given to
+``explain`` or ``check``, a model named as ``module:attr``) is the user's too: one line with
+its type, message and the user's line, exit code 2 (``_common.user_code_error``). Anything
+else is a bug in jaxprop and is reported as an internal error, exit code 1."""
 
 EXIT_USER_ERROR = 2
 
@@ -86,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{_prog(command)}: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
-        if os.environ.get("JAXPROP_DEBUG"):
-            raise
-        print(f"{_prog(command)}: error: {describe_error(err)}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except Exception as err:  # noqa: BLE001 - the CLI never shows a bare traceback
         if os.environ.get("JAXPROP_DEBUG"):
             raise
+        from jaxprop.cli._common import user_code_error
+
+        users = user_code_error(err)
+        if users is not None or isinstance(err, USER_ERRORS):
+            print(f"{_prog(command)}: error: {users or describe_error(err)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         print(
             f"{_prog(command)}: internal error: {type(err).__name__}: {err}\n"
             "(rerun with JAXPROP_DEBUG=1 for the traceback, and please report it)",

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--diff: expected input positions such as 0,1; got "
                              f"{args.diff!r}") from None
     checks = None if args.checks is None else [k.strip() for k in args.checks.split(",")]
+    _raise_users_own_exception(target, inputs, params)
     report = check(target, *inputs, params=params, diff=diff, kinks=kinks, checks=checks,
                    rtol=args.rtol,
                    fd_atol=args.fd_atol, seed=args.seed, allow_jax_rules=args.allow_jax_rules)
@@ -108,3 +109,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row.status}: {row.key} ({row.title}){size}")
     return 0 if report.ok else 1
 
+
+def _raise_users_own_exception(target, inputs: tuple, params: dict | None) -> None:
+    """Runs the forward computation once, shapes only: an exception raised in the user's own
+    code is the user's, reported by ``jaxprop.cli`` as one line with its type, message and
+    line (exit 2), rather than as a table of rows that each repeat it. Any other exception is
+    left to the battery, which reports it row by row."""
+    import jax
+
+    from jaxprop.cli._common import user_code_error
+
+    try:
+        with jax.enable_x64(True):
+            jax.eval_shape(lambda *xs: target(*xs, **(params or {})), *inputs)
+    except Exception as err:  # noqa: BLE001 - sorted: the user's, or the battery's to report
+        if user_code_error(err) is not None:
+            raise

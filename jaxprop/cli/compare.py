@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxprop.train.rundir import check_out_path
 
     config = load_config(args.config, quick=args.quick, sets=args.overrides, out=args.out)
-    check_out_path(config.out, "--out" if args.out else "out")  # before measuring anything
+    check_out_path(config.out, "--out" if args.out is not None else "out")  # before measuring
     summary = run_compare(config)
     cross = summary.get("crossover", {})
     if cross:

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--mode", choices=("reverse", "forward"), default="reverse",
                         help="reverse: gradients through the VJP rules (default); forward: "
                         "tangents through the JVP rules, one basis vector per input element")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+    parser.add_argument("--out", default=None,
                         help=f"folder for the picture (default: {DEFAULT_OUT})")
     parser.add_argument("--format", choices=FORMATS, default="svg",
                         help="picture format (default: svg)")
@@ -67,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``jaxprop explain``; bad input raises ValueError (printed without a traceback)."""
     from rich.console import Console
 
+    from jaxprop.cli._common import out_folder
     from jaxprop.explainer import examples
     from jaxprop.explainer.trace import explain
-    from jaxprop.train.rundir import check_out_path
 
-    check_out_path(args.out)  # before any tracing: a file there is an error, not a crash
+    out = out_folder(args, DEFAULT_OUT)  # before any tracing: a file there is an error
     name = args.example
     if ":" in name:
         if args.fn_args is None:
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         stem += "_forward"
     suffixes = (".svg", ".png") if args.format == "both" else (f".{args.format}",)
     for suffix in suffixes:
-        path = trace.render(args.out / (stem + suffix))
+        path = trace.render(out / (stem + suffix))
         console.print(f"wrote {path}", markup=False)
     return 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from jaxprop.cli._common import (
     add_overwrite_argument,
     add_settings_arguments,
+    out_folder,
     print_keys,
     warnings_as_lines,
 )
@@ -58,7 +59,7 @@ def run(args) -> int:
         GUARD.check()  # a signal during the imports stops here
         args.overrides = list(args.overrides) + parse_grid(args.grid)
         cfg, _ = resolve_config(args)
-        out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}_sweep"
+        out = out_folder(args) or Path("runs") / f"{cfg.name}_sweep"
         enable_compilation_cache()
         with warnings_as_lines("sweep"):
             result = run_sweep(cfg, out, progress=not args.quiet, overwrite=args.overwrite)

@@ -22,6 +22,7 @@ from pathlib import Path
 from jaxprop.cli._common import (
     add_overwrite_argument,
     add_settings_arguments,
+    out_folder,
     print_keys,
     warnings_as_lines,
 )
@@ -83,7 +84,7 @@ def resolve_config(args):
     from jaxprop.train.loop import default_out_dir
 
     cfg = load_config(args.config, list(args.overrides))
-    out = Path(args.out) if args.out else default_out_dir(cfg)
+    out = out_folder(args) or default_out_dir(cfg)
     return cfg, out
 
 
@@ -107,13 +108,9 @@ def resolve_resume(args):
         raise ValueError(
             "--config cannot be given with --resume: a resumed run continues with its own "
             "config.toml; change a key with --set KEY=VALUE (recorded in its history.jsonl)")
-    out = Path(args.out) if args.out else default_out_dir(load_config(None, args.overrides))
-    out = check_out_path(out)
+    out = out_folder(args) or check_out_path(default_out_dir(load_config(None, args.overrides)))
     ckpt = out / CHECKPOINT
-    if not ckpt.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint to resume from: {str(ckpt)!r} does not exist (run without "
-            "--resume to start afresh)")
+    checkpoint.require_file(ckpt)
     path = out / "config.toml"
     if not path.is_file():
         raise FileNotFoundError(
@@ -122,6 +119,7 @@ def resolve_resume(args):
             "another run. Put the run's config.toml back, or start afresh with --overwrite")
     file_cfg = load_config(path)
     _, extra = checkpoint.read_info(ckpt)
+    _refuse_another_models_checkpoint(ckpt, file_cfg, path, extra.get("config"))
     if extra.get("config") is not None:
         try:
             recorded = from_dict(extra["config"])
@@ -139,6 +137,36 @@ def resolve_resume(args):
                 "resumed run continues the run that was: undo the edit, or make the change "
                 f"explicit with {sets} (recorded in the run's history.jsonl)")
     return load_config(path, list(args.overrides)), out
+
+
+def _refuse_another_models_checkpoint(ckpt: Path, cfg, config_path: Path, recorded) -> None:
+    """Refuses a checkpoint whose params are not those of ``cfg``'s model (a linear run's
+    ``W``, ``b`` where a two-layer run has ``W1``, ``b1``, ``W2``, ``b2``): the checkpoint
+    is another run's, whatever else its recorded config says."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprop.models import resolve
+    from jaxprop.train import checkpoint
+
+    has = checkpoint.stored_params(ckpt)
+    if has is None:
+        return
+    m = cfg.model
+    expects = jax.eval_shape(lambda: resolve(m.kind).init(
+        jax.random.key(0), 2, 2, hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
+        bias=not cfg.data.bias_trick, dtype=jnp.float32))  # the names only: any sizes do
+    if not isinstance(expects, dict) or sorted(has) == sorted(expects):
+        return
+    saved_by = ""
+    if isinstance(recorded, dict) and isinstance(recorded.get("model"), dict):
+        saved_by = (f" (saved by the run {recorded.get('name')!r}, model.kind = "
+                    f"{recorded['model'].get('kind')!r})")
+    raise ValueError(
+        f"checkpoint {str(ckpt)!r} does not belong to this run's model: it holds the params "
+        f"{checkpoint.describe_params(has)}{saved_by}, but the model of {str(config_path)!r} "
+        f"(model.kind = {m.kind!r}) has {', '.join(sorted(expects))}. Put this run's own "
+        "checkpoint.npz back, or start afresh with --overwrite")
 
 
 def run(args) -> int:

@@ -71,13 +71,14 @@ def _symbol(gate, consts) -> str:
     return f"{gate.symbol}(.,{c})" if consts[1] is not None else f"{gate.symbol}({c},.)"
 
 
-def _bare(text: str, gate, names, consts, constant_as: str) -> str:
-    """A formula that is just one of the gate's inputs, as that input's wire name (or, for a
-    constant, ``constant_as``: the slide's ``a``, or its value); any other formula as it is."""
+def _bare(text: str, gate, names, consts) -> str:
+    """A formula that is just one of the gate's inputs, as that input's wire name (for a
+    constant, its value: a letter such as the slide's ``a`` could be the name of one of the
+    user's arguments); any other formula as it is."""
     if text in gate.input_names:
         i = gate.input_names.index(text)
         if consts[i] is not None:
-            return "a" if constant_as == "a" else fmt.number(consts[i])
+            return fmt.number(consts[i])
         return names[i]
     return text
 
@@ -205,7 +206,7 @@ def _reverse_local(gate, consts, local, names, out, shapes) -> str:
         if text is None:
             parts.append(f"d{out}/d{name} = {_value(local[i])}")
             continue
-        formula = _bare(text, gate, names, consts, "a")
+        formula = _bare(text, gate, names, consts)
         if _NUMBER.match(formula):
             parts.append(f"d{out}/d{name} = {formula}")
         elif formula in names and names.count(name) > 1 and formula == name:
@@ -231,13 +232,13 @@ def _forward_local(gate, consts, local, names, out, shapes) -> str:
         terms = []
         for i in active:
             text = gate.local[i]
-            formula = "local" if text is None else _bare(text, gate, names, consts, "value")
+            formula = "local" if text is None else _bare(text, gate, names, consts)
             terms.append(f"{names[i]}_dot" if formula == "1" else f"{formula} * {names[i]}_dot")
         rule = " + ".join(terms) or "0"
     if gate.elementwise:
         for i in active:
             text = gate.local[i]
-            formula = "local" if text is None else _bare(text, gate, names, consts, "value")
+            formula = "local" if text is None else _bare(text, gate, names, consts)
             if not _NUMBER.match(formula) and local[i] is not None:
                 suffix.append(f"{formula} = {_value(local[i])}")
     return "; ".join([f"{out}_dot = {rule}", *suffix])

@@ -13,7 +13,7 @@ The modules hold the gates by kind:
 * ``reductions``: sum, mean, max and min over axes;
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
-  concatenate, split;
+  scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
@@ -49,6 +49,9 @@ from jaxprop.gates.indexing import (
     gather,
     scatter,
     scatter_add,
+    scatter_max,
+    scatter_min,
+    scatter_mul,
     slice,
     split,
 )
@@ -72,7 +75,8 @@ __all__ = [
     "exp", "log", "log1p", "expm1", "sigmoid", "tanh", "sqrt", "rsqrt", "relu",
     "sum", "mean", "max", "min",
     "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
-    "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "concatenate", "split",
+    "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
+    "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general", "CPU_LAYOUT_MIN_SIZE",
     "GATES", "pattern_table",
 ]

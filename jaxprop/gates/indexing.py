@@ -1,20 +1,31 @@
-"""The indexing gates: slices, dynamic slices, gathers, concatenation and splits.
+"""The indexing gates: slices, dynamic slices, gathers, scatters, concatenation and splits.
 
-Each picks or places elements and changes no value, so its rule sends each element's
-gradient back to where the element came from. A pick that reads the same element twice, such
-as ``scores[jnp.arange(N), y]`` with a repeated row, is a copy: its gradient is scattered back
-*and added* (the gather's rule is a scatter-add).
+Each picks or places elements, so its rule sends each element's gradient back to where the
+element came from. A pick that reads the same element twice, such as
+``scores[jnp.arange(N), y]`` with a repeated row, is a copy: its gradient is scattered back
+*and added* (the gather's rule is a scatter-add). A scatter combines x with the updates at
+each index as a binary gate would: ``set`` and ``max``/``min`` route (the one value that
+stayed takes the gradient), ``add`` distributes, ``multiply`` switches.
+
+Out of bounds, the rules follow what XLA runs: a gather clamps a promised index
+(``promise_in_bounds``, the default of ``x[i]``) as ``mode="clip"`` does, and a scatter drops
+the update, as ``mode="drop"`` does; a dropped update and a filled element (``mode="fill"``)
+get no gradient.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, Gate
+from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, SWITCHER, Gate
+from jaxprop.gates.arithmetic import neg
 
-__all__ = ["slice", "dynamic_slice", "gather", "scatter", "scatter_add", "concatenate",
-           "split"]
+__all__ = ["slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
+           "scatter_max", "scatter_min", "concatenate", "split"]
 
 
 def _pad_back(z_bar, *, start, limit, strides, in_shape):
@@ -106,6 +117,19 @@ def dynamic_slice(x, start, sizes):
     return _dynamic_slice(x, index, sizes=tuple(sizes), in_shape=tuple(jnp.shape(x)))
 
 
+_PROMISE = lax.GatherScatterMode.PROMISE_IN_BOUNDS
+
+
+def _gather_mode(mode):
+    """The mode a gather runs in: XLA clamps a promised index that is out of bounds."""
+    return lax.GatherScatterMode.CLIP if mode == _PROMISE else mode
+
+
+def _scatter_mode(mode):
+    """The mode a scatter runs in: XLA drops the update of a promised index out of bounds."""
+    return lax.GatherScatterMode.FILL_OR_DROP if mode == _PROMISE else mode
+
+
 def _scatter_numbers(dn):
     """The scatter that puts back what a gather with dimension numbers ``dn`` picked."""
     return lax.ScatterDimensionNumbers(
@@ -122,12 +146,19 @@ def _gather(x, idx, *, dimension_numbers, slice_sizes, mode, fill_value, indices
                       mode=mode, fill_value=fill_value)
 
 
+def _pick(x_dot, idx, *, mode, fill_value, **p):
+    """x_dot picked where x was read: at the clamped place for a clamped index, 0 for a
+    filled one (the fill value is a constant)."""
+    return _gather(x_dot, idx, mode=_gather_mode(mode), fill_value=0, **p)
+
+
 def _scatter_back(idx, z_bar, *, dimension_numbers, slice_sizes, mode, fill_value,
                   indices_are_sorted, unique_indices, in_shape):
+    """z_bar added back where each element was read (clamped, or dropped where filled)."""
     return lax.scatter_add(jnp.zeros(in_shape, z_bar.dtype), idx, z_bar,
                            _scatter_numbers(dimension_numbers),
                            indices_are_sorted=indices_are_sorted,
-                           unique_indices=unique_indices, mode=mode)
+                           unique_indices=unique_indices, mode=_gather_mode(mode))
 
 
 _gather_gate = Gate(
@@ -135,7 +166,7 @@ _gather_gate = Gate(
     pattern=ROUTER,
     forward=lambda x, idx, **p: (_gather(x, idx, **p), idx),
     vjp=(_scatter_back, None),
-    jvp=(lambda idx, x_dot, **p: _gather(x_dot, idx, **p), None),
+    jvp=(lambda idx, x_dot, **p: _pick(x_dot, idx, **p), None),
     local=("1 where picked (added where picked twice), else 0",),
     tangent="x_dot picked",
     params=("dimension_numbers", "slice_sizes", "mode", "fill_value", "indices_are_sorted",
@@ -147,8 +178,11 @@ _gather_gate = Gate(
 
 Backward ("gradient router"): each picked element's gradient goes back where it was read,
 and an element picked twice gets both gradients added: x_bar = a scatter-add of z_bar into
-zeros shaped like x. The indices get no gradient.
-Forward: z_dot = x_dot picked at the same indices.
+zeros shaped like x. The indices get no gradient. An index out of bounds is read where the
+gather clamps it (``mode="clip"``, and the default ``promise_in_bounds``, which XLA runs as a
+clamp), and its gradient goes there; a filled element (``mode="fill"``) is a constant and
+sends none back.
+Forward: z_dot = x_dot picked at the same indices (0 where filled).
 """,
 )
 
@@ -173,7 +207,7 @@ def _gather_numbers(sdn):
 
 
 def _read_back(z_bar, idx, *, dimension_numbers, mode, updates_shape, in_shape, **_):
-    """z_bar at the places a scatter wrote: each update's gradient."""
+    """z_bar at the places a scatter wrote: each update's gradient, 0 for a dropped one."""
     sizes, pos = [], 0
     for d in range(len(in_shape)):
         if d in dimension_numbers.inserted_window_dims or \
@@ -182,44 +216,81 @@ def _read_back(z_bar, idx, *, dimension_numbers, mode, updates_shape, in_shape, 
         else:
             sizes.append(updates_shape[dimension_numbers.update_window_dims[pos]])
             pos += 1
-    return lax.gather(z_bar, idx, _gather_numbers(dimension_numbers), tuple(sizes), mode=mode)
+    return lax.gather(z_bar, idx, _gather_numbers(dimension_numbers), tuple(sizes),
+                      mode=_scatter_mode(mode), fill_value=0)
 
 
-def _write(x, idx, u, *, dimension_numbers, indices_are_sorted, unique_indices, mode, add,
+def _write(op, x, idx, u, *, dimension_numbers, indices_are_sorted, unique_indices, mode,
            **_):
-    write = lax.scatter_add if add else lax.scatter
-    return write(x, idx, u, dimension_numbers, indices_are_sorted=indices_are_sorted,
-                 unique_indices=unique_indices, mode=mode)
+    """``op`` (``lax.scatter``, ``lax.scatter_add``, ...) of the updates u into x at idx."""
+    return op(x, idx, u, dimension_numbers, indices_are_sorted=indices_are_sorted,
+              unique_indices=unique_indices, mode=_scatter_mode(mode))
+
+
+def _ids(u, *, dimension_numbers, **_):
+    """1, 2, ..., K: one id per update, shaped like u (a window's elements share one).
+    0 stands for x."""
+    shape = tuple(1 if d in dimension_numbers.update_window_dims else n
+                  for d, n in enumerate(jnp.shape(u)))
+    ids = lax.iota(jnp.int32, math.prod(shape)) + 1
+    return jnp.broadcast_to(ids.reshape(shape), jnp.shape(u))
+
+
+def _routes(winner, idx, ids, **p):
+    """From ``winner`` (the id that took each place of z, 0 for x): ``kept``, where x's
+    element took it, and ``won``, for each update, whether it took its place."""
+    return winner == 0, _read_back(winner, idx, **p) == ids
+
+
+def _x_routed(res, t, **p):
+    """x's part of z_bar (or of x_dot): its elements that took their place of z."""
+    idx, kept, won = res
+    return jnp.where(kept, t, 0)
+
+
+def _u_bar_routed(res, z_bar, **p):
+    """Each update's gradient: z_bar read back at its index, if it took its place."""
+    idx, kept, won = res
+    return jnp.where(won, _read_back(z_bar, idx, **p), 0)
+
+
+def _u_dot_routed(res, u_dot, **p):
+    """The tangents of the updates that took their place, added into zeros (linear)."""
+    idx, kept, won = res
+    zeros = jnp.zeros(p["in_shape"], u_dot.dtype)
+    return _write(lax.scatter_add, zeros, idx, jnp.where(won, u_dot, 0), **p)
 
 
 def _scatter_forward(x, idx, u, **p):
-    kept = _write(jnp.ones_like(x), idx, jnp.zeros_like(jnp.asarray(u, x.dtype)), **p,
-                  add=False)  # 1 where x survives, 0 where an update overwrote it
-    return _write(x, idx, u, **p, add=False), (idx, kept)
+    ids = _ids(u, **p)
+    winner = _write(lax.scatter, jnp.zeros(jnp.shape(x), jnp.int32), idx, ids, **p)
+    kept, won = _routes(winner, idx, ids, **p)  # z is written from the same choice of winner
+    return _write(lax.scatter_add, jnp.where(kept, x, 0), idx, jnp.where(won, u, 0),
+                  **p), (idx, kept, won)
 
+
+_SCATTER_PARAMS = ("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
+                   "updates_shape", "in_shape")
 
 _scatter = Gate(
     "scatter",
     pattern=ROUTER,
     forward=_scatter_forward,
-    vjp=(lambda res, z_bar, **p: z_bar * res[1], None,
-         lambda res, z_bar, **p: _read_back(z_bar, res[0], **p)),
-    jvp=(lambda res, x_dot, **p: x_dot * res[1], None,  # placed by adding into zeros: a
-         lambda res, u_dot, **p: _write(jnp.zeros(p["in_shape"], u_dot.dtype), res[0], u_dot,
-                                        **p, add=True)),  # linear map JAX can transpose
-    local=("[not overwritten]", None, "1 at the written places"),
-    tangent="x_dot where kept, u_dot where written",
-    params=("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
-            "updates_shape", "in_shape"),
+    vjp=(_x_routed, None, _u_bar_routed),
+    jvp=(_x_routed, None, _u_dot_routed),
+    local=("[not overwritten]", None, "1 at the places it took, else 0"),
+    tangent="x_dot where kept, u_dot where its write stayed",
+    params=_SCATTER_PARAMS,
     primitives={"scatter": lambda x, idx, u, **p: scatter(x, idx, u, **p)},
     doc="""Scatter gate: z = x with ``updates`` written at ``indices`` (``x.at[i].set(u)``,
 the JAX spelling of CS231n's ``margins[np.arange(N), y] = 0``).
 
-Backward ("gradient router"): the elements of x that survive get their gradient, the
-overwritten ones none: x_bar = z_bar where kept; each update gets z_bar where it was written
-(u_bar = z_bar read back at ``indices``). An index written twice keeps one of the updates,
-and then each of them is given that gradient: write each place once (``jnp.arange(N)`` rows).
-Forward: z_dot = x_dot where kept, u_dot where written.
+Backward ("gradient router"): each place of z holds one input's value, and only that input
+gets its gradient: x_bar = z_bar where x was kept; an update gets z_bar read back at its
+index (u_bar) if its write stayed, else 0. An index written twice keeps one write (the last,
+as XLA runs it on CPU), and the other updates get 0, as in ``jax.grad``; an update dropped
+(an index out of bounds) gets 0.
+Forward: z_dot = x_dot where kept, u_dot where its write stayed.
 """,
 )
 
@@ -227,63 +298,175 @@ Forward: z_dot = x_dot where kept, u_dot where written.
 _scatter_add = Gate(
     "scatter_add",
     pattern=DISTRIBUTOR,
-    forward=lambda x, idx, u, **p: (_write(x, idx, u, **p, add=True), idx),
-    vjp=(lambda idx, z_bar, **p: z_bar, None, lambda idx, z_bar, **p: _read_back(z_bar, idx,
-                                                                                  **p)),
+    forward=lambda x, idx, u, **p: (_write(lax.scatter_add, x, idx, u, **p), idx),
+    vjp=(lambda idx, z_bar, **p: z_bar, None,
+         lambda idx, z_bar, **p: _read_back(z_bar, idx, **p)),
     jvp=(lambda idx, x_dot, **p: x_dot, None,
-         lambda idx, u_dot, **p: _write(jnp.zeros(p["in_shape"], u_dot.dtype), idx, u_dot,
-                                        **p, add=True)),
+         lambda idx, u_dot, **p: _write(lax.scatter_add, jnp.zeros(p["in_shape"], u_dot.dtype),
+                                        idx, u_dot, **p)),
     local=("1", None, "1, read back at the indices"),
     tangent="x_dot + u_dot added at the indices",
-    params=("dimension_numbers", "indices_are_sorted", "unique_indices", "mode",
-            "updates_shape", "in_shape"),
+    params=_SCATTER_PARAMS,
     primitives={"scatter-add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p),
-                "scatter_add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p)},
-    doc="""Scatter-add gate: z = x with ``updates`` added at ``indices`` (``x.at[i].add(u)``).
+                "scatter_add": lambda x, idx, u, **p: scatter_add(x, idx, u, **p),
+                "scatter-sub": lambda x, idx, u, **p: scatter_add(x, idx, neg(u), **p),
+                "scatter_sub": lambda x, idx, u, **p: scatter_add(x, idx, neg(u), **p)},
+    doc="""Scatter-add gate: z = x with ``updates`` added at ``indices`` (``x.at[i].add(u)``,
+``jax.ops.segment_sum``; ``x.at[i].subtract(u)`` adds ``-u``).
 
 Backward ("gradient distributor"): x_bar = z_bar; each update gets z_bar read back where it
-was added. Forward: z_dot = x_dot + u_dot added at the indices.
+was added, and an update dropped (an index out of bounds, a segment id past
+``num_segments``) gets 0.
+Forward: z_dot = x_dot + u_dot added at the indices.
 """,
 )
 
 
-def _full_updates(indices, updates, dimension_numbers):
+def _others(idx, u, **p):
+    """For each update, the product of the other updates at its place (0 if one of them is
+    0), with no division by a zero update."""
+    zero = u == 0
+    prod = _write(lax.scatter_mul, jnp.ones(p["in_shape"], u.dtype), idx,
+                  jnp.where(zero, 1, u), **p)  # the product of the nonzero updates
+    zeros = _write(lax.scatter_add, jnp.zeros(p["in_shape"], u.dtype), idx,
+                   zero.astype(u.dtype), **p)  # how many updates are 0
+    other_zeros = _read_back(zeros, idx, **p) - zero
+    return jnp.where(other_zeros > 0, 0, _read_back(prod, idx, **p) / jnp.where(zero, 1, u))
+
+
+def _mul_x_bar(res, t, **p):
+    """z_bar (or x_dot) times the updates multiplied in at each place: x's multiplier."""
+    idx, x, u, others = res
+    return _write(lax.scatter_mul, t, idx, u, **p)
+
+
+def _mul_u_bar(res, z_bar, **p):
+    """z_bar x read back at the update's index, times the other updates at its place."""
+    idx, x, u, others = res
+    return _read_back(z_bar * x, idx, **p) * others
+
+
+def _mul_u_dot(res, u_dot, **p):
+    """x times the updates' tangents (each times the other updates) added at the indices."""
+    idx, x, u, others = res
+    zeros = jnp.zeros(p["in_shape"], u_dot.dtype)
+    return x * _write(lax.scatter_add, zeros, idx, u_dot * others, **p)
+
+
+_scatter_mul = Gate(
+    "scatter_mul",
+    pattern=SWITCHER,
+    forward=lambda x, idx, u, **p: (_write(lax.scatter_mul, x, idx, u, **p),
+                                    (idx, x, u, _others(idx, u, **p))),
+    vjp=(_mul_x_bar, None, _mul_u_bar),
+    jvp=(_mul_x_bar, None, _mul_u_dot),
+    local=("the updates multiplied in at its place", None,
+           "x times the other updates at its place"),
+    tangent="x_dot times the updates + x times u_dot (times the others) at the indices",
+    params=_SCATTER_PARAMS,
+    primitives={"scatter-mul": lambda x, idx, u, **p: scatter_mul(x, idx, u, **p),
+                "scatter_mul": lambda x, idx, u, **p: scatter_mul(x, idx, u, **p)},
+    doc="""Scatter-multiply gate: z = x with ``updates`` multiplied in at ``indices``
+(``x.at[i].multiply(u)``, ``jax.ops.segment_prod``).
+
+Backward ("gradient switcher", the mul gate's swap): each factor's gradient is z_bar times
+the other factors. x_bar = z_bar times the product of the updates at each place; an update
+gets z_bar x read back at its index, times the other updates written at the same place (an
+index written twice multiplies twice). A dropped update gets 0. ``jax.grad`` refuses the
+updates' gradient unless ``unique_indices=True``; this rule needs no promise.
+Forward: z_dot = x_dot times the updates + x times (u_dot times the others) at the indices.
+""",
+)
+
+
+def _extremal_forward(op, x, idx, u, **p):
+    z = _write(op, x, idx, u, **p)
+    ids, nobody = _ids(u, **p), np.int32(np.iinfo(np.int32).max)
+    tied = u == _read_back(z, idx, **p)  # the updates that reach the extreme
+    first = jnp.where((x == z) | jnp.isnan(x), np.int32(0), nobody)  # x first, then the ids
+    winner = _write(lax.scatter_min, first, idx, jnp.where(tied, ids, nobody), **p)
+    return z, (idx, *_routes(winner, idx, ids, **p))
+
+
+_scatter_max = Gate(
+    "scatter_max",
+    pattern=ROUTER,
+    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_max, x, idx, u, **p),
+    vjp=(_x_routed, None, _u_bar_routed),
+    jvp=(_x_routed, None, _u_dot_routed),
+    local=("[x is the largest]", None, "1 where it is the largest (the first at a tie), else 0"),
+    tangent="the largest input's tangent at each place",
+    params=_SCATTER_PARAMS,
+    primitives={"scatter-max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p),
+                "scatter_max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p)},
+    doc="""Scatter-max gate: z = the largest of x and the ``updates`` at each index
+(``x.at[i].max(u)``, ``jax.ops.segment_max``).
+
+Backward ("gradient router", the max gate's): the largest value at each place takes the
+whole gradient, the others none: x_bar = z_bar where x is the largest; an update gets z_bar
+read back at its index where it is. At a tie the first takes it all, as the max gate gives a
+tie to its first input: x first, then the updates in their order (``jax.grad`` splits a tie
+evenly instead). A dropped update gets 0.
+Forward: z_dot = the largest input's tangent at each place.
+""",
+)
+
+
+_scatter_min = Gate(
+    "scatter_min",
+    pattern=ROUTER,
+    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_min, x, idx, u, **p),
+    vjp=(_x_routed, None, _u_bar_routed),
+    jvp=(_x_routed, None, _u_dot_routed),
+    local=("[x is the smallest]", None,
+           "1 where it is the smallest (the first at a tie), else 0"),
+    tangent="the smallest input's tangent at each place",
+    params=_SCATTER_PARAMS,
+    primitives={"scatter-min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p),
+                "scatter_min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p)},
+    doc="""Scatter-min gate: z = the smallest of x and the ``updates`` at each index
+(``x.at[i].min(u)``, ``jax.ops.segment_min``).
+
+Backward ("gradient router", the min gate's): as scatter_max, with the smallest value
+taking the gradient; a tie goes to x first, then to the first tied update.
+Forward: z_dot = the smallest input's tangent at each place.
+""",
+)
+
+
+def _full_updates(name, indices, updates, dimension_numbers):
     """A scalar ``updates`` broadcast to one update per index, as ``x.at[i].set(0.0)`` does."""
     if jnp.ndim(updates) or jnp.ndim(indices) == 0:
         return updates
     if dimension_numbers.update_window_dims:
-        raise ValueError("scatter: a scalar 'updates' needs update_window_dims=(); got "
+        raise ValueError(f"{name}: a scalar 'updates' needs update_window_dims=(); got "
                          f"{dimension_numbers.update_window_dims}: pass the full updates array")
     return jnp.broadcast_to(updates, jnp.shape(indices)[:-1])
 
 
-def _scatter_params(x, u, dimension_numbers, indices_are_sorted, unique_indices, mode):
-    return dict(dimension_numbers=dimension_numbers, indices_are_sorted=bool(indices_are_sorted),
-                unique_indices=bool(unique_indices),
-                mode=lax.GatherScatterMode.from_any(mode),
-                updates_shape=tuple(jnp.shape(u)), in_shape=tuple(jnp.shape(x)))
+def _scatter_call(gate, spelling):
+    def call(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
+             unique_indices=False, mode=None, **_):
+        updates = _full_updates(gate.name, indices, updates, dimension_numbers)
+        return gate(x, indices, updates, dimension_numbers=dimension_numbers,
+                    indices_are_sorted=bool(indices_are_sorted),
+                    unique_indices=bool(unique_indices),
+                    mode=lax.GatherScatterMode.from_any(mode),
+                    updates_shape=tuple(jnp.shape(updates)), in_shape=tuple(jnp.shape(x)))
 
-
-def scatter(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
-            unique_indices=False, mode=None, **_):
-    """The scatter gate, with ``lax.scatter``'s arguments.
-
-    A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does.
-    """
-    updates = _full_updates(indices, updates, dimension_numbers)
-    return _scatter(x, indices, updates, **_scatter_params(
-        x, updates, dimension_numbers, indices_are_sorted, unique_indices, mode))
-
-
-def scatter_add(x, indices, updates, *, dimension_numbers, indices_are_sorted=False,
-                unique_indices=False, mode=None, **_):
-    """The scatter-add gate, with ``lax.scatter_add``'s arguments.
+    call.__name__ = call.__qualname__ = gate.name
+    call.__doc__ = f"""The {gate.name} gate ({spelling}), with ``lax.{gate.name}``'s arguments.
 
     A scalar ``updates`` is broadcast to one update per index, as ``x.at[i].set(0.0)`` does.
     """
-    updates = _full_updates(indices, updates, dimension_numbers)
-    return _scatter_add(x, indices, updates, **_scatter_params(
-        x, updates, dimension_numbers, indices_are_sorted, unique_indices, mode))
+    return call
+
+
+scatter = _scatter_call(_scatter, "``x.at[i].set(u)``")
+scatter_add = _scatter_call(_scatter_add, "``x.at[i].add(u)``")
+scatter_mul = _scatter_call(_scatter_mul, "``x.at[i].multiply(u)``")
+scatter_max = _scatter_call(_scatter_max, "``x.at[i].max(u)``")
+scatter_min = _scatter_call(_scatter_min, "``x.at[i].min(u)``")
 
 
 def _place(x_dot, *, dimension, sizes, which):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,8 +23,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_npz", "save_checkpoint",
-           "load_checkpoint", "read_info", "named_os_error"]
+__all__ = ["atomic_write_files", "atomic_write_bytes", "atomic_write_text", "npz_bytes",
+           "save_npz", "checkpoint_bytes", "save_checkpoint",
+           "load_checkpoint", "read_info", "require_file", "stored_params", "describe_params",
+           "named_os_error"]
 
 
 def _umask() -> int:
@@ -51,13 +54,12 @@ def named_os_error(err: OSError, doing: str, path) -> OSError:
     return OSError(message) if err.errno is None else OSError(err.errno, message)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that ``path`` is always either old or new, whole.
+def _write_temporary(path: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``path``, on disk (fsync); returns its name.
 
     The file gets the mode a plain ``open(path, "w")`` would give it, ``0o666 & ~umask``
     (``mkstemp`` alone would leave it private, 0600).
     """
-    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -70,15 +72,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise named_os_error(err, "cannot write", path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    return tmp
+
+
+def atomic_write_files(files: dict[str | os.PathLike, bytes]) -> None:
+    """Writes ``{path: data}`` so that each file is always either old or new, whole, and
+    none is new unless all were written.
+
+    Every file's data goes to a temporary file beside it, on disk, before the first is
+    renamed into place: a full disk (or a file size limit) fails while writing them, and
+    leaves every file as it was. ``os.replace`` is atomic; only a crash between the renames
+    (no space is needed for them) could leave some files new and others old.
+    """
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            written.append((_write_temporary(Path(path), data), Path(path)))
+        for tmp, path in written:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise named_os_error(err, "cannot write", path) from None
+    finally:
+        for tmp, _ in written:  # those not renamed into place
+            Path(tmp).unlink(missing_ok=True)
+    for folder in dict.fromkeys(path.parent for _, path in written):
+        _fsync_folder(folder)  # make the renames themselves durable
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -89,26 +119,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that ``path`` is always either old or new, whole."""
+    atomic_write_files({path: data})
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """``atomic_write_bytes`` for UTF-8 text."""
     atomic_write_bytes(path, text.encode())
 
 
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` of ``arrays``, written atomically."""
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes of ``np.savez`` of ``arrays``."""
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def save_checkpoint(path: str | os.PathLike, epoch: int, state, extra: dict | None = None) -> None:
-    """Saves ``state`` (a pytree, e.g. ``(params, opt_state)``) after ``epoch`` epochs."""
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` of ``arrays``, written atomically."""
+    atomic_write_bytes(path, npz_bytes(arrays))
+
+
+def checkpoint_bytes(epoch: int, state, extra: dict | None = None) -> bytes:
+    """The ``.npz`` bytes of a checkpoint of ``state`` after ``epoch`` epochs."""
     leaves, treedef = jax.tree.flatten(state)
     arrays = {f"leaf_{i:04d}": np.asarray(jax.device_get(x)) for i, x in enumerate(leaves)}
     arrays["epoch"] = np.asarray(epoch, np.int64)
     arrays["treedef"] = np.asarray(str(treedef))
     arrays["extra"] = np.asarray(json.dumps(extra or {}))
-    save_npz(path, arrays)
+    return npz_bytes(arrays)
+
+
+def save_checkpoint(path: str | os.PathLike, epoch: int, state, extra: dict | None = None) -> None:
+    """Saves ``state`` (a pytree, e.g. ``(params, opt_state)``) after ``epoch`` epochs."""
+    atomic_write_bytes(path, checkpoint_bytes(epoch, state, extra))
 
 
 def _unreadable(path: Path, err: BaseException) -> ValueError:
@@ -167,6 +212,51 @@ def read_info(path: str | os.PathLike) -> tuple[int, dict]:
     return _epoch_and_extra(path, _load_arrays(path, ("epoch", "extra")))
 
 
+def _param_names(treedef: str) -> list[str] | None:
+    """The names of the params (the state's first entry, a table of arrays) in a checkpoint's
+    ``treedef`` text, in leaf order; None if its state does not start with such a table."""
+    found = re.match(r"PyTreeDef\(\(\{((?:'[^']*': \*(?:, )?)*)\}", treedef)
+    return None if found is None else re.findall(r"'([^']*)': \*", found.group(1))
+
+
+def _params_of(data: dict) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the params in a checkpoint's arrays; None if it does not say."""
+    names = _param_names(str(data.get("treedef")))
+    if names is None or not all(f"leaf_{i:04d}" in data for i in range(len(names))):
+        return None
+    return {name: tuple(data[f"leaf_{i:04d}"].shape) for i, name in enumerate(names)}
+
+
+def stored_params(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the params a checkpoint holds (``W``, ``b``), or None if it does
+    not say (a checkpoint whose state does not start with a table of params)."""
+    path = Path(path)
+    names = _param_names(str(_load_arrays(path, ("treedef",)).get("treedef")))
+    if names is None:
+        return None
+    keys = ("treedef", *(f"leaf_{i:04d}" for i in range(len(names))))
+    return _params_of(_load_arrays(path, keys))
+
+
+def describe_params(params: dict[str, tuple[int, ...]]) -> str:
+    """``W [64, 10], b [10]``: the names with their shapes."""
+    return ", ".join(f"{name} {list(shape)}" for name, shape in params.items())
+
+
+def require_file(path: Path) -> None:
+    """Raises unless there is a checkpoint file at ``path``, naming what is there instead."""
+    if path.is_file():
+        return
+    if path.exists():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise IsADirectoryError(
+            f"cannot resume from {str(path)!r}: it is {what}, not a checkpoint file; put "
+            "the run's checkpoint.npz back, or start afresh with --overwrite")
+    raise FileNotFoundError(
+        f"no checkpoint to resume from: {str(path)!r} does not exist (run without --resume "
+        "to start afresh)")
+
+
 def _leaf_names(template, labels: tuple[str, ...]) -> list[str]:
     names = []
     for key_path, _ in jax.tree_util.tree_flatten_with_path(template)[0]:
@@ -200,14 +290,19 @@ def load_checkpoint(path: str | os.PathLike, template, labels: tuple[str, ...] =
         not a good state to continue from.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint to resume from: {str(path)!r} does not exist (run without --resume "
-            "to start afresh)")
+    require_file(path)
     data = _load_arrays(path)
     epoch, extra = _epoch_and_extra(path, data)
     where = f"checkpoint {str(path)!r}"
     leaves, treedef = jax.tree.flatten(template)
+    has = _params_of(data)
+    params = template[0] if isinstance(template, tuple) and template else None
+    if has is not None and isinstance(params, dict) and sorted(has) != sorted(params):
+        expects = {k: np.shape(v) for k, v in sorted(params.items())}
+        raise ValueError(
+            f"{where} does not belong to this run's model: it holds the params "
+            f"{describe_params(has)}, but this run's model has {describe_params(expects)}. "
+            "Put this run's own checkpoint back, or start afresh with --overwrite")
     if str(data.get("treedef")) != str(treedef):
         raise ValueError(
             f"{where} does not match this config: it holds "

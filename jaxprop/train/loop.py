@@ -203,12 +203,14 @@ def _train(cfg, files: RunDir, resume: bool, dataset, mesh, progress, console, o
     last = metrics[-1] if metrics else {"train_loss": math.nan, "train_acc": 0, "val_acc": 0}
     with GUARD.graceful(notify), bar:
         with distributed.together("writing the run's first files"), GUARD.critical():
-            # the run exists, whole, before its first epoch
-            files.text("config.toml", to_toml(cfg))
+            # the run exists, whole, before its first epoch; config.toml is written with the
+            # checkpoint it belongs to, or (a full disk) neither is
+            if not resume or changed:  # a good checkpoint, even at epoch 0
+                files.state(start, state, saved_extra(), config=to_toml(cfg))
+            else:
+                files.text("config.toml", to_toml(cfg))
             files.history({"event": "resume" if resume else "start", "epoch": start,
                            **({"changed": changed} if resume else {}), **history})
-            if not resume or changed:
-                files.state(start, state, saved_extra())  # a good checkpoint, even at epoch 0
             files.metrics(metrics)
             files.json("summary.json", _summary(cfg, trainer, dataset, "running", metrics,
                                                 start, start, extra, resume))

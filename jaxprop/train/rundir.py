@@ -146,7 +146,8 @@ class RunDir:
 
         Raises:
           FileExistsError: another process holds the folder, or a new run finds it in use.
-          FileNotFoundError: ``"resume"`` and there is no checkpoint.
+          FileNotFoundError, IsADirectoryError: ``"resume"`` and there is no checkpoint
+            file.
           NotADirectoryError, ValueError: ``out`` cannot be a folder.
           OSError: the folder cannot be created or written (named).
         """
@@ -154,10 +155,8 @@ class RunDir:
             raise ValueError(f"RunDir.open: mode must be new, overwrite or resume; got {mode!r}")
         path = check_out_path(out)
         files = cls(path, enabled)
-        if mode == "resume" and not (path / CHECKPOINT).is_file():
-            raise FileNotFoundError(
-                f"no checkpoint to resume from: {str(path / CHECKPOINT)!r} does not exist "
-                "(run without --resume to start afresh)")
+        if mode == "resume":
+            checkpoint.require_file(path / CHECKPOINT)
         if not files.enabled:
             return files
         files.created = not path.exists()
@@ -192,9 +191,7 @@ class RunDir:
                 self.removed.append(entry)
         names = sorted(n for n in os.listdir(path) if n != LOCK_NAME)
         if mode == "resume":
-            if CHECKPOINT not in names:
-                raise FileNotFoundError(f"no checkpoint to resume from: "
-                                        f"{str(path / CHECKPOINT)!r} does not exist")
+            checkpoint.require_file(path / CHECKPOINT)  # once more, under the lock
             return
         if not names:
             return
@@ -256,11 +253,17 @@ class RunDir:
     def json(self, name: str, obj: dict) -> None:
         self.text(name, json.dumps(obj, indent=2) + "\n")
 
-    def state(self, epoch: int, state, extra: dict) -> None:
-        """The checkpoint (params and optimizer state) and params.npz, both atomically."""
+    def state(self, epoch: int, state, extra: dict, config: str | None = None) -> None:
+        """The checkpoint (params and optimizer state) and params.npz, and ``config.toml``
+        when ``config`` is given: all written before any is renamed into place
+        (``checkpoint.atomic_write_files``), so a full disk leaves all three as they were
+        and config.toml never says what its checkpoint does not."""
         if self.enabled:
-            checkpoint.save_checkpoint(self.checkpoint, epoch, state, extra)
-            checkpoint.save_npz(self.out / "params.npz", host_params(state[0]))
+            files = {self.checkpoint: checkpoint.checkpoint_bytes(epoch, state, extra),
+                     self.out / "params.npz": checkpoint.npz_bytes(host_params(state[0]))}
+            if config is not None:
+                files[self.out / "config.toml"] = config.encode()
+            checkpoint.atomic_write_files(files)
 
     def metrics(self, records: list[dict]) -> None:
         """Rewrites ``metrics.jsonl`` with exactly ``records``."""

@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxprop._settings import parse_assignment
+from jaxprop._settings import apply, parse_assignment
 from jaxprop._signals import GUARD, Stop
 from jaxprop.train import checkpoint, plots
 from jaxprop.train.experiment import SWEEP_KEYS, Config, to_toml
@@ -66,6 +66,11 @@ def parse_grid(items: list[str]) -> list[str]:
                   if v.strip()]
         if not values:
             raise ValueError(f"--grid {key}: give at least one value, e.g. {key}=1e-3,1e-2")
+        for value in values:  # each checked as the key the user typed, not as sweep.lr[i]
+            try:
+                apply(Config(), [(key, value)])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"--grid {key}={text}: {err}") from None
         overrides.append((f"sweep.{SWEEP_KEYS[key]}", values))
     return overrides
 
