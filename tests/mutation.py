@@ -442,6 +442,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-tests", action="store_true",
                         help="judge by jaxprop.check alone (the tests are not run)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a mutant survives (is neither killed nor equivalent)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args(argv)
     only = tuple(args.mutant or ())
@@ -471,7 +473,8 @@ def main(argv=None) -> int:
             Path(args.json).write_text(text + "\n")
     print(f"({time.perf_counter() - start:.0f} s, {os.cpu_count()} cores)", file=out)
     print(line, file=out)
-    return 0
+    survived = any(r["status"] == "survived" for rs in results.values() for r in rs)
+    return 1 if args.strict and survived else 0
 
 
 if __name__ == "__main__":

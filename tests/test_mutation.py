@@ -35,7 +35,9 @@ def test_a_mutant_is_undone_after_its_run():
     assert jaxprop.check(sqrt, x, checks=["fd_vjp"]).ok  # no stale wiring of the mutant
 
 
-def test_an_equivalent_mutant_is_listed_with_its_reason():
+def test_an_equivalent_mutant_is_listed_with_its_reason(monkeypatch):
+    every_case = mutation._cases
+    monkeypatch.setattr(mutation, "_cases", lambda gate: every_case(gate)[:1])  # one is enough
     result = mutation.run_mutant(_mutant("add", "add:swap"), tests=False)
     assert result["status"] == "equivalent", result
     assert "same function" in result["reason"]
