@@ -453,7 +453,9 @@ GATE_CASES = [
     Case("scatter_max_twice",
          lambda x, u: gates.scatter_max(x, ADD_AT, u, dimension_numbers=WRITE),
          lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].max(u),
-         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_max"),
+         # + 1.5: the update at (0, 1) wins (else u's gradient is 0 and its rule goes unchecked)
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,)) + 1.5), (0, 1),
+         _gate_of("scatter_max"),
          lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_max", order2=True),
     Case("scatter_min_twice",
          lambda x, u: gates.scatter_min(x, ADD_AT, u, dimension_numbers=WRITE),

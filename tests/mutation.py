@@ -76,8 +76,10 @@ TEST_FILES = ("test_gates.py", "test_properties.py", "test_check.py", "test_trac
               "test_indexing.py", "test_no_silent_wrong.py")
 """The files whose tests a surviving mutant meets (those that exist)."""
 
-KEYWORDS = {name: ("kink", "tie", "router") for name in
-            ("maximum", "minimum", "relu", "abs", "reduce_max", "reduce_min", "select")}
+KEYWORDS = {**{name: ("kink", "tie", "router") for name in
+               ("maximum", "minimum", "relu", "abs", "reduce_max", "reduce_min", "select")},
+            **{name: ("scatter", "segment", "repeated_index") for name in
+               ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")}}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {
