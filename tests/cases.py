@@ -297,6 +297,9 @@ _WRITE = dict(dimension_numbers=WRITE, indices_are_sorted=False, unique_indices=
               mode=lax.GatherScatterMode.FILL_OR_DROP, updates_shape=(3,), in_shape=(3, 4))
 _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
 _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
+_CYCLED = (((0,), (1,)), ((1,), (2,)))  # einsum("cbf,gcb->bfg"): each operand's gradient is
+# computed in the order [b, f, c] (x) or [b, g, c] (w) and goes back by a 3-cycle, a
+# permutation that is not its own inverse (in the layouts above every one is)
 _DOT = dict(precision=None, preferred_element_type=None)
 
 
@@ -495,6 +498,11 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("dn,md->nm", x, w),
                 lambda rng: (normal(rng, (4, 3)), normal(rng, (2, 4))),
                 dict(dimension_numbers=_ODD, **_DOT), diff=(0, 1)),
+    _param_case("dot_general_cycled_axes", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _CYCLED),
+                lambda x, w: jnp.einsum("cbf,gcb->bfg", x, w),
+                lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (5, 2, 3))),
+                dict(dimension_numbers=_CYCLED, **_DOT), diff=(0, 1)),
 ]
 
 
