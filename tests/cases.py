@@ -299,7 +299,7 @@ _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
 _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
 _CYCLED = (((0,), (1,)), ((1,), (2,)))  # einsum("cbf,gcb->bfg"): each operand's gradient is
 # computed in the order [b, f, c] (x) or [b, g, c] (w) and goes back by a 3-cycle, a
-# permutation that is not its own inverse (in the layouts above every one is)
+# permutation that is not its own inverse: forgetting to invert it is a wrong gradient here
 _DOT = dict(precision=None, preferred_element_type=None)
 
 
