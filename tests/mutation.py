@@ -85,8 +85,6 @@ KEYWORDS = {**{name: ("kink", "tie", "router") for name in
 EQUIVALENT: dict[str, str] = {
     "add:swap": "add's two VJP rules are the same function of z_bar (x_bar = y_bar = z_bar): "
                 "exchanging them changes nothing",
-    "scatter:vjp[2]:eps": "the updates' rule reads only the indices (res[0]); the one "
-                          "floating-point residual, the kept-mask, is read by x's rule alone",
 }
 """Mutants that change no derivative, with the reason."""
 

@@ -51,3 +51,9 @@ def test_the_last_line_is_the_kill_rate():
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == "killed 3 of 3 mutants (100.0%); 0 equivalent, listed above", lines
     assert any("relu:vjp[0]:not" in line and "killed" in line for line in lines), lines
+
+
+def test_every_mutant_listed_as_equivalent_is_one_the_run_makes():
+    names = {mutant_id.split(":")[0] for mutant_id in mutation.EQUIVALENT}
+    made = {m.id for name in names for m in mutation.mutants_of(gates.GATES[name])}
+    assert set(mutation.EQUIVALENT) <= made, set(mutation.EQUIVALENT) - made
