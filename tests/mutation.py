@@ -29,7 +29,7 @@ tests of TEST_FILES whose names mention the gate or one of its cases), in this p
 *equivalent* when listed in EQUIVALENT with the reason it changes no derivative, and else
 *survives*. The last line is the kill rate::
 
-  python tests/mutation.py                       # every gate (about 10 minutes on 2 cores)
+  python tests/mutation.py --jobs 2              # every gate: 8 CPU-minutes, 10-20 on 2 cores
   python tests/mutation.py --gate sqrt --gate maximum --json out.json
 """
 
