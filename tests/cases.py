@@ -297,6 +297,9 @@ _WRITE = dict(dimension_numbers=WRITE, indices_are_sorted=False, unique_indices=
               mode=lax.GatherScatterMode.FILL_OR_DROP, updates_shape=(3,), in_shape=(3, 4))
 _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
 _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
+_CYCLED = (((0,), (1,)), ((1,), (2,)))  # einsum("cbf,gcb->bfg"): each operand's gradient is
+# computed in the order [b, f, c] (x) or [b, g, c] (w) and goes back by a 3-cycle, a
+# permutation that is not its own inverse: forgetting to invert it is a wrong gradient here
 _DOT = dict(precision=None, preferred_element_type=None)
 
 
@@ -453,7 +456,9 @@ GATE_CASES = [
     Case("scatter_max_twice",
          lambda x, u: gates.scatter_max(x, ADD_AT, u, dimension_numbers=WRITE),
          lambda x, u: x.at[ADD_AT[:, 0], ADD_AT[:, 1]].max(u),
-         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,))), (0, 1), _gate_of("scatter_max"),
+         # + 1.5: the update at (0, 1) wins (else u's gradient is 0 and its rule goes unchecked)
+         lambda rng: (normal(rng, (3, 4)), normal(rng, (3,)) + 1.5), (0, 1),
+         _gate_of("scatter_max"),
          lambda g, x, u: g(x, ADD_AT, u, **_WRITE), covers="scatter_max", order2=True),
     Case("scatter_min_twice",
          lambda x, u: gates.scatter_min(x, ADD_AT, u, dimension_numbers=WRITE),
@@ -493,6 +498,11 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("dn,md->nm", x, w),
                 lambda rng: (normal(rng, (4, 3)), normal(rng, (2, 4))),
                 dict(dimension_numbers=_ODD, **_DOT), diff=(0, 1)),
+    _param_case("dot_general_cycled_axes", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _CYCLED),
+                lambda x, w: jnp.einsum("cbf,gcb->bfg", x, w),
+                lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (5, 2, 3))),
+                dict(dimension_numbers=_CYCLED, **_DOT), diff=(0, 1)),
 ]
 
 

@@ -153,6 +153,38 @@ def test_max_tie_differs_from_jnp_maximum_by_design():
     assert jaxprop.forward.grad(gates.maximum, (0, 1))(x, y) == (1.0, 0.0)
 
 
+def test_min_tie_routes_all_to_the_first_input():
+    """minimum's convention, as maximum's: at x == y the whole gradient goes to x."""
+    x, y = jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 5.0])  # tie at index 0
+    up = jnp.array([4.0, -1.0, 6.0])
+    for mode, (x_bar, y_bar) in _all_modes_vjp(gates.minimum, (x, y), up).items():
+        chex.assert_trees_all_close(x_bar, jnp.array([4.0, 0.0, 6.0]), atol=0,
+                                    custom_message=mode)
+        chex.assert_trees_all_close(y_bar, jnp.array([0.0, -1.0, 0.0]), atol=0,
+                                    custom_message=mode)
+    tangents = (jnp.array([10.0, 20.0, 30.0]), jnp.array([-1.0, -2.0, -3.0]))
+    for mode, z_dot in _all_modes_jvp(gates.minimum, (x, y), tangents).items():
+        chex.assert_trees_all_close(z_dot, jnp.array([10.0, -2.0, 30.0]), atol=0,
+                                    custom_message=mode)
+
+
+@pytest.mark.parametrize("reduce, x, up, x_bar, z_dot", [
+    (lambda x: gates.max(x, 1), [[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], [5.0, 7.0],
+     [[0.0, 5.0, 0.0], [7.0, 0.0, 0.0]], [2.0, 4.0]),
+    (lambda x: gates.min(x, (0, 1)), [[0.0, 1.0], [-1.0, -1.0]], 3.0, [[0.0, 0.0], [3.0, 0.0]],
+     3.0),
+], ids=["reduce_max_tie", "reduce_min_tie"])
+def test_a_reduction_gives_a_tie_to_its_first_winner(reduce, x, up, x_bar, z_dot):
+    """max and min over axes: of tied winners, the first in C order takes the gradient (and
+    its tangent is the one passed on), in every mode."""
+    x = jnp.array(x)
+    for mode, (got,) in _all_modes_vjp(reduce, (x,), jnp.array(up)).items():
+        chex.assert_trees_all_close(got, jnp.array(x_bar), atol=0, custom_message=mode)
+    tangent = jnp.arange(1.0, 1.0 + x.size).reshape(x.shape)  # 1, 2, 3, ... in C order
+    for mode, got in _all_modes_jvp(reduce, (x,), (tangent,)).items():
+        chex.assert_trees_all_close(got, jnp.array(z_dot), atol=0, custom_message=mode)
+
+
 def test_constant_side_gets_no_gradient_and_keeps_dtype():
     x = jnp.array([1.0, 2.0], dtype=jnp.float32)
     (x_bar,) = jaxprop.reverse.vjp(lambda x: gates.mul(3.0, gates.add(x, 1.0)), x)[1](
