@@ -102,8 +102,10 @@ def _record(gate, const_mask: tuple[bool, ...], consts: tuple, frozen: tuple):
 
 
 def forget() -> None:
-    """Drops the recorded gate calls' wirings (see :func:`jaxprop.wiring.forget`)."""
+    """Drops the recorded gate calls' wirings and the traced programs, after a gate's rules
+    were replaced in place (see :func:`jaxprop.wiring.forget`)."""
     _record.cache_clear()
+    _GATED.clear()
 
 
 @contextlib.contextmanager

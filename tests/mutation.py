@@ -58,8 +58,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import jax.numpy as jnp  # noqa: E402
 
 import jaxprop  # noqa: E402
-from jaxprop import _drivers, tracer  # noqa: E402
-from jaxprop import gate as gate_module  # noqa: E402
+from jaxprop import core, tracer, wiring  # noqa: E402
 from jaxprop.gate import Gate  # noqa: E402
 from jaxprop.gates import GATES  # noqa: E402
 from jaxprop.gates.reductions import _first_winner  # noqa: E402
@@ -77,7 +76,7 @@ TEST_FILES = ("test_gates.py", "test_properties.py", "test_check.py", "test_trac
 """The files whose tests a surviving mutant meets (those that exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
-               ("maximum", "minimum", "relu", "abs", "reduce_max", "reduce_min", "select")},
+               ("maximum", "minimum", "relu", "abs", "max", "min", "select")},
             **{name: ("scatter", "segment", "repeated_index") for name in
                ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")}}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
@@ -186,9 +185,9 @@ TIES: dict[str, Callable] = {
     "minimum": lambda x, y: (jnp.minimum(x, y), x < y),
     "relu": lambda x: (jnp.maximum(x, 0), x >= 0),
     "abs": lambda x: (jnp.abs(x), jnp.where(x > 0, 1, -1).astype(jnp.result_type(x))),
-    "reduce_max": lambda x, *, axes, shape: (jnp.max(x, axis=axes),
+    "max": lambda x, *, axes, shape: (jnp.max(x, axis=axes),
                                              _first_winner(x, axes, _last_argmax)),
-    "reduce_min": lambda x, *, axes, shape: (jnp.min(x, axis=axes),
+    "min": lambda x, *, axes, shape: (jnp.min(x, axis=axes),
                                              _first_winner(x, axes, _last_argmin)),
 }
 """A router's forward with the other branch at its kink (the value is the same)."""
@@ -280,11 +279,9 @@ def _flush(gate: Gate) -> None:
     """Forgets everything built from the gate's rules: its wiring, the drivers and the traced
     programs. (``jaxprop.check`` jits fresh functions of its own, so no stale trace can reach
     it; the tests' module-level jits need ``jax.clear_caches``, see ``failing_test``.)"""
-    gate_module._wire.cache_clear()
-    gate_module._captured_wire.cache_clear()
-    gate_module._LINEAR_CHECKED.pop(gate, None)
-    _drivers._DRIVERS.clear()
-    tracer._GATED.clear()
+    wiring.forget(gate)
+    tracer.forget()
+    core._DRIVERS.clear()
 
 
 _JIT_CACHES_HOLD_A_MUTANT = [False]
