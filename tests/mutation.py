@@ -58,7 +58,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import jax.numpy as jnp  # noqa: E402
 
 import jaxprop  # noqa: E402
-from jaxprop import _drivers, tracer  # noqa: E402
+from jaxprop import core, tracer  # noqa: E402
 from jaxprop import gate as gate_module  # noqa: E402
 from jaxprop.gate import Gate  # noqa: E402
 from jaxprop.gates import GATES  # noqa: E402
@@ -283,7 +283,7 @@ def _flush(gate: Gate) -> None:
     gate_module._wire.cache_clear()
     gate_module._captured_wire.cache_clear()
     gate_module._LINEAR_CHECKED.pop(gate, None)
-    _drivers._DRIVERS.clear()
+    core._DRIVERS.clear()
     tracer._GATED.clear()
 
 
