@@ -72,8 +72,8 @@ JVP_OPS = ("sign", "double", "drop")
 GATE_OPS = ("swap", "tie")
 OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 
-TEST_FILES = ("test_gates.py", "test_properties.py", "test_check.py", "test_tracer.py",
-              "test_indexing.py", "test_no_silent_wrong.py")
+TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
+              "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py")
 """The files whose tests a surviving mutant meets (those that exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
