@@ -295,6 +295,8 @@ _WRITE = dict(dimension_numbers=WRITE, indices_are_sorted=False, unique_indices=
               mode=lax.GatherScatterMode.FILL_OR_DROP, updates_shape=(3,), in_shape=(3, 4))
 _BATCHED = (((2,), (1,)), ((0,), (0,)))  # einsum("bij,bjk->bik")
 _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 with w's axis 1
+_PERMUTED = (((0,), (1,)), ((1,), (0,)))  # einsum("cbf,bcg->bfg"): x's gradient comes out
+# [b, f, c] and goes back to [c, b, f] by a permutation that is not its own inverse
 _DOT = dict(precision=None, preferred_element_type=None)
 
 
@@ -451,6 +453,11 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("dn,md->nm", x, w),
                 lambda rng: (normal(rng, (4, 3)), normal(rng, (2, 4))),
                 dict(dimension_numbers=_ODD, **_DOT), diff=(0, 1)),
+    _param_case("dot_general_permuted", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _PERMUTED),
+                lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
+                lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
+                dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
 ]
 
 

@@ -6,6 +6,8 @@
   ``J^T u`` (what a VJP rule computes), each by a central difference.
 * :func:`one_sided`: the left and right derivatives at a kink, each to O(h^2) from three
   points on its side: ``(-3 f(x) + 4 f(x + h e) - f(x + 2h e)) / 2h``.
+* :func:`one_sided_along`: the same along the joint direction, every input moved by 1
+  together: at a tie the derivative a rule that routes to one side must still get right.
 * :func:`forward_as_written`: the function with every gate (every ``custom_jvp`` or
   ``custom_vjp`` function) replaced by the computation it wraps, so that ``jax.jvp`` of it is
   JAX's autodiff of the forward code, with none of our rules.
@@ -27,6 +29,7 @@ from jax.extend import core as jex
 from jaxprop._jaxprs import called_jaxpr
 
 __all__ = ["Comparison", "compare", "central_directional", "central_coordinates", "one_sided",
+           "one_sided_along",
            "forward_as_written", "index_text"]
 
 _CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
@@ -80,6 +83,21 @@ def one_sided(f: Callable, leaves: Sequence, i: int, coords, h: float, batch_siz
         return right, left
 
     return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
+
+
+def one_sided_along(f: Callable, leaves: Sequence, h) -> tuple:
+    """``(right, left, value)``: the one-sided derivatives of f's output (flattened) along the
+    direction that moves every element of every leaf by 1 together, which keeps a tie a tie
+    (``min(x + t, x + t)``), each from three points on its side; and f's value there."""
+
+    def flat(t):
+        out = f(*[x + t for x in leaves])
+        return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(out)])
+
+    f0 = flat(0.0)
+    right = (-3 * f0 + 4 * flat(h) - flat(2 * h)) / (2 * h)
+    left = (3 * f0 - 4 * flat(-h) + flat(-2 * h)) / (2 * h)
+    return right, left, f0
 
 
 def forward_as_written(f: Callable) -> Callable:
