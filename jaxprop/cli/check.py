@@ -7,8 +7,9 @@ without ``--args`` each input is a random [2, 3] array. Besides the kinks given 
 ``--kink``, the battery probes 0 and ties between inputs (``--no-probes``: only the kinks
 given), and the inputs scaled by 1e-8 .. 1e4. The exit status is 0 when every check passes
 (or does not apply: "n/a" with the reason), 1 when any fails, 2 when the input is bad: a
-wrong number of inputs, an input that is not finite, a tolerance that is not positive. For
-example::
+wrong number of inputs, an input that is not finite, a tolerance that is not positive.
+
+For example::
 
   jaxprop check mygates:tanh
   jaxprop check mygates:tanh --args "[[0.3, -1.2, 2.0]]"

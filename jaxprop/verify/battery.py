@@ -705,6 +705,10 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
                               np.array([[_step(o, x) for x in k.leaves]])))
     if not o.probes:
         return groups, notes
+    if o.allow_jax_rules:  # a tie is theirs to route: jnp.sort's middle entry is neither side
+        notes.append("0 and ties not probed: JAX's own rules may run (allow_jax_rules=True), "
+                     "with JAX's conventions at ties")
+        return groups, notes
     values = {0.0: "all 0", _TIE: f"all {_TIE:g} (a tie)"}
     if s.gate is not None:
         for x in s.rebuild(s.leaves):

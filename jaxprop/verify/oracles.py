@@ -173,10 +173,12 @@ def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol: fl
         if g.shape != e.shape:
             return Comparison(False, math.inf, math.inf,
                               f"{name}: shape {g.shape}, expected {e.shape}")
-        diff = np.abs(g - e)
+        with np.errstate(invalid="ignore"):  # inf - inf: NaN, counted as inf below
+            diff = np.abs(g - e)
         both_nan = np.isnan(g) & np.isnan(e)
         diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
-        excess = diff / (atol + rtol * np.abs(np.nan_to_num(e)))
+        with np.errstate(invalid="ignore"):
+            excess = diff / (atol + rtol * np.abs(np.nan_to_num(e)))
         if excess.size == 0:
             continue
         k = int(np.argmax(excess))
