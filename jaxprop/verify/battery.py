@@ -294,9 +294,9 @@ def _tangent_batch(leaves, v, w):
     for k, x in enumerate(leaves):
         rows = []
         for i in range(n):
-            for t in (v[i], w[i], _A * v[i] + _B * w[i]):
-                rows.append(t if i == k else jnp.zeros_like(x))
-        batch.append(jnp.stack(rows))
+            for t in (v[i], w[i], _A * np.asarray(v[i]) + _B * np.asarray(w[i])):
+                rows.append(np.asarray(t) if i == k else np.zeros(np.shape(x)))
+        batch.append(np.stack(rows))
     return batch
 
 
@@ -553,7 +553,7 @@ def _linear_rows(s: _Subject, o: _Options, ours, direct, errors, v, w) -> CheckR
             got.append(c)
             want.append(_A * a + _B * b)
             names.append(f"z{k if len(_leaves(jv)) > 1 else ''}{{}} (tangent of {name})")
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.atol * scale, rtol=o.rtol)
     structural = None
     if s.gate is not None:
@@ -600,8 +600,8 @@ def _broadcast_row(s: _Subject, o: _Options, seed: int) -> CheckRow:
                                "check broadcasting")
     rng = np.random.default_rng(seed + 7)
     out_shapes = [jax.eval_shape(s.fn, *leaves) for _, _, leaves in variants]
-    us = [jax.tree.map(lambda a, like: a.astype(like.dtype), _random_like(rng, out), out)
-          for out in out_shapes]
+    us = [jax.tree.map(lambda a, like: jnp.asarray(np.asarray(a), like.dtype),
+                       _random_like(rng, out), out) for out in out_shapes]
     vs = [jnp.asarray(rng.normal(size=np.shape(leaves[k]))) for _, k, leaves in variants]
     steps = [_step(o, leaves[k]) for _, k, leaves in variants]
 
@@ -638,7 +638,7 @@ def _broadcast_row(s: _Subject, o: _Options, seed: int) -> CheckRow:
             got.append(a)
             want.append(b)
             names.append(f"z_dot from {label}" + (f"[{j}]" if len(jv) > 1 else ""))
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.fd_atol * scale, rtol=o.rtol)
     return _row("broadcast", cmp, o.fd_atol * scale, o.rtol,
                 f"{len(variants)} broadcast variants, both rules against finite differences")
@@ -720,9 +720,9 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
         notes.append(f"0 and ties not probed: a {n_out} x {n_in} Jacobian is over "
                      f"{_PROBE_SIZE} entries; pass kinks= at a smaller input")
         return groups, notes
-    points = [[jnp.full_like(x, c) for x in s.leaves] for c in values]
+    points = [[np.full(np.shape(x), c) for x in s.leaves] for c in values]
     groups.append(_Points(list(values.values()), s.fn,
-                          [jnp.stack(xs) for xs in zip(*points)],
+                          [np.stack(xs) for xs in zip(*points)],
                           np.array([[_step(o, x) for x in xs] for xs in points])))
     return groups, notes
 
@@ -1008,8 +1008,8 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
         raise TypeError(f"check: {s.label} returns dtype {bad[0].dtype}; a derivative is "
                         "checked on a floating-point output")
     rng = np.random.default_rng(seed)
-    u = jax.tree.map(lambda a, like: a.astype(like.dtype), _random_like(rng, out_struct),
-                     out_struct)  # a cotangent in the output's dtype, float32 ones included
+    u = jax.tree.map(lambda a, like: jnp.asarray(np.asarray(a), like.dtype),
+                     _random_like(rng, out_struct), out_struct)  # in the output's dtype
     v = [jnp.asarray(rng.normal(size=np.shape(x))) for x in s.leaves]
     w = [jnp.asarray(rng.normal(size=np.shape(x))) for x in s.leaves]
     coords = [_coords(rng, int(np.size(x)), o.max_fd_elements) for x in s.leaves]
@@ -1037,10 +1037,10 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
     value = results.get("value")
     if value is None:
         value = jax.tree.map(jnp.zeros_like, out_struct)
-    f_scale = max([1.0, *(float(jnp.max(jnp.abs(a))) for a in _leaves(value) if np.size(a))])
+    f_scale = _size(_leaves(value))
 
     def scale_of(arrays):
-        return max([f_scale, *(float(jnp.max(jnp.abs(x))) for x in arrays if np.size(x))])
+        return max([f_scale, *(float(np.max(np.abs(np.asarray(x)))) for x in arrays if np.size(x))])
 
     def fd_verdict(key, got, want, names, rounding, note, dirs, where=lambda cmp: cmp):
         """A comparison with finite differences, or n/a where they cannot judge: an output
@@ -1054,8 +1054,9 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
         return _row(key, where(oracles.compare(got, want, names, atol=atol, rtol=o.rtol)),
                     atol, o.rtol, note, dirs)
 
-    f_abs = max([0.0, *(float(jnp.max(jnp.abs(a))) for a in _leaves(value) if np.size(a))])
-    uf = sum(float(jnp.sum(jnp.abs(a * b))) for a, b in zip(_leaves(u), _leaves(value)))
+    f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in _leaves(value) if np.size(a))])
+    uf = sum(float(np.sum(np.abs(np.asarray(a) * np.asarray(b))))
+             for a, b in zip(_leaves(u), _leaves(value)))
     h_min = min(o.steps)
     fd_want = [] if results.get("fd_vjp") is None else list(oracle["fd_vjp"])
     rounding_vjp = _ROUNDING * o.eps * uf / h_min
@@ -1189,7 +1190,7 @@ def _reference_row(s, o, reference, result, error, value, ours_vjp, ours_jvp, er
     names = [*(f"{n}{{}} (value)" for n in out_names), *(f"{n}{{}} (J^T u)" for n in s.names)]
     g2, w2, n2 = _per_leaf_outputs(ours_jvp, ref_jvp, s.names, out_names, 0)
     got, want, names = got + g2, want + w2, names + n2
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.atol * scale, rtol=o.rtol)
     return _row("reference", cmp, o.atol * scale, o.rtol,
                 "value, J^T u and J v against JAX's autodiff of the reference", directions)
