@@ -722,7 +722,7 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
         return groups, notes
     points = [[np.full(np.shape(x), c) for x in s.leaves] for c in values]
     groups.append(_Points(list(values.values()), s.fn,
-                          [np.stack(xs) for xs in zip(*points)],
+                          [jnp.asarray(np.stack(xs)) for xs in zip(*points)],
                           np.array([[_step(o, x) for x in xs] for xs in points])))
     return groups, notes
 
