@@ -60,9 +60,9 @@ print('devices:', jax.devices())"
 # The rules, the pipelines and training on the device; tests that pin the CPU (the
 # multi-process and device-count tests start CPU subprocesses) run as they would anywhere.
 stage tests 1800 $PY -m pytest -q -x -p no:cacheprovider \
-  tests/test_gates.py tests/test_check.py tests/test_gate_contract.py tests/test_pipelines.py \
+  tests/gates/test_gates.py tests/verify/test_check.py tests/test_gate_contract.py tests/test_pipelines.py \
   tests/test_tracer.py tests/test_losses.py tests/test_models.py tests/test_properties.py \
-  tests/test_train.py tests/test_sweep.py tests/test_resume.py
+  tests/train/test_train.py tests/train/test_sweep.py tests/train/test_resume.py
 stage train_step 900 $PY benchmarks/train_step.py --rounds 20 --json "$OUT/train_step.json"
 stage train_digits 900 $PY benchmarks/train_digits.py --json "$OUT/train_digits.json"
 stage jaxprop_train 600 jaxprop train --out "$OUT/run" --quiet

@@ -300,6 +300,8 @@ _ODD = (((0,), (1,)), ((), ()))  # x [4, 3] and w [2, 4] contract x's axis 0 wit
 _CYCLED = (((0,), (1,)), ((1,), (2,)))  # einsum("cbf,gcb->bfg"): each operand's gradient is
 # computed in the order [b, f, c] (x) or [b, g, c] (w) and goes back by a 3-cycle, a
 # permutation that is not its own inverse: forgetting to invert it is a wrong gradient here
+_PERMUTED = (((0,), (1,)), ((1,), (0,)))  # einsum("cbf,bcg->bfg"): x's gradient comes out
+# [b, f, c] and goes back to [c, b, f] by a permutation that is not its own inverse
 _DOT = dict(precision=None, preferred_element_type=None)
 
 
@@ -503,6 +505,11 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,gcb->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (5, 2, 3))),
                 dict(dimension_numbers=_CYCLED, **_DOT), diff=(0, 1)),
+    _param_case("dot_general_permuted", _gate_of("dot_general"),
+                lambda x, w: gates.dot_general(x, w, _PERMUTED),
+                lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
+                lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
+                dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
 ]
 
 

@@ -57,3 +57,9 @@ def test_every_mutant_listed_as_equivalent_is_one_the_run_makes():
     names = {mutant_id.split(":")[0] for mutant_id in mutation.EQUIVALENT}
     made = {m.id for name in names for m in mutation.mutants_of(gates.GATES[name])}
     assert set(mutation.EQUIVALENT) <= made, set(mutation.EQUIVALENT) - made
+
+
+def test_every_test_file_a_survivor_meets_exists():
+    """A moved or renamed test file must not silently drop out of the mutation run."""
+    missing = [f for f in mutation.TEST_FILES if not (mutation.HERE / f).is_file()]
+    assert not missing, f"mutation.TEST_FILES names files that do not exist: {missing}"

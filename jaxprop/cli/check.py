@@ -3,8 +3,13 @@
 NAME is a ``jaxprop.Gate`` or a function (built from gates, plain JAX, or both) in an
 importable module or a ``file.py``. ``--args`` gives the example inputs as a list with one
 entry per input (an all-integer entry such as ``[1, 0]`` stays int32: labels); for a gate
-without ``--args`` each input is a random [2, 3] array. The exit status is 0 when every
-check passes, 1 when any fails, 2 when the input is bad. For example::
+without ``--args`` each input is a random [2, 3] array. Besides the kinks given with
+``--kink``, the battery probes 0 and ties between inputs (``--no-probes``: only the kinks
+given), and the inputs scaled by 1e-8 .. 1e4. The exit status is 0 when every check passes
+(or does not apply: "n/a" with the reason), 1 when any fails, 2 when the input is bad: a
+wrong number of inputs, an input that is not finite, a tolerance that is not positive.
+
+For example::
 
   jaxprop check mygates:tanh
   jaxprop check mygates:tanh --args "[[0.3, -1.2, 2.0]]"
@@ -29,8 +34,9 @@ def register(subparsers) -> None:
             "central finite differences in float64, the adjoint test between the two rules, "
             "each rule against JAX's autodiff of the forward code, check_grads to order 2 "
             "under each rule set, that our rules ran, that the JVP rule is linear, shapes and "
-            "dtypes, broadcasting, and the kinks given. Exit status: 0 all pass, 1 any fails, "
-            "2 bad input.", width=78),
+            "dtypes, broadcasting, the rules at 0, at ties and at the kinks given, and at "
+            "inputs scaled by 1e-8 .. 1e4. Exit status: 0 all pass, 1 any fails, 2 bad "
+            "input.", width=78),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("For example::")[1].rstrip(),
     )
@@ -45,6 +51,9 @@ def register(subparsers) -> None:
     parser.add_argument("--kink", dest="kinks", metavar="LIST", action="append", default=[],
                         help="a point where the function is not differentiable, like --args "
                              "(repeatable)")
+    parser.add_argument("--no-probes", dest="probes", action="store_false",
+                        help="do not probe 0 and ties between inputs as kinks (only the "
+                             "--kink points)")
     parser.add_argument("--diff", metavar="I,J", default=None,
                         help="positions of the inputs to differentiate (default: every "
                              "floating-point input)")
@@ -52,7 +61,7 @@ def register(subparsers) -> None:
                         help="run only these checks (default: all): " + ", ".join(
                             ("shapes", "fd_vjp", "fd_jvp", "adjoint", "autodiff_vjp",
                              "autodiff_jvp", "check_grads_jvp", "check_grads_vjp", "rule_ran",
-                             "linear", "broadcast", "kinks", "reference")))
+                             "linear", "broadcast", "kinks", "scales", "reference")))
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance "
                         "(default: 1e-6)")
     parser.add_argument("--fd-atol", type=float, default=1e-7,
@@ -72,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from jaxprop.gate import Gate
     from jaxprop.verify.battery import check
 
+    for flag, value in (("--rtol", args.rtol), ("--fd-atol", args.fd_atol)):
+        if not value > 0 or value == float("inf"):  # NaN fails the first test
+            raise ValueError(f"{flag}: expected a positive tolerance such as 1e-6; got {value}")
     target = load_function(args.target)  # a Gate is callable: found like a function
     params = None
     if args.params is not None:
@@ -97,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.diff!r}") from None
     checks = None if args.checks is None else [k.strip() for k in args.checks.split(",")]
     _raise_users_own_exception(target, inputs, params)
-    report = check(target, *inputs, params=params, diff=diff, kinks=kinks, checks=checks,
-                   rtol=args.rtol,
-                   fd_atol=args.fd_atol, seed=args.seed, allow_jax_rules=args.allow_jax_rules)
+    report = check(target, *inputs, params=params, diff=diff, kinks=kinks,
+                   probes=args.probes, checks=checks, rtol=args.rtol, fd_atol=args.fd_atol,
+                   seed=args.seed, allow_jax_rules=args.allow_jax_rules)
     print(report)
     for row in report.failed:
         size = "" if row.abs_error is None else (

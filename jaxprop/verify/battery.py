@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from jaxprop.verify import oracles
 from jaxprop.verify.report import ERROR, FAIL, NOT_APPLICABLE, PASS, CheckReport, CheckRow
 from jaxprop.wiring import rule_set
 
-__all__ = ["check", "CHECKS"]
+__all__ = ["check", "CHECKS", "SCALES"]
 
 CHECKS = {
     "shapes": "each rule's output has its input's (VJP) or the output's (JVP) shape and dtype",
@@ -54,12 +55,21 @@ CHECKS = {
                 "mode, and no JAX rule",
     "linear": "the JVP rule is linear in its tangent: J(a v + b w) = a J v + b J w",
     "broadcast": "broadcast inputs: the rules' gradients are summed back over the copies",
-    "kinks": "at the kinks given: both rules agree, and each entry is a one-sided derivative",
+    "kinks": "at 0, at ties and at the kinks given: both rules agree, and each Jacobian entry "
+             "and the derivative along the joint direction are one-sided derivatives",
+    "scales": "both rules against finite differences at the inputs times 1e-8 .. 1e4, the "
+              "step scaled alike",
     "reference": "values and derivatives against the reference function given",
 }
 """The checks, by key, in the order they run and are reported."""
 
 _A, _B = 0.7, -1.3  # the linearity check's coefficients: a + b != 1 also catches an offset
+SCALES = (1e-8, 1e-4, 1e-2, 1e2, 1e4)
+"""The factors the "scales" check multiplies the inputs by: a rule wrong only for small (or
+large) inputs, such as an epsilon in a denominator, fails there."""
+_TIE = 0.75  # the value every input takes at the tie probe (inside log's and sqrt's domain)
+_ROUNDING = 32  # a central difference's rounding error: this many ulps of f, over the step
+_PROBE_SIZE = 4096  # the largest Jacobian (outputs x inputs) the probes check entry by entry
 
 
 @dataclasses.dataclass
@@ -87,6 +97,9 @@ class _Options:
     order: int
     allow_jax_rules: bool
     max_fd_elements: int
+    probes: bool = True
+    steps: tuple = ()  # the finite-difference step of each leaf (set by _run)
+    eps: float = float(np.finfo(np.float64).eps)  # the function's lowest working precision
 
 
 def _float64(x):
@@ -145,6 +158,42 @@ def _positions(diff, n: int) -> tuple[int, ...]:
     if not diff or not all(isinstance(i, int) and -n <= i < n for i in diff):
         raise ValueError(f"check: diff must name input positions 0..{n - 1}; got {diff!r}")
     return tuple(sorted({i % n for i in diff}))
+
+
+def _check_tolerances(**tolerances) -> None:
+    for name, value in tolerances.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
+                not math.isfinite(value) or value <= 0:
+            raise ValueError(f"check: {name} must be a positive finite number; got {value!r}")
+
+
+def _check_arity(f: Callable, n: int) -> None:
+    """A function's signature against the number of inputs given, as one error."""
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*([None] * n))
+    except TypeError as err:
+        name = getattr(f, "__name__", None) or type(f).__name__
+        raise TypeError(f"check: {name}{sig} cannot take {n} input(s): {err}") from None
+
+
+def _check_finite(inputs, what: str) -> None:
+    """Finite differences mean nothing at an infinite or NaN input: refused, naming it."""
+    for i, x in enumerate(inputs):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(x)[0]:
+            if is_constant(leaf) and not isinstance(leaf, (float, np.floating)):
+                continue
+            a = np.asarray(leaf)
+            if not np.issubdtype(a.dtype, np.floating) or np.all(np.isfinite(a)):
+                continue
+            k = int(np.flatnonzero(~np.isfinite(a))[0])
+            at = oracles.index_text("", a.shape, k)
+            raise ValueError(f"check: {what} {i}{jax.tree_util.keystr(path)} holds {a.flat[k]}"
+                             f"{' at ' + at if at else ''}; finite differences need finite "
+                             "inputs")
 
 
 def _function_subject(f: Callable, inputs: tuple, diff) -> _Subject:
@@ -247,9 +296,9 @@ def _tangent_batch(leaves, v, w):
     for k, x in enumerate(leaves):
         rows = []
         for i in range(n):
-            for t in (v[i], w[i], _A * v[i] + _B * w[i]):
-                rows.append(t if i == k else jnp.zeros_like(x))
-        batch.append(jnp.stack(rows))
+            for t in (v[i], w[i], _A * np.asarray(v[i]) + _B * np.asarray(w[i])):
+                rows.append(np.asarray(t) if i == k else np.zeros(np.shape(x)))
+        batch.append(np.stack(rows))
     return batch
 
 
@@ -259,11 +308,13 @@ def _unbatch(pushed, n: int) -> list:
     return [[[a[3 * i + j] for a in pushed] for j in range(3)] for i in range(n)]
 
 
-def _parts(s: _Subject, o: _Options, coords, reference) -> dict[str, Callable]:
+def _parts(s: _Subject, o: _Options, coords, reference, points, selected
+           ) -> dict[str, Callable]:
     """The numbers the checks compare, each a function of ``(leaves, u, v, w, tangents)``:
     our rules through the pipelines, finite differences, JAX's autodiff of the forward code
-    and of the reference, and (for a gate) its rules called directly."""
-    allow, h, n = o.allow_jax_rules, o.fd_step, len(s.leaves)
+    and of the reference, (for a gate) its rules called directly, the kink ``points`` and
+    the scaled inputs: all of them one compiled program."""
+    allow, h, n = o.allow_jax_rules, o.steps, len(s.leaves)
 
     def pushed(f, leaves, tangents):
         return jax.vmap(lambda *ts: _leaves(f(tuple(leaves), ts)))(*tangents)
@@ -275,9 +326,9 @@ def _parts(s: _Subject, o: _Options, coords, reference) -> dict[str, Callable]:
         "jvp": lambda leaves, u, v, w, T: pushed(
             lambda p, t: fwd_mode.jvp(s.fn, p, t, allow_jax_rules=allow)[1], leaves, T),
         "fd_vjp": lambda leaves, u, v, w, T: [
-            oracles.central_coordinates(s.fn, leaves, i, u, coords[i], h) for i in range(n)],
+            oracles.central_coordinates(s.fn, leaves, i, u, coords[i], h[i]) for i in range(n)],
         "fd_jvp": lambda leaves, u, v, w, T: [
-            oracles.central_directional(s.fn, leaves, i, v[i], h) for i in range(n)],
+            oracles.central_directional(s.fn, leaves, i, v[i], h[i]) for i in range(n)],
         "plain_vjp": lambda leaves, u, v, w, T: jax.vjp(s.forward, *leaves)[1](u),
         "plain_jvp": lambda leaves, u, v, w, T: pushed(
             lambda p, t: jax.jvp(s.forward, p, t)[1], leaves, T),
@@ -291,6 +342,10 @@ def _parts(s: _Subject, o: _Options, coords, reference) -> dict[str, Callable]:
             pushed(lambda p, t: jax.jvp(ref_fn, p, t)[1], leaves, T))
     if s.gate is not None:
         parts["direct"] = _direct_rules(s)
+    if "kinks" in selected and points:
+        parts["probes"] = lambda leaves, u, v, w, T: _probe_program(o, points)
+    if "scales" in selected:
+        parts["scales"] = lambda leaves, u, v, w, T: _scaled_program(s, o, leaves, u, v)
     return parts
 
 
@@ -407,11 +462,11 @@ def _parse_check_grads(message: str) -> tuple[float | None, float | None]:
 def _check_grads_row(key: str, s: _Subject, o: _Options, scale: float) -> CheckRow:
     fn = gated(s.fn, allow_jax_rules=o.allow_jax_rules)
     rules, modes = ("vjp", ("rev",)) if key == "check_grads_vjp" else ("jvp", ("fwd", "rev"))
-    atol = o.fd_atol * scale
+    atol = o.fd_atol * scale + _ROUNDING * o.eps * scale / min(o.steps)
     try:
         with rule_set(rules):
             check_grads(jax.jit(fn), tuple(s.leaves), order=o.order, modes=modes, atol=atol,
-                        rtol=o.rtol, eps=o.fd_step)
+                        rtol=o.rtol, eps=min(o.steps))
     except AssertionError as err:
         abs_err, rel_err = _parse_check_grads(str(err))
         return CheckRow(key, CHECKS[key], FAIL, abs_err, rel_err, "(check_grads' own "
@@ -420,7 +475,7 @@ def _check_grads_row(key: str, s: _Subject, o: _Options, scale: float) -> CheckR
     except Exception as err:  # noqa: BLE001
         return _row(key, None, 0, 0, error=_first_line(err))
     return CheckRow(key, CHECKS[key], PASS, tolerance=_tol(atol, o.rtol),
-                    note=f"order {o.order}, modes {', '.join(modes)}, eps {o.fd_step:g}")
+                    note=f"order {o.order}, modes {', '.join(modes)}, eps {min(o.steps):.2g}")
 
 
 def _rule_ran_row(s: _Subject, o: _Options, u, v, ours, direct) -> CheckRow:
@@ -502,7 +557,7 @@ def _linear_rows(s: _Subject, o: _Options, ours, direct, errors, v, w) -> CheckR
             got.append(c)
             want.append(_A * a + _B * b)
             names.append(f"z{k if len(_leaves(jv)) > 1 else ''}{{}} (tangent of {name})")
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.atol * scale, rtol=o.rtol)
     structural = None
     if s.gate is not None:
@@ -549,14 +604,15 @@ def _broadcast_row(s: _Subject, o: _Options, seed: int) -> CheckRow:
                                "check broadcasting")
     rng = np.random.default_rng(seed + 7)
     out_shapes = [jax.eval_shape(s.fn, *leaves) for _, _, leaves in variants]
-    us = [_random_like(rng, out) for out in out_shapes]
+    us = [jax.tree.map(lambda a, like: jnp.asarray(np.asarray(a), like.dtype),
+                       _random_like(rng, out), out) for out in out_shapes]
     vs = [jnp.asarray(rng.normal(size=np.shape(leaves[k]))) for _, k, leaves in variants]
-    h = o.fd_step
+    steps = [_step(o, leaves[k]) for _, k, leaves in variants]
 
     @jax.jit
     def program(all_leaves, us, vs):
         results = []
-        for (_, k, _), leaves, u, v in zip(variants, all_leaves, us, vs):
+        for (_, k, _), leaves, u, v, h in zip(variants, all_leaves, us, vs, steps):
             x_bar = rev_mode.vjp(s.fn, *leaves)[1](u)[k]
 
             def fk(xk, leaves=leaves, k=k):
@@ -586,79 +642,271 @@ def _broadcast_row(s: _Subject, o: _Options, seed: int) -> CheckRow:
             got.append(a)
             want.append(b)
             names.append(f"z_dot from {label}" + (f"[{j}]" if len(jv) > 1 else ""))
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.fd_atol * scale, rtol=o.rtol)
     return _row("broadcast", cmp, o.fd_atol * scale, o.rtol,
                 f"{len(variants)} broadcast variants, both rules against finite differences")
 
 
-def _kinks_row(s: _Subject, o: _Options, kinks, make_subject) -> CheckRow:
-    if not kinks:
-        return _not_applicable("kinks", "no kink points given: pass kinks=[(x, ...), ...], "
-                               "inputs at which the function is not differentiable")
-    h = o.fd_step
-    got, want, names = [], [], []
-    agree_got, agree_want, agree_names = [], [], []
+def _step(o: _Options, x) -> float:
+    """The finite-difference step for an input x: fd_step times its size (its root mean
+    square, at least 1), so that x + h never rounds back to x; larger by (eps / eps64)^(1/3)
+    where the function computes in a lower precision (the step that balances truncation and
+    rounding there)."""
+    size = float(np.sqrt(np.mean(np.square(np.asarray(x))))) if np.size(x) else 0.0
+    widen = (o.eps / float(np.finfo(np.float64).eps)) ** (1 / 3)
+    return o.fd_step * widen * max(1.0, size)
+
+
+def _working_eps(fn: Callable, leaves) -> float:
+    """The machine epsilon of the lowest floating-point precision the function computes in
+    (float64 unless it casts down): finite differences are only as exact as that."""
+    eps = float(np.finfo(np.float64).eps)
+
+    def visit(jaxpr):
+        nonlocal eps
+        for eqn in jaxpr.eqns:
+            for var in eqn.outvars:
+                dtype = getattr(getattr(var, "aval", None), "dtype", None)
+                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                    eps = max(eps, float(jnp.finfo(dtype).eps))
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        visit(inner)
+
+    try:
+        visit(jax.make_jaxpr(fn)(*leaves).jaxpr)
+    except Exception:  # noqa: BLE001  (the forward computation's error is reported elsewhere)
+        pass
+    return eps
+
+
+@dataclasses.dataclass
+class _Points:
+    """Kink points that share a function and shapes, stacked along a leading axis."""
+
+    labels: list[str]
+    fn: Callable
+    leaves: list  # each [points, *shape]
+    steps: np.ndarray  # [points, leaves]
+
+
+def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, list[str]]:
+    """The points the kinks check runs at: each kink given alone; then, with probes on, every
+    input 0, every input equal, and (a gate) every input equal to each number it is given.
+    Returns the groups and notes on what was left out."""
+    groups, notes = [], []
     for p, point in enumerate(kinks):
-        point = point if isinstance(point, tuple) else (point,)
-        k_subject = make_subject(point)
-        leaves = k_subject.leaves
-        argnums = tuple(range(len(leaves)))
-        n_in = sum(int(np.size(x)) for x in leaves)
-        n_out = sum(int(np.prod(a.shape)) for a in _leaves(jax.eval_shape(k_subject.fn,
-                                                                         *leaves)))
+        k = make_subject(point, f"kink point {p}, input")
+        n_in = sum(int(np.size(x)) for x in k.leaves)
+        n_out = sum(int(np.prod(a.shape)) for a in _leaves(jax.eval_shape(k.fn, *k.leaves)))
         if n_in * n_out > 10**6:
-            return _row("kinks", None, 0, 0, error=f"kink point {p}: a {n_out} x {n_in} "
-                        "Jacobian is too large to check entry by entry; give a smaller point")
+            raise ValueError(f"check: kink point {p}: a {n_out} x {n_in} Jacobian is too large "
+                             "to check entry by entry; give a smaller point")
+        groups.append(_Points([f"point {p}"], k.fn, [x[None] for x in k.leaves],
+                              np.array([[_step(o, x) for x in k.leaves]])))
+    if not o.probes:
+        return groups, notes
+    if o.allow_jax_rules:  # a tie is theirs to route: jnp.sort's middle entry is neither side
+        notes.append("0 and ties not probed: JAX's own rules may run (allow_jax_rules=True), "
+                     "with JAX's conventions at ties")
+        return groups, notes
+    values = {0.0: "all 0", _TIE: f"all {_TIE:g} (a tie)"}
+    if s.gate is not None:
+        for x in s.rebuild(s.leaves):
+            if is_constant(x) and isinstance(x, (int, float)) and float(x) not in values:
+                values[float(x)] = f"all {float(x):g} (a tie with the constant)"
+    n_in = sum(int(np.size(x)) for x in s.leaves)
+    n_out = sum(int(np.prod(a.shape)) for a in _leaves(jax.eval_shape(s.fn, *s.leaves)))
+    if n_in * n_out > _PROBE_SIZE:
+        notes.append(f"0 and ties not probed: a {n_out} x {n_in} Jacobian is over "
+                     f"{_PROBE_SIZE} entries; pass kinks= at a smaller input")
+        return groups, notes
+    points = [[np.full(np.shape(x), c) for x in s.leaves] for c in values]
+    groups.append(_Points(list(values.values()), s.fn,
+                          [jnp.asarray(np.stack(xs)) for xs in zip(*points)],
+                          np.array([[_step(o, x) for x in xs] for xs in points])))
+    return groups, notes
 
-        @jax.jit
-        def program(leaves, k_subject=k_subject, argnums=argnums):
-            j_rev = rev_mode.jacobian(k_subject.fn, argnums)(*leaves)
-            j_fwd = fwd_mode.jacobian(k_subject.fn, argnums)(*leaves)
-            sides = [oracles.one_sided(k_subject.fn, leaves, i, np.arange(np.size(x)), h)
+
+def _probe_program(o: _Options, groups: list[_Points]) -> list:
+    """Per group, for each of its points: the Jacobian by the VJP rules and by the JVP rules,
+    the one-sided derivatives of each entry, and those along the joint direction."""
+    allow = o.allow_jax_rules
+    out = []
+    for g in groups:
+        def one(leaves, steps, fn=g.fn):
+            j_rev, j_fwd = _jacobians(fn, leaves, allow)
+            sides = [oracles.one_sided(fn, leaves, i, np.arange(x.size), steps[i])
                      for i, x in enumerate(leaves)]
-            return j_rev, j_fwd, sides
+            return j_rev, j_fwd, sides, oracles.one_sided_along(fn, leaves, jnp.min(steps))
 
-        try:
-            j_rev, j_fwd, sides = program(leaves)
-        except Exception as err:  # noqa: BLE001
-            return _row("kinks", None, 0, 0, error=f"kink point {p}: {_first_line(err)}")
-        out = jax.eval_shape(k_subject.fn, *leaves)
-        rev_m = _matrix(j_rev, out, leaves)
-        fwd_m = _matrix(j_fwd, out, leaves)
-        right = np.concatenate([np.asarray(r).T for r, _ in sides], axis=1)
-        left = np.concatenate([np.asarray(lf).T for _, lf in sides], axis=1)
-        nearer = np.where(np.abs(rev_m - right) <= np.abs(rev_m - left), right, left)
-        got.append(rev_m)
-        want.append(nearer)
-        names.append(f"point {p}: J")
-        agree_got.append(fwd_m)
-        agree_want.append(rev_m)
-        agree_names.append(f"point {p}: J by the JVP rules")
+        out.append(jax.vmap(one)(g.leaves, jnp.asarray(g.steps)))
+    return out
+
+
+def _jacobians(fn: Callable, leaves, allow: bool):
+    """The Jacobian as one [outputs, inputs] matrix (every leaf flattened, in order), by the
+    VJP rules (one pullback per output element) and by the JVP rules (one push per input
+    element); each basis vector in the dtype of the leaf it stands for."""
+    out_struct = jax.eval_shape(fn, *leaves)
+    outs = _leaves(out_struct)
+    _, pull = rev_mode.vjp(fn, *leaves, allow_jax_rules=allow)
+
+    def unflat(e, likes):
+        parts, k = [], 0
+        for a in likes:
+            n = int(np.prod(a.shape))
+            parts.append(e[k:k + n].reshape(a.shape).astype(a.dtype))
+            k += n
+        return parts
+
+    def flat(arrays):
+        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in _leaves(arrays)])
+
+    out_tree = jax.tree.structure(out_struct)
+    n_out = sum(int(np.prod(a.shape)) for a in outs)
+    n_in = sum(int(np.prod(x.shape)) for x in leaves)
+    j_rev = jax.vmap(lambda e: flat(pull(jax.tree.unflatten(out_tree, unflat(e, outs)))))(
+        jnp.eye(n_out))
+    j_fwd = jax.vmap(lambda e: flat(fwd_mode.jvp(fn, tuple(leaves), tuple(unflat(e, leaves)),
+                                                 allow_jax_rules=allow)[1]))(jnp.eye(n_in))
+    return j_rev, j_fwd.T
+
+
+def _finite(*arrays) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in arrays)
+
+
+def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> CheckRow:
+    if not groups:
+        return _not_applicable("kinks", "; ".join(notes) or "no kink points given and probes "
+                               "off: pass kinks=[(x, ...), ...] or probes=True")
+    if error:
+        return _row("kinks", None, 0, 0, error=error)
+    got, want, names, agree_got, agree_want, agree_names = [], [], [], [], [], []
+    used, skipped, rounding = [], [], 0.0
+    for g, (j_rev, j_fwd, sides, joint) in zip(groups, results):
+        for p, label in enumerate(g.labels):
+            def pick(tree, p=p):
+                return jax.tree.map(lambda a: np.asarray(a[p]), tree)
+
+            right = np.concatenate([np.asarray(r[p]).T for r, _ in sides], axis=1)
+            left = np.concatenate([np.asarray(lf[p]).T for _, lf in sides], axis=1)
+            j_right, j_left, value = pick(joint)
+            if not _finite(value, right, left, j_right, j_left):
+                skipped.append(label)
+                continue
+            rev_m, fwd_m = np.asarray(j_rev[p]), np.asarray(j_fwd[p])
+            nearer = np.where(np.abs(rev_m - right) <= np.abs(rev_m - left), right, left)
+            along = rev_m @ np.ones(rev_m.shape[1])
+            nearer_joint = np.where(np.abs(along - j_right) <= np.abs(along - j_left),
+                                    j_right, j_left)
+            got += [rev_m, along]
+            want += [nearer, nearer_joint]
+            names += [f"{label}: J", f"{label}: J 1 (joint direction), z"]
+            agree_got.append(fwd_m)
+            agree_want.append(rev_m)
+            agree_names.append(f"{label}: J by the JVP rules")
+            used.append(label)
+            # a one-sided difference's rounding error: (3 + 4 + 1) / 2h ulps of f
+            f_abs = max(1.0, float(np.max(np.abs(value), initial=0.0)))
+            rounding = max(rounding, 4 * _ROUNDING * o.eps * f_abs / float(np.min(g.steps[p])))
+    if skipped:
+        notes = [*notes, f"left out, not finite there (outside the domain): "
+                 f"{', '.join(skipped)}"]
+    if not used:
+        return _not_applicable("kinks", "; ".join(notes))
     scale = max([1.0, *(float(np.max(np.abs(x))) for x in want if np.size(x))])
-    cmp_sides = oracles.compare(got, want, names, atol=o.fd_atol * scale, rtol=o.rtol)
+    fd_atol = o.fd_atol * scale + rounding
+    cmp_sides = oracles.compare(got, want, names, atol=fd_atol, rtol=o.rtol)
     cmp_agree = oracles.compare(agree_got, agree_want, agree_names, atol=o.atol * scale,
                                 rtol=o.rtol)
     if not cmp_agree.ok:
         return _row("kinks", cmp_agree, o.atol * scale, o.rtol,
                     "the VJP and JVP rules disagree at the kink: they use different "
                     "conventions there")
-    return _row("kinks", cmp_sides, o.fd_atol * scale, o.rtol,
-                f"{len(kinks)} point(s): the Jacobian by the VJP rules equals the JVP rules' "
-                "and, entry by entry, a one-sided derivative (left or right)")
+    return _row("kinks", cmp_sides, fd_atol, o.rtol,
+                "; ".join([f"at {', '.join(used)}: the Jacobian by the VJP rules equals the "
+                           "JVP rules' and, entry by entry and along the joint direction "
+                           "(every input + t), a one-sided derivative (left or right)",
+                           *notes]))
 
 
-def _matrix(jac, out, leaves) -> np.ndarray:
-    """A Jacobian in JAX's layout (out tree of a tuple over the leaves) as one [m, n] matrix."""
-    out_leaves = _leaves(out)
-    blocks = _leaves(jac)
-    rows = []
-    for k, o in enumerate(out_leaves):
-        rows.append(np.concatenate([
-            np.reshape(np.asarray(blocks[k * len(leaves) + j]),
-                       (int(np.prod(o.shape)), int(np.size(a))))
-            for j, a in enumerate(leaves)], axis=1))
-    return np.concatenate(rows, axis=0)
+def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
+    """At the inputs times each factor c of SCALES: the value, and per leaf J v (forward
+    mode), <J^T u, v> (reverse mode) and the central differences along v with the steps c h
+    and 2 c h (their difference bounds the first's truncation error)."""
+    allow, n = o.allow_jax_rules, len(leaves)
+    tangents = [jnp.stack([v[j] if j == k else jnp.zeros_like(v[j]) for k in range(n)])
+                for j in range(n)]
+
+    def at(c):
+        xs = [c * x for x in leaves]
+        x_bar = rev_mode.vjp(s.fn, *xs, allow_jax_rules=allow)[1](u)
+        pushes = jax.vmap(lambda *ts: _leaves(fwd_mode.jvp(
+            s.fn, tuple(xs), ts, allow_jax_rules=allow)[1]))(*tangents)
+        per = []
+        for i in range(n):
+            h = c * o.steps[i]
+            per.append(([a[i] for a in pushes], jnp.vdot(x_bar[i], v[i]),
+                        oracles.central_directional(s.fn, xs, i, v[i], h),
+                        oracles.central_directional(s.fn, xs, i, v[i], 2 * h)))
+        return _leaves(s.fn(*xs)), per
+
+    return jax.vmap(at)(jnp.asarray(SCALES))
+
+
+def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, directions
+                ) -> CheckRow:
+    if error:
+        return _row("scales", None, 0, 0, error=error)
+    values, per = result
+    u_leaves = [np.asarray(a, np.float64) for a in _leaves(u)]
+    checked, skipped, failed, best = [], [], None, None
+    for k, c in enumerate(SCALES):
+        value = [np.asarray(a[k], np.float64) for a in values]
+        f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in value if np.size(a))])
+        uf = sum(float(np.sum(np.abs(a * b))) for a, b in zip(u_leaves, value))
+        got, want, names, allowance, finite = [], [], [], 0.0, _finite(*value)
+        for i, (jv, vjp_v, fd1, fd2) in enumerate(per):
+            jv, fd1, fd2 = ([np.asarray(a[k], np.float64) for a in t] for t in (jv, fd1, fd2))
+            paired = [sum(float(np.vdot(a, b)) for a, b in zip(u_leaves, fd)) for fd in (fd1,
+                                                                                       fd2)]
+            finite = finite and _finite(*fd1, *fd2, *paired)
+            h = c * o.steps[i]
+            trunc = max([abs(paired[0] - paired[1]),
+                         *(float(np.max(np.abs(a - b))) for a, b in zip(fd1, fd2) if np.size(a))])
+            allowance = max(allowance, trunc + _ROUNDING * o.eps * max(f_abs, uf) / h)
+            got += [*jv, np.asarray(vjp_v[k])]
+            want += [*fd1, np.asarray(paired[0])]
+            names += [*(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})" for o_n in out_names),
+                      f"x {c:g}: <J^T u, v> for {s.names[i]}"]
+        if not finite:
+            skipped.append(f"{c:g} (not finite)")
+            continue
+        size = max([0.0, *(float(np.max(np.abs(a))) for a in want if np.size(a))])
+        scale = max(1.0, size)
+        if allowance > 0.1 * size and allowance > o.fd_atol * scale:
+            skipped.append(f"{c:g} (finite differences do not resolve the derivative)")
+            continue
+        cmp = oracles.compare(got, want, names, atol=o.fd_atol * scale + allowance,
+                              rtol=o.rtol)
+        checked.append(f"{c:g}")
+        if not cmp.ok and failed is None:
+            failed = (cmp, o.fd_atol * scale + allowance)
+        if best is None or cmp.abs_error > best[0].abs_error:
+            best = (cmp, o.fd_atol * scale + allowance)
+    left_out = f"; left out: {', '.join(skipped)}" if skipped else ""
+    if not checked:
+        return _not_applicable("scales", "at every factor the function is not finite or "
+                               f"finite differences cannot resolve its derivative{left_out}")
+    cmp, atol = failed or best
+    return _row("scales", cmp, atol, o.rtol,
+                f"J v and <J^T u, v> against central differences along v at the inputs times "
+                f"{', '.join(checked)}, h scaled alike{left_out}", directions)
 
 
 # ---------------------------------------------------------------------------------- check
@@ -666,7 +914,8 @@ def _matrix(jac, out, leaves) -> np.ndarray:
 
 def check(target: Gate | Callable, *inputs, params: dict | None = None,
           diff: int | Sequence[int] | None = None, reference: Callable | None = None,
-          kinks: Sequence[Any] = (), checks: Sequence[str] | None = None,
+          kinks: Sequence[Any] = (), probes: bool = True,
+          checks: Sequence[str] | None = None,
           rtol: float = 1e-6, atol: float = 1e-12, fd_atol: float = 1e-7,
           fd_step: float = 1e-5, order: int = 2, seed: int = 0,
           max_fd_elements: int = 256, allow_jax_rules: bool = False) -> CheckReport:
@@ -684,14 +933,24 @@ def check(target: Gate | Callable, *inputs, params: dict | None = None,
       reference: optional plain-jnp function of the same inputs: values and derivatives are
         also checked against JAX's autodiff of it.
       kinks: points (tuples of inputs) where the function is not differentiable: there the
-        VJP and JVP rules must agree and each Jacobian entry must be a one-sided derivative.
+        VJP and JVP rules must agree, each Jacobian entry must be a one-sided derivative, and
+        so must the derivative along the joint direction (every input moved together).
+      probes: also check, as kinks, the points where a rule may switch: every input 0, every
+        input equal (a tie between inputs and between elements), and for a gate every input
+        equal to a number it is given (a tie with a constant). A point outside the
+        function's domain (a value or a one-sided difference that is not finite) is left
+        out. ``probes=False``: only the kinks given.
       checks: the keys of :data:`CHECKS` to run (default: all).
       rtol, atol: tolerance of the exact comparisons (autodiff, adjoint, linearity): an
         element passes when ``|got - expected| <= atol * scale + rtol |expected|``, scale
         being ``max(1, max |expected|)``.
       fd_atol: ``atol`` of the comparisons with finite differences (their error in float64
         at ``fd_step`` = 1e-5 is about 1e-10 times the third derivative).
-      fd_step: the finite-difference step h, also check_grads' ``eps``.
+      fd_step: the finite-difference step relative to each input's size: h = fd_step *
+        max(1, rms(x)) per input, times (eps / eps64)^(1/3) where the function computes in a
+        lower precision than float64; also check_grads' ``eps``. The "scales" check runs
+        the inputs times each factor of :data:`SCALES` (1e-8 .. 1e4), the step scaled
+        alike.
       order: check_grads' order.
       seed: seeds the random directions u, v, w (reported with each row).
       max_fd_elements: at most this many elements per input get their own finite
@@ -705,7 +964,8 @@ def check(target: Gate | Callable, *inputs, params: dict | None = None,
 
     Raises:
       TypeError, ValueError: the target or the inputs cannot be checked (wrong number of
-        inputs, nothing differentiable, an unknown check); the message says which.
+        inputs, an input that is not finite, a tolerance that is not positive, nothing
+        differentiable, an unknown check); the message says which.
     """
     selected = tuple(CHECKS) if checks is None else tuple(checks)
     unknown = [k for k in selected if k not in CHECKS]
@@ -721,14 +981,22 @@ def check(target: Gate | Callable, *inputs, params: dict | None = None,
     elif not isinstance(target, Gate) and params:
         raise TypeError("check: params= is for a gate's static parameters; a function takes "
                         "its inputs as they are")
-    o = _Options(rtol, atol, fd_atol, fd_step, order, allow_jax_rules, max_fd_elements)
+    _check_tolerances(rtol=rtol, atol=atol, fd_atol=fd_atol, fd_step=fd_step)
+    if not isinstance(target, Gate):
+        _check_arity(target, len(inputs))
+    o = _Options(rtol, atol, fd_atol, fd_step, order, allow_jax_rules, max_fd_elements,
+                 bool(probes))
     with jax.enable_x64(True):
-        def make_subject(xs):
+        def make_subject(xs, what="input"):
+            _check_finite(xs, what)
             if isinstance(target, Gate):
                 return _gate_subject(target, tuple(xs), dict(params), diff)
             return _function_subject(target, tuple(xs), diff)
 
         s = make_subject(inputs)
+        kinks = [point if isinstance(point, tuple) else (point,) for point in kinks]
+        for p, point in enumerate(kinks):
+            _check_finite(point, f"kink point {p}, input")
         rows = _run(s, o, selected, seed, reference, kinks, make_subject)
     return CheckReport(s.label, tuple(s.names), tuple(rows))
 
@@ -744,14 +1012,20 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
         raise TypeError(f"check: {s.label} returns dtype {bad[0].dtype}; a derivative is "
                         "checked on a floating-point output")
     rng = np.random.default_rng(seed)
-    u = _random_like(rng, out_struct)
+    u = jax.tree.map(lambda a, like: jnp.asarray(np.asarray(a), like.dtype),
+                     _random_like(rng, out_struct), out_struct)  # in the output's dtype
     v = [jnp.asarray(rng.normal(size=np.shape(x))) for x in s.leaves]
     w = [jnp.asarray(rng.normal(size=np.shape(x))) for x in s.leaves]
     coords = [_coords(rng, int(np.size(x)), o.max_fd_elements) for x in s.leaves]
     directions = {"u": u, **{f"v[{n}]": t for n, t in zip(s.names, v)}}
 
+    o = dataclasses.replace(o, eps=_working_eps(s.fn, s.leaves))
+    o = dataclasses.replace(o, steps=tuple(_step(o, x) for x in s.leaves))
+    points, point_notes = ([], []) if "kinks" not in selected else _probe_points(
+        s, o, kinks, make_subject)
     tangents = _tangent_batch(s.leaves, v, w)
-    results, errors = _evaluate(_parts(s, o, coords, reference), (s.leaves, u, v, w, tangents))
+    results, errors = _evaluate(_parts(s, o, coords, reference, points, selected),
+                                (s.leaves, u, v, w, tangents))
     n = len(s.leaves)
     ours_vjp = results.get("vjp")
     ours_jvp = None if results.get("jvp") is None else _unbatch(results["jvp"], n)
@@ -767,10 +1041,32 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
     value = results.get("value")
     if value is None:
         value = jax.tree.map(jnp.zeros_like, out_struct)
-    f_scale = max([1.0, *(float(jnp.max(jnp.abs(a))) for a in _leaves(value) if np.size(a))])
+    f_scale = _size(_leaves(value))
 
     def scale_of(arrays):
-        return max([f_scale, *(float(jnp.max(jnp.abs(x))) for x in arrays if np.size(x))])
+        return max([f_scale, *(float(np.max(np.abs(np.asarray(x)))) for x in arrays if np.size(x))])
+
+    def fd_verdict(key, got, want, names, rounding, note, dirs, where=lambda cmp: cmp):
+        """A comparison with finite differences, or n/a where they cannot judge: an output
+        or a difference that is not finite, or rounding that hides the derivative. The
+        tolerance: fd_atol times the derivative's size (at least 1), plus the differences'
+        rounding error (which grows with the output, not with the derivative)."""
+        atol = o.fd_atol * _size(want) + rounding
+        why = _fd_meaningless(value, want, rounding, atol)
+        if why:
+            return _not_applicable(key, why)
+        return _row(key, where(oracles.compare(got, want, names, atol=atol, rtol=o.rtol)),
+                    atol, o.rtol, note, dirs)
+
+    f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in _leaves(value) if np.size(a))])
+    uf = sum(float(np.sum(np.abs(np.asarray(a) * np.asarray(b))))
+             for a, b in zip(_leaves(u), _leaves(value)))
+    h_min = min(o.steps)
+    fd_want = [] if results.get("fd_vjp") is None else list(oracle["fd_vjp"])
+    rounding_vjp = _ROUNDING * o.eps * uf / h_min
+    fd_why = _fd_meaningless(value, fd_want, rounding_vjp,
+                             o.fd_atol * _size(fd_want) + rounding_vjp)
+    steps_text = ", ".join(f"{h:.2g}" for h in o.steps)
 
     out_names = _output_names(out_struct)
     rows = []
@@ -783,23 +1079,18 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
                 continue
             got = [jnp.ravel(g)[c] for g, c in zip(ours_vjp, coords)]
             want = list(oracle["fd_vjp"])
-            cmp = oracles.compare(got, want, s.names, atol=o.fd_atol * scale_of(want),
-                                  rtol=o.rtol)
-            cmp = _relocate(cmp, s, coords)
             sampled = sum(len(c) for c in coords)
-            rows.append(_row(key, cmp, o.fd_atol * scale_of(want), o.rtol,
-                             f"J^T u at {sampled} input element(s), h = {o.fd_step:g}",
-                             {"u": u}))
+            rows.append(fd_verdict(key, got, want, s.names, rounding_vjp,
+                                   f"J^T u at {sampled} input element(s), h = {steps_text}",
+                                   {"u": u}, lambda cmp: _relocate(cmp, s, coords)))
         elif key == "fd_jvp":
             if errors["jvp"] or errors["fd_jvp"]:
                 rows.append(_row(key, None, 0, 0, error=errors["jvp"] or errors["fd_jvp"]))
                 continue
             got, want, names = _per_leaf_outputs(ours_jvp, oracle["fd_jvp"], s.names,
                                                  out_names, 0)
-            rows.append(_row(key, oracles.compare(got, want, names,
-                                                  atol=o.fd_atol * scale_of(want), rtol=o.rtol),
-                             o.fd_atol * scale_of(want), o.rtol,
-                             f"J v for each input's v, h = {o.fd_step:g}", directions))
+            rows.append(fd_verdict(key, got, want, names, _ROUNDING * o.eps * f_abs / h_min,
+                                   f"J v for each input's v, h = {steps_text}", directions))
         elif key == "adjoint":
             if errors["vjp"] or errors["jvp"]:
                 rows.append(_row(key, None, 0, 0, error=errors["vjp"] or errors["jvp"]))
@@ -843,7 +1134,8 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
                 rows.append(_row(key, cmp, o.atol * scale_of(want), o.rtol,
                                  "J v: ours against jax.jvp of the forward code", directions))
         elif key in ("check_grads_jvp", "check_grads_vjp"):
-            rows.append(_check_grads_row(key, s, o, f_scale))
+            rows.append(_not_applicable(key, fd_why) if fd_why else
+                        _check_grads_row(key, s, o, f_scale))
         elif key == "rule_ran":
             ours = None if errors["vjp"] or errors["jvp"] else (ours_vjp, ours_jvp)
             rows.append(_rule_ran_row(s, o, u, v, ours, direct))
@@ -853,12 +1145,41 @@ def _run(s: _Subject, o: _Options, selected, seed, reference, kinks, make_subjec
         elif key == "broadcast":
             rows.append(_broadcast_row(s, o, seed))
         elif key == "kinks":
-            rows.append(_kinks_row(s, o, kinks, make_subject))
+            rows.append(_kinks_row(o, points, point_notes, results.get("probes"),
+                                   errors.get("probes")))
+        elif key == "scales":
+            rows.append(_scales_row(s, o, u, results.get("scales"), errors.get("scales"),
+                                    out_names, directions))
         elif key == "reference":
             rows.append(_reference_row(s, o, reference, oracle.get("reference"),
                                        errors.get("reference"), value, ours_vjp, ours_jvp,
                                        errors, out_names, directions))
     return rows
+
+
+def _size(arrays) -> float:
+    """The largest magnitude in ``arrays``, at least 1: what an absolute tolerance scales by."""
+    return max([1.0, *(float(np.max(np.abs(np.asarray(a)))) for a in arrays if np.size(a))])
+
+
+def _fd_meaningless(value, want, rounding: float, atol: float) -> str | None:
+    """Why finite differences cannot judge a rule here (the output or the differences not
+    finite, or a tolerance, mostly rounding, over a tenth of the derivative), or None."""
+    for a in _leaves(value):
+        a = np.asarray(a)
+        if not np.all(np.isfinite(a)):
+            k = int(np.flatnonzero(~np.isfinite(a))[0])
+            return (f"the output is not finite at these inputs ({a.flat[k]} at element {k}): "
+                    "finite differences cannot judge the rules there")
+    if not _finite(*want):
+        return ("the finite differences are not finite (the function overflows within a "
+                "step of the inputs): they cannot judge the rules there")
+    size = max([0.0, *(float(np.max(np.abs(np.asarray(a)))) for a in want if np.size(a))])
+    if rounding > 0.5 * atol and atol > 0.1 * size:
+        return (f"finite differences cannot resolve the derivative here: their rounding error "
+                f"(about {rounding:.2g}) is over a tenth of it ({size:.2g}); the output is too "
+                "large for the step")
+    return None
 
 
 def _reference_row(s, o, reference, result, error, value, ours_vjp, ours_jvp, errors,
@@ -873,7 +1194,7 @@ def _reference_row(s, o, reference, result, error, value, ours_vjp, ours_jvp, er
     names = [*(f"{n}{{}} (value)" for n in out_names), *(f"{n}{{}} (J^T u)" for n in s.names)]
     g2, w2, n2 = _per_leaf_outputs(ours_jvp, ref_jvp, s.names, out_names, 0)
     got, want, names = got + g2, want + w2, names + n2
-    scale = max([1.0, *(float(jnp.max(jnp.abs(x))) for x in want if np.size(x))])
+    scale = max([1.0, *(float(np.max(np.abs(np.asarray(x)))) for x in want if np.size(x))])
     cmp = oracles.compare(got, want, names, atol=o.atol * scale, rtol=o.rtol)
     return _row("reference", cmp, o.atol * scale, o.rtol,
                 "value, J^T u and J v against JAX's autodiff of the reference", directions)

@@ -1,5 +1,5 @@
-"""The indexing gates at the scatter and gather corners that were right before issue 16, kept
-as guards beside tests/test_no_silent_wrong.py (whose cases each failed before): every mode
+"""The indexing gates at the scatter and gather corners that were always right, kept as guards
+beside tests/test_no_silent_wrong.py (whose cases each failed once): every mode
 gives jax.grad's answer, written out by hand.
 """
 

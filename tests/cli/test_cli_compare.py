@@ -17,7 +17,7 @@ from jaxprop.compare import DEFAULTS, PIPELINES, QUICK, load_config
 def apply_set(config, assignment):
     return _settings.apply(config, [assignment])
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "compare.toml"
 
 TINY = [  # the smallest run that still exercises every output of the two fastest sections

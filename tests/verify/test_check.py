@@ -53,9 +53,10 @@ def test_a_correct_tanh_gate_passes():
     ran = {r.key: r.status for r in report.rows}
     assert [r.key for r in report.rows] == list(CHECKS)
     for key in ("shapes", "fd_vjp", "fd_jvp", "adjoint", "autodiff_vjp", "autodiff_jvp",
-                "check_grads_jvp", "check_grads_vjp", "rule_ran", "linear"):
+                "check_grads_jvp", "check_grads_vjp", "rule_ran", "linear", "kinks", "scales"):
         assert ran[key] == "pass", (key, str(report))
-    assert {ran["broadcast"], ran["kinks"], ran["reference"]} == {"n/a"}
+    assert {ran["broadcast"], ran["reference"]} == {"n/a"}
+    assert report["kinks"].note.startswith("at all 0, all 0.75 (a tie):")
 
 
 @pytest.mark.parametrize("name", BROKEN)
@@ -181,6 +182,7 @@ def test_functions_natural_code_and_their_errors():
                             checks=NO_CHECK_GRADS)
     assert allowed.ok, str(allowed)
     assert "JAX's rule for 1 operation" in allowed["rule_ran"].note
+    assert "not probed" in allowed["kinks"].note
 
 
 def test_a_reference_is_compared_too():
@@ -217,7 +219,7 @@ def test_the_report_is_a_table_in_the_terminal_and_in_jupyter():
         assert key in text
     assert text.splitlines()[-1] == report.summary()
     assert "<table>" in report._repr_html_() and "FAIL" in report._repr_html_()
-    assert repr(report).startswith("<CheckReport gate 'tanh': 6 of 10 checks pass")
+    assert repr(report).startswith("<CheckReport gate 'tanh': 6 of 12 checks pass")
 
 
 @pytest.fixture
@@ -242,7 +244,7 @@ def gate_module(tmp_path, monkeypatch):
 
 def test_cli_exit_codes(gate_module, capsys):
     assert main(["check", "studentgates:good"]) == 0
-    assert "10 of 10 checks pass" in capsys.readouterr().out
+    assert "12 of 12 checks pass" in capsys.readouterr().out
     assert main(["check", "studentgates:bad", "--args", "[[0.3, -1.2, 2.0]]"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: fd_vjp" in out and "off by" in out and "(relative 1) at x[" in out
@@ -257,10 +259,20 @@ def test_cli_exit_codes(gate_module, capsys):
         (["check", "studentgates:good", "--args", "not a list"], "--args: cannot parse"),
         (["check", "studentgates:good", "--diff", "x"], "--diff: expected input positions"),
         (["check", "studentgates:good", "--checks", "fd,adjoint"], "unknown check(s) ['fd']"),
+        (["check", "studentgates:good", "--args", "[[1e999, 1.0]]"],
+         "input 0 holds inf at [0]; finite differences need finite inputs"),
+        (["check", "studentgates:bad", "--args", "[[1e999]]"], "input 0 holds inf"),
+        (["check", "studentgates:good", "--kink", "[[-1e999]]"], "kink point 0, input 0 holds"),
+        (["check", "studentgates:good", "--rtol", "-1"], "--rtol: expected a positive"),
+        (["check", "studentgates:good", "--rtol", "nan"], "--rtol: expected a positive"),
+        (["check", "studentgates:good", "--fd-atol", "0"], "--fd-atol: expected a positive"),
+        (["check", "studentgates:f", "--args", "[[1.0, 2.0]]"],
+         "check: f(x, y) cannot take 1 input(s): missing a required argument: 'y'"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
 
 
 def test_jax_grad_of_a_checked_gate_still_works():
@@ -292,3 +304,122 @@ def test_the_other_routers_take_one_side_at_their_kinks(fn, args, kink):
     assert report.ok and report["kinks"].status == "pass", str(report)
     assert jaxprop.reverse.grad(lambda x: jnp.sum(gates.abs(x)))(jnp.zeros(2)).tolist() == \
         [1.0, 1.0]
+
+
+# ------------------------------------------------------------------ what the probes catch
+
+
+def _leaky_forward(x):
+    return jnp.where(x > 0, x, 0.01 * x), x
+
+
+def leaky_relu(at_zero=0.01):
+    """Leaky ReLU whose two rules take ``at_zero`` as the slope at 0: 1 or 0.01 (one side)
+    is right; anything else is wrong only at 0."""
+    def slope(x):
+        return jnp.where(x > 0, 1.0, jnp.where(x < 0, 0.01, at_zero))
+
+    return Gate("leaky_relu", "router", _leaky_forward,
+                vjp=(lambda x, z_bar: z_bar * slope(x),),
+                jvp=(lambda x, x_dot: x_dot * slope(x),), elementwise=True)
+
+
+def test_a_rule_wrong_only_at_zero_fails_by_default():
+    x = jnp.array([-1.0, 2.0, 0.5])
+    assert jaxprop.check(leaky_relu(), x, checks=NO_CHECK_GRADS).ok
+    report = jaxprop.check(leaky_relu(at_zero=0.5), x, checks=NO_CHECK_GRADS)
+    assert report["fd_vjp"].status == "pass"  # right away from 0
+    assert report["kinks"].status == "FAIL", str(report)
+    assert report["kinks"].where == "all 0: J[0, 0]" and report["kinks"].got == 0.5
+    off = jaxprop.check(leaky_relu(at_zero=0.5), x, probes=False, checks=NO_CHECK_GRADS)
+    assert off.ok and off["kinks"].status == "n/a", str(off)
+
+
+def _both_forward(x, y):
+    return jnp.minimum(x, y), (x, y)
+
+
+MIN_TO_BOTH = Gate("minimum", "router", _both_forward,  # a tie passes the gradient to both
+                   vjp=(lambda r, z_bar: z_bar * (r[0] <= r[1]),
+                        lambda r, z_bar: z_bar * (r[1] <= r[0])),
+                   jvp=(lambda r, x_dot: x_dot * (r[0] <= r[1]),
+                        lambda r, y_dot: y_dot * (r[1] <= r[0])), broadcast=True)
+
+
+def test_a_tie_passed_to_both_inputs_fails_along_the_joint_direction():
+    """Each Jacobian entry alone is a one-sided derivative of min at a tie; only the
+    derivative along (1, 1) is wrong: grad(sum(min(x, x))) = 2 instead of 1."""
+    a, b = jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])
+    report = jaxprop.check(MIN_TO_BOTH, a, b, checks=["fd_vjp", "kinks"])
+    assert report["fd_vjp"].status == "pass"
+    assert report["kinks"].status == "FAIL", str(report)
+    assert report["kinks"].where == "all 0 (a tie): J 1 (joint direction), z[0]" or \
+        report["kinks"].where.endswith("J 1 (joint direction), z[0]"), report["kinks"].where
+    np.testing.assert_allclose([report["kinks"].got, report["kinks"].expected], [2.0, 1.0],
+                               rtol=1e-6)
+    same = jaxprop.check(lambda x: MIN_TO_BOTH(x, x), a, checks=["fd_vjp"])
+    assert same["fd_vjp"].status == "FAIL"  # min(x, x) = x: smooth, and the rule gives 2
+    assert jaxprop.check(gates.minimum, a, b, checks=NO_CHECK_GRADS).ok
+    assert jaxprop.check(gates.maximum, a, b, checks=NO_CHECK_GRADS).ok
+    assert jaxprop.check(lambda x: jnp.minimum(x, x), a, checks=NO_CHECK_GRADS).ok
+
+
+def _sqrt_forward(x):
+    s = jnp.sqrt(x)
+    return s, s
+
+
+def sqrt_gate(eps=0.0):
+    """sqrt; ``eps`` in the VJP rule's denominator makes it wrong only for small inputs."""
+    return Gate("sqrt", "scaled local gradient", _sqrt_forward,
+                vjp=(lambda s, s_bar: s_bar / (2 * s + eps),),
+                jvp=(lambda s, x_dot: x_dot / (2 * s),))
+
+
+def test_a_rule_wrong_only_for_small_inputs_fails_the_scales_check():
+    x = jnp.array([0.6, 1.2, 1.9])
+    assert jaxprop.check(sqrt_gate(), x, checks=NO_CHECK_GRADS).ok
+    report = jaxprop.check(sqrt_gate(1e-7), x, checks=NO_CHECK_GRADS)
+    assert {r.key for r in report.failed} == {"scales"}, str(report)
+    assert report["scales"].where == "x 1e-08: <J^T u, v> for x", report["scales"].where
+    assert "left out" in report["kinks"].note and "all 0" in report["kinks"].note  # sqrt(-h)
+
+
+def test_a_function_that_changes_dtype_is_checked():
+    x64 = jnp.array([0.3, -1.2, 2.0])
+    report = jaxprop.check(lambda x: x.astype(jnp.float32) * 2.0, x64)
+    assert report.ok, str(report)
+    assert report["fd_vjp"].status == "pass" and "h = 0.011" in report["fd_vjp"].note
+    wrong = jaxprop.check(lambda x: gates.mul(x.astype(jnp.float32), tanh_gate(
+        **BROKEN["vjp_twice"][0])(x).astype(jnp.float32)), x64, checks=NO_CHECK_GRADS)
+    assert wrong["fd_vjp"].status == "FAIL", str(wrong)
+
+
+def test_inputs_that_are_not_finite_and_bad_tolerances_are_refused():
+    with pytest.raises(ValueError, match=r"check: input 0 holds inf at \[0\]; finite "):
+        jaxprop.check(tanh_gate(), jnp.array([1e999, 1.0]))
+    with pytest.raises(ValueError, match=r"check: kink point 0, input 0 holds nan"):
+        jaxprop.check(gates.relu, X, kinks=[jnp.array([jnp.nan, 0.0, 1.0, 2.0])])
+    for bad in (dict(rtol=-1.0), dict(rtol=float("nan")), dict(fd_atol=0.0),
+                dict(fd_step=float("inf"))):
+        with pytest.raises(ValueError, match=f"check: {next(iter(bad))} must be a positive"):
+            jaxprop.check(tanh_gate(), X, **bad)
+
+    def f(x, n):
+        return jnp.sum(x) * n
+
+    with pytest.raises(TypeError, match=r"check: f\(x, n\) cannot take 1 input\(s\): missing"):
+        jaxprop.check(f, X)
+
+
+def test_finite_differences_that_cannot_judge_say_not_applicable():
+    over = jaxprop.check(gates.exp, jnp.array([800.0, 1.0]), checks=NO_CHECK_GRADS)
+    for key in ("fd_vjp", "fd_jvp"):
+        assert over[key].status == "n/a" and "not finite" in over[key].note, str(over)
+    edge = jaxprop.check(gates.exp, jnp.array([709.78, 1.0]), checks=["fd_vjp", "fd_jvp"])
+    assert {r.status for r in edge.rows} == {"n/a"} and "overflows" in edge["fd_vjp"].note
+    offset = jaxprop.check(lambda x: tanh_gate(**BROKEN["vjp_twice"][0])(x) + 1e20, X,
+                           checks=["fd_vjp", "fd_jvp", "check_grads_vjp", "scales"])
+    assert offset["fd_vjp"].status == "n/a" and "cannot resolve" in offset["fd_vjp"].note
+    assert offset["scales"].status == "n/a", str(offset)
+    assert offset["check_grads_vjp"].status == "n/a"  # never a pass

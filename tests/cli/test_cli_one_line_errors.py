@@ -1,5 +1,6 @@
-"""One error path: every user or environment error of issue 11's list is one line naming the
-file, key or argument and what was expected, with exit code 2, never "internal error"."""
+"""The CLI's one error path: every user or environment error (a bad file, key, value, path or
+dataset) is one line naming the file, key or argument and what was expected, with exit code 2,
+never "internal error"."""
 
 import errno
 import gzip

@@ -9,7 +9,7 @@ import pytest
 from jaxprop import _settings, data
 from jaxprop.train import experiment as C
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 SHIPPED = (
     "digits_two_layer", "digits_linear_softmax", "digits_linear_svm", "digits_sweep",
