@@ -859,52 +859,87 @@ def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
 
 def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, directions
                 ) -> CheckRow:
+    """At each factor, each element of J v where the differences resolve it (finite, and their
+    own error, |D(h) - D(2h)| plus rounding, under a tenth of it) is held to a tolerance of
+    its own size: fd_atol times it plus that error; a rule off by a constant (an epsilon)
+    fails where the derivative is tiny. The other elements, and <J^T u, v>, are held to the
+    derivative's largest size (at least 1) where every value is finite."""
     if error:
         return _row("scales", None, 0, 0, error=error)
     values, per = result
     u_leaves = [np.asarray(a, np.float64) for a in _leaves(u)]
-    checked, skipped, failed, best = [], [], None, None
+    tiny = _smallest_subnormal(o.eps)
+    checked, skipped, failed, worst = [], [], None, None
     for k, c in enumerate(SCALES):
         value = [np.asarray(a[k], np.float64) for a in values]
+        all_finite = _finite(*value)
         f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in value if np.size(a))])
         uf = sum(float(np.sum(np.abs(a * b))) for a, b in zip(u_leaves, value))
-        got, want, names, allowance, finite = [], [], [], 0.0, _finite(*value)
+        got, want, names, own, allowance = [], [], [], [], 0.0
         for i, (jv, vjp_v, fd1, fd2) in enumerate(per):
             jv, fd1, fd2 = ([np.asarray(a[k], np.float64) for a in t] for t in (jv, fd1, fd2))
             paired = [sum(float(np.vdot(a, b)) for a, b in zip(u_leaves, fd)) for fd in (fd1,
                                                                                        fd2)]
-            finite = finite and _finite(*fd1, *fd2, *paired)
+            all_finite = all_finite and _finite(*fd1, *fd2, *paired)
             h = c * o.steps[i]
-            trunc = max([abs(paired[0] - paired[1]),
-                         *(float(np.max(np.abs(a - b))) for a, b in zip(fd1, fd2) if np.size(a))])
+            with np.errstate(invalid="ignore"):
+                trunc = max([abs(paired[0] - paired[1]), *(
+                    float(np.max(np.abs(a - b))) for a, b in zip(fd1, fd2) if np.size(a))])
             allowance = max(allowance, trunc + _ROUNDING * o.eps * max(f_abs, uf) / h)
-            got += [*jv, np.asarray(vjp_v[k])]
-            want += [*fd1, np.asarray(paired[0])]
-            names += [*(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})" for o_n in out_names),
-                      f"x {c:g}: <J^T u, v> for {s.names[i]}"]
-        if not finite:
-            skipped.append(f"{c:g} (not finite)")
+            for o_n, z, g, d1, d2 in zip(out_names, value, jv, fd1, fd2):
+                with np.errstate(invalid="ignore", over="ignore"):
+                    err = np.abs(d1 - d2) + _ROUNDING * (o.eps * np.abs(z) + tiny) / h
+                    resolved = (np.isfinite(z) & np.isfinite(d1) & np.isfinite(d2)
+                                & (d1 != 0) & (err <= 0.1 * np.abs(d1)))
+                got.append(g)
+                want.append(d1)
+                names.append(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})")
+                own.append((resolved, np.where(resolved, o.fd_atol * np.abs(d1) + err, 0.0)))
+            got.append(np.asarray(vjp_v[k]))
+            want.append(np.asarray(paired[0]))
+            names.append(f"x {c:g}: <J^T u, v> for {s.names[i]}")
+            own.append((np.array(False), np.array(0.0)))
+        size = max([0.0, *(float(np.max(np.abs(a))) for a in want if np.size(a))]
+                   ) if all_finite else 0.0
+        shared = o.fd_atol * max(1.0, size) + allowance
+        # the shared tolerance holds where every value is finite and it resolves the derivative
+        use_shared = all_finite and not (allowance > 0.1 * size
+                                         and allowance > shared - allowance)
+        atols, n_own = [], 0
+        for resolved, tol in own:
+            n_own += int(np.sum(resolved))
+            atols.append(np.where(resolved, tol, shared if use_shared else np.inf))
+        if not use_shared and n_own == 0:
+            skipped.append(f"{c:g} (" + ("not finite)" if not all_finite else
+                                         "finite differences do not resolve the derivative)"))
             continue
-        size = max([0.0, *(float(np.max(np.abs(a))) for a in want if np.size(a))])
-        scale = max(1.0, size)
-        if allowance > 0.1 * size and allowance > o.fd_atol * scale:
-            skipped.append(f"{c:g} (finite differences do not resolve the derivative)")
-            continue
-        cmp = oracles.compare(got, want, names, atol=o.fd_atol * scale + allowance,
-                              rtol=o.rtol)
-        checked.append(f"{c:g}")
+        cmp = oracles.compare([np.where(np.isinf(a), 0.0, g) for a, g in zip(atols, got)],
+                              [np.where(np.isinf(a), 0.0, d) for a, d in zip(atols, want)],
+                              names, atol=atols, rtol=o.rtol)
+        checked.append(f"{c:g}" + ("" if use_shared else f" ({n_own} element(s) alone)"))
+        tol = shared if use_shared else min(float(np.min(t[r])) for r, t in own if np.any(r))
         if not cmp.ok and failed is None:
-            failed = (cmp, o.fd_atol * scale + allowance)
-        if best is None or cmp.abs_error > best[0].abs_error:
-            best = (cmp, o.fd_atol * scale + allowance)
+            failed = (cmp, tol)
+        if worst is None or cmp.abs_error > worst[0].abs_error:
+            worst = (cmp, tol)
     left_out = f"; left out: {', '.join(skipped)}" if skipped else ""
     if not checked:
         return _not_applicable("scales", "at every factor the function is not finite or "
                                f"finite differences cannot resolve its derivative{left_out}")
-    cmp, atol = failed or best
+    cmp, atol = failed or worst
     return _row("scales", cmp, atol, o.rtol,
                 f"J v and <J^T u, v> against central differences along v at the inputs times "
-                f"{', '.join(checked)}, h scaled alike{left_out}", directions)
+                f"{', '.join(checked)}, h scaled alike; each element of J v the differences "
+                f"resolve also within fd_atol of its own size{left_out}", directions)
+
+
+def _smallest_subnormal(eps: float) -> float:
+    """The smallest positive number of the float type whose machine epsilon is ``eps``: a
+    difference of values near it is only that exact."""
+    for dtype in (jnp.float64, jnp.float32, jnp.bfloat16, jnp.float16):
+        if float(jnp.finfo(dtype).eps) == eps:
+            return float(jnp.finfo(dtype).smallest_subnormal)
+    return float(jnp.finfo(jnp.float64).smallest_subnormal)
 
 
 # ---------------------------------------------------------------------------------- check

@@ -165,11 +165,14 @@ class Comparison:
     expected: float = math.nan
 
 
-def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol: float,
-            rtol: float) -> Comparison:
-    """Compares arrays leaf by leaf; the worst element (largest error over its tolerance)."""
+def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol, rtol: float
+            ) -> Comparison:
+    """Compares arrays leaf by leaf; the worst element (largest error over its tolerance).
+    ``atol`` is one number, or one per leaf (each a number or an array of the leaf's shape:
+    a tolerance element by element)."""
     worst = None
-    for name, g, e in zip(names, got, expected, strict=True):
+    atols = atol if isinstance(atol, (list, tuple)) else [atol] * len(names)
+    for name, g, e, atol in zip(names, got, expected, atols, strict=True):
         g = np.asarray(g, np.float64)
         e = np.asarray(e, np.float64)
         if g.shape != e.shape:
@@ -180,7 +183,7 @@ def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol: fl
         both_nan = np.isnan(g) & np.isnan(e)
         diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
         with np.errstate(invalid="ignore"):
-            excess = diff / (atol + rtol * np.abs(np.nan_to_num(e)))
+            excess = diff / (np.asarray(atol, np.float64) + rtol * np.abs(np.nan_to_num(e)))
         if excess.size == 0:
             continue
         k = int(np.argmax(excess))
