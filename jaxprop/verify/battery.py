@@ -343,7 +343,7 @@ def _parts(s: _Subject, o: _Options, coords, reference, points, selected
     if "kinks" in selected and points:
         parts["probes"] = lambda leaves, u, v, w, T: _probe_program(o, points)
     if "scales" in selected:
-        parts["scales"] = lambda leaves, u, v, w, T: _scaled_program(s, o, leaves, u, v)
+        parts["scales"] = lambda leaves, u, v, w, T: _scaled_program(s, o, leaves, u, v, coords)
     return parts
 
 
@@ -746,32 +746,23 @@ def _probe_program(o: _Options, groups: list[_Points]) -> list:
 
 
 def _jacobians(fn: Callable, leaves, allow: bool):
-    """The Jacobian as one [outputs, inputs] matrix (every leaf flattened, in order), by the
-    VJP rules (one pullback per output element) and by the JVP rules (one push per input
-    element); each basis vector in the dtype of the leaf it stands for."""
-    out_struct = jax.eval_shape(fn, *leaves)
-    outs = _leaves(out_struct)
-    _, pull = rev_mode.vjp(fn, *leaves, allow_jax_rules=allow)
+    """The Jacobian as one [outputs, inputs] float64 matrix (every leaf flattened, in order),
+    by the VJP rules (``jaxprop.reverse.jacobian``) and by the JVP rules
+    (``jaxprop.forward.jacobian``)."""
+    n = len(leaves)
+    sizes = [int(np.prod(np.shape(x))) for x in leaves]
+    outs = _leaves(jax.eval_shape(fn, *leaves))
 
-    def unflat(e, likes):
-        parts, k = [], 0
-        for a in likes:
-            n = int(np.prod(a.shape))
-            parts.append(e[k:k + n].reshape(a.shape).astype(a.dtype))
-            k += n
-        return parts
+    def matrix(jac):
+        blocks = _leaves(jac)  # per output leaf, a block per input leaf
+        rows = [jnp.concatenate([blocks[k * n + i].reshape(int(np.prod(o.shape)), sizes[i])
+                                 .astype(jnp.float64) for i in range(n)], axis=1)
+                for k, o in enumerate(outs)]
+        return jnp.concatenate(rows)
 
-    def flat(arrays):
-        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in _leaves(arrays)])
-
-    out_tree = jax.tree.structure(out_struct)
-    n_out = sum(int(np.prod(a.shape)) for a in outs)
-    n_in = sum(int(np.prod(x.shape)) for x in leaves)
-    j_rev = jax.vmap(lambda e: flat(pull(jax.tree.unflatten(out_tree, unflat(e, outs)))))(
-        jnp.eye(n_out))
-    j_fwd = jax.vmap(lambda e: flat(fwd_mode.jvp(fn, tuple(leaves), tuple(unflat(e, leaves)),
-                                                 allow_jax_rules=allow)[1]))(jnp.eye(n_in))
-    return j_rev, j_fwd.T
+    argnums = tuple(range(n))
+    return (matrix(rev_mode.jacobian(fn, argnums, allow_jax_rules=allow)(*leaves)),
+            matrix(fwd_mode.jacobian(fn, argnums, allow_jax_rules=allow)(*leaves)))
 
 
 def _finite(*arrays) -> bool:
@@ -833,10 +824,11 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
                            *notes]))
 
 
-def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
+def _scaled_program(s: _Subject, o: _Options, leaves, u, v, coords):
     """At the inputs times each factor c of SCALES: the value, and per leaf J v (forward
     mode), <J^T u, v> (reverse mode) and the central differences along v with the steps c h
-    and 2 c h (their difference bounds the first's truncation error)."""
+    and 2 c h (their difference bounds the first's truncation error); and J^T u at the
+    sampled coordinates with its central differences there, at c h and 2 c h."""
     allow, n = o.allow_jax_rules, len(leaves)
     tangents = [jnp.stack([v[j] if j == k else jnp.zeros_like(v[j]) for k in range(n)])
                 for j in range(n)]
@@ -851,7 +843,10 @@ def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
             h = c * o.steps[i]
             per.append(([a[i] for a in pushes], jnp.vdot(x_bar[i], v[i]),
                         oracles.central_directional(s.fn, xs, i, v[i], h),
-                        oracles.central_directional(s.fn, xs, i, v[i], 2 * h)))
+                        oracles.central_directional(s.fn, xs, i, v[i], 2 * h),
+                        jnp.ravel(x_bar[i])[coords[i]],
+                        oracles.central_coordinates_apart(s.fn, xs, i, u, coords[i], h),
+                        oracles.central_coordinates_apart(s.fn, xs, i, u, coords[i], 2 * h)))
         return _leaves(s.fn(*xs)), per
 
     return jax.vmap(at)(jnp.asarray(SCALES))
@@ -859,11 +854,12 @@ def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
 
 def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, directions
                 ) -> CheckRow:
-    """At each factor, each element of J v where the differences resolve it (finite, and their
-    own error, |D(h) - D(2h)| plus rounding, under a tenth of it) is held to a tolerance of
-    its own size: fd_atol times it plus that error; a rule off by a constant (an epsilon)
-    fails where the derivative is tiny. The other elements, and <J^T u, v>, are held to the
-    derivative's largest size (at least 1) where every value is finite."""
+    """At each factor, each element of J v, and of J^T u at the sampled coordinates, where the
+    differences resolve it (finite, and their own error, |D(h) - D(2h)| plus rounding, under
+    a tenth of it) is held to a tolerance of its own size: fd_atol times it plus that error;
+    a rule off by a constant (an epsilon) fails where the derivative is tiny. The other
+    elements of J v, and <J^T u, v>, are held to the derivative's largest size (at least 1)
+    where every value is finite."""
     if error:
         return _row("scales", None, 0, 0, error=error)
     values, per = result
@@ -876,7 +872,7 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
         f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in value if np.size(a))])
         uf = sum(float(np.sum(np.abs(a * b))) for a, b in zip(u_leaves, value))
         got, want, names, own, allowance = [], [], [], [], 0.0
-        for i, (jv, vjp_v, fd1, fd2) in enumerate(per):
+        for i, (jv, vjp_v, fd1, fd2, x_bar, (c1, size1), (c2, size2)) in enumerate(per):
             jv, fd1, fd2 = ([np.asarray(a[k], np.float64) for a in t] for t in (jv, fd1, fd2))
             paired = [sum(float(np.vdot(a, b)) for a, b in zip(u_leaves, fd)) for fd in (fd1,
                                                                                        fd2)]
@@ -895,6 +891,17 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
                 want.append(d1)
                 names.append(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})")
                 own.append((resolved, np.where(resolved, o.fd_atol * np.abs(d1) + err, 0.0)))
+            x_bar, c1, c2, size1, size2 = (np.asarray(a[k], np.float64)
+                                           for a in (x_bar, c1, c2, size1, size2))
+            with np.errstate(invalid="ignore", over="ignore"):
+                moved = np.maximum(size1, size2)
+                err = np.abs(c1 - c2) + _ROUNDING * (o.eps * moved + tiny) / h
+                resolved = (np.isfinite(c1) & np.isfinite(c2) & (c1 != 0)
+                            & (err <= 0.1 * np.abs(c1)))
+            got.append(x_bar)  # only where resolved: the other coordinates are left out
+            want.append(c1)
+            names.append(f"x {c:g}: {s.names[i]}{{}} (J^T u, a sampled coordinate)")
+            own.append((resolved, np.where(resolved, o.fd_atol * np.abs(c1) + err, 0.0)))
             got.append(np.asarray(vjp_v[k]))
             want.append(np.asarray(paired[0]))
             names.append(f"x {c:g}: <J^T u, v> for {s.names[i]}")
@@ -906,9 +913,10 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
         use_shared = all_finite and not (allowance > 0.1 * size
                                          and allowance > shared - allowance)
         atols, n_own = [], 0
-        for resolved, tol in own:
+        for (resolved, tol), name in zip(own, names):
             n_own += int(np.sum(resolved))
-            atols.append(np.where(resolved, tol, shared if use_shared else np.inf))
+            alone = name.endswith("a sampled coordinate)") or not use_shared
+            atols.append(np.where(resolved, tol, np.inf if alone else shared))
         if not use_shared and n_own == 0:
             skipped.append(f"{c:g} (" + ("not finite)" if not all_finite else
                                          "finite differences do not resolve the derivative)"))
@@ -929,8 +937,9 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
     cmp, atol = failed or worst
     return _row("scales", cmp, atol, o.rtol,
                 f"J v and <J^T u, v> against central differences along v at the inputs times "
-                f"{', '.join(checked)}, h scaled alike; each element of J v the differences "
-                f"resolve also within fd_atol of its own size{left_out}", directions)
+                f"{', '.join(checked)}, h scaled alike; each element of J v, and of J^T u at the "
+                f"sampled coordinates, that the differences resolve also within fd_atol of its "
+                f"own size{left_out}", directions)
 
 
 def _smallest_subnormal(eps: float) -> float:

@@ -66,6 +66,27 @@ def central_coordinates(f: Callable, leaves: Sequence, i: int, u, coords, h: flo
     return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
 
 
+def central_coordinates_apart(f: Callable, leaves: Sequence, i: int, u, coords, h: float,
+                              batch_size: int = 32):
+    """``(d <u, f> / d x_i[k], size)`` for the flat coordinates ``coords`` of leaf i: the
+    outputs are differenced before they are paired with u, so an output the step leaves
+    alone adds nothing, not its rounding; ``size`` = sum |u| |f| over the outputs that moved
+    (what the difference's rounding error scales with)."""
+    x = leaves[i]
+    u = jax.tree.leaves(u)
+
+    def one(k):
+        e = jnp.zeros(x.size, x.dtype).at[k].set(h).reshape(x.shape)
+        plus = jax.tree.leaves(f(*_replace(leaves, i, x + e)))
+        minus = jax.tree.leaves(f(*_replace(leaves, i, x - e)))
+        d = sum(jnp.vdot(w, a - b) for w, a, b in zip(u, plus, minus)) / (2 * h)
+        size = sum(jnp.sum(jnp.where(a != b, jnp.abs(w) * (jnp.abs(a) + jnp.abs(b)) / 2, 0.0))
+                   for w, a, b in zip(u, plus, minus))
+        return d, size
+
+    return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
+
+
 def one_sided(f: Callable, leaves: Sequence, i: int, coords, h: float, batch_size: int = 32):
     """``(right, left)``: per flat coordinate k of leaf i, the one-sided derivatives of f's
     output (flattened), each from three points on its side of the kink."""
