@@ -886,7 +886,7 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
                 with np.errstate(invalid="ignore", over="ignore"):
                     err = np.abs(d1 - d2) + _ROUNDING * (o.eps * np.abs(z) + tiny) / h
                     resolved = (np.isfinite(z) & np.isfinite(d1) & np.isfinite(d2)
-                                & (d1 != 0) & (err <= 0.1 * np.abs(d1)))
+                                & _resolves(d1, d2, err))
                 got.append(g)
                 want.append(d1)
                 names.append(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})")
@@ -896,8 +896,7 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
             with np.errstate(invalid="ignore", over="ignore"):
                 moved = np.maximum(size1, size2)
                 err = np.abs(c1 - c2) + _ROUNDING * (o.eps * moved + tiny) / h
-                resolved = (np.isfinite(c1) & np.isfinite(c2) & (c1 != 0)
-                            & (err <= 0.1 * np.abs(c1)))
+                resolved = np.isfinite(c1) & np.isfinite(c2) & _resolves(c1, c2, err)
             got.append(x_bar)  # only where resolved: the other coordinates are left out
             want.append(c1)
             names.append(f"x {c:g}: {s.names[i]}{{}} (J^T u, a sampled coordinate)")
@@ -940,6 +939,13 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
                 f"{', '.join(checked)}, h scaled alike; each element of J v, and of J^T u at the "
                 f"sampled coordinates, that the differences resolve also within fd_atol of its "
                 f"own size{left_out}", directions)
+
+
+def _resolves(d1, d2, err):
+    """Where central differences at h (d1) and 2h (d2) resolve a derivative: their error
+    ``err`` is under a tenth of it, or both are exactly 0 (the output did not move in float:
+    the derivative is then within the rounding part of ``err`` of 0)."""
+    return ((d1 != 0) & (err <= 0.1 * np.abs(d1))) | ((d1 == 0) & (d2 == 0))
 
 
 def _smallest_subnormal(eps: float) -> float:
