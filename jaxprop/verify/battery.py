@@ -827,15 +827,19 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
 def _scaled_program(s: _Subject, o: _Options, leaves, u, v, coords):
     """At the inputs times each factor c of SCALES: the value, and per leaf J v (forward
     mode), <J^T u, v> (reverse mode) and the central differences along v with the steps c h
-    and 2 c h (their difference bounds the first's truncation error); and J^T u at the
-    sampled coordinates with its central differences there, at c h and 2 c h."""
+    and 2 c h (their difference bounds the first's truncation error); and J^T u' at the
+    sampled coordinates, u' = u / |f| (see _relative), with its central differences there,
+    at c h and 2 c h."""
     allow, n = o.allow_jax_rules, len(leaves)
     tangents = [jnp.stack([v[j] if j == k else jnp.zeros_like(v[j]) for k in range(n)])
                 for j in range(n)]
 
     def at(c):
         xs = [c * x for x in leaves]
-        x_bar = rev_mode.vjp(s.fn, *xs, allow_jax_rules=allow)[1](u)
+        value, pull = rev_mode.vjp(s.fn, *xs, allow_jax_rules=allow)
+        x_bar = pull(u)
+        u_rel = _relative(u, value)
+        x_bar_rel = pull(u_rel)
         pushes = jax.vmap(lambda *ts: _leaves(fwd_mode.jvp(
             s.fn, tuple(xs), ts, allow_jax_rules=allow)[1]))(*tangents)
         per = []
@@ -844,17 +848,29 @@ def _scaled_program(s: _Subject, o: _Options, leaves, u, v, coords):
             per.append(([a[i] for a in pushes], jnp.vdot(x_bar[i], v[i]),
                         oracles.central_directional(s.fn, xs, i, v[i], h),
                         oracles.central_directional(s.fn, xs, i, v[i], 2 * h),
-                        jnp.ravel(x_bar[i])[coords[i]],
-                        oracles.central_coordinates_apart(s.fn, xs, i, u, coords[i], h),
-                        oracles.central_coordinates_apart(s.fn, xs, i, u, coords[i], 2 * h)))
+                        jnp.ravel(x_bar_rel[i])[coords[i]],
+                        oracles.central_coordinates_sized(s.fn, xs, i, u_rel, coords[i], h),
+                        oracles.central_coordinates_sized(s.fn, xs, i, u_rel, coords[i], 2 * h)))
         return _leaves(s.fn(*xs)), per
 
     return jax.vmap(at)(jnp.asarray(SCALES))
 
 
+def _relative(u, value):
+    """The cotangent u / |f| (|f| at least the square root of its dtype's smallest normal
+    number): each output weighted by its own size, so that a difference's rounding error,
+    eps sum |u' f| / h, is that of u, and a tiny output's derivative is not drowned by a
+    large one's rounding."""
+    def one(w, a):
+        floor = float(np.sqrt(jnp.finfo(a.dtype).tiny))
+        return (w / jnp.maximum(jnp.abs(a), floor)).astype(w.dtype)
+
+    return jax.tree.map(one, u, value)
+
+
 def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, directions
                 ) -> CheckRow:
-    """At each factor, each element of J v, and of J^T u at the sampled coordinates, where the
+    """At each factor, each element of J v, and of J^T u' at the sampled coordinates, where the
     differences resolve it (finite, and their own error, |D(h) - D(2h)| plus rounding, under
     a tenth of it) is held to a tolerance of its own size: fd_atol times it plus that error;
     a rule off by a constant (an epsilon) fails where the derivative is tiny. The other
@@ -886,7 +902,7 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
                 with np.errstate(invalid="ignore", over="ignore"):
                     err = np.abs(d1 - d2) + _ROUNDING * (o.eps * np.abs(z) + tiny) / h
                     resolved = (np.isfinite(z) & np.isfinite(d1) & np.isfinite(d2)
-                                & _resolves(d1, d2, err))
+                                & _resolves(d1, d2, err, o.fd_atol))
                 got.append(g)
                 want.append(d1)
                 names.append(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})")
@@ -894,12 +910,13 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
             x_bar, c1, c2, size1, size2 = (np.asarray(a[k], np.float64)
                                            for a in (x_bar, c1, c2, size1, size2))
             with np.errstate(invalid="ignore", over="ignore"):
-                moved = np.maximum(size1, size2)
-                err = np.abs(c1 - c2) + _ROUNDING * (o.eps * moved + tiny) / h
-                resolved = np.isfinite(c1) & np.isfinite(c2) & _resolves(c1, c2, err)
+                err = np.abs(c1 - c2) + _ROUNDING * (o.eps * np.maximum(size1, size2)
+                                                      + tiny) / h
+                resolved = np.isfinite(c1) & np.isfinite(c2) & _resolves(c1, c2, err, o.fd_atol)
             got.append(x_bar)  # only where resolved: the other coordinates are left out
             want.append(c1)
-            names.append(f"x {c:g}: {s.names[i]}{{}} (J^T u, a sampled coordinate)")
+            names.append(f"x {c:g}: {s.names[i]}{{}} (J^T u', u' = u / |f|, a sampled "
+                         "coordinate)")
             own.append((resolved, np.where(resolved, o.fd_atol * np.abs(c1) + err, 0.0)))
             got.append(np.asarray(vjp_v[k]))
             want.append(np.asarray(paired[0]))
@@ -912,8 +929,8 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
         use_shared = all_finite and not (allowance > 0.1 * size
                                          and allowance > shared - allowance)
         atols, n_own = [], 0
-        for (resolved, tol), name in zip(own, names):
-            n_own += int(np.sum(resolved))
+        for (resolved, tol), name, d in zip(own, names, want):
+            n_own += int(np.sum(resolved & (d != 0)))  # 0 = 0 alone makes no verdict
             alone = name.endswith("a sampled coordinate)") or not use_shared
             atols.append(np.where(resolved, tol, np.inf if alone else shared))
         if not use_shared and n_own == 0:
@@ -936,16 +953,17 @@ def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, direction
     cmp, atol = failed or worst
     return _row("scales", cmp, atol, o.rtol,
                 f"J v and <J^T u, v> against central differences along v at the inputs times "
-                f"{', '.join(checked)}, h scaled alike; each element of J v, and of J^T u at the "
-                f"sampled coordinates, that the differences resolve also within fd_atol of its "
-                f"own size{left_out}", directions)
+                f"{', '.join(checked)}, h scaled alike; each element of J v, and of J^T u' "
+                f"(u' = u / |f|) at the sampled coordinates, that the differences resolve also "
+                f"within fd_atol of its own size{left_out}", directions)
 
 
-def _resolves(d1, d2, err):
+def _resolves(d1, d2, err, fd_atol: float):
     """Where central differences at h (d1) and 2h (d2) resolve a derivative: their error
-    ``err`` is under a tenth of it, or both are exactly 0 (the output did not move in float:
-    the derivative is then within the rounding part of ``err`` of 0)."""
-    return ((d1 != 0) & (err <= 0.1 * np.abs(d1))) | ((d1 == 0) & (d2 == 0))
+    ``err`` is under a tenth of it, or both are exactly 0 (the output did not move in float)
+    and ``err`` (then their rounding: the derivative is within it of 0) is under fd_atol."""
+    return (((d1 != 0) & (err <= 0.1 * np.abs(d1)))
+            | ((d1 == 0) & (d2 == 0) & (err <= fd_atol)))
 
 
 def _smallest_subnormal(eps: float) -> float:

@@ -66,12 +66,11 @@ def central_coordinates(f: Callable, leaves: Sequence, i: int, u, coords, h: flo
     return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
 
 
-def central_coordinates_apart(f: Callable, leaves: Sequence, i: int, u, coords, h: float,
+def central_coordinates_sized(f: Callable, leaves: Sequence, i: int, u, coords, h: float,
                               batch_size: int = 32):
-    """``(d <u, f> / d x_i[k], size)`` for the flat coordinates ``coords`` of leaf i: the
-    outputs are differenced before they are paired with u, so an output the step leaves
-    alone adds nothing, not its rounding; ``size`` = sum |u| |f| over the outputs that moved
-    (what the difference's rounding error scales with)."""
+    """``(d <u, f> / d x_i[k], size)`` for the flat coordinates ``coords`` of leaf i, with
+    ``size`` = sum |u| (|f(x + h e_k)| + |f(x - h e_k)|) / 2: what the difference's rounding
+    error scales with (eps size / h)."""
     x = leaves[i]
     u = jax.tree.leaves(u)
 
@@ -80,7 +79,7 @@ def central_coordinates_apart(f: Callable, leaves: Sequence, i: int, u, coords, 
         plus = jax.tree.leaves(f(*_replace(leaves, i, x + e)))
         minus = jax.tree.leaves(f(*_replace(leaves, i, x - e)))
         d = sum(jnp.vdot(w, a - b) for w, a, b in zip(u, plus, minus)) / (2 * h)
-        size = sum(jnp.sum(jnp.where(a != b, jnp.abs(w) * (jnp.abs(a) + jnp.abs(b)) / 2, 0.0))
+        size = sum(jnp.sum(jnp.abs(w) * (jnp.abs(a) + jnp.abs(b)) / 2)
                    for w, a, b in zip(u, plus, minus))
         return d, size
 
