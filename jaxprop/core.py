@@ -107,16 +107,25 @@ def push_forward_by_pullbacks(f: Callable, *primals, has_aux: bool = False):
 def push_basis(push: Callable, dyn: tuple, chunk_size: int | None, dtype=None):
     """``push(*e_j)`` for every standard-basis vector e_j of the inputs ``dyn``, stacked
     (an output [n, ...] per leaf of push's result), ``chunk_size`` at a time: forward
-    mode's columns of the Jacobian. The basis has dyn's dtype unless ``dtype`` is given."""
+    mode's columns of the Jacobian. Each e_j has its leaf's dtype (as a tangent must); the
+    result is cast to ``dtype`` where given."""
     flat, unravel = ravel(dyn)
-    return map_basis(lambda e: push(*unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
+    return map_basis(lambda e: _cast(push(*unravel(e)), dtype), flat.size, flat.dtype,
+                     chunk_size)
 
 
 def pull_basis(pull: Callable, out, chunk_size: int | None, dtype=None):
     """``pull(e_i)`` for every standard-basis vector e_i of the output ``out``, stacked, one
-    row of the Jacobian each (reverse mode's rows), ``chunk_size`` at a time."""
+    row of the Jacobian each (reverse mode's rows), ``chunk_size`` at a time. Each e_i has
+    its output leaf's dtype (as a cotangent must); the result is cast to ``dtype`` where
+    given."""
     flat, unravel = ravel(out)
-    return map_basis(lambda e: pull(unravel(e)), flat.size, dtype or flat.dtype, chunk_size)
+    return map_basis(lambda e: _cast(pull(unravel(e)), dtype), flat.size, flat.dtype,
+                     chunk_size)
+
+
+def _cast(tree, dtype):
+    return tree if dtype is None else jax.tree.map(lambda a: a.astype(dtype), tree)
 
 
 def unravel_like(vector, tree):

@@ -105,6 +105,12 @@ def positive(rng, shape):
     return rng.uniform(0.5, 2.0, size=shape)
 
 
+def near_pole(rng, shape):
+    """Values in [-0.98, -0.8]: log1p's inputs near its pole at -1, where 1/(1 + x) is large
+    (an error of 1e-7 in 1 + x shows), still far enough that a step of 1e-5 resolves it."""
+    return rng.uniform(-0.98, -0.8, size=shape)
+
+
 def untied_pair(rng, x_shape, y_shape, gap=0.1):
     """(x, y) whose broadcast elements differ by at least ``gap``: no max tie."""
     while True:
@@ -370,6 +376,7 @@ GATE_CASES = [
     _unary("rsqrt", gates.rsqrt, lambda x: 1 / jnp.sqrt(x), positive, order2=True,
            domain="positive"),
     _unary("log1p", gates.log1p, jnp.log1p, positive, order2=True, domain="positive"),
+    _unary("log1p_near_pole", gates.log1p, jnp.log1p, near_pole),
     _unary("expm1", gates.expm1, jnp.expm1, normal, order2=True),
     Case("select", gates.select, lambda c, f, t: jnp.where(c, t, f), _select_args, (1, 2),
          gates.select, lambda g, c, f, t: g(c, f, t), covers="select", order2=True),

@@ -245,6 +245,20 @@ def test_closed_over_key_is_a_constant():
     assert_matches_jax(dropout_loss_of_key, w, jax.random.key(1), x)
 
 
+def test_jacobians_of_a_function_that_changes_precision():
+    # float64 in, float32 out (and back): each basis vector must have its own leaf's dtype,
+    # a cotangent of the float32 output or a tangent of the float32 input, not the Jacobian's
+    down = lambda x: jnp.tanh(x.astype(jnp.float32))  # noqa: E731
+    up = lambda x: jnp.tanh(x.astype(jnp.float64))  # noqa: E731
+    for f, x in ((down, jnp.linspace(-1.0, 1.0, 3)),
+                 (down, jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float32)),
+                 (up, jnp.linspace(-1.0, 1.0, 3, dtype=jnp.float32))):
+        want = jax.jacrev(f)(x)
+        for jacobian in (jaxprop.reverse.jacobian, jaxprop.forward.jacobian):
+            got = jacobian(f)(x)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 def test_boolean_operand_of_a_matmul_is_promoted():
     w, x = jnp.arange(6.0).reshape(3, 2) - 2.0, jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     assert_matches_jax(lambda w, x: jnp.sum((x @ w) ** 2), w, x > 0.5)

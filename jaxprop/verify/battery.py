@@ -345,7 +345,7 @@ def _parts(s: _Subject, o: _Options, coords, reference, points, selected
     if "kinks" in selected and points:
         parts["probes"] = lambda leaves, u, v, w, T: _probe_program(o, points)
     if "scales" in selected:
-        parts["scales"] = lambda leaves, u, v, w, T: _scaled_program(s, o, leaves, u, v)
+        parts["scales"] = lambda leaves, u, v, w, T: _scaled_program(s, o, leaves, u, v, coords)
     return parts
 
 
@@ -748,32 +748,23 @@ def _probe_program(o: _Options, groups: list[_Points]) -> list:
 
 
 def _jacobians(fn: Callable, leaves, allow: bool):
-    """The Jacobian as one [outputs, inputs] matrix (every leaf flattened, in order), by the
-    VJP rules (one pullback per output element) and by the JVP rules (one push per input
-    element); each basis vector in the dtype of the leaf it stands for."""
-    out_struct = jax.eval_shape(fn, *leaves)
-    outs = _leaves(out_struct)
-    _, pull = rev_mode.vjp(fn, *leaves, allow_jax_rules=allow)
+    """The Jacobian as one [outputs, inputs] float64 matrix (every leaf flattened, in order),
+    by the VJP rules (``jaxprop.reverse.jacobian``) and by the JVP rules
+    (``jaxprop.forward.jacobian``)."""
+    n = len(leaves)
+    sizes = [int(np.prod(np.shape(x))) for x in leaves]
+    outs = _leaves(jax.eval_shape(fn, *leaves))
 
-    def unflat(e, likes):
-        parts, k = [], 0
-        for a in likes:
-            n = int(np.prod(a.shape))
-            parts.append(e[k:k + n].reshape(a.shape).astype(a.dtype))
-            k += n
-        return parts
+    def matrix(jac):
+        blocks = _leaves(jac)  # per output leaf, a block per input leaf
+        rows = [jnp.concatenate([blocks[k * n + i].reshape(int(np.prod(o.shape)), sizes[i])
+                                 .astype(jnp.float64) for i in range(n)], axis=1)
+                for k, o in enumerate(outs)]
+        return jnp.concatenate(rows)
 
-    def flat(arrays):
-        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in _leaves(arrays)])
-
-    out_tree = jax.tree.structure(out_struct)
-    n_out = sum(int(np.prod(a.shape)) for a in outs)
-    n_in = sum(int(np.prod(x.shape)) for x in leaves)
-    j_rev = jax.vmap(lambda e: flat(pull(jax.tree.unflatten(out_tree, unflat(e, outs)))))(
-        jnp.eye(n_out))
-    j_fwd = jax.vmap(lambda e: flat(fwd_mode.jvp(fn, tuple(leaves), tuple(unflat(e, leaves)),
-                                                 allow_jax_rules=allow)[1]))(jnp.eye(n_in))
-    return j_rev, j_fwd.T
+    argnums = tuple(range(n))
+    return (matrix(rev_mode.jacobian(fn, argnums, allow_jax_rules=allow)(*leaves)),
+            matrix(fwd_mode.jacobian(fn, argnums, allow_jax_rules=allow)(*leaves)))
 
 
 def _finite(*arrays) -> bool:
@@ -835,17 +826,22 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
                            *notes]))
 
 
-def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
+def _scaled_program(s: _Subject, o: _Options, leaves, u, v, coords):
     """At the inputs times each factor c of SCALES: the value, and per leaf J v (forward
     mode), <J^T u, v> (reverse mode) and the central differences along v with the steps c h
-    and 2 c h (their difference bounds the first's truncation error)."""
+    and 2 c h (their difference bounds the first's truncation error); and J^T u' at the
+    sampled coordinates, u' = u / |f| (see _relative), with its central differences there,
+    at c h and 2 c h."""
     allow, n = o.allow_jax_rules, len(leaves)
     tangents = [jnp.stack([v[j] if j == k else jnp.zeros_like(v[j]) for k in range(n)])
                 for j in range(n)]
 
     def at(c):
         xs = [c * x for x in leaves]
-        x_bar = rev_mode.vjp(s.fn, *xs, allow_jax_rules=allow)[1](u)
+        value, pull = rev_mode.vjp(s.fn, *xs, allow_jax_rules=allow)
+        x_bar = pull(u)
+        u_rel = _relative(u, value)
+        x_bar_rel = pull(u_rel)
         pushes = jax.vmap(lambda *ts: _leaves(fwd_mode.jvp(
             s.fn, tuple(xs), ts, allow_jax_rules=allow)[1]))(*tangents)
         per = []
@@ -853,60 +849,132 @@ def _scaled_program(s: _Subject, o: _Options, leaves, u, v):
             h = c * o.steps[i]
             per.append(([a[i] for a in pushes], jnp.vdot(x_bar[i], v[i]),
                         oracles.central_directional(s.fn, xs, i, v[i], h),
-                        oracles.central_directional(s.fn, xs, i, v[i], 2 * h)))
+                        oracles.central_directional(s.fn, xs, i, v[i], 2 * h),
+                        jnp.ravel(x_bar_rel[i])[coords[i]],
+                        oracles.central_coordinates_sized(s.fn, xs, i, u_rel, coords[i], h),
+                        oracles.central_coordinates_sized(s.fn, xs, i, u_rel, coords[i], 2 * h)))
         return _leaves(s.fn(*xs)), per
 
     return jax.vmap(at)(jnp.asarray(SCALES))
 
 
+def _relative(u, value):
+    """The cotangent u / |f| (|f| at least the square root of its dtype's smallest normal
+    number): each output weighted by its own size, so that a difference's rounding error,
+    eps sum |u' f| / h, is that of u, and a tiny output's derivative is not drowned by a
+    large one's rounding."""
+    def one(w, a):
+        floor = float(np.sqrt(jnp.finfo(a.dtype).tiny))
+        return (w / jnp.maximum(jnp.abs(a), floor)).astype(w.dtype)
+
+    return jax.tree.map(one, u, value)
+
+
 def _scales_row(s: _Subject, o: _Options, u, result, error, out_names, directions
                 ) -> CheckRow:
+    """At each factor, each element of J v, and of J^T u' at the sampled coordinates, where the
+    differences resolve it (finite, and their own error, |D(h) - D(2h)| plus rounding, under
+    a tenth of it) is held to a tolerance of its own size: fd_atol times it plus that error;
+    a rule off by a constant (an epsilon) fails where the derivative is tiny. The other
+    elements of J v, and <J^T u, v>, are held to the derivative's largest size (at least 1)
+    where every value is finite."""
     if error:
         return _row("scales", None, 0, 0, error=error)
     values, per = result
     u_leaves = [np.asarray(a, np.float64) for a in _leaves(u)]
-    checked, skipped, failed, best = [], [], None, None
+    tiny = _smallest_subnormal(o.eps)
+    checked, skipped, failed, worst = [], [], None, None
     for k, c in enumerate(SCALES):
         value = [np.asarray(a[k], np.float64) for a in values]
+        all_finite = _finite(*value)
         f_abs = max([0.0, *(float(np.max(np.abs(a))) for a in value if np.size(a))])
         uf = sum(float(np.sum(np.abs(a * b))) for a, b in zip(u_leaves, value))
-        got, want, names, allowance, finite = [], [], [], 0.0, _finite(*value)
-        for i, (jv, vjp_v, fd1, fd2) in enumerate(per):
+        got, want, names, own, allowance = [], [], [], [], 0.0
+        for i, (jv, vjp_v, fd1, fd2, x_bar, (c1, size1), (c2, size2)) in enumerate(per):
             jv, fd1, fd2 = ([np.asarray(a[k], np.float64) for a in t] for t in (jv, fd1, fd2))
             paired = [sum(float(np.vdot(a, b)) for a, b in zip(u_leaves, fd)) for fd in (fd1,
                                                                                        fd2)]
-            finite = finite and _finite(*fd1, *fd2, *paired)
+            all_finite = all_finite and _finite(*fd1, *fd2, *paired)
             h = c * o.steps[i]
-            trunc = max([abs(paired[0] - paired[1]),
-                         *(float(np.max(np.abs(a - b))) for a, b in zip(fd1, fd2) if np.size(a))])
+            with np.errstate(invalid="ignore"):
+                trunc = max([abs(paired[0] - paired[1]), *(
+                    float(np.max(np.abs(a - b))) for a, b in zip(fd1, fd2) if np.size(a))])
             allowance = max(allowance, trunc + _ROUNDING * o.eps * max(f_abs, uf) / h)
-            got += [*jv, np.asarray(vjp_v[k])]
-            want += [*fd1, np.asarray(paired[0])]
-            names += [*(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})" for o_n in out_names),
-                      f"x {c:g}: <J^T u, v> for {s.names[i]}"]
-        if not finite:
-            skipped.append(f"{c:g} (not finite)")
+            for o_n, z, g, d1, d2 in zip(out_names, value, jv, fd1, fd2):
+                with np.errstate(invalid="ignore", over="ignore"):
+                    err = np.abs(d1 - d2) + _ROUNDING * (o.eps * np.abs(z) + tiny) / h
+                    resolved = (np.isfinite(z) & np.isfinite(d1) & np.isfinite(d2)
+                                & _resolves(d1, d2, err, o.fd_atol))
+                got.append(g)
+                want.append(d1)
+                names.append(f"x {c:g}: {o_n}{{}} (tangent of {s.names[i]})")
+                own.append((resolved, np.where(resolved, o.fd_atol * np.abs(d1) + err, 0.0)))
+            x_bar, c1, c2, size1, size2 = (np.asarray(a[k], np.float64)
+                                           for a in (x_bar, c1, c2, size1, size2))
+            with np.errstate(invalid="ignore", over="ignore"):
+                err = np.abs(c1 - c2) + _ROUNDING * (o.eps * np.maximum(size1, size2)
+                                                      + tiny) / h
+                resolved = np.isfinite(c1) & np.isfinite(c2) & _resolves(c1, c2, err, o.fd_atol)
+            got.append(x_bar)  # only where resolved: the other coordinates are left out
+            want.append(c1)
+            names.append(f"x {c:g}: {s.names[i]}{{}} (J^T u', u' = u / |f|, a sampled "
+                         "coordinate)")
+            own.append((resolved, np.where(resolved, o.fd_atol * np.abs(c1) + err, 0.0)))
+            got.append(np.asarray(vjp_v[k]))
+            want.append(np.asarray(paired[0]))
+            names.append(f"x {c:g}: <J^T u, v> for {s.names[i]}")
+            own.append((np.array(False), np.array(0.0)))
+        size = max([0.0, *(float(np.max(np.abs(a))) for a in want if np.size(a))]
+                   ) if all_finite else 0.0
+        shared = o.fd_atol * max(1.0, size) + allowance
+        # the shared tolerance holds where every value is finite and it resolves the derivative
+        use_shared = all_finite and not (allowance > 0.1 * size
+                                         and allowance > shared - allowance)
+        atols, n_own = [], 0
+        for (resolved, tol), name, d in zip(own, names, want):
+            n_own += int(np.sum(resolved & (d != 0)))  # 0 = 0 alone makes no verdict
+            alone = name.endswith("a sampled coordinate)") or not use_shared
+            atols.append(np.where(resolved, tol, np.inf if alone else shared))
+        if not use_shared and n_own == 0:
+            skipped.append(f"{c:g} (" + ("not finite)" if not all_finite else
+                                         "finite differences do not resolve the derivative)"))
             continue
-        size = max([0.0, *(float(np.max(np.abs(a))) for a in want if np.size(a))])
-        scale = max(1.0, size)
-        if allowance > 0.1 * size and allowance > o.fd_atol * scale:
-            skipped.append(f"{c:g} (finite differences do not resolve the derivative)")
-            continue
-        cmp = oracles.compare(got, want, names, atol=o.fd_atol * scale + allowance,
-                              rtol=o.rtol)
-        checked.append(f"{c:g}")
+        cmp = oracles.compare([np.where(np.isinf(a), 0.0, g) for a, g in zip(atols, got)],
+                              [np.where(np.isinf(a), 0.0, d) for a, d in zip(atols, want)],
+                              names, atol=atols, rtol=o.rtol)
+        checked.append(f"{c:g}" + ("" if use_shared else f" ({n_own} element(s) alone)"))
+        tol = shared if use_shared else min(float(np.min(t[r])) for r, t in own if np.any(r))
         if not cmp.ok and failed is None:
-            failed = (cmp, o.fd_atol * scale + allowance)
-        if best is None or cmp.abs_error > best[0].abs_error:
-            best = (cmp, o.fd_atol * scale + allowance)
+            failed = (cmp, tol)
+        if worst is None or cmp.abs_error > worst[0].abs_error:
+            worst = (cmp, tol)
     left_out = f"; left out: {', '.join(skipped)}" if skipped else ""
     if not checked:
         return _not_applicable("scales", "at every factor the function is not finite or "
                                f"finite differences cannot resolve its derivative{left_out}")
-    cmp, atol = failed or best
+    cmp, atol = failed or worst
     return _row("scales", cmp, atol, o.rtol,
                 f"J v and <J^T u, v> against central differences along v at the inputs times "
-                f"{', '.join(checked)}, h scaled alike{left_out}", directions)
+                f"{', '.join(checked)}, h scaled alike; each element of J v, and of J^T u' "
+                f"(u' = u / |f|) at the sampled coordinates, that the differences resolve also "
+                f"within fd_atol of its own size{left_out}", directions)
+
+
+def _resolves(d1, d2, err, fd_atol: float):
+    """Where central differences at h (d1) and 2h (d2) resolve a derivative: their error
+    ``err`` is under a tenth of it, or both are exactly 0 (the output did not move in float)
+    and ``err`` (then their rounding: the derivative is within it of 0) is under fd_atol."""
+    return (((d1 != 0) & (err <= 0.1 * np.abs(d1)))
+            | ((d1 == 0) & (d2 == 0) & (err <= fd_atol)))
+
+
+def _smallest_subnormal(eps: float) -> float:
+    """The smallest positive number of the float type whose machine epsilon is ``eps``: a
+    difference of values near it is only that exact."""
+    for dtype in (jnp.float64, jnp.float32, jnp.bfloat16, jnp.float16):
+        if float(jnp.finfo(dtype).eps) == eps:
+            return float(jnp.finfo(dtype).smallest_subnormal)
+    return float(jnp.finfo(jnp.float64).smallest_subnormal)
 
 
 # ---------------------------------------------------------------------------------- check

@@ -66,6 +66,26 @@ def central_coordinates(f: Callable, leaves: Sequence, i: int, u, coords, h: flo
     return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
 
 
+def central_coordinates_sized(f: Callable, leaves: Sequence, i: int, u, coords, h: float,
+                              batch_size: int = 32):
+    """``(d <u, f> / d x_i[k], size)`` for the flat coordinates ``coords`` of leaf i, with
+    ``size`` = sum |u| (|f(x + h e_k)| + |f(x - h e_k)|) / 2: what the difference's rounding
+    error scales with (eps size / h)."""
+    x = leaves[i]
+    u = jax.tree.leaves(u)
+
+    def one(k):
+        e = jnp.zeros(x.size, x.dtype).at[k].set(h).reshape(x.shape)
+        plus = jax.tree.leaves(f(*_replace(leaves, i, x + e)))
+        minus = jax.tree.leaves(f(*_replace(leaves, i, x - e)))
+        d = sum(jnp.vdot(w, a - b) for w, a, b in zip(u, plus, minus)) / (2 * h)
+        size = sum(jnp.sum(jnp.abs(w) * (jnp.abs(a) + jnp.abs(b)) / 2)
+                   for w, a, b in zip(u, plus, minus))
+        return d, size
+
+    return lax.map(one, jnp.asarray(coords), batch_size=batch_size)
+
+
 def one_sided(f: Callable, leaves: Sequence, i: int, coords, h: float, batch_size: int = 32):
     """``(right, left)``: per flat coordinate k of leaf i, the one-sided derivatives of f's
     output (flattened), each from three points on its side of the kink."""
@@ -165,11 +185,14 @@ class Comparison:
     expected: float = math.nan
 
 
-def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol: float,
-            rtol: float) -> Comparison:
-    """Compares arrays leaf by leaf; the worst element (largest error over its tolerance)."""
+def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol, rtol: float
+            ) -> Comparison:
+    """Compares arrays leaf by leaf; the worst element (largest error over its tolerance).
+    ``atol`` is one number, or one per leaf (each a number or an array of the leaf's shape:
+    a tolerance element by element)."""
     worst = None
-    for name, g, e in zip(names, got, expected, strict=True):
+    atols = atol if isinstance(atol, (list, tuple)) else [atol] * len(names)
+    for name, g, e, atol in zip(names, got, expected, atols, strict=True):
         g = np.asarray(g, np.float64)
         e = np.asarray(e, np.float64)
         if g.shape != e.shape:
@@ -180,7 +203,7 @@ def compare(got: Sequence, expected: Sequence, names: Sequence[str], *, atol: fl
         both_nan = np.isnan(g) & np.isnan(e)
         diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
         with np.errstate(invalid="ignore"):
-            excess = diff / (atol + rtol * np.abs(np.nan_to_num(e)))
+            excess = diff / (np.asarray(atol, np.float64) + rtol * np.abs(np.nan_to_num(e)))
         if excess.size == 0:
             continue
         k = int(np.argmax(excess))
