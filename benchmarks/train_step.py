@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 import jaxprop
+from jaxprop import wiring
 from jaxprop.gates import linalg
 from jaxprop.losses import softmax_loss
 from jaxprop.models import two_layer_init, two_layer_scores
@@ -111,7 +112,8 @@ def jax_worker(names, params, x, y) -> dict:
     if "jaxprop.reverse" in names:
         dh = jnp.ones((N, H), jnp.float32)
         fwd = jax.jit(lambda x, w: linalg.matmul(x, w)).lower(x, params["W1"]).compile()
-        grad = jax.jit(lambda x, dh: linalg._matmul_w_bar((x, None), dh)).lower(x, dh).compile()
+        w_bar = wiring.LAYOUTS["matmul", 1](linalg.matmul.vjp[1])  # as the wiring runs it
+        grad = jax.jit(lambda x, dh: w_bar(linalg.Operands(x, None), dh)).lower(x, dh).compile()
         table[f"jaxprop: {OPS[0]}"] = _timed_block(lambda: fwd(x, params["W1"]).block_until_ready())
         table[f"jaxprop: {OPS[1]}"] = _timed_block(lambda: grad(x, dh).block_until_ready())
     for name in names:
