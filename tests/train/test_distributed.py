@@ -45,6 +45,19 @@ def _train(args, cwd):
                           env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
+def _finish(procs) -> list[tuple[int, str, str]]:
+    """Each process's (exit code, stdout, stderr), waiting TIMEOUT_S at most; none outlives it."""
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+            results.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            p.kill()
+    return results
+
+
 def _pair(args, cwd, only_1=()):
     """Processes 0 and 1 of a 2-process run of ``jaxprop train args`` (process 1 also gets
     ``only_1``): [(rc, out, err)]."""
@@ -55,15 +68,7 @@ def _pair(args, cwd, only_1=()):
          "--num-processes", "2", "--process-id", str(i), "--join-timeout", "60"],
         cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in (0, 1)]
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT_S)
-            results.append((p.returncode, out, err))
-    finally:
-        for p in procs:
-            p.kill()
-    return results
+    return _finish(procs)
 
 
 def _params(folder):
@@ -208,15 +213,7 @@ def _processes(commands, cwd):
     procs = [subprocess.Popen([sys.executable, "-m", "jaxprop", "train", *args], cwd=cwd,
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for args in commands]
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT_S)
-            results.append((p.returncode, out, err))
-    finally:
-        for p in procs:
-            p.kill()
-    return results, time.monotonic() - start
+    return _finish(procs), time.monotonic() - start
 
 
 def _joining(port, n, i, *more):
