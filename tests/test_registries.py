@@ -11,14 +11,10 @@ import jaxprop
 from jaxprop import gates, losses, models
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "jaxprop"
 
 
-def _modules() -> list[str]:
-    names = ["jaxprop"]
-    for info in pkgutil.walk_packages([str(PACKAGE)], prefix="jaxprop."):
-        names.append(info.name)
-    return names
+def _gate_modules() -> list[str]:
+    return [info.name for info in pkgutil.iter_modules(gates.__path__, prefix="jaxprop.gates.")]
 
 
 def test_every_loss_and_model_has_a_test_case():
@@ -34,7 +30,7 @@ def test_every_gate_has_a_test_case():
 
 
 def test_gate_registry_is_the_modules_themselves():
-    in_modules = {v.name for m in _modules() if m.startswith("jaxprop.gates.")
+    in_modules = {v.name for m in _gate_modules()
                   for v in vars(importlib.import_module(m)).values()
                   if isinstance(v, jaxprop.Gate)}
     assert set(gates.GATES) == in_modules
