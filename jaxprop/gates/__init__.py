@@ -14,7 +14,9 @@ The modules hold the gates by kind:
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+* ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
+  ``dW`` the correlation of x with dy.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -27,7 +29,15 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates import (
+    arithmetic,
+    convolution,
+    indexing,
+    linalg,
+    nonlinear,
+    reductions,
+    structure,
+)
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -43,6 +53,7 @@ from jaxprop.gates.arithmetic import (
     sub,
     where,
 )
+from jaxprop.gates.convolution import conv
 from jaxprop.gates.indexing import (
     concatenate,
     dynamic_slice,
@@ -78,10 +89,11 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "conv",
     "GATES", "pattern_table",
 ]
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg, convolution)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
