@@ -159,7 +159,11 @@ def _prepare_conv(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation
     rhs_dilation = tuple(int(d) for d in (rhs_dilation or (1,) * n))
     strides = tuple(int(s) for s in window_strides)
     if isinstance(padding, str):
-        x_sp = [(jnp.shape(x)[d] - 1) * s + 1 for d, s in zip(dims.lhs_spec[2:], lhs_dilation)]
+        if any(d != 1 for d in lhs_dilation):
+            raise ValueError(f"conv: padding={padding!r} with lhs_dilation={lhs_dilation}: "
+                             "give the padding as (low, high) pairs, one per spatial axis "
+                             "(lax.conv_general_dilated refuses it too)")
+        x_sp = [jnp.shape(x)[d] for d in dims.lhs_spec[2:]]
         w_sp = [(jnp.shape(w)[d] - 1) * s + 1 for d, s in zip(dims.rhs_spec[2:], rhs_dilation)]
         padding = lax.padtype_to_pads(x_sp, w_sp, strides, padding)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
