@@ -14,7 +14,10 @@ The modules hold the gates by kind:
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+* ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
+  (routers to the running winner);
+* ``sorting``: sort and top_k (the gradient moved back through the order found).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -27,7 +30,16 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates import (
+    arithmetic,
+    indexing,
+    linalg,
+    nonlinear,
+    reductions,
+    scans,
+    sorting,
+    structure,
+)
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -40,12 +52,14 @@ from jaxprop.gates.arithmetic import (
     pow,
     reciprocal,
     select,
+    select_n,
     sub,
     where,
 )
 from jaxprop.gates.indexing import (
     concatenate,
     dynamic_slice,
+    dynamic_update_slice,
     gather,
     scatter,
     scatter_add,
@@ -57,7 +71,9 @@ from jaxprop.gates.indexing import (
 )
 from jaxprop.gates.linalg import dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
-from jaxprop.gates.reductions import max, mean, min, sum
+from jaxprop.gates.reductions import max, mean, min, prod, sum
+from jaxprop.gates.scans import cumlogsumexp, cummax, cummin, cumprod, cumsum
+from jaxprop.gates.sorting import sort, top_k
 from jaxprop.gates.structure import (
     broadcast_to,
     cast,
@@ -66,6 +82,7 @@ from jaxprop.gates.structure import (
     reshape,
     rev,
     squeeze,
+    tile,
     transpose,
 )
 
@@ -78,10 +95,13 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "cumsum", "cumprod", "cumlogsumexp", "cummax", "cummin", "sort", "top_k", "prod",
+    "dynamic_update_slice", "tile", "select_n",
     "GATES", "pattern_table",
 ]
 
 _MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES += (scans, sorting)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
