@@ -13,6 +13,7 @@ them, the same order JAX's own rule uses (a tie keeps the order of the input wit
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -47,10 +48,15 @@ def _prepare_sort(x, axis: int = -1, *, is_stable: bool = True):
 
 def _sort_primitive(*operands, dimension, is_stable, num_keys):
     """``lax.sort`` of several operands by the first ``num_keys``: each floating-point
-    operand through the sort gate at the keys' permutation, the others as sorted."""
+    operand that is being traced through the sort gate at the keys' permutation, the others
+    (integers, constants) as sorted."""
     plain, perm = _order(operands, dimension, is_stable, num_keys)
-    return tuple(sort(x, perm, dimension=dimension) if jnp.issubdtype(x.dtype, jnp.inexact)
-                 else p for x, p in zip(operands, plain))
+    return tuple(sort(x, perm, dimension=dimension) if _traced_float(x) else p
+                 for x, p in zip(operands, plain))
+
+
+def _traced_float(x) -> bool:
+    return isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
 sort = Gate(
