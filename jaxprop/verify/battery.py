@@ -749,8 +749,11 @@ def _ordering_gates(s: _Subject) -> list[str]:
         names = {s.gate.name}
     else:
         events: list = []
-        with observe(events.append):
-            jax.make_jaxpr(s.fn)(*s.leaves)
+        try:
+            with observe(events.append):
+                jax.make_jaxpr(gated(s.fn))(*s.leaves)
+        except Exception:  # noqa: BLE001 - the other checks report what cannot be traced
+            return []
         names = {getattr(e.gate, "name", None) for e in events if e.kind == "forward"}
     return sorted(names & set(ORDERING_GATES))
 
