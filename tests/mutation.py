@@ -72,13 +72,17 @@ GATE_OPS = ("swap", "tie")
 OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 
 TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
-              "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py")
+              "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py",
+              "gates/test_scans_sorting.py")
 """The files whose tests a surviving mutant meets (a test holds each to exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
                ("maximum", "minimum", "relu", "abs", "max", "min", "select")},
             **{name: ("scatter", "segment", "repeated_index") for name in
-               ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")}}
+               ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")},
+            **{name: ("running", "stable_sort", "nan") for name in
+               ("cummax", "cummin", "sort", "top_k")},
+            **{name: ("zeros",) for name in ("prod", "cumprod")}}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {

@@ -9,10 +9,10 @@ import zlib
 import jax
 import numpy as np
 import pytest
+from real_world import FUNCTIONS
 
 import jaxprop
 from jaxprop.gate import Gate
-from real_world import FUNCTIONS
 
 
 def _grad(mode: str, f, argnums):
