@@ -27,6 +27,7 @@ from jax import lax
 import jaxprop
 from jaxprop import gates, losses, models, reference
 from jaxprop.gate import Gate
+from jaxprop.gates import arithmetic
 from jaxprop.verify import CHECKS
 
 # Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
@@ -656,7 +657,7 @@ GATE_CASES += [
     _param_case("tile", _gate_of("tile"), lambda x: gates.tile(x, (2, 3)),
                 lambda x: jnp.tile(x, (2, 3)), lambda rng: (normal(rng, (2, 3)),),
                 dict(reps=(2, 3)), order2=True),
-    Case("select_n_three", gates.select_n,
+    Case("select_n_three", arithmetic.select_n,
          lambda c, a, b, d: jnp.where(c == 0, a, jnp.where(c == 1, b, d)),
          lambda rng: (rng.integers(0, 3, (2, 3)).astype(np.int32), normal(rng, (2, 3)),
                       normal(rng, (2, 3)), normal(rng, (2, 3))), (1, 2, 3),
