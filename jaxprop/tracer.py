@@ -52,6 +52,7 @@ from jax.extend import core as jex
 from jaxprop import gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
+from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
@@ -158,10 +159,6 @@ class CustomRule:
     pattern: str = "its own rule"
     symbol: str = ""
     elementwise: bool = False
-
-
-class NoGateError(TypeError):
-    """A differentiable JAX operation that no gate stands for, met while tracing into gates."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,7 +451,10 @@ def run(program: _Program, values: list, active_inputs: list[bool],
             if adapter is None:  # the gate itself, its parameters named as the primitive's
                 out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
             else:
-                out = adapter(*xs, **op.eqn.params)
+                try:
+                    out = adapter(*xs, **op.eqn.params)
+                except NoGateError as e:  # a gate's adapter refused these parameters
+                    raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
             outs = list(out) if isinstance(out, (tuple, list)) else [out]
             _check_outputs(op, outs, gate)
         elif allow_jax_rules:

@@ -15,6 +15,8 @@ The modules hold the gates by kind:
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``windows``: max and min pooling (routers: each window's first winner), sum and average
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -27,7 +29,7 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure, windows
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -68,6 +70,14 @@ from jaxprop.gates.structure import (
     squeeze,
     transpose,
 )
+from jaxprop.gates.windows import (
+    avg_pool,
+    max_pool,
+    min_pool,
+    select_and_gather_add,
+    select_and_scatter_add,
+    sum_pool,
+)
 
 __all__ = [
     "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
@@ -78,10 +88,13 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
+    "select_and_gather_add",
     "GATES", "pattern_table",
 ]
 
 _MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES += (windows,)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
