@@ -443,24 +443,14 @@ def run(program: _Program, values: list, active_inputs: list[bool],
             notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
-            vals = _promoted(op, vals)
-            gate, adapter = LIFTS[name]
-            out_shape = op.eqn.outvars[0].aval.shape
-            others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
-            xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
-            if adapter is None:  # the gate itself, its parameters named as the primitive's
-                out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
-            else:
-                try:
-                    out = adapter(*xs, **op.eqn.params)
-                except NoGateError as e:  # a gate's adapter refused these parameters
+            try:
+                outs = _lifted(op, vals)
+            except NoGateError as e:  # a gate's adapter refused these parameters
+                if not allow_jax_rules:
                     raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
-            outs = list(out) if isinstance(out, (tuple, list)) else [out]
-            _check_outputs(op, outs, gate)
+                outs = _jax_rule(op, vals)
         elif allow_jax_rules:
-            outs = _bind(op, vals)
-            notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
-                              outs[0] if len(outs) == 1 else tuple(outs)))
+            outs = _jax_rule(op, vals)
         elif name in CONTROL_FLOW:
             raise NoGateError(
                 f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
@@ -475,6 +465,30 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 "\"JAX's rule\")")
         env.update(zip(op.outs, outs))
     return [_materialize(env[r]) for r in program.outputs]
+
+
+def _lifted(op: _Op, vals) -> list:
+    """The operation applied as the gate that stands for its primitive (:data:`LIFTS`)."""
+    vals = _promoted(op, vals)
+    gate, adapter = LIFTS[op.eqn.primitive.name]
+    out_shape = op.eqn.outvars[0].aval.shape
+    others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
+    xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
+    if adapter is None:  # the gate itself, its parameters named as the primitive's
+        out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
+    else:
+        out = adapter(*xs, **op.eqn.params)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    _check_outputs(op, outs, gate)
+    return outs
+
+
+def _jax_rule(op: _Op, vals) -> list:
+    """The operation as JAX runs it, differentiated by JAX's own rule (``allow_jax_rules``)."""
+    outs = _bind(op, vals)
+    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax", tuple(_materialize(v) for v in vals),
+                     outs[0] if len(outs) == 1 else tuple(outs)))
+    return outs
 
 
 def _pushes_tangents(x) -> bool:

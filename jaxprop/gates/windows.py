@@ -250,9 +250,12 @@ The "gradient router", the {select} gate's: each window's {word} element takes t
 window's whole upstream gradient, the others none; an element that wins overlapping windows
 gets their gradients added. The forward pass keeps each window's winner (its index) and the
 backward pass scatter-adds z_bar there. At a tie the first element of the window in C order
-takes it all (NaN wins, as the {select} propagates it). ``jax.grad`` (JAX's
-``select_and_scatter_add``) and, on CPU, ``jax.jvp`` pick the same element; JAX's reduction
-``x.max(axis)`` instead splits a tie evenly, where the max gate also picks the first.
+takes it all (NaN wins, as the {select} propagates it), in both modes. ``jax.grad``
+picks the same element (JAX's ``select_and_scatter_add``: XLA's select visits a window in C
+order); ``jax.jvp`` (``select_and_gather_add``, a reduce_window over (value, tangent) pairs)
+leaves a tie to XLA's reduction order, which is not always the first, so JAX's two modes can
+disagree at a tie. ``x.reshape(...).max(axis)`` is the max gate (the first too), where
+``jax.grad`` splits a tie evenly.
 """,
     )
 
@@ -395,10 +398,12 @@ def _reduce_window(*args, jaxpr, consts, **window):
     does); anything else is refused."""
     body = _body(jaxpr, consts)
     if len(args) != 2 or body is None:
+        n = len(args) // 2
         raise NoGateError(
-            f"no gate for the JAX primitive 'reduce_window' with {len(args) // 2} operand(s) "
-            f"and the computation '{_computation(jaxpr)}': the pool gates stand for a window "
-            "sum, max or min of one array (lax.add, lax.max or lax.min)")
+            f"no gate for the JAX primitive 'reduce_window' (lax.reduce_window) of {n} "
+            f"operand{'s' if n != 1 else ''} with the computation '{_computation(jaxpr)}': "
+            "the pool gates stand for a window sum, max or min of one array (lax.add, lax.max "
+            "or lax.min); pass allow_jax_rules=True to let JAX differentiate it")
     x, init = args
     c = _scalar(init)
     if c is None:
