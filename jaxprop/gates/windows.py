@@ -113,20 +113,21 @@ def _window_sum(x, *, window_dimensions, window_strides, padding, base_dilation,
                              window_strides, padding, base_dilation, window_dilation)
 
 
-def _first_of(select: str, best, other):
+def _first_of(select: str, best, other, last: bool = False):
     """Of two candidates ``(value, flat index)``, the winner: the larger (smaller) value, the
-    smaller index at a tie; NaN beats any number, as ``lax.max`` propagates it."""
+    smaller index at a tie (the larger with ``last``, tests/mutation.py's tie mutant); NaN
+    beats any number, as ``lax.max`` propagates it."""
     (v, i), (w, j) = best, other
     nan_v, nan_w = jnp.isnan(v), jnp.isnan(w)
     beats = (w > v) if select == "max" else (w < v)
     beats = beats | (nan_w & ~nan_v)
     tie = (w == v) | (nan_w & nan_v)
-    take = beats | (tie & (j < i))
+    take = beats | (tie & ((j > i) if last else (j < i)))
     return jnp.where(take, w, v), jnp.where(take, j, i)
 
 
 def _winners(select: str, x, *, window_dimensions, window_strides, padding, base_dilation,
-             window_dilation, in_shape):
+             window_dilation, in_shape, last: bool = False):
     """Each window's winner, as its flat index into x (C order): the first largest (or
     smallest) element; ``x.size`` for a window of padding and holes only.
 
@@ -154,7 +155,7 @@ def _winners(select: str, x, *, window_dimensions, window_strides, padding, base
             start = k * r
             pair = tuple(lax.slice_in_dim(a, start, start + (n - 1) * s + 1, s, axis=axis)
                          for a in (value, index))
-            best = pair if best is None else _first_of(select, best, pair)
+            best = pair if best is None else _first_of(select, best, pair, last)
         value, index = best
     return index
 
