@@ -167,6 +167,7 @@ def test_the_registry_gates_keep_the_contract():
 
 
 COMPOSITES = {"neg", "where", "mean", "expand_dims", "concatenate"}
+COMPOSITES |= {"avg_pool"}  # a sum pool, then a div gate
 """Public names of jaxprop.gates that apply other gates (mul by -1, select, sum then mul,
 reshape, concatenate two at a time): functions, not gates."""
 

@@ -16,7 +16,9 @@ The modules hold the gates by kind:
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
 * ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
-  ``dW`` the correlation of x with dy.
+  ``dW`` the correlation of x with dy;
+* ``windows``: max and min pooling (routers: each window's first winner), sum and average
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -37,6 +39,7 @@ from jaxprop.gates import (
     nonlinear,
     reductions,
     structure,
+    windows,
 )
 from jaxprop.gates.arithmetic import (
     abs,
@@ -79,6 +82,14 @@ from jaxprop.gates.structure import (
     squeeze,
     transpose,
 )
+from jaxprop.gates.windows import (
+    avg_pool,
+    max_pool,
+    min_pool,
+    select_and_gather_add,
+    select_and_scatter_add,
+    sum_pool,
+)
 
 __all__ = [
     "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
@@ -89,11 +100,15 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
+    "select_and_gather_add",
     "conv",
     "GATES", "pattern_table",
 ]
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg, convolution)
+_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES += (windows,)
+_MODULES += (convolution,)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
