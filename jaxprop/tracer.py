@@ -52,7 +52,7 @@ from jax.extend import core as jex
 from jaxprop import gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
-from jaxprop.gate import NotCovered
+from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
@@ -159,10 +159,6 @@ class CustomRule:
     pattern: str = "its own rule"
     symbol: str = ""
     elementwise: bool = False
-
-
-class NoGateError(TypeError):
-    """A differentiable JAX operation that no gate stands for, met while tracing into gates."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,13 +444,10 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
             try:
-                outs = _lift(op, vals)
-            except NotCovered as e:  # a use the gate does not cover (conv's batch groups)
+                outs = _lifted(op, vals)
+            except NoGateError as e:  # a gate's adapter refused these parameters
                 if not allow_jax_rules:
-                    raise NoGateError(
-                        f"jaxprop: lax.{name} at {_user_line(op)}: {e}. Pass "
-                        "allow_jax_rules=True to let JAX differentiate it with its own "
-                        "rule") from None
+                    raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
                 outs = _jax_rule(op, vals)
         elif allow_jax_rules:
             outs = _jax_rule(op, vals)
@@ -474,8 +467,8 @@ def run(program: _Program, values: list, active_inputs: list[bool],
     return [_materialize(env[r]) for r in program.outputs]
 
 
-def _lift(op: _Op, vals: list) -> list:
-    """The operation applied as its gate (``LIFTS``)."""
+def _lifted(op: _Op, vals) -> list:
+    """The operation applied as the gate that stands for its primitive (:data:`LIFTS`)."""
     vals = _promoted(op, vals)
     gate, adapter = LIFTS[op.eqn.primitive.name]
     out_shape = op.eqn.outvars[0].aval.shape
@@ -490,11 +483,10 @@ def _lift(op: _Op, vals: list) -> list:
     return outs
 
 
-def _jax_rule(op: _Op, vals: list) -> list:
-    """The operation as it is, JAX differentiating it with its own rule (observed as such)."""
+def _jax_rule(op: _Op, vals) -> list:
+    """The operation as JAX runs it, differentiated by JAX's own rule (``allow_jax_rules``)."""
     outs = _bind(op, vals)
-    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax",
-                     tuple(_materialize(v) for v in vals),
+    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax", tuple(_materialize(v) for v in vals),
                      outs[0] if len(outs) == 1 else tuple(outs)))
     return outs
 

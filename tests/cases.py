@@ -316,6 +316,103 @@ def _gate_of(name):
     return gates.GATES[name]
 
 
+# ------------------------------------------------------------------------------- pooling
+
+
+def distinct(rng, shape, gap=0.1):
+    """Values at least ``gap`` apart from each other: no max tie within any window, and a
+    finite-difference step never changes a window's winner."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * gap).reshape(shape)
+
+
+def ref_pool(op, x, window, strides, padding, base_dilation=None, window_dilation=None):
+    """A pool written with jnp alone: x padded (and dilated) with the reduction's identity,
+    one strided slice per position in the window, stacked, then ``op`` over them
+    (``jnp.max``, ``jnp.min`` or ``jnp.sum``)."""
+    nd = x.ndim
+    base_dilation = base_dilation or (1,) * nd
+    window_dilation = window_dilation or (1,) * nd
+    fill = {jnp.max: -jnp.inf, jnp.min: jnp.inf, jnp.sum: 0.0}[op]
+    xp = lax.pad(x, jnp.asarray(fill, x.dtype),
+                 [(lo, hi, b - 1) for (lo, hi), b in zip(padding, base_dilation)])
+    counts = [(xp.shape[d] - (window[d] - 1) * window_dilation[d] - 1) // strides[d] + 1
+              for d in range(nd)]
+    parts = []
+    for offset in np.ndindex(*window):
+        start = [k * r for k, r in zip(offset, window_dilation)]
+        limit = [s + (n - 1) * t + 1 for s, n, t in zip(start, counts, strides)]
+        parts.append(lax.slice(xp, start, limit, strides))
+    return op(jnp.stack(parts), axis=0)
+
+
+_POOL = dict(window_dimensions=(1, 1, 2, 2), window_strides=(1, 1, 2, 2),
+             padding=((0, 0),) * 4, base_dilation=(1,) * 4, window_dilation=(1,) * 4,
+             in_shape=(2, 3, 4, 4))
+"""CS231n's 2x2 pool with stride 2 on an N, C, H, W batch, as the gates' params."""
+_SAME = dict(window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
+             padding=((0, 0), (1, 1), (1, 1), (0, 0)), base_dilation=(1,) * 4,
+             window_dilation=(1,) * 4, in_shape=(2, 5, 5, 2))
+"""flax's 3x3 pool with stride 2 and SAME padding on N, H, W, C: the windows overlap."""
+_DILATED = dict(window_dimensions=(2, 3), window_strides=(2, 1),
+                padding=((1, 1), (0, 3)), base_dilation=(2, 1), window_dilation=(1, 2),
+                in_shape=(4, 5))
+"""Every window parameter at once: padding, base dilation (holes) and window dilation; each
+window still holds an element of x."""
+
+
+def _pool_case(name, gate_name, op, params, **flags):
+    p = {k: v for k, v in params.items() if k != "in_shape"}
+    public = getattr(gates, gate_name)
+    return _param_case(
+        name, _gate_of(gate_name),
+        lambda x: public(x, p["window_dimensions"], p["window_strides"], p["padding"],
+                         p["base_dilation"], p["window_dilation"]),
+        lambda x: ref_pool(op, x, p["window_dimensions"], p["window_strides"], p["padding"],
+                           p["base_dilation"], p["window_dilation"]),
+        lambda rng: (distinct(rng, params["in_shape"]),), params, **flags)
+
+
+def _max_pool_vjp(source, operand):
+    """JAX's own max-pool gradient (its select_and_scatter_add), as the reference."""
+    return jax.vjp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), operand)[1](source)[0]
+
+
+def _max_pool_jvp(tangents, operand):
+    """JAX's own max-pool tangent (its select_and_gather_add), as the reference."""
+    return jax.jvp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), (operand,), (tangents,))[1]
+
+
+_SELECT = dict(select="max", **_SAME)
+
+POOL_CASES = [
+    _pool_case("max_pool_2x2", "max_pool", jnp.max, _POOL, order2=True),
+    _pool_case("max_pool_same_overlapping", "max_pool", jnp.max, _SAME),
+    _pool_case("min_pool_dilated", "min_pool", jnp.min, _DILATED, order2=True),
+    _pool_case("sum_pool_same_overlapping", "sum_pool", jnp.sum, _SAME, order2=True),
+    _pool_case("sum_pool_dilated", "sum_pool", jnp.sum, _DILATED),
+    Case("avg_pool_2x2", lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
+         lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
+         lambda rng: (normal(rng, (2, 3, 4, 4)),), covers="sum_pool"),
+    _param_case("select_and_scatter_add", _gate_of("select_and_scatter_add"),
+                lambda s, o: gates.select_and_scatter_add(s, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                          "SAME"),
+                _max_pool_vjp, lambda rng: (normal(rng, (2, 3, 3, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+    _param_case("select_and_gather_add", _gate_of("select_and_gather_add"),
+                lambda t, o: gates.select_and_gather_add(t, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                         "SAME"),
+                _max_pool_jvp, lambda rng: (normal(rng, (2, 5, 5, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+]
+"""The pooling gates (``jaxprop/gates/windows.py``), each against a pool written with jnp
+slices (or JAX's own max-pool gradient for its two halves)."""
+
+
 GATE_CASES = [
     _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
     _binary("add_bias", gates.add, ref_add, (2, 3), (3,), order2=True),
@@ -532,6 +629,7 @@ GATE_CASES = [
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
 ]
+GATE_CASES += POOL_CASES
 
 
 
@@ -550,23 +648,22 @@ def _conv_case(name, x_shape, w_shape, strides, padding, order2=False, **kw):
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
-GATE_CASES += [
-    _conv_case("conv_nchw_oihw_same", (2, 3, 5, 5), (4, 3, 3, 3), (1, 1), "SAME"),
-    _conv_case("conv_nhwc_hwio_valid", (2, 5, 4, 3), (3, 2, 3, 4), (2, 1), "VALID",
+GATE_CASES += [  # small enough that explain forms each local Jacobian (<= 4096 entries)
+    _conv_case("conv_nchw_oihw_same", (2, 2, 3, 3), (2, 2, 3, 3), (1, 1), "SAME"),
+    _conv_case("conv_nhwc_hwio_valid", (2, 4, 3, 2), (2, 2, 2, 3), (2, 1), "VALID",
                dimension_numbers=_NHWC),
     _conv_case("conv_1d_explicit", (2, 3, 7), (2, 3, 3), (2,), ((1, 2),)),
     _conv_case("conv_3d_same", (1, 2, 4, 3, 3), (2, 2, 2, 2, 2), (1, 2, 1), "SAME"),
-    _conv_case("conv_strided_uneven", (2, 2, 7, 6), (3, 2, 3, 2), (3, 2), ((2, 1), (0, 1))),
+    _conv_case("conv_strided_uneven", (1, 2, 7, 6), (3, 2, 3, 2), (3, 2), ((2, 1), (0, 1))),
     _conv_case("conv_negative_padding", (1, 2, 6, 5), (2, 2, 3, 2), (2, 1), ((-1, 1), (0, -1))),
-    _conv_case("conv_lhs_dilation", (2, 2, 4, 4), (3, 2, 3, 3), (1, 2), ((1, 1), (2, 0)),
+    _conv_case("conv_lhs_dilation", (1, 2, 4, 4), (3, 2, 3, 3), (1, 2), ((1, 1), (2, 0)),
                lhs_dilation=(2, 1)),
-    _conv_case("conv_rhs_dilation", (2, 2, 7, 6), (3, 2, 2, 2), (1, 2), "VALID",
+    _conv_case("conv_rhs_dilation", (1, 2, 6, 6), (3, 2, 2, 2), (1, 2), "VALID",
                rhs_dilation=(2, 2)),
     _conv_case("conv_depthwise", (1, 2, 4, 4), (4, 1, 3, 3), (2, 1), "SAME",
                feature_group_count=2, order2=True),
-    _conv_case("conv_groups_nhwc_to_nchw", (2, 5, 5, 4), (3, 3, 2, 6), (2, 2),
-               ((2, 1), (1, 1)),
-               lhs_dilation=(1, 2), rhs_dilation=(2, 1), feature_group_count=2,
+    _conv_case("conv_groups_nhwc_to_nchw", (1, 4, 3, 4), (2, 2, 2, 4), (2, 2),
+               ((1, 1), (1, 0)), lhs_dilation=(1, 2), rhs_dilation=(2, 1), feature_group_count=2,
                dimension_numbers=("NHWC", "HWIO", "NCHW")),
 ]
 

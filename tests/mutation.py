@@ -62,6 +62,7 @@ from jaxprop import core, tracer, wiring  # noqa: E402
 from jaxprop.gate import Gate  # noqa: E402
 from jaxprop.gates import GATES  # noqa: E402
 from jaxprop.gates.reductions import _first_winner  # noqa: E402
+from jaxprop.gates.windows import _pool_forward  # noqa: E402
 from jaxprop.verify import CHECKS  # noqa: E402
 from jaxprop.verify.report import PASS  # noqa: E402
 
@@ -73,7 +74,8 @@ OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 
 TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
               "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py",
-              "gates/test_scans_sorting.py")
+              "gates/test_scans_sorting.py",
+              "gates/test_windows.py")
 """The files whose tests a surviving mutant meets (a test holds each to exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
@@ -83,6 +85,9 @@ KEYWORDS = {**{name: ("kink", "tie", "router") for name in
             **{name: ("running", "stable_sort", "nan") for name in
                ("cummax", "cummin", "sort", "top_k")},
             **{name: ("zeros",) for name in ("prod", "cumprod")}}
+KEYWORDS |= {name: ("tie", "pool", "window") for name in
+             ("max_pool", "min_pool", "sum_pool", "select_and_scatter_add",
+              "select_and_gather_add")}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {
@@ -194,6 +199,8 @@ TIES: dict[str, Callable] = {
     "min": lambda x, *, axes, shape: (jnp.min(x, axis=axes),
                                              _first_winner(x, axes, _last_argmin)),
 }
+TIES |= {f"{s}_pool": lambda x, s=s, **p: _pool_forward(s, x, last=True, **p)
+         for s in ("max", "min")}
 """A router's forward with the other branch at its kink (the value is the same)."""
 
 

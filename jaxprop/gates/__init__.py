@@ -17,7 +17,9 @@ The modules hold the gates by kind:
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
 * ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
-  ``dW`` the correlation of x with dy.
+  ``dW`` the correlation of x with dy;
+* ``windows``: max and min pooling (routers: each window's first winner), sum and average
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
