@@ -315,6 +315,34 @@ def _gate_of(name):
     return gates.GATES[name]
 
 
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def spd(rng, shape):
+    """Symmetric positive definite matrices B B^T + n I [..., n, n]: eigenvalues >= n."""
+    b = normal(rng, shape)
+    return b @ np.swapaxes(b, -1, -2) + shape[-1] * np.eye(shape[-1])
+
+
+def symmetric(a):
+    """(A + A^T) / 2: a factorization of a symmetric matrix, differentiated in every direction."""
+    return 0.5 * (a + _mT(a))
+
+
+def triangular_ready(rng, shape):
+    """Square matrices whose diagonal is 3 to 4 in size, the rest normal: each triangle is
+    well-conditioned."""
+    n = shape[-1]
+    signs = rng.choice([-1.0, 1.0], size=shape[:-1])
+    return normal(rng, shape) * 0.5 + np.eye(n) * (signs * rng.uniform(3.0, 4.0, shape[:-1]))[
+        ..., None]
+
+
+_TRI = dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
+            unit_diagonal=False)
+
+
 GATE_CASES = [
     _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
     _binary("add_bias", gates.add, ref_add, (2, 3), (3,), order2=True),
@@ -517,6 +545,21 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
+] + [  # linear algebra (gates/linalg.py): well-conditioned inputs, batch axes in front
+    _param_case("triangular_solve_left_lower", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, left_side=True, lower=True),
+                lambda a, b: jnp.linalg.solve(jnp.tril(a), b),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 3, 2))),
+                dict(_TRI, left_side=True, lower=True), diff=(0, 1), order2=True),
+    _param_case("triangular_solve_right_upper_transposed_unit", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, lower=False, transpose_a=True,
+                                                    unit_diagonal=True),
+                lambda a, b: _mT(jnp.linalg.solve(jnp.triu(a, 1) + np.eye(3)[None], _mT(b))),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 2, 3))),
+                dict(_TRI, transpose_a=True, unit_diagonal=True), diff=(0, 1)),
+    Case("cholesky", lambda a: gates.cholesky(symmetric(a)), jnp.linalg.cholesky,
+         lambda rng: (spd(rng, (2, 3, 3)),), (0,), _gate_of("cholesky"),
+         lambda g, a: g(symmetric(a)), covers="cholesky", order2=True),
 ]
 
 

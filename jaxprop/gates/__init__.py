@@ -14,7 +14,8 @@ The modules hold the gates by kind:
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+  triangular solves and the factorizations (Cholesky, ...), whose rules are solves.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -55,7 +56,7 @@ from jaxprop.gates.indexing import (
     slice,
     split,
 )
-from jaxprop.gates.linalg import dot_general, matmul
+from jaxprop.gates.linalg import cholesky, dot_general, matmul, triangular_solve
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.reductions import max, mean, min, sum
 from jaxprop.gates.structure import (
@@ -78,6 +79,7 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "triangular_solve", "cholesky",
     "GATES", "pattern_table",
 ]
 
