@@ -56,7 +56,14 @@ from jaxprop.gates.indexing import (
     slice,
     split,
 )
-from jaxprop.gates.linalg import cholesky, dot_general, matmul, triangular_solve
+from jaxprop.gates.linalg import (
+    cholesky,
+    dot_general,
+    linear_solve,
+    lu,
+    matmul,
+    triangular_solve,
+)
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.reductions import max, mean, min, sum
 from jaxprop.gates.structure import (
@@ -79,7 +86,7 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
-    "triangular_solve", "cholesky",
+    "triangular_solve", "cholesky", "lu", "linear_solve",
     "GATES", "pattern_table",
 ]
 

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend import core as jex
 
 from jaxprop.gate import SCALED, SWITCHER, Gate, inputs
 
-__all__ = ["matmul", "dot_general", "triangular_solve", "cholesky"]
+__all__ = ["matmul", "dot_general", "triangular_solve", "cholesky", "lu", "linear_solve"]
 
 
 def _check_matmul(x, w):
@@ -328,5 +330,227 @@ Backward, the transpose of that map ("upstream x local", Φ is its own transpose
 computed by two triangular solves, never an inverse. Like JAX's rule, it takes A_dot as it
 comes, so A_bar is not symmetrised: its symmetric part is the gradient over symmetric
 matrices, and ``jnp.linalg.cholesky`` (which symmetrises its input first) gets exactly that.
+""",
+)
+
+
+# -------------------------------------------------------------------------------------- LU
+
+
+def _check_lu(a):
+    shape = jnp.shape(a)
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise ValueError(f"lu: jaxprop's LU gate takes square matrices [..., n, n]; got "
+                         f"{shape} (a rectangular LU has no gate)")
+
+
+class Factors(NamedTuple):
+    """The residuals of an LU factorization: the packed factors and the row permutation."""
+
+    lu: Any
+    perm: Any
+
+
+def _unit_lower(lu):
+    """L: the strict lower triangle of the packed factors, with ones on the diagonal."""
+    n = lu.shape[-1]
+    return jnp.tril(lu, -1) + np.broadcast_to(np.eye(n), lu.shape).astype(lu.dtype)
+
+
+def _rows(a, perm):
+    """a's rows in the order ``perm``: P a."""
+    return jnp.take_along_axis(a, perm[..., :, None], axis=-2)
+
+
+def _lu_bar(res, lu_bar):
+    """A_bar = P^T L^-T (tril(L^T lu_bar, -1) + triu(lu_bar U^T)) U^-T."""
+    L, U = _unit_lower(res.lu), jnp.triu(res.lu)
+    x_bar = jnp.tril(_mT(L) @ lu_bar, -1) + jnp.triu(lu_bar @ _mT(U))
+    y = lax.linalg.triangular_solve(res.lu, x_bar, left_side=True, lower=True,
+                                    transpose_a=True, unit_diagonal=True)
+    y = lax.linalg.triangular_solve(res.lu, y, left_side=False, lower=False, transpose_a=True)
+    return _rows(y, jnp.argsort(res.perm, axis=-1))
+
+
+def _lu_dot(res, a_dot):
+    """lu_dot = L tril(X, -1) + triu(X) U, X = L^-1 P A_dot U^-1."""
+    x = lax.linalg.triangular_solve(res.lu, _rows(a_dot, res.perm), left_side=True, lower=True,
+                                    unit_diagonal=True)
+    x = lax.linalg.triangular_solve(res.lu, x, left_side=False, lower=False)
+    return _unit_lower(res.lu) @ jnp.tril(x, -1) + jnp.triu(x) @ jnp.triu(res.lu)
+
+
+def _lu_forward(a):
+    packed, _, perm = lax.linalg.lu(a)
+    return packed, Factors(packed, perm)
+
+
+def _from_lu(a):
+    """The lu primitive's three outputs: the gate's factors, then the pivots and the
+    permutation (integers, no derivative) from the same factorization of a, not
+    differentiated."""
+    _, pivots, perm = lax.linalg.lu(lax.stop_gradient(a))
+    return lu(a), pivots, perm
+
+
+lu = Gate(
+    "lu",
+    pattern=SCALED,
+    forward=_lu_forward,
+    vjp=(lambda res, lu_bar: _lu_bar(res, lu_bar),),
+    jvp=(lambda res, a_dot: _lu_dot(res, a_dot),),
+    local=("P^T L^-T (tril(L^T lu_bar, -1) + triu(lu_bar U^T)) U^-T  {a}",),
+    tangent="L tril(X, -1) + triu(X) U, X = L^-1 P A_dot U^-1  {lu}",
+    output="lu",
+    check=_check_lu,
+    primitives={"lu": _from_lu},
+    doc="""LU gate: P A = L U with partial pivoting, for A [..., n, n]; the output is the
+packed factors, L's strict lower triangle (its diagonal is ones) and U's upper triangle.
+
+Forward: P A_dot = L_dot U + L U_dot, so L^-1 P A_dot U^-1 = L^-1 L_dot + U_dot U^-1 = X,
+a strictly lower part plus an upper part: L_dot = L tril(X, -1) and U_dot = triu(X) U. The
+permutation P is constant under a small change of A (it has no derivative).
+Backward, the transpose of that map ("upstream x local", triangular masks are their own
+transposes):
+    X_bar = tril(L^T lu_bar, -1) + triu(lu_bar U^T)
+    A_bar = P^T L^-T X_bar U^-T        by two triangular solves and a row permutation
+""",
+)
+
+
+# ------------------------------------------------------------------------ linear solves
+
+
+class System(NamedTuple):
+    """The residuals of a linear solve: the operator's packed parameters, the other
+    operands (the solvers' own), and the solution x."""
+
+    c: Any
+    others: Any
+    x: Any
+
+
+def _operator(c, others, *, const_lengths, jaxprs, packed, shapes):
+    """The operands of ``custom_linear_solve`` by role: matvec's, vecmat's, solve's and
+    transpose_solve's, from the packed parameters c and the other operands."""
+    parts, it_o, start = [], iter(others), 0
+    for is_packed, shape in zip(packed, shapes):
+        if is_packed:
+            size = int(np.prod(shape))
+            parts.append(c[start:start + size].reshape(shape))
+            start += size
+        else:
+            parts.append(next(it_o))
+    rest = list(it_o)
+    cut = np.cumsum([const_lengths.vecmat, const_lengths.solve])
+    return parts, rest[:cut[0]], rest[cut[0]:cut[1]], rest[cut[1]:]
+
+
+def _call(closed, consts):
+    return lambda *x: jex.jaxpr_as_fun(closed)(*consts, *x)[0]
+
+
+def _solve(c, others, b, *, transposed=False, **p):
+    """A^-1 b (A^-T b when ``transposed``) with the system's own solvers, as
+    ``lax.custom_linear_solve`` (so the solve is itself this gate in a traced rule)."""
+    mv, vm, sv, tsv = _operator(c, others, **p)
+    jaxprs = p["jaxprs"]
+    if transposed:
+        if jaxprs.transpose_solve is None:
+            raise ValueError("linear_solve: reverse mode needs the transposed solve: give "
+                             "lax.custom_linear_solve a transpose_solve (or symmetric=True)")
+        mv, vm, sv, tsv = vm, mv, tsv, sv
+        jaxprs = jaxprs.transpose()
+    solve = _call(jaxprs.solve, sv)
+    tsolve = None if jaxprs.transpose_solve is None else _call(jaxprs.transpose_solve, tsv)
+    return lax.custom_linear_solve(_call(jaxprs.matvec, mv), b,
+                                   lambda _, r: solve(r),
+                                   None if tsolve is None else lambda _, r: tsolve(r))
+
+
+def _matvec_of(res, p):
+    """c -> A(c) x: the operator applied to the solution, as a function of its parameters."""
+    def apply(c):
+        return _call(p["jaxprs"].matvec, _operator(c, res.others, **p)[0])(res.x)
+
+    return apply
+
+
+def _solve_b_bar(res, x_bar, **p):
+    """b_bar = A^-T x_bar: the solve with the transposed system."""
+    return _solve(res.c, res.others, x_bar, transposed=True, **p)
+
+
+def _solve_c_bar(res, x_bar, **p):
+    """c_bar = -(d(A(c) x)/dc)^T b_bar: the matvec's own VJP, at x, of -b_bar."""
+    b_bar = _solve_b_bar(res, x_bar, **p)
+    return jax.vjp(_matvec_of(res, p), res.c)[1](-b_bar)[0]
+
+
+def _solve_x_dot_c(res, c_dot, **p):
+    """x_dot = -A^-1 (A_dot x): the matvec's own JVP, at x, solved."""
+    a_dot_x = jax.jvp(_matvec_of(res, p), (res.c,), (c_dot,))[1]
+    return -_solve(res.c, res.others, a_dot_x, **p)
+
+
+def _linear_solve_forward(c, b, others, **p):
+    x = _solve(c, others, b, **p)
+    return x, System(c, others, x)
+
+
+def _from_custom_linear_solve(*args, const_lengths, jaxprs):
+    """``custom_linear_solve``'s operands as the gate's: the matvec's floating-point
+    parameters packed into one vector c (by reshape and concatenate gates), b, and the rest."""
+    from jaxprop.gates.indexing import concatenate
+    from jaxprop.gates.structure import reshape
+
+    n_mv, n_all = const_lengths.matvec, sum(const_lengths)
+    b = args[n_all:]
+    if len(b) != 1 or len(jaxprs.solve.out_avals) != 1:
+        raise ValueError("linear_solve: jaxprop's gate solves for one array x (b a single "
+                         f"array, no auxiliary outputs); this solve has {len(b)} right-hand "
+                         f"sides and {len(jaxprs.solve.out_avals)} outputs")
+    b = b[0]
+    matvec = args[:n_mv]
+    packed = tuple(hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+                   and jnp.result_type(a) == jnp.result_type(b) for a in matvec)
+    flat = [reshape(a, (-1,)) for a, k in zip(matvec, packed) if k]
+    c = (jnp.zeros((0,), jnp.result_type(b)) if not flat else flat[0] if len(flat) == 1
+         else concatenate(flat, axis=0))
+    others = tuple(jnp.asarray(a) for a, k in zip(matvec, packed) if not k) + tuple(
+        jnp.asarray(a) for a in args[n_mv:n_all])
+    shapes = tuple(tuple(jnp.shape(a)) for a in matvec)
+    return linear_solve(c, b, others, const_lengths=const_lengths, jaxprs=jaxprs,
+                        packed=packed, shapes=shapes)
+
+
+linear_solve = Gate(
+    "linear_solve",
+    pattern=SWITCHER,
+    symbol="solve",
+    forward=_linear_solve_forward,
+    vjp=(lambda res, x_bar, **p: _solve_c_bar(res, x_bar, **p),
+         lambda res, x_bar, **p: _solve_b_bar(res, x_bar, **p), None),
+    jvp=(lambda res, c_dot, **p: _solve_x_dot_c(res, c_dot, **p),
+         lambda res, b_dot, **p: _solve(res.c, res.others, b_dot, **p), None),
+    local=("-b_bar x^T, through the matvec  {c}", "A^-T x_bar  {b}"),
+    tangent="A^-1 (b_dot - A_dot x)  {x}",
+    output="x",
+    params=("const_lengths", "jaxprs", "packed", "shapes"),
+    primitives={"custom_linear_solve": _from_custom_linear_solve},
+    doc="""Linear solve gate: x = A^-1 b, where A is given as a function, its matvec
+x -> A x, with its own solvers (``lax.custom_linear_solve``, ``jnp.linalg.solve``,
+``jax.scipy.sparse.linalg.cg``). c is the matvec's parameters (the matrix A of
+``lambda x: A @ x``), packed into one vector.
+
+It is the swap multiplier of x = A^-1 b, with A^-1 applied by a solve, never formed:
+    b_bar = A^-T x_bar                    the transposed system's solve (its transpose_solve,
+                                          as JAX does); a symmetric system reuses solve
+    c_bar = -(d(A x)/dc)^T b_bar          -b_bar x^T for A x = A @ x: the matvec's own VJP
+Forward: A x = b gives A_dot x + A x_dot = b_dot, so x_dot = A^-1 (b_dot - A_dot x). The
+solvers' own operands (a factorization of A made under stop_gradient, say) get no gradient,
+as in JAX: the derivative reaches A through the matvec alone. The matvec's own derivative in
+c is taken by JAX from the matvec's operations (matmuls, all of them gates), and the solves
+in the rules are this gate again, so a second derivative runs through gates.
 """,
 )
