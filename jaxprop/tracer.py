@@ -71,6 +71,9 @@ OPENED_RULES = {
     "jax.nn.softmax": ("_softmax", "jax/_src/nn/functions.py",
                        "exp, sum and div gates: the same derivative as JAX's rule, which has "
                        "no kink (softmax's custom_jvp, under jax_softmax_custom_jvp)"),
+    "jax.numpy.linalg.slogdet": ("_slogdet_lu", "jax/_src/numpy/linalg.py",
+                                 "lu, abs, log and sum gates: the derivative of log|det A| is "
+                                 "trace(A^-1 A_dot) by both, and the sign has none"),
 }
 """JAX's own custom-rule functions that are opened into gates: name -> (the function's name,
 its file in the jax package, why the gates' derivative is the library rule's).
