@@ -433,6 +433,9 @@ def _forward_refusal(who: str, rule: CustomRule) -> TypeError:
 
 def _apply_gate_call(call, vals):
     gate, const_mask, consts, frozen = call
+    n_arrays = const_mask.count(False)
+    if len(vals) > n_arrays:  # a last input that is a tuple of arrays (linear_solve's others)
+        vals = [*vals[:n_arrays - 1], tuple(_materialize(v) for v in vals[n_arrays - 1:])]
     it_c, it_v = iter(consts), iter(vals)
     xs = [next(it_c) if c else _materialize(next(it_v)) for c in const_mask]
     out = gate(*xs, **dict(frozen))

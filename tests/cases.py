@@ -339,6 +339,20 @@ def triangular_ready(rng, shape):
         ..., None]
 
 
+SHUFFLED = np.array([[[0.0, 0.0, 3.0], [-3.0, 0.0, 0.0], [0.0, 3.5, 0.0]]] * 2)
+"""A diagonal matrix's rows, shuffled: plus a small matrix (or at the battery's probes, 0 or
+0.75 everywhere), partial pivoting finds the shuffle, a permutation that is not the identity,
+and no two pivot candidates are near a tie."""
+
+
+def _solve_with(gate, a, b):
+    """A x = b by the linear_solve gate, with ``lax.custom_linear_solve``'s arguments: the
+    matvec x -> A x (A is its parameter) and its solvers, dense solves with A held constant."""
+    held = lax.stop_gradient(a)
+    return gate(lambda x: a @ x, b, lambda _, r: jnp.linalg.solve(held, r),
+                lambda _, r: jnp.linalg.solve(held.T, r))
+
+
 _TRI = dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
             unit_diagonal=False)
 
@@ -560,6 +574,12 @@ GATE_CASES = [
     Case("cholesky", lambda a: gates.cholesky(symmetric(a)), jnp.linalg.cholesky,
          lambda rng: (spd(rng, (2, 3, 3)),), (0,), _gate_of("cholesky"),
          lambda g, a: g(symmetric(a)), covers="cholesky", order2=True),
+    Case("lu_pivoted", lambda a: gates.lu(a + SHUFFLED), lambda a: lax.linalg.lu(a + SHUFFLED)[0],
+         lambda rng: (0.2 * normal(rng, (2, 3, 3)),), (0,), _gate_of("lu"),
+         lambda g, a: g(a + SHUFFLED), covers="lu", order2=True),
+    Case("linear_solve", lambda a, b: _solve_with(gates.linear_solve, a, b), jnp.linalg.solve,
+         lambda rng: (spd(rng, (3, 3)) + normal(rng, (3, 3)), normal(rng, (3,))), (0, 1),
+         _gate_of("linear_solve"), _solve_with, covers="linear_solve", order2=True),
 ]
 
 

@@ -357,7 +357,7 @@ def _unit_lower(lu):
     return jnp.tril(lu, -1) + np.broadcast_to(np.eye(n), lu.shape).astype(lu.dtype)
 
 
-def _rows(a, perm):
+def _permuted_rows(a, perm):
     """a's rows in the order ``perm``: P a."""
     return jnp.take_along_axis(a, perm[..., :, None], axis=-2)
 
@@ -369,13 +369,13 @@ def _lu_bar(res, lu_bar):
     y = lax.linalg.triangular_solve(res.lu, x_bar, left_side=True, lower=True,
                                     transpose_a=True, unit_diagonal=True)
     y = lax.linalg.triangular_solve(res.lu, y, left_side=False, lower=False, transpose_a=True)
-    return _rows(y, jnp.argsort(res.perm, axis=-1))
+    return _permuted_rows(y, jnp.argsort(res.perm, axis=-1))
 
 
 def _lu_dot(res, a_dot):
     """lu_dot = L tril(X, -1) + triu(X) U, X = L^-1 P A_dot U^-1."""
-    x = lax.linalg.triangular_solve(res.lu, _rows(a_dot, res.perm), left_side=True, lower=True,
-                                    unit_diagonal=True)
+    x = lax.linalg.triangular_solve(res.lu, _permuted_rows(a_dot, res.perm), left_side=True,
+                                    lower=True, unit_diagonal=True)
     x = lax.linalg.triangular_solve(res.lu, x, left_side=False, lower=False)
     return _unit_lower(res.lu) @ jnp.tril(x, -1) + jnp.triu(x) @ jnp.triu(res.lu)
 
@@ -498,7 +498,23 @@ def _linear_solve_forward(c, b, others, **p):
     return x, System(c, others, x)
 
 
+def _prepare_linear_solve(matvec, b, solve, transpose_solve=None, symmetric=False):
+    """The linear_solve gate, with ``lax.custom_linear_solve``'s arguments."""
+    closed = jax.make_jaxpr(lambda b: lax.custom_linear_solve(
+        matvec, b, solve, transpose_solve, symmetric=symmetric))(b)
+    (eqn,) = closed.jaxpr.eqns
+    env = dict(zip(closed.jaxpr.constvars, closed.consts)) | {closed.jaxpr.invars[0]: b}
+    args = [v.val if isinstance(v, jex.Literal) else env[v] for v in eqn.invars]
+    return _operands(*args, **eqn.params)
+
+
 def _from_custom_linear_solve(*args, const_lengths, jaxprs):
+    """``custom_linear_solve`` as the gate."""
+    xs, params = _operands(*args, const_lengths=const_lengths, jaxprs=jaxprs)
+    return linear_solve(*xs, **params)
+
+
+def _operands(*args, const_lengths, jaxprs):
     """``custom_linear_solve``'s operands as the gate's: the matvec's floating-point
     parameters packed into one vector c (by reshape and concatenate gates), b, and the rest."""
     from jaxprop.gates.indexing import concatenate
@@ -520,8 +536,8 @@ def _from_custom_linear_solve(*args, const_lengths, jaxprs):
     others = tuple(jnp.asarray(a) for a, k in zip(matvec, packed) if not k) + tuple(
         jnp.asarray(a) for a in args[n_mv:n_all])
     shapes = tuple(tuple(jnp.shape(a)) for a in matvec)
-    return linear_solve(c, b, others, const_lengths=const_lengths, jaxprs=jaxprs,
-                        packed=packed, shapes=shapes)
+    return inputs(c, b, others, const_lengths=const_lengths, jaxprs=jaxprs, packed=packed,
+                  shapes=shapes)
 
 
 linear_solve = Gate(
@@ -537,6 +553,7 @@ linear_solve = Gate(
     tangent="A^-1 (b_dot - A_dot x)  {x}",
     output="x",
     params=("const_lengths", "jaxprs", "packed", "shapes"),
+    prepare=_prepare_linear_solve,
     primitives={"custom_linear_solve": _from_custom_linear_solve},
     doc="""Linear solve gate: x = A^-1 b, where A is given as a function, its matvec
 x -> A x, with its own solvers (``lax.custom_linear_solve``, ``jnp.linalg.solve``,
