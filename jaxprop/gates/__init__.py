@@ -15,7 +15,8 @@ The modules hold the gates by kind:
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
-  triangular solves and the factorizations (Cholesky, ...), whose rules are solves.
+  triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
+  QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -59,10 +60,14 @@ from jaxprop.gates.indexing import (
 from jaxprop.gates.linalg import (
     cholesky,
     dot_general,
+    eigh,
     linear_solve,
     lu,
     matmul,
+    qr,
+    svd,
     triangular_solve,
+    tridiagonal_solve,
 )
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.reductions import max, mean, min, sum
@@ -86,7 +91,8 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
-    "triangular_solve", "cholesky", "lu", "linear_solve",
+    "triangular_solve", "cholesky", "lu", "linear_solve", "eigh", "svd", "qr",
+    "tridiagonal_solve",
     "GATES", "pattern_table",
 ]
 

@@ -1,5 +1,5 @@
 """Matrix multiply, the lecture's way (x [N, D] @ w [D, M]) and in full (``dot_general``);
-triangular solves and the factorizations built on them (Cholesky, ...).
+linear solves and the factorizations (Cholesky, LU, QR, eigh, SVD).
 
 The lecture's dimension analysis, "the only way the shapes work out":
 
@@ -34,7 +34,8 @@ from jax.extend import core as jex
 
 from jaxprop.gate import SCALED, SWITCHER, Gate, inputs
 
-__all__ = ["matmul", "dot_general", "triangular_solve", "cholesky", "lu", "linear_solve"]
+__all__ = ["matmul", "dot_general", "triangular_solve", "cholesky", "lu", "linear_solve",
+           "eigh", "svd", "qr", "tridiagonal_solve"]
 
 
 def _check_matmul(x, w):
@@ -569,5 +570,365 @@ solvers' own operands (a factorization of A made under stop_gradient, say) get n
 as in JAX: the derivative reaches A through the matvec alone. The matvec's own derivative in
 c is taken by JAX from the matvec's operations (matmuls, all of them gates), and the solves
 in the rules are this gate again, so a second derivative runs through gates.
+""",
+)
+
+
+# ------------------------------------------------------------------ spectral factorizations
+
+
+def _eye_like(a):
+    """The identity, broadcast to a's shape [..., n, n] (a constant)."""
+    return np.broadcast_to(np.eye(a.shape[-1]), a.shape).astype(a.dtype)
+
+
+def _diag(w):
+    """w [..., n] on the diagonal of a matrix [..., n, n]."""
+    return w[..., None, :] * _eye_like(w[..., None, :] * w[..., :, None])
+
+
+def _diag_part(m):
+    """The diagonal [..., n] of m [..., n, n]: a mask and a sum, both gates."""
+    return jnp.sum(m * _eye_like(m), axis=-1)
+
+
+def _gaps(w):
+    """F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it [..., n, n]: the eigenvalue gaps."""
+    gap = w[..., None, :] - w[..., :, None]
+    eye = _eye_like(gap)
+    return (1 - eye) / (gap + eye)
+
+
+class Spectrum(NamedTuple):
+    """The residuals of an eigen-decomposition: the eigenvectors and the eigenvalues."""
+
+    v: Any
+    w: Any
+
+
+def _check_eigh(a, *, subset_by_index, **_):
+    _check_square("eigh")(a)
+    n = jnp.shape(a)[-1]
+    if subset_by_index is not None and tuple(subset_by_index) != (0, n):
+        raise ValueError(f"eigh: subset_by_index={tuple(subset_by_index)} has no gate: the "
+                         "rules need every eigenvalue (the gaps to all the others)")
+
+
+def _eigh_a_bar(res, z_bar):
+    """A_bar = V (diag(w_bar) + F o (V^T V_bar)) V^T."""
+    v_bar, w_bar = z_bar
+    return res.v @ (_diag(w_bar) + _gaps(res.w) * (_mT(res.v) @ v_bar)) @ _mT(res.v)
+
+
+def _eigh_dot(res, a_dot):
+    """(V_dot, w_dot) = (V (F o (V^T A_dot V)), diag(V^T A_dot V))."""
+    rotated = _mT(res.v) @ a_dot @ res.v
+    return res.v @ (_gaps(res.w) * rotated), _diag_part(rotated)
+
+
+def _eigh_forward(a, *, lower, sort_eigenvalues, subset_by_index, algorithm):
+    v, w = lax.linalg.eigh(a, lower=lower, symmetrize_input=False,
+                           sort_eigenvalues=sort_eigenvalues, subset_by_index=subset_by_index,
+                           implementation=algorithm)
+    return (v, w), Spectrum(v, w)
+
+
+eigh = Gate(
+    "eigh",
+    pattern=SCALED,
+    forward=_eigh_forward,
+    vjp=(lambda res, z_bar, **_: _eigh_a_bar(res, z_bar),),
+    jvp=(lambda res, a_dot, **_: _eigh_dot(res, a_dot),),
+    local=("V (diag(w_bar) + F o (V^T V_bar)) V^T  {a}",),
+    tangent="(V (F o (V^T A_dot V)), diag(V^T A_dot V))  {(V, w)}",
+    output="(V, w)",
+    params=("lower", "sort_eigenvalues", "subset_by_index", "algorithm"),
+    check=_check_eigh,
+    prepare=lambda a, lower=True, sort_eigenvalues=True: inputs(
+        a, lower=lower, sort_eigenvalues=sort_eigenvalues, subset_by_index=None,
+        algorithm=None),
+    primitives={"eigh": None},
+    doc="""Symmetric eigen-decomposition gate: (V, w) with A = V diag(w) V^T, for A
+[..., n, n] symmetric (one triangle is read, the lower by default); V [..., n, n] holds the
+eigenvectors as columns, w [..., n] the eigenvalues.
+
+Forward: with R = V^T A_dot V (A_dot in the eigenbasis), w_dot = diag(R) and
+V_dot = V (F o R), where F_ij = 1 / (w_j - w_i) off the diagonal and 0 on it (the standard
+F-matrix formula; o is the elementwise product).
+Backward, its transpose ("upstream x local", F o . is its own transpose):
+    A_bar = V (diag(w_bar) + F o (V^T V_bar)) V^T      [n, n]
+Degenerate eigenvalues (w_i = w_j) make F infinite: the eigenvectors are not unique there,
+and the gradient is inf or nan, as with JAX's rule. Like JAX's rule it takes A_dot as it
+comes (not symmetrised); ``jnp.linalg.eigh`` symmetrises its input first.
+""",
+)
+
+
+class Singular(NamedTuple):
+    """The residuals of an SVD: the thin factors U [m, k], s [k] and V [n, k]."""
+
+    u: Any
+    s: Any
+    v: Any
+
+
+def _check_svd(a, *, full_matrices, compute_uv, subset_by_index, **_):
+    shape = jnp.shape(a)
+    if len(shape) < 2:
+        raise ValueError(f"svd: expected matrices [..., m, n]; got {shape}")
+    if subset_by_index is not None and tuple(subset_by_index) != (0, min(shape[-2:])):
+        raise ValueError(f"svd: subset_by_index={tuple(subset_by_index)} has no gate: the "
+                         "rules need every singular value")
+    if compute_uv and full_matrices and shape[-1] != shape[-2]:
+        raise ValueError(f"svd: full_matrices=True on a rectangular {shape} has no gate (the "
+                         "extra singular vectors are not unique, and JAX has no rule either): "
+                         "pass full_matrices=False")
+
+
+def _svd_forward(a, *, full_matrices, compute_uv, subset_by_index, algorithm):
+    u, s, vt = lax.linalg.svd(a, full_matrices=False, compute_uv=True, algorithm=algorithm)
+    res = Singular(u, s, _mT(vt))
+    return ((s, u, vt) if compute_uv else (s,)), res
+
+
+def _svd_gaps(s):
+    """F_ij = 1 / (s_j^2 - s_i^2) off the diagonal, 0 on it."""
+    return _gaps(s * s)
+
+
+def _svd_a_bar(res, z_bar, compute_uv):
+    """A_bar = U (diag(s_bar) + (J + J^T) S + S (K + K^T)) V^T, J = F o (U^T U_bar) and
+    K = F o (V^T V_bar), plus U_bar's and V_bar's parts outside the span of U and V."""
+    u, s, v = res
+    if not compute_uv:
+        return u @ _diag(z_bar[0]) @ _mT(v)
+    s_bar, u_bar, vt_bar = z_bar
+    v_bar = _mT(vt_bar)
+    f = _svd_gaps(s)
+    j, k = f * (_mT(u) @ u_bar), f * (_mT(v) @ v_bar)
+    inner = _diag(s_bar) + (j + _mT(j)) * s[..., None, :] + s[..., :, None] * (k + _mT(k))
+    a_bar = u @ inner @ _mT(v)
+    m, n = u.shape[-2], v.shape[-2]
+    if m > n:
+        a_bar = a_bar + ((u_bar - u @ (_mT(u) @ u_bar)) / s[..., None, :]) @ _mT(v)
+    if n > m:
+        a_bar = a_bar + u @ _mT((v_bar - v @ (_mT(v) @ v_bar)) / s[..., None, :])
+    return a_bar
+
+
+def _svd_dot(res, a_dot, compute_uv):
+    """s_dot = diag(U^T A_dot V); U_dot = U (F o (dS S + S dS^T)), V_dot likewise."""
+    u, s, v = res
+    ds = _mT(u) @ a_dot @ v
+    if not compute_uv:
+        return (_diag_part(ds),)
+    f = _svd_gaps(s)
+    dss, sds = ds * s[..., None, :], s[..., :, None] * ds
+    u_dot = u @ (f * (dss + _mT(dss)))
+    v_dot = v @ (f * (sds + _mT(sds)))
+    m, n = u.shape[-2], v.shape[-2]
+    if m > n:
+        dav = a_dot @ v
+        u_dot = u_dot + (dav - u @ (_mT(u) @ dav)) / s[..., None, :]
+    if n > m:
+        dau = _mT(a_dot) @ u
+        v_dot = v_dot + (dau - v @ (_mT(v) @ dau)) / s[..., None, :]
+    return _diag_part(ds), u_dot, _mT(v_dot)
+
+
+svd = Gate(
+    "svd",
+    pattern=SCALED,
+    forward=_svd_forward,
+    vjp=(lambda res, z_bar, *, compute_uv, **_: _svd_a_bar(res, z_bar, compute_uv),),
+    jvp=(lambda res, a_dot, *, compute_uv, **_: _svd_dot(res, a_dot, compute_uv),),
+    local=("U (diag(s_bar) + (J + J^T) S + S (K + K^T)) V^T  {a}",),
+    tangent="diag(dS), U (F o (dS S + S dS^T)), ...; dS = U^T A_dot V  {(s, U, V^T)}",
+    output="(s, U, V^T)",
+    params=("full_matrices", "compute_uv", "subset_by_index", "algorithm"),
+    check=_check_svd,
+    prepare=lambda a, full_matrices=True, compute_uv=True: inputs(
+        a, full_matrices=full_matrices, compute_uv=compute_uv, subset_by_index=None,
+        algorithm=None),
+    primitives={"svd": None},
+    doc="""Singular value decomposition gate: A = U diag(s) V^T for A [..., m, n]; the output
+is (s, U, V^T) as ``lax.linalg.svd``'s primitive gives it, or (s,) with compute_uv=False.
+
+Forward, with dS = U^T A_dot V [k, k] and F_ij = 1 / (s_j^2 - s_i^2) off the diagonal:
+s_dot = diag(dS), U_dot = U (F o (dS S + S dS^T)) and V_dot = V (F o (S dS + dS^T S)),
+plus, for a tall A, (I - U U^T) A_dot V S^-1 in U_dot (and likewise V_dot for a wide one).
+Backward, its transpose ("upstream x local"): with J = F o (U^T U_bar), K = F o (V^T V_bar),
+    A_bar = U (diag(s_bar) + (J + J^T) S + S (K + K^T)) V^T
+            + (I - U U^T) U_bar S^-1 V^T  (tall)  + U S^-1 V_bar^T (I - V V^T)  (wide)
+With compute_uv=False it is A_bar = U diag(s_bar) V^T. Repeated singular values make F
+infinite (the singular vectors are not unique: inf or nan, as with JAX's rule), a zero one
+makes S^-1 infinite for a rectangular A; full_matrices=True is a gate only for square A.
+""",
+)
+
+
+class Orthogonal(NamedTuple):
+    """The residuals of a QR factorization: Q [m, n] and R [n, n]."""
+
+    q: Any
+    r: Any
+
+
+def _check_qr(a, *, pivoting, full_matrices, **_):
+    shape = jnp.shape(a)
+    if len(shape) < 2 or shape[-2] < shape[-1]:
+        raise ValueError(f"qr: jaxprop's QR gate takes square or tall matrices [..., m, n], "
+                         f"m >= n; got {shape}")
+    if pivoting:
+        raise ValueError("qr: pivoting=True has no gate")
+    if full_matrices and shape[-2] != shape[-1]:
+        raise ValueError(f"qr: full_matrices=True on a tall {shape} has no gate (the extra "
+                         "columns of Q are not unique): use mode='reduced'")
+
+
+def _qr_forward(a, *, pivoting, full_matrices, use_magma):
+    q, r = lax.linalg.qr(a, full_matrices=False)
+    return (q, r), Orthogonal(q, r)
+
+
+def _qr_a_bar(res, z_bar):
+    """A_bar = (Q_bar + Q G) R^-T, G = tril(M - M^T, -1) - M and M = Q^T Q_bar - R_bar R^T."""
+    q_bar, r_bar = z_bar
+    m = _mT(res.q) @ q_bar - r_bar @ _mT(res.r)
+    g = jnp.tril(m - _mT(m), -1) - m
+    return lax.linalg.triangular_solve(res.r, q_bar + res.q @ g, left_side=False, lower=False,
+                                       transpose_a=True)
+
+
+def _qr_dot(res, a_dot):
+    """Q_dot = Q (Ω - C) + X, R_dot = (C - Ω) R, with X = A_dot R^-1, C = Q^T X and
+    Ω = tril(C, -1) - tril(C, -1)^T."""
+    x = lax.linalg.triangular_solve(res.r, a_dot, left_side=False, lower=False)
+    c = _mT(res.q) @ x
+    omega = jnp.tril(c, -1) - _mT(jnp.tril(c, -1))
+    return res.q @ (omega - c) + x, (c - omega) @ res.r
+
+
+qr = Gate(
+    "qr",
+    pattern=SCALED,
+    forward=_qr_forward,
+    vjp=(lambda res, z_bar, **_: _qr_a_bar(res, z_bar),),
+    jvp=(lambda res, a_dot, **_: _qr_dot(res, a_dot),),
+    local=("(Q_bar + Q G) R^-T, G = tril(M - M^T, -1) - M  {a}",),
+    tangent="(Q (Ω - C) + X, (C - Ω) R), X = A_dot R^-1, C = Q^T X  {(Q, R)}",
+    output="(Q, R)",
+    params=("pivoting", "full_matrices", "use_magma"),
+    check=_check_qr,
+    prepare=lambda a, full_matrices=False: inputs(a, pivoting=False,
+                                                  full_matrices=full_matrices, use_magma=None),
+    primitives={"qr": None},
+    doc="""QR gate: A = Q R for A [..., m, n] with m >= n: Q [m, n] with orthonormal columns,
+R [n, n] upper triangular (the reduced QR; the full one only for square A).
+
+Forward: A_dot = Q_dot R + Q R_dot; with X = A_dot R^-1 (a triangular solve) and
+C = Q^T X, Q^T Q_dot = Ω is antisymmetric and R_dot R^-1 = C - Ω is upper triangular, so
+Ω = tril(C, -1) - tril(C, -1)^T, R_dot = (C - Ω) R and Q_dot = Q (Ω - C) + X.
+Backward, its transpose ("upstream x local"): with M = Q^T Q_bar - R_bar R^T,
+    A_bar = (Q_bar + Q (tril(M - M^T, -1) - M)) R^-T      by a triangular solve
+""",
+)
+
+
+# ------------------------------------------------------------------- tridiagonal solve
+
+
+def _check_tridiagonal(dl, d, du, b, **_):
+    shapes = [jnp.shape(x) for x in (dl, d, du)]
+    b_shape = jnp.shape(b)
+    if len(set(shapes)) != 1 or len(b_shape) != len(shapes[0]) + 1 or \
+            b_shape[:-1] != shapes[0]:
+        raise ValueError(f"tridiagonal_solve: expected dl, d, du of shape [..., m] and b of "
+                         f"shape [..., m, k]; got {shapes[0]}, {shapes[1]}, {shapes[2]} and "
+                         f"{b_shape}")
+
+
+class Bands(NamedTuple):
+    """The residuals of a tridiagonal solve: the three bands and the solution x."""
+
+    dl: Any
+    d: Any
+    du: Any
+    x: Any
+
+
+def _shift_down(x):
+    """x moved one row down, a zero row on top: row i holds row i - 1 [..., m, k]."""
+    return jnp.concatenate([jnp.zeros_like(x[..., :1, :]), x[..., :-1, :]], axis=-2)
+
+
+def _shift_up(x):
+    """x moved one row up, a zero row at the bottom: row i holds row i + 1."""
+    return jnp.concatenate([x[..., 1:, :], jnp.zeros_like(x[..., :1, :])], axis=-2)
+
+
+def _transposed_bands(res):
+    """A^T's bands: its sub-diagonal is A's super-diagonal moved down, and back."""
+    dl_t = _shift_down(res.du[..., None])[..., 0]
+    du_t = _shift_up(res.dl[..., None])[..., 0]
+    return dl_t, res.d, du_t
+
+
+def _tridiagonal_b_bar(res, x_bar, **p):
+    """b_bar = A^-T x_bar: the solve with A's transposed bands."""
+    return lax.linalg.tridiagonal_solve(*_transposed_bands(res), x_bar, **p)
+
+
+def _band_bar(offset):
+    """The gradient of one band: -b_bar x^T on that band, sum_k b_bar[i, k] x[i + offset, k]."""
+    def rule(res, x_bar, **p):
+        b_bar = _tridiagonal_b_bar(res, x_bar, **p)
+        x = {-1: _shift_down, 0: lambda x: x, 1: _shift_up}[offset](res.x)
+        return -jnp.sum(b_bar * x, axis=-1)
+
+    rule.__name__ = {-1: "_dl_bar", 0: "_d_bar", 1: "_du_bar"}[offset]
+    return rule
+
+
+def _band_dot(offset):
+    """One band's part of x_dot = -A^-1 (A_dot x): that band's tangent times x, solved."""
+    def rule(res, band_dot, **p):
+        x = {-1: _shift_down, 0: lambda x: x, 1: _shift_up}[offset](res.x)
+        return -lax.linalg.tridiagonal_solve(res.dl, res.d, res.du, band_dot[..., None] * x,
+                                             **p)
+
+    rule.__name__ = {-1: "_dl_dot", 0: "_d_dot", 1: "_du_dot"}[offset]
+    return rule
+
+
+tridiagonal_solve = Gate(
+    "tridiagonal_solve",
+    pattern=SWITCHER,
+    symbol="solve",
+    forward=lambda dl, d, du, b, **p: (lambda x: (x, Bands(dl, d, du, x)))(
+        lax.linalg.tridiagonal_solve(dl, d, du, b, **p)),
+    vjp=(_band_bar(-1), _band_bar(0), _band_bar(1),
+         lambda res, x_bar, **p: _tridiagonal_b_bar(res, x_bar, **p)),
+    jvp=(_band_dot(-1), _band_dot(0), _band_dot(1),
+         lambda res, b_dot, **p: lax.linalg.tridiagonal_solve(res.dl, res.d, res.du, b_dot,
+                                                              **p)),
+    local=("-b_bar x^T on the sub-diagonal", "-b_bar x^T on the diagonal",
+           "-b_bar x^T on the super-diagonal", "A^-T x_bar  {b}"),
+    tangent="A^-1 (b_dot - A_dot x)  {x}",
+    output="x",
+    params=("perturb_singular",),
+    check=_check_tridiagonal,
+    prepare=lambda dl, d, du, b, perturb_singular=False: inputs(
+        dl, d, du, b, perturb_singular=perturb_singular),
+    primitives={"tridiagonal_solve": None},
+    doc="""Tridiagonal solve gate: x = A^-1 b, A [..., m, m] tridiagonal, given by its bands
+dl (sub-diagonal, dl[0] unused), d (diagonal) and du (super-diagonal, du[m-1] unused), each
+[..., m]; b [..., m, k].
+
+The swap multiplier of a solve, as for triangular_solve:
+    b_bar = A^-T x_bar        A^T's bands are du moved down and dl moved up
+    A_bar = -b_bar x^T        read on the three bands only: dl_bar[i] = -b_bar[i] . x[i-1],
+                              d_bar[i] = -b_bar[i] . x[i], du_bar[i] = -b_bar[i] . x[i+1]
+Forward: x_dot = A^-1 (b_dot - A_dot x), one band at a time.
 """,
 )
