@@ -411,6 +411,46 @@ POOL_CASES = [
 ]
 """The pooling gates (``jaxprop/gates/windows.py``), each against a pool written with jnp
 slices (or JAX's own max-pool gradient for its two halves)."""
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def spd(rng, shape):
+    """Symmetric positive definite matrices B B^T + n I [..., n, n]: eigenvalues >= n."""
+    b = normal(rng, shape)
+    return b @ np.swapaxes(b, -1, -2) + shape[-1] * np.eye(shape[-1])
+
+
+def symmetric(a):
+    """(A + A^T) / 2: a factorization of a symmetric matrix, differentiated in every direction."""
+    return 0.5 * (a + _mT(a))
+
+
+def triangular_ready(rng, shape):
+    """Square matrices whose diagonal is 3 to 4 in size, the rest normal: each triangle is
+    well-conditioned."""
+    n = shape[-1]
+    signs = rng.choice([-1.0, 1.0], size=shape[:-1])
+    return normal(rng, shape) * 0.5 + np.eye(n) * (signs * rng.uniform(3.0, 4.0, shape[:-1]))[
+        ..., None]
+
+
+SHUFFLED = np.array([[[0.0, 0.0, 3.0], [-3.0, 0.0, 0.0], [0.0, 3.5, 0.0]]] * 2)
+"""A diagonal matrix's rows, shuffled: plus a small matrix (or at the battery's probes, 0 or
+0.75 everywhere), partial pivoting finds the shuffle, a permutation that is not the identity,
+and no two pivot candidates are near a tie."""
+
+
+def _solve_with(gate, a, b):
+    """A x = b by the linear_solve gate, with ``lax.custom_linear_solve``'s arguments: the
+    matvec x -> A x (A is its parameter) and its solvers, dense solves with A held constant."""
+    held = lax.stop_gradient(a)
+    return gate(lambda x: a @ x, b, lambda _, r: jnp.linalg.solve(held, r),
+                lambda _, r: jnp.linalg.solve(held.T, r))
+
+
+_TRI = dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
+            unit_diagonal=False)
 
 
 GATE_CASES = [
@@ -628,6 +668,27 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
+] + [  # linear algebra (gates/linalg.py): well-conditioned inputs, batch axes in front
+    _param_case("triangular_solve_left_lower", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, left_side=True, lower=True),
+                lambda a, b: jnp.linalg.solve(jnp.tril(a), b),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 3, 2))),
+                dict(_TRI, left_side=True, lower=True), diff=(0, 1), order2=True),
+    _param_case("triangular_solve_right_upper_transposed_unit", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, lower=False, transpose_a=True,
+                                                    unit_diagonal=True),
+                lambda a, b: _mT(jnp.linalg.solve(jnp.triu(a, 1) + np.eye(3)[None], _mT(b))),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 2, 3))),
+                dict(_TRI, transpose_a=True, unit_diagonal=True), diff=(0, 1)),
+    Case("cholesky", lambda a: gates.cholesky(symmetric(a)), jnp.linalg.cholesky,
+         lambda rng: (spd(rng, (2, 3, 3)),), (0,), _gate_of("cholesky"),
+         lambda g, a: g(symmetric(a)), covers="cholesky", order2=True),
+    Case("lu_pivoted", lambda a: gates.lu(a + SHUFFLED), lambda a: lax.linalg.lu(a + SHUFFLED)[0],
+         lambda rng: (0.2 * normal(rng, (2, 3, 3)),), (0,), _gate_of("lu"),
+         lambda g, a: g(a + SHUFFLED), covers="lu", order2=True),
+    Case("linear_solve", lambda a, b: _solve_with(gates.linear_solve, a, b), jnp.linalg.solve,
+         lambda rng: (spd(rng, (3, 3)) + normal(rng, (3, 3)), normal(rng, (3,))), (0, 1),
+         _gate_of("linear_solve"), _solve_with, covers="linear_solve", order2=True),
 ]
 GATE_CASES += POOL_CASES
 

@@ -16,10 +16,14 @@ The modules hold the gates by kind:
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+  triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
+  QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
 * ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
   ``dW`` the correlation of x with dy;
 * ``windows``: max and min pooling (routers: each window's first winner), sum and average
-  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add).
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add);
+* ``scans``: running sums, products, maxima and minima, and the running logsumexp;
+* ``sorting``: sort (the gradient follows the permutation back) and top_k.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
