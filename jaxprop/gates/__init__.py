@@ -14,7 +14,14 @@ The modules hold the gates by kind:
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+* ``trig``: sin (cos x), cos, tan, their inverses (atan: 1/(1+x^2)), atan2, sinh, cosh and
+  theirs;
+* ``special``: erf (2/sqrt(pi) e^(-x^2)), erfc, erf_inv, exp2, cbrt, lgamma (digamma),
+  digamma, polygamma, the incomplete gammas, the scaled Bessel functions;
+* ``piecewise``: rem (a sawtooth), clamp (a router with three inputs), reduce_precision;
+* ``stacking``: unstack (and ``jnp.stack``, applied as reshape and concatenate gates);
+* ``approx``: the approximate top-k (a router: each picked element takes its gradient).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -27,7 +34,20 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates import (
+    approx,
+    arithmetic,
+    indexing,
+    linalg,
+    nonlinear,
+    piecewise,
+    reductions,
+    special,
+    stacking,
+    structure,
+    trig,
+)
+from jaxprop.gates.approx import approx_top_k
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -57,7 +77,23 @@ from jaxprop.gates.indexing import (
 )
 from jaxprop.gates.linalg import dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
+from jaxprop.gates.piecewise import clamp, reduce_precision, rem
 from jaxprop.gates.reductions import max, mean, min, sum
+from jaxprop.gates.special import (
+    bessel_i0e,
+    bessel_i1e,
+    cbrt,
+    digamma,
+    erf,
+    erf_inv,
+    erfc,
+    exp2,
+    igamma,
+    igammac,
+    lgamma,
+    polygamma,
+)
+from jaxprop.gates.stacking import unstack
 from jaxprop.gates.structure import (
     broadcast_to,
     cast,
@@ -67,6 +103,20 @@ from jaxprop.gates.structure import (
     rev,
     squeeze,
     transpose,
+)
+from jaxprop.gates.trig import (
+    acos,
+    acosh,
+    asin,
+    asinh,
+    atan,
+    atan2,
+    atanh,
+    cos,
+    cosh,
+    sin,
+    sinh,
+    tan,
 )
 
 __all__ = [
@@ -78,10 +128,15 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh",
+    "atanh", "erf", "erfc", "erf_inv", "exp2", "cbrt", "lgamma", "digamma", "polygamma",
+    "igamma", "igammac", "bessel_i0e", "bessel_i1e", "rem", "clamp", "reduce_precision",
+    "unstack", "approx_top_k",
     "GATES", "pattern_table",
 ]
 
 _MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES += (trig, special, piecewise, stacking, approx)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
