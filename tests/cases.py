@@ -637,6 +637,101 @@ GATE_CASES += [
 ]
 
 
+# ---------------------------------------------- scans, sorting, prod, updates, tiles (issue 19)
+
+
+def spread_out(rng, shape, gap=0.1):
+    """Normal values, every two at least ``gap`` apart: no tie in a sort, a running max or a
+    top-k within a finite-difference step."""
+    while True:
+        x = normal(rng, shape)
+        d = np.abs(x.reshape(-1)[:, None] - x.reshape(-1)[None, :])
+        if np.all(d + np.eye(x.size) * gap >= gap):
+            return x
+
+
+def _with_zeros(rng):
+    """Factors [3, 4]: row 0 has no zero, row 1 one zero, row 2 two zeros."""
+    x = normal(rng, (3, 4))
+    x[1, 2] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return (x,)
+
+
+def _scan_case(name, gate_name, ref, axis, reverse, sample=normal, shape=(3, 5), **flags):
+    gate = _gate_of(gate_name)
+    return _param_case(name, gate, lambda x: gate(x, axis, reverse), ref,
+                       lambda rng: (sample(rng, shape),),
+                       dict(axis=axis % len(shape), reverse=reverse), **flags)
+
+
+def _flipped(scan, axis):
+    """A running ``scan`` taken from the end: flip, scan, flip back."""
+    return lambda x: jnp.flip(scan(jnp.flip(x, axis), axis=axis), axis)
+
+
+_SORT_ORDER = lambda x: jnp.argsort(x, axis=1)  # noqa: E731 - the sort gate's order input
+_TOP2 = lambda x: lax.top_k(x, 2)[1]  # noqa: E731
+
+GATE_CASES += [
+    _scan_case("cumsum_axis1", "cumsum", lambda x: jnp.cumsum(x, axis=1), 1, False,
+               order2=True),
+    _scan_case("cumsum_reverse", "cumsum", _flipped(jnp.cumsum, 0), 0, True),
+    _scan_case("cumprod_axis1", "cumprod", lambda x: jnp.cumprod(x, axis=1), 1, False,
+               order2=True),
+    _param_case("cumprod_zeros_reverse", _gate_of("cumprod"),
+                lambda x: gates.cumprod(x, 1, reverse=True), _flipped(jnp.cumprod, 1),
+                _with_zeros, dict(axis=1, reverse=True), order2=True),
+    _scan_case("cumlogsumexp_axis1", "cumlogsumexp",
+               lambda x: jnp.logaddexp.accumulate(x, axis=1), 1, False, order2=True),
+    _scan_case("cumlogsumexp_reverse", "cumlogsumexp",
+               _flipped(jnp.logaddexp.accumulate, 0), 0, True),
+    _scan_case("cummax_axis1", "cummax", lambda x: jnp.maximum.accumulate(x, axis=1), 1,
+               False, sample=spread_out, order2=True),
+    _scan_case("cummax_reverse", "cummax", _flipped(jnp.maximum.accumulate, 1), -1, True,
+               sample=spread_out),
+    _scan_case("cummin_axis0", "cummin", lambda x: jnp.minimum.accumulate(x, axis=0), 0,
+               False, sample=spread_out, order2=True),
+    Case("sort_axis1", lambda x: gates.sort(x, 1), lambda x: jnp.sort(x, axis=1),
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("sort"),
+         lambda g, x: g(x, _SORT_ORDER(x), dimension=1), covers="sort", order2=True),
+    Case("top_k_2", lambda x: gates.top_k(x, 2), lambda x: -jnp.sort(-x, axis=1)[:, :2],
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("top_k"),
+         lambda g, x: g(x, _TOP2(x), axis=1, in_shape=(3, 4)), covers="top_k", order2=True),
+    _param_case("prod_axis1", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
+                dict(axes=(1,), shape=(3, 4)), order2=True),
+    _param_case("prod_zeros", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), _with_zeros, dict(axes=(1,), shape=(3, 4)),
+                order2=True),
+    _param_case("prod_all", _gate_of("prod"), lambda x: gates.prod(x),
+                lambda x: jnp.prod(x), lambda rng: (positive(rng, (2, 3)),),
+                dict(axes=None, shape=(2, 3))),
+    Case("dynamic_update_slice",
+         lambda x, u: gates.dynamic_update_slice(x, u, (1, 2)),
+         lambda x, u: x.at[1:3, 2:4].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([1, 2]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice", order2=True),
+    Case("dynamic_update_slice_clamped",  # start (2, 4) is clamped to (1, 3): the window fits
+         lambda x, u: gates.dynamic_update_slice(x, u, (2, 4)),
+         lambda x, u: x.at[1:3, 3:5].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([2, 4]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice"),
+    _param_case("tile", _gate_of("tile"), lambda x: gates.tile(x, (2, 3)),
+                lambda x: jnp.tile(x, (2, 3)), lambda rng: (normal(rng, (2, 3)),),
+                dict(reps=(2, 3)), order2=True),
+    Case("select_n_three", gates.select_n,
+         lambda c, a, b, d: jnp.where(c == 0, a, jnp.where(c == 1, b, d)),
+         lambda rng: (rng.integers(0, 3, (2, 3)).astype(np.int32), normal(rng, (2, 3)),
+                      normal(rng, (2, 3)), normal(rng, (2, 3))), (1, 2, 3),
+         covers="select", order2=True),
+]
+
+
 def _loss_case(name):
     entry = losses.LOSSES[name]
 

@@ -22,6 +22,9 @@ The modules hold the gates by kind:
 * ``piecewise``: rem (a sawtooth), clamp (a router with three inputs), reduce_precision;
 * ``stacking``: unstack (and ``jnp.stack``, applied as reshape and concatenate gates);
 * ``approx``: the approximate top-k (a router: each picked element takes its gradient).
+* ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
+  (routers to the running winner);
+* ``sorting``: sort and top_k (the gradient moved back through the order found).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -42,6 +45,8 @@ from jaxprop.gates import (
     nonlinear,
     piecewise,
     reductions,
+    scans,
+    sorting,
     special,
     stacking,
     structure,
@@ -60,12 +65,14 @@ from jaxprop.gates.arithmetic import (
     pow,
     reciprocal,
     select,
+    select_n,
     sub,
     where,
 )
 from jaxprop.gates.indexing import (
     concatenate,
     dynamic_slice,
+    dynamic_update_slice,
     gather,
     scatter,
     scatter_add,
@@ -78,7 +85,9 @@ from jaxprop.gates.indexing import (
 from jaxprop.gates.linalg import dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
 from jaxprop.gates.piecewise import clamp, reduce_precision, rem
-from jaxprop.gates.reductions import max, mean, min, sum
+from jaxprop.gates.reductions import max, mean, min, prod, sum
+from jaxprop.gates.scans import cumlogsumexp, cummax, cummin, cumprod, cumsum
+from jaxprop.gates.sorting import sort, top_k
 from jaxprop.gates.special import (
     bessel_i0e,
     bessel_i1e,
@@ -102,6 +111,7 @@ from jaxprop.gates.structure import (
     reshape,
     rev,
     squeeze,
+    tile,
     transpose,
 )
 from jaxprop.gates.trig import (
@@ -132,11 +142,14 @@ __all__ = [
     "atanh", "erf", "erfc", "erf_inv", "exp2", "cbrt", "lgamma", "digamma", "polygamma",
     "igamma", "igammac", "bessel_i0e", "bessel_i1e", "rem", "clamp", "reduce_precision",
     "unstack", "approx_top_k",
+    "cumsum", "cumprod", "cumlogsumexp", "cummax", "cummin", "sort", "top_k", "prod",
+    "dynamic_update_slice", "tile", "select_n",
     "GATES", "pattern_table",
 ]
 
 _MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
 _MODULES += (trig, special, piecewise, stacking, approx)
+_MODULES += (scans, sorting)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}

@@ -713,6 +713,12 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
         notes.append("0 and ties not probed: JAX's own rules may run (allow_jax_rules=True), "
                      "with JAX's conventions at ties")
         return groups, notes
+    ordered = _ordering_gates(s)
+    if ordered:  # a tie is a sort's: no Jacobian makes each entry one-sided there
+        notes.append(f"0 and ties not probed: {', '.join(ordered)} at a tie between elements "
+                     "has middle entries that are neither one-sided derivative, whatever "
+                     "order the tie is given")
+        return groups, notes
     values = {0.0: "all 0", _TIE: f"all {_TIE:g} (a tie)"}
     if s.gate is not None:
         for x in s.rebuild(s.leaves):
@@ -729,6 +735,27 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
                           [jnp.asarray(np.stack(xs)) for xs in zip(*points)],
                           np.array([[_step(o, x) for x in xs] for xs in points])))
     return groups, notes
+
+
+ORDERING_GATES = ("sort", "top_k", "approx_top_k")
+"""Gates that put elements in an order found from their values: at a tie between elements,
+a middle output of the order (the second of three equal values) moves with none of them when
+one is moved alone, up or down, so the tie probes leave them out."""
+
+
+def _ordering_gates(s: _Subject) -> list[str]:
+    """The gates of :data:`ORDERING_GATES` that the subject applies."""
+    if s.gate is not None:
+        names = {s.gate.name}
+    else:
+        events: list = []
+        try:
+            with observe(events.append):
+                jax.make_jaxpr(gated(s.fn))(*s.leaves)
+        except Exception:  # noqa: BLE001 - the other checks report what cannot be traced
+            return []
+        names = {getattr(e.gate, "name", None) for e in events if e.kind == "forward"}
+    return sorted(names & set(ORDERING_GATES))
 
 
 def _probe_program(o: _Options, groups: list[_Points]) -> list:
