@@ -49,7 +49,7 @@ from jax import lax
 from jax._src.interpreters import ad, batching  # autodiff's tracers: what JAX differentiates
 from jax.extend import core as jex
 
-from jaxprop import gates, wiring
+from jaxprop import coverage, gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
 from jaxprop.gate import NoGateError
@@ -57,9 +57,11 @@ from jaxprop.gate import NoGateError
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
-         "custom_vjp_call", "custom_vjp_call_jaxpr")
+         "custom_vjp_call", "custom_vjp_call_jaxpr", "composite", "custom_vmap_call")
 """Primitives that call a jaxpr: opened, and their equations traced through gates (a custom
-rule's call only when it is one of :data:`OPENED_RULES`)."""
+rule's call only when it is one of :data:`OPENED_RULES`). ``lax.composite`` is opened into
+its decomposition (JAX itself has no derivative for it), a ``jax.custom_batching``
+function into its body (its batching rule is JAX's business, not the derivative's)."""
 
 CUSTOM_CALLS = {"custom_jvp_call": "custom_jvp", "custom_vjp_call": "custom_vjp",
                 "custom_vjp_call_jaxpr": "custom_vjp"}
@@ -82,8 +84,10 @@ its file in the jax package, why the gates' derivative is the library rule's).
 ``custom_jvp``/``custom_vjp`` function (``jax.nn.relu6``, ``jnp.logaddexp`` and so
 ``jax.nn.softplus``, ``jax.scipy.special.xlogy``, the user's own) keeps its rule."""
 
-PASS_THROUGH = ("copy", "copy_p", "optimization_barrier", "device_put")
-"""Primitives that return their inputs unchanged: their values pass through as they are."""
+PASS_THROUGH = ("copy", "copy_p", "optimization_barrier", "name", "device_put")
+"""Primitives that return their inputs unchanged: their values pass through as they are
+(``name`` is ``jax.ad_checkpoint.checkpoint_name``'s label; ``jax.device_put`` only says
+where a value lives, and jaxprop's rules run on one device)."""
 
 NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter", "is_finite")
 """Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
@@ -480,6 +484,12 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
                 "and jaxprop's tracer does not open control flow; write the loop in Python, "
                 "or pass allow_jax_rules=True to let JAX differentiate it")
+        elif coverage.not_gated_reason(name) is not None:
+            raise NoGateError(
+                f"jaxprop: the JAX primitive {name!r} (at {_user_line(op)}), which a "
+                "differentiated value flows through, is deliberately out of jaxprop's gates: "
+                f"{coverage.not_gated_reason(name)}. Pass allow_jax_rules=True to let JAX "
+                "differentiate it with its own rule")
         else:
             raise NoGateError(
                 f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op)}), "

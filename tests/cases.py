@@ -728,6 +728,123 @@ GATE_CASES += [  # small enough that explain forms each local Jacobian (<= 4096 
                dimension_numbers=("NHWC", "HWIO", "NCHW")),
 ]
 
+# ------------------------------------------------ the elementwise gates of issue 19 (part A)
+# Trigonometry, special functions and the piecewise gates, each drawn inside its domain and
+# away from its poles, branch cuts and jumps. The references are JAX's own functions.
+
+
+def unit(rng, shape):
+    """Values in [-0.9, 0.9]: inside the domain of asin, acos, atanh and erf_inv, and away
+    from tan's poles at +-pi/2."""
+    return rng.uniform(-0.9, 0.9, size=shape)
+
+
+def above_one(rng, shape):
+    """Values in [1.5, 3]: inside the domain of acosh, away from its branch point at 1."""
+    return rng.uniform(1.5, 3.0, size=shape)
+
+
+def _rem_pair(rng, shape=(2, 3)):
+    """(x, y) with x/y at least 0.1 from an integer: no jump of trunc(x/y) within reach."""
+    while True:
+        x, y = rng.uniform(-3, 3, size=shape), positive(rng, shape[-1:])
+        frac = np.abs(x / y) % 1
+        if np.all((frac > 0.1) & (frac < 0.9)):
+            return x, y
+
+
+def _clamp_args(rng):
+    """(lo [3], x [2, 3], hi [3]): x at least 0.1 from lo and from hi, some of x below lo,
+    some above hi and some between, so that every input takes a gradient."""
+    lo, hi = np.array([-0.5, -1.0, 0.0]), np.array([0.5, 0.2, 1.0])
+    x = np.array([[-1.0, 0.0, 1.5], [0.0, 1.0, 0.4]]) + rng.uniform(-0.05, 0.05, (2, 3))
+    return lo, x, hi
+
+
+def _ref_rem(x, y):
+    return jnp.fmod(*bcast(x, y))
+
+
+ELEMENTWISE_CASES = [
+    _unary("sin", gates.sin, jnp.sin, normal, order2=True),
+    _unary("cos", gates.cos, jnp.cos, normal, order2=True),
+    _unary("tan", gates.tan, jnp.tan, unit, order2=True, domain="unit"),
+    _unary("asin", gates.asin, jnp.arcsin, unit, order2=True, domain="unit"),
+    _unary("acos", gates.acos, jnp.arccos, unit, order2=True, domain="unit"),
+    _unary("atan", gates.atan, jnp.arctan, normal, order2=True),
+    _binary("atan2", gates.atan2, lambda x, y: jnp.arctan2(*bcast(x, y)), (2, 3), (3,),
+            order2=True),
+    _unary("sinh", gates.sinh, jnp.sinh, normal, order2=True),
+    _unary("cosh", gates.cosh, jnp.cosh, normal, order2=True),
+    _unary("asinh", gates.asinh, jnp.arcsinh, normal, order2=True),
+    _unary("acosh", gates.acosh, jnp.arccosh, above_one, order2=True, domain="above_one"),
+    _unary("atanh", gates.atanh, jnp.arctanh, unit, order2=True, domain="unit"),
+    _unary("erf", gates.erf, jax.scipy.special.erf, normal, order2=True),
+    _unary("erfc", gates.erfc, jax.scipy.special.erfc, normal, order2=True),
+    _unary("erf_inv", gates.erf_inv, jax.scipy.special.erfinv, unit, order2=True,
+           domain="unit"),
+    _unary("exp2", gates.exp2, jnp.exp2, normal, order2=True),
+    _unary("cbrt", gates.cbrt, jnp.cbrt, away_from_zero, order2=True, domain="grid"),
+    _unary("lgamma", gates.lgamma, jax.scipy.special.gammaln, positive, order2=True,
+           domain="positive"),
+    _unary("digamma", gates.digamma, jax.scipy.special.digamma, positive, order2=True,
+           domain="positive"),
+    Case("polygamma", gates.polygamma,
+         lambda n, x: jax.scipy.special.polygamma(*bcast(n.astype(jnp.int32), x)),
+         lambda rng: (np.array([0.0, 1.0, 2.0]), positive(rng, (2, 3))), (1,), gates.polygamma,
+         lambda g, n, x: g(n, x), covers="polygamma", order2=True, domain="positive"),
+    # igamma's derivative in a is JAX's igamma_grad_a, which has no derivative: the second
+    # order checks run on x alone (igamma_x, igammac).
+    Case("igamma", gates.igamma, lambda a, x: jax.scipy.special.gammainc(*bcast(a, x)),
+         lambda rng: (positive(rng, (3,)), positive(rng, (2, 3))), (0, 1), gates.igamma,
+         lambda g, a, x: g(a, x), covers="igamma", domain="positive"),
+    Case("igamma_x", lambda x: gates.igamma(0.8, x),
+         lambda x: jax.scipy.special.gammainc(0.8, x), lambda rng: (positive(rng, (2, 3)),),
+         (0,), gates.igamma, lambda g, x: g(0.8, x), covers="igamma", order2=True),
+    # igammac one input at a time, the other a constant: with both at 1e-8 times their size
+    # (the battery's scales check), lax.igammac's own value has the wrong slope (-1.182 for
+    # scipy's -1.167 at a = 0.7e-8, x = 0.6e-8), which no rule can match.
+    Case("igammac", lambda x: gates.igammac(1.5, x),
+         lambda x: jax.scipy.special.gammaincc(1.5, x),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, x: g(1.5, x), covers="igammac", order2=True, domain="positive"),
+    Case("igammac_a", lambda a: gates.igammac(a, 1.2),
+         lambda a: jax.scipy.special.gammaincc(a, 1.2),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, a: g(a, 1.2), covers="igammac", domain="positive"),
+    _unary("bessel_i0e", gates.bessel_i0e, jax.scipy.special.i0e, away_from_zero,
+           order2=True, domain="grid"),
+    _unary("bessel_i1e", gates.bessel_i1e, jax.scipy.special.i1e, away_from_zero,
+           order2=True, domain="grid"),
+    Case("rem", gates.rem, _ref_rem, _rem_pair, (0, 1), gates.rem, lambda g, x, y: g(x, y),
+         covers="rem", order2=True, domain="positive"),
+    Case("clamp", gates.clamp, lambda lo, x, hi: lax.clamp(*bcast(lo, x, hi)), _clamp_args,
+         (0, 1, 2), gates.clamp, lambda g, lo, x, hi: g(lo, x, hi), covers="clamp",
+         order2=True),
+    Case("clamp_const", lambda x: gates.clamp(-0.5, x, 0.5), lambda x: jnp.clip(x, -0.5, 0.5),
+         lambda rng: (_clamp_args(rng)[1],), (0,), gates.clamp,
+         lambda g, x: g(-0.5, x, 0.5), covers="clamp"),
+    # 45 mantissa bits: the value is rounded (by up to 2^-46 of itself), finely enough for a
+    # finite difference at h = 1e-5 to see the slope 1 to 1e-9.
+    _param_case("reduce_precision", _gate_of("reduce_precision"),
+                lambda x: gates.reduce_precision(x, exponent_bits=11, mantissa_bits=45),
+                lambda x: lax.reduce_precision(x, 11, 45), lambda rng: (normal(rng, (2, 3)),),
+                dict(exponent_bits=11, mantissa_bits=45), order2=True),
+]
+GATE_CASES += ELEMENTWISE_CASES
+GATE_CASES += [
+    _param_case("unstack", _gate_of("unstack"), lambda x: gates.unstack(x, axis=1),
+                lambda x: tuple(jnp.unstack(x, axis=1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(axis=1), order2=True),
+    Case("approx_top_k", lambda x: gates.approx_top_k(x, 2),
+         lambda x: lax.approx_max_k(x, 2)[0], lambda rng: (normal(rng, (3, 5)),), (0,),
+         _gate_of("approx_top_k"),
+         lambda g, x: g(x, k=2, reduction_dimension=-1, recall_target=0.95, is_max_k=True,
+                        reduction_input_size_override=-1, aggregate_to_topk=True),
+         covers="approx_top_k", order2=True),
+]
+
+
 # ---------------------------------------------- scans, sorting, prod, updates, tiles (issue 19)
 
 

@@ -56,6 +56,7 @@ jax.config.update("jax_enable_x64", True)  # the suite's settings (tests/conftes
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
 
 import jaxprop  # noqa: E402
 from jaxprop import core, tracer, wiring  # noqa: E402
@@ -189,7 +190,21 @@ def _last_argmin(rows, axis=-1):
     return rows.shape[-1] - 1 - jnp.argmin(rows[..., ::-1], axis=-1)
 
 
+def _running_last(scan):
+    """A running max's (or min's) forward whose later tie takes the gradient over."""
+    def forward(x, *, axis, reverse):
+        z = scan(x, axis, reverse)
+        iota = lax.broadcasted_iota(jnp.int32, z.shape, axis)
+        if reverse:
+            return z, lax.cummin(jnp.where(x == z, iota, z.shape[axis] - 1), axis, reverse=True)
+        return z, lax.cummax(jnp.where(x == z, iota, 0), axis)
+
+    return forward
+
+
 TIES: dict[str, Callable] = {
+    "cummax": _running_last(lax.cummax),
+    "cummin": _running_last(lax.cummin),
     "maximum": lambda x, y: (jnp.maximum(x, y), x > y),
     "minimum": lambda x, y: (jnp.minimum(x, y), x < y),
     "relu": lambda x: (jnp.maximum(x, 0), x >= 0),

@@ -22,8 +22,16 @@ The modules hold the gates by kind:
   ``dW`` the correlation of x with dy;
 * ``windows``: max and min pooling (routers: each window's first winner), sum and average
   pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add);
-* ``scans``: running sums, products, maxima and minima, and the running logsumexp;
-* ``sorting``: sort (the gradient follows the permutation back) and top_k.
+* ``trig``: sin (cos x), cos, tan, their inverses (atan: 1/(1+x^2)), atan2, sinh, cosh and
+  theirs;
+* ``special``: erf (2/sqrt(pi) e^(-x^2)), erfc, erf_inv, exp2, cbrt, lgamma (digamma),
+  digamma, polygamma, the incomplete gammas, the scaled Bessel functions;
+* ``piecewise``: rem (a sawtooth), clamp (a router with three inputs), reduce_precision;
+* ``stacking``: unstack (and ``jnp.stack``, applied as reshape and concatenate gates);
+* ``approx``: the approximate top-k (a router: each picked element takes its gradient);
+* ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
+  (routers to the running winner);
+* ``sorting``: sort and top_k (the gradient moved back through the order found).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
