@@ -449,6 +449,36 @@ def _solve_with(gate, a, b):
                 lambda _, r: jnp.linalg.solve(held.T, r))
 
 
+_TURN3 = np.linalg.qr(np.array([[2.0, -1.0, 0.5], [1.0, 1.5, -1.0], [0.5, 1.0, 2.0]]))[0]
+_TURN4 = np.linalg.qr(np.array([[1.0, 2.0, 0.0, -1.0], [0.5, -1.0, 2.0, 0.0],
+                                [-1.0, 0.5, 1.0, 2.0], [2.0, 0.0, -0.5, 1.0]]))[0]
+SPREAD = (_TURN3 @ np.diag([1.0, 2.5, 4.0]) @ _TURN3.T)[None]
+"""Added to a small matrix (or to the battery's probes, 0 or 0.75 everywhere, times a small
+or large scale): eigenvalues and singular values at least about 1 apart, never degenerate and
+never 0, and eigenvectors turned off the axes (on the axes, a vector's sign may flip under a
+small change of A)."""
+SPREAD_TALL = (_TURN4[:, :3] @ np.diag([1.0, 2.5, 4.0]) @ _TURN3.T)[None]
+
+
+def _ref_eigh(a):
+    """(V, w) of eigh's primitive, from jnp.linalg.eigh (which symmetrises A first)."""
+    w, v = jnp.linalg.eigh(a + SPREAD)
+    return v, w
+
+
+def _ref_svd(a):
+    """(s, U, V^T) in the order of svd's primitive."""
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return s, u, vt
+
+
+def _ref_tridiagonal(dl, d, du, b):
+    """The tridiagonal matrix built in full, and a dense solve."""
+    a = (d[..., :, None] * np.eye(4)[None] + dl[..., :, None] * np.eye(4, k=-1)[None]
+         + du[..., :, None] * np.eye(4, k=1)[None])
+    return jnp.linalg.solve(a, b)
+
+
 _TRI = dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
             unit_diagonal=False)
 
@@ -689,6 +719,26 @@ GATE_CASES = [
     Case("linear_solve", lambda a, b: _solve_with(gates.linear_solve, a, b), jnp.linalg.solve,
          lambda rng: (spd(rng, (3, 3)) + normal(rng, (3, 3)), normal(rng, (3,))), (0, 1),
          _gate_of("linear_solve"), _solve_with, covers="linear_solve", order2=True),
+    Case("eigh", lambda a: gates.eigh(symmetric(a) + SPREAD), _ref_eigh,
+         lambda rng: (normal(rng, (2, 3, 3)),), (0,), _gate_of("eigh"),
+         lambda g, a: g(symmetric(a) + SPREAD), covers="eigh", order2=True),
+    Case("svd_tall", lambda a: gates.svd(a + SPREAD_TALL, full_matrices=False),
+         lambda a: _ref_svd(a + SPREAD_TALL), lambda rng: (normal(rng, (2, 4, 3)),), (0,),
+         _gate_of("svd"), lambda g, a: g(a + SPREAD_TALL, full_matrices=False), covers="svd",
+         order2=True),
+    Case("svd_values_wide", lambda a: gates.svd(_mT(a + SPREAD_TALL), compute_uv=False),
+         lambda a: (jnp.linalg.svd(_mT(a + SPREAD_TALL), compute_uv=False),),
+         lambda rng: (normal(rng, (2, 4, 3)),), (0,), _gate_of("svd"),
+         lambda g, a: g(_mT(a + SPREAD_TALL), compute_uv=False), covers="svd"),
+    Case("qr_tall", lambda a: gates.qr(a + SPREAD_TALL),
+         lambda a: tuple(jnp.linalg.qr(a + SPREAD_TALL)), lambda rng: (normal(rng, (2, 4, 3)),),
+         (0,), _gate_of("qr"), lambda g, a: g(a + SPREAD_TALL), covers="qr", order2=True),
+    Case("tridiagonal_solve",
+         lambda dl, d, du, b: gates.tridiagonal_solve(dl, d + 4, du, b),
+         lambda dl, d, du, b: _ref_tridiagonal(dl, d + 4, du, b),
+         lambda rng: (normal(rng, (2, 4)), normal(rng, (2, 4)), normal(rng, (2, 4)),
+                      normal(rng, (2, 4, 2))), (0, 1, 2, 3), _gate_of("tridiagonal_solve"),
+         lambda g, dl, d, du, b: g(dl, d + 4, du, b), covers="tridiagonal_solve", order2=True),
 ]
 GATE_CASES += POOL_CASES
 

@@ -792,8 +792,12 @@ def _qr_forward(a, *, pivoting, full_matrices, use_magma):
 
 
 def _qr_a_bar(res, z_bar):
-    """A_bar = (Q_bar + Q G) R^-T, G = tril(M - M^T, -1) - M and M = Q^T Q_bar - R_bar R^T."""
+    """A_bar = (Q_bar + Q G) R^-T, G = tril(M - M^T, -1) - M and M = Q^T Q_bar - R_bar R^T.
+
+    R's lower triangle is always 0, so R_bar's is dropped first: it would cancel in G, but
+    only up to rounding, and a large one would leave its rounding behind."""
     q_bar, r_bar = z_bar
+    r_bar = jnp.triu(r_bar)
     m = _mT(res.q) @ q_bar - r_bar @ _mT(res.r)
     g = jnp.tril(m - _mT(m), -1) - m
     return lax.linalg.triangular_solve(res.r, q_bar + res.q @ g, left_side=False, lower=False,
