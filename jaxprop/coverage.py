@@ -40,16 +40,12 @@ NOT_GATED: dict[str, str] = {
                      "and random_gamma_grad, which it runs, has no derivative"),
     "reduce": ("lax.reduce with the user's own combining function (a jaxpr): no fixed local "
                "gradient to write a rule for"),
-    "reduce_window": ("lax.reduce_window with the user's own combining function: no fixed "
-                      "local gradient (max, min and sum pooling have their gates)"),
     "ragged_dot_general": ("the grouped matmul of ragged groups (mixture-of-experts kernels): "
                            "beyond the course"),
     "eig": ("the non-symmetric eigendecomposition: complex eigenvalues and eigenvectors, "
             + _COMPLEX),
     "random_gamma_grad": ("random_gamma's derivative in its shape, which has no derivative "
                           "in JAX either"),
-    "tridiagonal_solve": ("a banded solve of the tridiagonal systems of splines and PDEs: "
-                          "beyond the course"),
     "linear_call": ("a function given with its own transpose (jax.experimental "
                     "linear_call): its body is not opened into gates"),
 }

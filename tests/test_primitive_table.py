@@ -16,6 +16,7 @@ handled ones are those gated or without a derivative. The README states the coun
 """
 
 import jax
+import jax.experimental.multihost_utils  # noqa: F401 - registers its primitives: a fixed table
 import jax.numpy as jnp
 import pytest
 from jax._src.interpreters import ad
@@ -41,7 +42,8 @@ NOT_FLOATING_POINT: dict[str, tuple[str, frozenset[str]]] = {
          "reduced_vary_cast_p", "vary_unreduced_cast_p", "shard_map"})),
     "sharding and placement annotations": (
         "they say where a value lives, not what it is", frozenset(
-            {"sharding_constraint", "reshard", "layout_constraint", "inspect_sharding"})),
+            {"sharding_constraint", "reshard", "layout_constraint", "inspect_sharding",
+             "global_array_to_host_local_array", "host_local_array_to_global_array"})),
     "state references": ("mutable references and boxes (jax.ref, run_state), not values",
                          frozenset({"get", "swap", "addupdate", "new_ref", "empty_ref",
                                     "free_ref", "freeze", "accum_grad_in_ref", "run_state",
