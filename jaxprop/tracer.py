@@ -509,7 +509,7 @@ def _lifted(op: _Op, vals) -> list:
     others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
     xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
     if adapter is None:  # the gate itself, its parameters named as the primitive's
-        out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
+        out = wiring.apply(gate, tuple(xs), {k: op.eqn.params[k] for k in gate.params})
     else:
         out = adapter(*xs, **op.eqn.params)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]

@@ -170,13 +170,17 @@ def _scatter_mode(mode):
     return lax.GatherScatterMode.FILL_OR_DROP if mode == _PROMISE else mode
 
 
+_GATHER_SCATTER = (("offset_dims", "update_window_dims"),
+                   ("collapsed_slice_dims", "inserted_window_dims"),
+                   ("start_index_map", "scatter_dims_to_operand_dims"),
+                   ("operand_batching_dims", "operand_batching_dims"),
+                   ("start_indices_batching_dims", "scatter_indices_batching_dims"))
+"""A gather's dimension numbers and the scatter's that undoes it, field by field."""
+
+
 def _scatter_numbers(dn):
     """The scatter that puts back what a gather with dimension numbers ``dn`` picked."""
-    return lax.ScatterDimensionNumbers(
-        update_window_dims=dn.offset_dims, inserted_window_dims=dn.collapsed_slice_dims,
-        scatter_dims_to_operand_dims=dn.start_index_map,
-        operand_batching_dims=dn.operand_batching_dims,
-        scatter_indices_batching_dims=dn.start_indices_batching_dims)
+    return lax.ScatterDimensionNumbers(**{s: getattr(dn, g) for g, s in _GATHER_SCATTER})
 
 
 def _gather(x, idx, *, dimension_numbers, slice_sizes, mode, fill_value, indices_are_sorted,
@@ -264,11 +268,7 @@ def _scatter_args(name):
 
 def _gather_numbers(sdn):
     """The gather that reads back what a scatter with dimension numbers ``sdn`` wrote."""
-    return lax.GatherDimensionNumbers(
-        offset_dims=sdn.update_window_dims, collapsed_slice_dims=sdn.inserted_window_dims,
-        start_index_map=sdn.scatter_dims_to_operand_dims,
-        operand_batching_dims=sdn.operand_batching_dims,
-        start_indices_batching_dims=sdn.scatter_indices_batching_dims)
+    return lax.GatherDimensionNumbers(**{g: getattr(sdn, s) for g, s in _GATHER_SCATTER})
 
 
 def _read_back(z_bar, idx, *, dimension_numbers, mode, updates_shape, in_shape, **_):
@@ -453,50 +453,39 @@ def _extremal_forward(op, x, idx, u, **p):
     return z, (idx, *_routes(winner, idx, ids, **p))
 
 
-scatter_max = Gate(
-    "scatter_max",
-    pattern=ROUTER,
-    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_max, x, idx, u, **p),
-    vjp=(_x_routed, None, _u_bar_routed),
-    jvp=(_x_routed, None, _u_dot_routed),
-    local=("[x is the largest]", None, "1 where it is the largest (the first at a tie), else 0"),
-    tangent="the largest input's tangent at each place",
-    params=_SCATTER_PARAMS,
-    prepare=_scatter_args("scatter_max"),
-    primitives={"scatter-max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p),
-                "scatter_max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p)},
-    doc="""Scatter-max gate: z = the largest of x and the ``updates`` at each index
-(``x.at[i].max(u)``, ``jax.ops.segment_max``).
+def _scatter_extremum(name: str, op) -> Gate:
+    word = {"max": "largest", "min": "smallest"}[name]
 
-The "gradient router", the max gate's: the largest value at each place takes the
-whole gradient, the others none: x_bar = z_bar where x is the largest; an update gets z_bar
-read back at its index where it is. At a tie the first takes it all, as the max gate gives a
+    def apply(x, idx, u, **p):
+        return gate(x, idx, u, **p)
+
+    gate = Gate(
+        f"scatter_{name}",
+        pattern=ROUTER,
+        forward=lambda x, idx, u, **p: _extremal_forward(op, x, idx, u, **p),
+        vjp=(_x_routed, None, _u_bar_routed),
+        jvp=(_x_routed, None, _u_dot_routed),
+        local=(f"[x is the {word}]", None,
+               f"1 where it is the {word} (the first at a tie), else 0"),
+        tangent=f"the {word} input's tangent at each place",
+        params=_SCATTER_PARAMS,
+        prepare=_scatter_args(f"scatter_{name}"),
+        primitives={f"scatter-{name}": apply, f"scatter_{name}": apply},
+        doc=f"""Scatter-{name} gate: z = the {word} of x and the ``updates`` at each index
+(``x.at[i].{name}(u)``, ``jax.ops.segment_{name}``).
+
+The "gradient router", the {name} gate's: the {word} value at each place takes the
+whole gradient, the others none: x_bar = z_bar where x is the {word}; an update gets z_bar
+read back at its index where it is. At a tie the first takes it all, as the {name} gate gives a
 tie to its first input: x first, then the updates in their order (``jax.grad`` splits a tie
 evenly instead). A dropped update gets 0.
 """,
-)
+    )
+    return gate
 
 
-scatter_min = Gate(
-    "scatter_min",
-    pattern=ROUTER,
-    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_min, x, idx, u, **p),
-    vjp=(_x_routed, None, _u_bar_routed),
-    jvp=(_x_routed, None, _u_dot_routed),
-    local=("[x is the smallest]", None,
-           "1 where it is the smallest (the first at a tie), else 0"),
-    tangent="the smallest input's tangent at each place",
-    params=_SCATTER_PARAMS,
-    prepare=_scatter_args("scatter_min"),
-    primitives={"scatter-min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p),
-                "scatter_min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p)},
-    doc="""Scatter-min gate: z = the smallest of x and the ``updates`` at each index
-(``x.at[i].min(u)``, ``jax.ops.segment_min``).
-
-The "gradient router", the min gate's: as scatter_max, with the smallest value
-taking the gradient; a tie goes to x first, then to the first tied update.
-""",
-)
+scatter_max = _scatter_extremum("max", lax.scatter_max)
+scatter_min = _scatter_extremum("min", lax.scatter_min)
 
 
 def _place(x_dot, *, dimension, sizes, which):
