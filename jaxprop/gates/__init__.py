@@ -47,6 +47,7 @@ from jaxprop.gates.indexing import (
     concatenate,
     dynamic_slice,
     gather,
+    pad,
     scatter,
     scatter_add,
     scatter_max,
@@ -77,6 +78,7 @@ __all__ = [
     "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
+    "pad",
     "matmul", "dot_general",
     "GATES", "pattern_table",
 ]
