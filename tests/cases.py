@@ -333,6 +333,7 @@ GATE_CASES = [
     Case("maximum_const", lambda x: gates.maximum(x, 0.25), lambda x: ref_maximum(x, 0.25),
          _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25),
          covers="maximum", order2=True),
+    _unary("neg", gates.neg, lambda x: -x, normal, order2=True),
     _unary("exp", gates.exp, jnp.exp, normal, order2=True),
     _unary("exp_rank0", gates.exp, jnp.exp, normal, shape=()),
     _unary("log", gates.log, jnp.log, positive, order2=True, domain="positive"),
@@ -347,8 +348,11 @@ GATE_CASES = [
     _sum("sum_axis1", 1, (2, 3)),
     _sum("sum_axes02", (0, 2), (2, 3, 2), order2=True),
     _sum("sum_axis_neg", -1, (2, 3)),
-    Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
-         lambda rng: (normal(rng, (4, 3)),), covers="sum", order2=True),
+    _param_case("mean_axis0", gates.mean, lambda x: gates.mean(x, 0),
+                lambda x: jnp.mean(x, axis=0), lambda rng: (normal(rng, (4, 3)),),
+                dict(axes=(0,), shape=(4, 3)), order2=True),
+    _param_case("mean_all", gates.mean, lambda x: gates.mean(x), jnp.mean,
+                lambda rng: (normal(rng, (2, 3)),), dict(axes=None, shape=(2, 3))),
     _binary("sub", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (2, 3)),
     _binary("sub_bias", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (3,), order2=True),
     Case("div", gates.div, lambda x, y: ref_mul(x, 1.0 / y),
@@ -380,9 +384,11 @@ GATE_CASES = [
     _unary("expm1", gates.expm1, jnp.expm1, normal, order2=True),
     Case("select", gates.select, lambda c, f, t: jnp.where(c, t, f), _select_args, (1, 2),
          gates.select, lambda g, c, f, t: g(c, f, t), covers="select", order2=True),
+    Case("where", gates.where, jnp.where, _select_args, (1, 2), gates.where,
+         lambda g, c, x, y: g(c, x, y), covers="where", order2=True),
     Case("where_const", lambda c, x: gates.where(c, x, 0.0),
          lambda c, x: jnp.where(c, x, 0.0), lambda rng: _select_args(rng)[:2], (1,),
-         gates.select, lambda g, c, x: g(c, 0.0, x), covers="select"),
+         gates.where, lambda g, c, x: g(c, x, 0.0), covers="where"),
     _param_case("max_axis1", _gate_of("max"), lambda x: gates.max(x, 1),
                 lambda x: jnp.max(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
                 dict(axes=(1,), shape=(3, 4)), order2=True),
@@ -405,6 +411,9 @@ GATE_CASES = [
     _param_case("squeeze", _gate_of("squeeze"), lambda x: gates.squeeze(x, 1),
                 lambda x: x[:, 0, :], lambda rng: (normal(rng, (2, 1, 3)),),
                 dict(dims=(1,), in_shape=(2, 1, 3)), order2=True),
+    _param_case("expand_dims", gates.expand_dims, lambda x: gates.expand_dims(x, (0, -1)),
+                lambda x: jnp.expand_dims(x, (0, -1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(dims=(0, 3)), order2=True),
     _param_case("transpose", _gate_of("transpose"), lambda x: gates.transpose(x, (2, 0, 1)),
                 lambda x: jnp.transpose(x, (2, 0, 1)), lambda rng: (normal(rng, (2, 3, 4)),),
                 dict(perm=(2, 0, 1)), order2=True),
@@ -494,6 +503,10 @@ GATE_CASES = [
                 lambda x, y: jnp.concatenate([x, y], axis=1),
                 lambda rng: (normal(rng, (2, 3)), normal(rng, (2, 2))),
                 dict(dimension=1, sizes=(3, 2)), diff=(0, 1), order2=True),
+    Case("concatenate_three", lambda x, y, w: gates.concatenate([x, y, w]),
+         lambda x, y, w: jnp.concatenate([x, y, w]),
+         lambda rng: (normal(rng, (1, 3)), normal(rng, (2, 3)), normal(rng, (3, 3))),
+         (0, 1, 2), covers="concatenate"),
     _param_case("split", _gate_of("split"), lambda x: gates.split(x, (2, 3), axis=1),
                 lambda x: tuple(jnp.split(x, [2], axis=1)), lambda rng: (normal(rng, (2, 5)),),
                 dict(sizes=(2, 3), axis=1), order2=True),
@@ -517,6 +530,43 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
+]
+
+
+
+# --------------------------------------------------------------- convolution (conv gate)
+
+
+def _conv_case(name, x_shape, w_shape, strides, padding, order2=False, **kw):
+    """The conv gate called as ``lax.conv_general_dilated`` is, against that very call."""
+    params = gates.conv.prepare(np.zeros(x_shape), np.zeros(w_shape), strides, padding, **kw)[1]
+    return _param_case(
+        name, gates.conv, lambda x, w: gates.conv(x, w, strides, padding, **kw),
+        lambda x, w: lax.conv_general_dilated(x, w, strides, padding, **kw),
+        lambda rng: (normal(rng, x_shape), normal(rng, w_shape)), params, diff=(0, 1),
+        order2=order2)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+GATE_CASES += [
+    _conv_case("conv_nchw_oihw_same", (2, 3, 5, 5), (4, 3, 3, 3), (1, 1), "SAME"),
+    _conv_case("conv_nhwc_hwio_valid", (2, 5, 4, 3), (3, 2, 3, 4), (2, 1), "VALID",
+               dimension_numbers=_NHWC),
+    _conv_case("conv_1d_explicit", (2, 3, 7), (2, 3, 3), (2,), ((1, 2),)),
+    _conv_case("conv_3d_same", (1, 2, 4, 3, 3), (2, 2, 2, 2, 2), (1, 2, 1), "SAME"),
+    _conv_case("conv_strided_uneven", (2, 2, 7, 6), (3, 2, 3, 2), (3, 2), ((2, 1), (0, 1))),
+    _conv_case("conv_negative_padding", (1, 2, 6, 5), (2, 2, 3, 2), (2, 1), ((-1, 1), (0, -1))),
+    _conv_case("conv_lhs_dilation", (2, 2, 4, 4), (3, 2, 3, 3), (1, 2), ((1, 1), (2, 0)),
+               lhs_dilation=(2, 1)),
+    _conv_case("conv_rhs_dilation", (2, 2, 7, 6), (3, 2, 2, 2), (1, 2), "VALID",
+               rhs_dilation=(2, 2)),
+    _conv_case("conv_depthwise", (1, 2, 4, 4), (4, 1, 3, 3), (2, 1), "SAME",
+               feature_group_count=2, order2=True),
+    _conv_case("conv_groups_nhwc_to_nchw", (2, 5, 5, 4), (3, 3, 2, 6), (2, 2),
+               ((2, 1), (1, 1)),
+               lhs_dilation=(1, 2), rhs_dilation=(2, 1), feature_group_count=2,
+               dimension_numbers=("NHWC", "HWIO", "NCHW")),
 ]
 
 
@@ -554,8 +604,6 @@ GATE_CASES += [
          lambda x: ref_pad(x, 0.0, _PAD_CONV), lambda rng: (normal(rng, (2, 3, 2)),), (0,),
          _gate_of("pad"), lambda g, x: g(x, 0.0, config=_PAD_CONV), covers="pad"),
 ]
-
-
 def _loss_case(name):
     entry = losses.LOSSES[name]
 
@@ -630,6 +678,17 @@ MODEL_CASES = [
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
 SWAPPABLE = [c for c in CASES if c.apply is not None]
+
+
+def missing_cases(gates_by_name: dict[str, Gate], cases=GATE_CASES) -> dict[str, list[str]]:
+    """What each gate of ``gates_by_name`` lacks among the cases every gate needs: a case (run
+    through the battery), one marked ``order2``, one that swaps its rules in (``apply``)."""
+    needs = {"a case": lambda c: True, "an order2 case": lambda c: c.order2,
+             "a case with its rules swapped in": lambda c: c.apply is not None}
+    missing = {name: [need for need, has in needs.items()
+                      if not any(c.covers == name and has(c) for c in cases)]
+               for name in gates_by_name}
+    return {name: lacks for name, lacks in missing.items() if lacks}
 
 
 # ------------------------------------------------------------------------------ the battery

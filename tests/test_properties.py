@@ -43,7 +43,7 @@ UNARY = {name: (_plain_case(g).fn, _plain_case(g).ref, DOMAINS[_plain_case(g).do
          for name, g in gates.GATES.items() if g.elementwise and g.arity == 1}
 BINARY = {name: (_plain_case(g).fn, _plain_case(g).ref, _plain_case(g).domain)
           for name, g in gates.GATES.items() if g.broadcast and g.arity == 2}
-ROUTERS = {"select"}  # the where gate: its condition is drawn apart, below
+ROUTERS = {"select", "where"}  # their condition is drawn apart, below
 
 
 def test_property_tests_cover_every_elementwise_gate():
@@ -109,6 +109,7 @@ def test_where_routes_to_the_picked_case(data):
     x = jnp.asarray(data.draw(S.normal_values(shape), label="x"))
     y = jnp.asarray(data.draw(S.normal_values(shape), label="y"))
     _assert_agree(lambda x, y: gates.where(c, x, y), lambda x, y: jnp.where(c, x, y), (x, y))
+    _assert_agree(lambda x, y: gates.select(c, y, x), lambda x, y: jnp.where(c, x, y), (x, y))
 
 
 @PROPERTY

@@ -6,88 +6,62 @@ tangent. Each rule sits under its forward computation, as in micrograd.
 
 The modules hold the gates by kind:
 
-* ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
-  min (routers), abs, where;
+* ``arithmetic``: add (distributor), sub, neg, mul (swap multiplier), div, 1/x, powers, max
+  and min (routers), abs, select and where;
 * ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
   formed);
 * ``reductions``: sum, mean, max and min over axes;
-* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
-* ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
-  scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
+  transpose, reverse, cast;
+* ``indexing``: slices and pads (each the other's transpose), gathers (the pick
+  ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
+  distributes, multiply switches), concatenate, split;
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+* ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
+  ``dW`` the correlation of x with dy.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
 it half and half).
 
-``GATES`` lists every gate by name; it is built from the modules themselves, so a new gate
-is registered by being written in one of them.
+``GATES`` lists every gate by name, and each is public under its name (``gates.tanh`` is
+``GATES["tanh"]``). It is found in the package's modules themselves (:func:`find_gates`), so
+a new gate, or a new module of gates, is registered by being written there.
 """
 
 from __future__ import annotations
 
-from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
-from jaxprop.gates.arithmetic import (
-    abs,
-    add,
-    div,
-    integer_pow,
-    maximum,
-    minimum,
-    mul,
-    neg,
-    pow,
-    reciprocal,
-    select,
-    sub,
-    where,
-)
-from jaxprop.gates.indexing import (
-    concatenate,
-    dynamic_slice,
-    gather,
-    pad,
-    scatter,
-    scatter_add,
-    scatter_max,
-    scatter_min,
-    scatter_mul,
-    slice,
-    split,
-)
-from jaxprop.gates.linalg import dot_general, matmul
-from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
-from jaxprop.gates.reductions import max, mean, min, sum
-from jaxprop.gates.structure import (
-    broadcast_to,
-    cast,
-    copy,
-    expand_dims,
-    reshape,
-    rev,
-    squeeze,
-    transpose,
-)
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
-    "minimum", "abs", "select", "where",
-    "exp", "log", "log1p", "expm1", "sigmoid", "tanh", "sqrt", "rsqrt", "relu",
-    "sum", "mean", "max", "min",
-    "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
-    "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
-    "scatter_max", "scatter_min", "concatenate", "split",
-    "pad",
-    "matmul", "dot_general",
-    "GATES", "pattern_table",
-]
+from jaxprop.gate import Gate, GateContractError
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
 
-GATES: dict[str, Gate] = {
-    g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
-"""Every gate, by name: the one registry of gates."""
+def find_gates(package: ModuleType) -> dict[str, Gate]:
+    """Every gate defined in the modules of ``package``, by name (modules in alphabetical
+    order): a gates module is found by being in the package, with no list to edit."""
+    found: dict[str, Gate] = {}
+    for info in pkgutil.iter_modules(package.__path__, prefix=package.__name__ + "."):
+        for gate in vars(importlib.import_module(info.name)).values():
+            if not isinstance(gate, Gate):
+                continue
+            if found.setdefault(gate.name, gate) is not gate:
+                raise GateContractError(f"two gates are named {gate.name!r} (one in "
+                                        f"{info.name}): a gate's name is its key in GATES")
+    return found
+
+
+GATES: dict[str, Gate] = find_gates(sys.modules[__name__])
+"""Every gate, by name: the one registry of gates. Each is also ``jaxprop.gates.<name>``."""
+
+globals().update(GATES)
+__all__ = [*GATES, "GATES", "find_gates", "pattern_table"]
+
+if TYPE_CHECKING:  # every public name of this package is a gate of GATES
+    def __getattr__(name: str) -> Gate: ...
 
 
 def pattern_table() -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, is_constant
+from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, inputs, is_constant
 
 __all__ = ["add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
            "minimum", "abs", "select", "where"]
@@ -108,9 +108,21 @@ slide's ``*-1`` gate) it is a scaled local gradient instead.
 )
 
 
-def neg(x):
-    """Negation: a mul gate by the constant -1 (the slide's ``*-1`` gate)."""
-    return mul(x, -1.0)
+neg = Gate(
+    "neg",
+    pattern=SCALED,
+    symbol="-x",
+    forward=lambda x: (-x, None),
+    vjp=(lambda res, z_bar: -z_bar,),
+    jvp=(lambda res, x_dot: -x_dot,),
+    local=("-1",),
+    elementwise=True,
+    doc="""Negate gate: z = -x.
+
+A scaled local gradient, by -1: the slide's ``*-1`` gate (``-x`` in traced code is that mul
+gate, as the slide draws it).
+""",
+)
 
 
 reciprocal = Gate(
@@ -301,6 +313,19 @@ zero elsewhere; the condition c gets no gradient. ``jnp.where(c, x, y)`` is
 )
 
 
-def where(c, x, y):
-    """``jnp.where(c, x, y)`` as the select gate: the gradient goes to x where c, else y."""
-    return select(jnp.asarray(c), y, x)
+where = Gate(
+    "where",
+    pattern=ROUTER,
+    forward=lambda c, x, y: _select_forward(c, y, x),
+    vjp=(None, lambda c, z_bar: jnp.where(c, z_bar, 0), lambda c, z_bar: jnp.where(c, 0, z_bar)),
+    jvp=(None, lambda c, x_dot: jnp.where(c, x_dot, 0), lambda c, y_dot: jnp.where(c, 0, y_dot)),
+    local=(None, "[c]", "[not c]"),
+    tangent="x_dot where c, else y_dot",
+    broadcast=True,
+    prepare=lambda c, x, y: inputs(jnp.asarray(c), x, y),
+    doc="""Where gate: z = x where c, else y (``jnp.where(c, x, y)``).
+
+The "gradient router": x takes the upstream gradient where c holds, y elsewhere; the
+condition c gets no gradient. It is the select gate with its cases in jnp's order.
+""",
+)

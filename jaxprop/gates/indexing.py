@@ -523,7 +523,18 @@ def _part(z_bar, *, dimension, sizes, which):
     return lax.slice_in_dim(z_bar, lo, lo + sizes[which], axis=dimension)
 
 
-_concatenate = Gate(
+def _prepare_concatenate(xs, axis: int = 0):
+    """``concatenate([x, y, ...], axis)``: a longer list joins all but its last part first,
+    so n parts take n - 1 concatenate gates."""
+    xs = list(xs)
+    if len(xs) < 2:
+        raise ValueError(f"concatenate: give two or more arrays to join; got {len(xs)}")
+    axis = axis % jnp.ndim(xs[0])
+    x, y = (xs[0] if len(xs) == 2 else concatenate(xs[:-1], axis)), xs[-1]
+    return inputs(x, y, dimension=axis, sizes=(jnp.shape(x)[axis], jnp.shape(y)[axis]))
+
+
+concatenate = Gate(
     "concatenate",
     pattern=STRUCTURE,
     forward=lambda x, y, *, dimension, sizes: (jnp.concatenate([x, y], axis=dimension), None),
@@ -534,26 +545,16 @@ _concatenate = Gate(
     local=("1, moved: x_bar = z_bar's first part", "1, moved: y_bar = z_bar's second part"),
     tangent="[x_dot, y_dot]",
     params=("dimension", "sizes"),
-    primitives={"concatenate": lambda *xs, dimension: concatenate(xs, dimension)},
-    doc="""Concatenate gate: z = [x, y] joined along ``dimension``.
+    prepare=_prepare_concatenate,
+    primitives={"concatenate": lambda *xs, dimension: xs[0] if len(xs) == 1
+                else concatenate(xs, dimension)},
+    doc="""Concatenate gate: z = [x, y] joined along ``dimension``:
+``concatenate([x, y, ...], axis=0)``.
 
 Each part takes its own piece of z_bar back (x_bar = the first x.shape[d] entries
 along d, y_bar the rest). Longer lists are joined two at a time.
 """,
 )
-
-
-def concatenate(xs, axis: int = 0):
-    """``jnp.concatenate(xs, axis)`` as concatenate gates, joined two at a time."""
-    xs = list(xs)
-    if not xs:
-        raise ValueError("concatenate: give at least one array")
-    axis = axis % jnp.ndim(xs[0])
-    out = xs[0]
-    for x in xs[1:]:
-        out = _concatenate(out, x, dimension=axis,
-                           sizes=(jnp.shape(out)[axis], jnp.shape(x)[axis]))
-    return out
 
 
 def _prepare_split(x, sizes, axis: int = 0):

@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprop.gate import DISTRIBUTOR, ROUTER, Gate
-from jaxprop.gates.arithmetic import mul
 
-__all__ = ["sum", "mean", "max", "min", "normalize_axes"]
+__all__ = ["sum", "mean", "max", "min"]
 
 
 def normalize_axes(name: str, x, axis) -> tuple[int, ...] | None:
@@ -72,17 +71,37 @@ inputs: z_bar is broadcast back over the summed axes to x's ``shape``.
 )
 
 
-def mean(x, axis: int | tuple[int, ...] | None = None):
-    """Mean: a sum gate, then a mul gate by the constant 1/n."""
-    axes = normalize_axes("mean", x, axis)
-    shape = jnp.shape(x)
-    n = 1
-    for a in range(len(shape)) if axes is None else axes:
-        n *= shape[a]
-    if n == 0:
-        raise ValueError(f"mean: the mean over axis {axis!r} of an input of shape {shape} "
-                         "averages no elements (the axis is empty)")
-    return mul(sum(x, axes), 1.0 / n)
+def _prepare_mean(x, axis: int | tuple[int, ...] | None = None):
+    """``mean(x, axis=None)``: as a sum's, refusing an axis that averages no elements."""
+    xs, params = _axes("mean")(x, axis)
+    if _count(**params) == 0:
+        raise ValueError(f"mean: the mean over axis {axis!r} of an input of shape "
+                         f"{params['shape']} averages no elements (the axis is empty)")
+    return xs, params
+
+
+def _count(*, axes, shape) -> int:
+    """How many elements each output of a reduction over ``axes`` of ``shape`` takes in."""
+    return int(np.prod([shape[a] for a in (range(len(shape)) if axes is None else axes)]))
+
+
+mean = Gate(
+    "mean",
+    pattern=DISTRIBUTOR,
+    forward=lambda x, *, axes, shape: (jnp.mean(x, axis=axes), None),
+    vjp=(lambda res, z_bar, *, axes, shape: _spread(z_bar / _count(axes=axes, shape=shape),
+                                                    axes, shape),),
+    jvp=(lambda res, x_dot, *, axes, shape: jnp.mean(x_dot, axis=axes),),
+    local=("1/n",),
+    tangent="mean_i x_dot_i",
+    params=("axes", "shape"),
+    prepare=_prepare_mean,
+    doc="""Mean gate: z = (1/n) sum_i x_i over ``axis`` (all axes by default):
+``mean(x, axis=None)``.
+
+The "gradient distributor", scaled: each of the n averaged elements gets z_bar / n.
+""",
+)
 
 
 def _first_winner(x, axes, pick):

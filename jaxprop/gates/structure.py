@@ -105,9 +105,31 @@ Every element keeps its gradient: z_bar is reshaped back to x's shape.
 )
 
 
-def expand_dims(x, axis):
-    """x with a size-1 axis inserted at ``axis``: a reshape."""
-    return reshape(x, np.expand_dims(np.empty(jnp.shape(x), np.int8), axis).shape)
+def _prepare_expand_dims(x, axis):
+    """x with size-1 axes inserted at ``axis`` (an int or a tuple), counted in the output."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = jnp.ndim(x) + len(dims)
+    if not all(-ndim <= d < ndim for d in dims) or len({d % ndim for d in dims}) < len(dims):
+        raise ValueError(f"expand_dims: axis {axis!r} does not name {len(dims)} distinct new "
+                         f"axes of a rank-{ndim} output (input shape {jnp.shape(x)})")
+    return inputs(x, dims=tuple(sorted(d % ndim for d in dims)))
+
+
+expand_dims = Gate(
+    "expand_dims",
+    pattern=STRUCTURE,
+    forward=lambda x, *, dims: (lax.expand_dims(x, dims), None),
+    vjp=(lambda res, z_bar, *, dims: lax.squeeze(z_bar, dims),),
+    jvp=(lambda res, x_dot, *, dims: lax.expand_dims(x_dot, dims),),
+    local=("1, moved: x_bar = z_bar without the new axes",),
+    tangent="x_dot with the new axes",
+    params=("dims",),
+    prepare=_prepare_expand_dims,
+    doc="""Expand-dims gate: z = x with new size-1 axes at ``dims``, squeeze's inverse.
+
+z_bar loses those axes again.
+""",
+)
 
 
 def _squeeze_label(names, *, dims, in_shape):
