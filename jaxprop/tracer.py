@@ -362,11 +362,9 @@ def _rule_of(eqn) -> str | None:
     found = wiring.scope_of(str(getattr(eqn.source_info, "name_stack", "")))
     if found is None:
         return None
-    name, rule, i = found
-    gate = gates.GATES.get(name)
-    which = "" if i is None or gate is None else f" (for {gate.input_names[i]})"
+    gate, rule, x = found
     what = "forward computation" if rule == "forward" else f"{rule} rule"
-    return f"the {what} of the gate {name!r}{which}"
+    return f"the {what} of the gate {gate!r}" + (f" (for {x})" if x else "")
 
 
 def _no_gate(op: _Op) -> str:

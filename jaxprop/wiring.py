@@ -112,16 +112,15 @@ def rule_scope(gate, rule: str, i: int | None = None):
     (``rule``: ``"forward"``, ``"VJP"`` or ``"JVP"``, for input ``i``): the operations traced
     inside carry it in their name stack, so the tracer can say whose rule an operation
     without a gate came from (:func:`scope_of` reads it back)."""
-    return jax.named_scope(f"{RULE_SCOPE}({gate.name},{rule},{'' if i is None else i})")
+    name = "" if i is None else gate.input_names[i]
+    return jax.named_scope(f"{RULE_SCOPE}({gate.name},{rule},{name})")
 
 
-def scope_of(name_stack: str) -> tuple[str, str, int | None] | None:
-    """``(gate name, rule, input)`` of the innermost :func:`rule_scope` in a name stack."""
-    found = re.findall(re.escape(RULE_SCOPE) + r"\(([^,()]+),(\w+),(\d*)\)", name_stack)
-    if not found:
-        return None
-    gate, rule, i = found[-1]
-    return gate, rule, int(i) if i else None
+def scope_of(name_stack: str) -> tuple[str, str, str] | None:
+    """``(gate name, rule, input name or "")`` of the innermost :func:`rule_scope` in a
+    name stack, or None."""
+    found = re.findall(re.escape(RULE_SCOPE) + r"\(([^,()]+),(\w+),(\w*)\)", name_stack)
+    return tuple(found[-1]) if found else None
 
 
 CPU_LAYOUT_MIN_SIZE = 2**16
