@@ -17,8 +17,22 @@ The modules hold the gates by kind:
   ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
   distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+  triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
+  QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
 * ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
-  ``dW`` the correlation of x with dy.
+  ``dW`` the correlation of x with dy;
+* ``windows``: max and min pooling (routers: each window's first winner), sum and average
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add);
+* ``trig``: sin (cos x), cos, tan, their inverses (atan: 1/(1+x^2)), atan2, sinh, cosh and
+  theirs;
+* ``special``: erf (2/sqrt(pi) e^(-x^2)), erfc, erf_inv, exp2, cbrt, lgamma (digamma),
+  digamma, polygamma, the incomplete gammas, the scaled Bessel functions;
+* ``piecewise``: rem (a sawtooth), clamp (a router with three inputs), reduce_precision;
+* ``stacking``: unstack (and ``jnp.stack``, applied as reshape and concatenate gates);
+* ``approx``: the approximate top-k (a router: each picked element takes its gradient);
+* ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
+  (routers to the running winner);
+* ``sorting``: sort and top_k (the gradient moved back through the order found).
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
