@@ -990,6 +990,40 @@ GATE_CASES += [
 ]
 
 
+def ref_pad(x, v, config):
+    """``lax.pad`` built from jnp: x spread out with ``interior`` cells of v between its
+    elements, then blocks of v added at the ends (or cells cut off, for a negative count)."""
+    for axis, (lo, hi, interior) in enumerate(config):
+        n = x.shape[axis]
+        shape = list(x.shape)
+        shape[axis] = n + max(n - 1, 0) * interior
+        at = [np.s_[:]] * x.ndim
+        at[axis] = np.s_[::interior + 1]
+        x = jnp.full(shape, v, x.dtype).at[tuple(at)].set(x)
+        for count, end in ((lo, 0), (hi, 1)):
+            if count > 0:
+                shape = list(x.shape)
+                shape[axis] = count
+                block = jnp.full(shape, v, x.dtype)
+                x = jnp.concatenate([block, x] if end == 0 else [x, block], axis=axis)
+            elif count < 0:
+                x = lax.slice_in_dim(x, -count, None, axis=axis) if end == 0 else \
+                    lax.slice_in_dim(x, 0, x.shape[axis] + count, axis=axis)
+    return x
+
+
+_PAD_MIXED = ((1, -1, 1), (-1, 2, 2))  # low, high, interior: padding, cutting and spreading
+_PAD_CONV = ((0, 0, 0), (2, 1, 0), (1, 1, 0))  # jnp.pad's zeros around an image's edges
+
+GATE_CASES += [
+    _param_case("pad", _gate_of("pad"), lambda x, v: gates.pad(x, v, _PAD_MIXED),
+                lambda x, v: ref_pad(x, v, _PAD_MIXED),
+                lambda rng: (normal(rng, (3, 4)), normal(rng, ())), dict(config=_PAD_MIXED),
+                diff=(0, 1), order2=True),
+    Case("pad_zeros", lambda x: gates.pad(x, 0.0, _PAD_CONV),
+         lambda x: ref_pad(x, 0.0, _PAD_CONV), lambda rng: (normal(rng, (2, 3, 2)),), (0,),
+         _gate_of("pad"), lambda g, x: g(x, 0.0, config=_PAD_CONV), covers="pad"),
+]
 def _loss_case(name):
     entry = losses.LOSSES[name]
 

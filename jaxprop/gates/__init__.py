@@ -13,8 +13,9 @@ The modules hold the gates by kind:
 * ``reductions``: sum, mean, max and min over axes;
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
   transpose, reverse, cast;
-* ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
-  scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
+* ``indexing``: slices and pads (each the other's transpose), gathers (the pick
+  ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
+  distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
   triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
   QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
