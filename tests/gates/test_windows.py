@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cases import distinct, ref_pool
+from cases import POOL_CASES, distinct, ref_pool
 
 import jaxprop
 from jaxprop import gates
@@ -175,6 +175,24 @@ def test_hessian_of_a_pool_net_runs_through_our_rules(name):
     pool = "sum_pool" if "avg" in name else name.split("_")[1] + "_pool"
     assert (pool, "vjp") in {(e.gate.name, e.kind) for e in events}
     assert any(e.kind == "jvp" for e in events)
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[c.name for c in POOL_CASES])
+def test_hessian_of_every_pool_case_against_jax_hessian_of_its_reference(case):
+    """jaxprop.hessian (our VJP rules, then the JVP rules of the gates of that gradient) of
+    sum(tanh(pool)) on each case of tests/cases.py, against jax.hessian of its reference."""
+    args = case.args()
+
+    def scalar(fn):
+        def f(d):
+            full = list(args)
+            full[case.diff[0]] = d
+            return jnp.sum(jnp.tanh(fn(*full)))
+        return f
+
+    d = args[case.diff[0]]
+    np.testing.assert_allclose(jaxprop.hessian(scalar(case.fn))(d),
+                               jax.jit(jax.hessian(scalar(case.ref)))(d), rtol=1e-9, atol=1e-12)
 
 
 def test_every_window_parameter_at_second_order():
