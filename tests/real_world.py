@@ -287,9 +287,9 @@ def _chol_args(rng):
 
 def gaussian_loglik(a, y):
     """A multivariate normal's log-likelihood with a Cholesky factor."""
-    l = jnp.linalg.cholesky(a)
-    z = jsp.linalg.solve_triangular(l, y, lower=True)
-    return -0.5 * jnp.sum(z ** 2) - jnp.sum(jnp.log(jnp.diagonal(l)))
+    chol = jnp.linalg.cholesky(a)
+    z = jsp.linalg.solve_triangular(chol, y, lower=True)
+    return -0.5 * jnp.sum(z ** 2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 
 def _loglik_args(rng):

@@ -233,7 +233,7 @@ def _wires(events: list[RuleEvent]) -> list:
     for e in events:
         if e.kind not in APPLIED:
             continue
-        for x in (*e.inputs, *jax.tree.leaves(e.outputs)):
+        for x in (*jax.tree.leaves(e.inputs), *jax.tree.leaves(e.outputs)):
             if is_constant(x) or id(x) in seen:
                 continue
             if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
@@ -344,7 +344,8 @@ def _export(events: list[RuleEvent]) -> list:
     for e in events:
         if e.kind in APPLIED:  # a gate, or a step that JAX's or the user's own rule took
             exported.append({
-                "inputs": tuple(None if is_constant(x) else _primal(x) for x in e.inputs),
+                "inputs": tuple(None if is_constant(x) else jax.tree.map(_primal, x)
+                                for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
             })
         elif e.kind == "vjp":

@@ -11,20 +11,14 @@ jaxprop's own tests run every gate, loss and model through this same ``check``.
 
 from typing import TYPE_CHECKING
 
-from jaxprop._lazy import exports
+from jaxprop._lazy import exports, typed_exports
 
-_NAMES = {
-    "check": "jaxprop.verify.battery",
-    "CHECKS": "jaxprop.verify.battery",
-    "CheckReport": "jaxprop.verify.report",
-    "CheckRow": "jaxprop.verify.report",
-}
-
-if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the types
     from jaxprop.verify.battery import CHECKS as CHECKS
     from jaxprop.verify.battery import check as check
     from jaxprop.verify.report import CheckReport as CheckReport
     from jaxprop.verify.report import CheckRow as CheckRow
 
-__all__ = sorted(_NAMES)
-__getattr__, __dir__ = exports(__name__, _NAMES)
+_EXPORTS = typed_exports(__file__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

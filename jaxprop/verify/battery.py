@@ -713,6 +713,12 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
         notes.append("0 and ties not probed: JAX's own rules may run (allow_jax_rules=True), "
                      "with JAX's conventions at ties")
         return groups, notes
+    ordered = _ordering_gates(s)
+    if ordered:  # a tie is a sort's: no Jacobian makes each entry one-sided there
+        notes.append(f"0 and ties not probed: {', '.join(ordered)} at a tie between elements "
+                     "has middle entries that are neither one-sided derivative, whatever "
+                     "order the tie is given")
+        return groups, notes
     values = {0.0: "all 0", _TIE: f"all {_TIE:g} (a tie)"}
     if s.gate is not None:
         for x in s.rebuild(s.leaves):
@@ -729,6 +735,27 @@ def _probe_points(s: _Subject, o: _Options, kinks, make_subject) -> tuple[list, 
                           [jnp.asarray(np.stack(xs)) for xs in zip(*points)],
                           np.array([[_step(o, x) for x in xs] for xs in points])))
     return groups, notes
+
+
+ORDERING_GATES = ("sort", "top_k", "approx_top_k")
+"""Gates that put elements in an order found from their values: at a tie between elements,
+a middle output of the order (the second of three equal values) moves with none of them when
+one is moved alone, up or down, so the tie probes leave them out."""
+
+
+def _ordering_gates(s: _Subject) -> list[str]:
+    """The gates of :data:`ORDERING_GATES` that the subject applies."""
+    if s.gate is not None:
+        names = {s.gate.name}
+    else:
+        events: list = []
+        try:
+            with observe(events.append):
+                jax.make_jaxpr(gated(s.fn))(*s.leaves)
+        except Exception:  # noqa: BLE001 - the other checks report what cannot be traced
+            return []
+        names = {getattr(e.gate, "name", None) for e in events if e.kind == "forward"}
+    return sorted(names & set(ORDERING_GATES))
 
 
 def _probe_program(o: _Options, groups: list[_Points]) -> list:
@@ -771,6 +798,18 @@ def _finite(*arrays) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in arrays)
 
 
+def _no_derivative(rev_m, fwd_m, right, left, h: float) -> bool:
+    """Whether a probe point has no derivative at all, not a kink: both rules' Jacobians are
+    not finite in the same entries (they agree there is none: atan2 at the origin, cbrt at 0)
+    and in one of them the function jumps or turns vertical (a one-sided difference over
+    1/sqrt(h), or none)."""
+    bad = ~np.isfinite(rev_m)
+    if not bad.any() or not np.array_equal(bad, ~np.isfinite(fwd_m)):
+        return False
+    steep = np.maximum(np.abs(right), np.abs(left)) > 1 / np.sqrt(h)
+    return bool(np.any(steep[bad] | ~np.isfinite(right[bad]) | ~np.isfinite(left[bad])))
+
+
 def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> CheckRow:
     if not groups:
         return _not_applicable("kinks", "; ".join(notes) or "no kink points given and probes "
@@ -778,7 +817,7 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
     if error:
         return _row("kinks", None, 0, 0, error=error)
     got, want, names, agree_got, agree_want, agree_names = [], [], [], [], [], []
-    used, skipped, rounding = [], [], 0.0
+    used, skipped, no_derivative, rounding = [], [], [], 0.0
     for g, (j_rev, j_fwd, sides, joint) in zip(groups, results):
         for p, label in enumerate(g.labels):
             def pick(tree, p=p):
@@ -791,6 +830,9 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
                 skipped.append(label)
                 continue
             rev_m, fwd_m = np.asarray(j_rev[p]), np.asarray(j_fwd[p])
+            if _no_derivative(rev_m, fwd_m, right, left, float(np.min(g.steps[p]))):
+                no_derivative.append(label)
+                continue
             nearer = np.where(np.abs(rev_m - right) <= np.abs(rev_m - left), right, left)
             along = rev_m @ np.ones(rev_m.shape[1])
             nearer_joint = np.where(np.abs(along - j_right) <= np.abs(along - j_left),
@@ -808,6 +850,9 @@ def _kinks_row(o: _Options, groups: list[_Points], notes, results, error) -> Che
     if skipped:
         notes = [*notes, f"left out, not finite there (outside the domain): "
                  f"{', '.join(skipped)}"]
+    if no_derivative:
+        notes = [*notes, f"left out, no derivative there (the function jumps or turns "
+                 f"vertical, and neither rule gives a finite one): {', '.join(no_derivative)}"]
     if not used:
         return _not_applicable("kinks", "; ".join(notes))
     scale = max([1.0, *(float(np.max(np.abs(x))) for x in want if np.size(x))])
