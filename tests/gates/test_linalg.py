@@ -67,8 +67,34 @@ def lu_factor(a, b):
     return jnp.sum(jnp.tanh(packed))
 
 
+def eigh(a, b):
+    w, v = jnp.linalg.eigh(a + jnp.outer(b, b))
+    return jnp.sum(w * b) + jnp.sum(jnp.tanh(v * v[:1, :]))  # sign-free in v
+
+
+def nuclear_norm(a, b):
+    return jnp.sum(jnp.linalg.svd(a + jnp.outer(b, jnp.arange(1.0, N + 1)), compute_uv=False))
+
+
+def svd_tall(a, b):
+    u, s, vt = jnp.linalg.svd(jnp.concatenate([a, b[None]]), full_matrices=False)
+    return jnp.sum(s * b) + jnp.sum(jnp.tanh(u * u[:1, :])) + jnp.sum(jnp.tanh(vt * vt[:, :1]))
+
+
+def qr(a, b):
+    q, r = jnp.linalg.qr(jnp.concatenate([a, b[None]]))
+    return jnp.sum(jnp.tanh(q * q[:1, :])) + jnp.sum(jnp.tanh(r * r[:1, :1]))
+
+
+def tridiagonal(a, b):
+    x = jax.lax.linalg.tridiagonal_solve(b, jnp.diag(a), b[::-1], a)
+    return jnp.sum(jnp.tanh(x))
+
+
 REAL_WORLD = [cho_solve, cho_solve_lower, solve, inv, slogdet, gaussian_loglik,
-              conjugate_gradients, lu_factor]
+              conjugate_gradients, lu_factor, eigh, nuclear_norm, svd_tall, qr, tridiagonal]
+LINALG = {"cholesky", "triangular_solve", "linear_solve", "lu", "eigh", "svd", "qr",
+          "tridiagonal_solve"}
 GRADIENTS = {
     "reverse": lambda f: jaxprop.reverse.grad(f, (0, 1)),
     "forward": lambda f: jaxprop.forward.grad(f, (0, 1)),
@@ -102,7 +128,7 @@ def test_real_world_runs_only_our_rules(f):
         assert rules and all(isinstance(e.gate, Gate) and e.kind == kind for e in rules), [
             (e.gate.name, e.kind) for e in rules]
         used = {e.gate.name for e in rules}
-        assert used & {"cholesky", "triangular_solve", "linear_solve", "lu"}, used
+        assert used & LINALG, used
 
 
 def _hessians(f, *args, argnums=0):
@@ -189,6 +215,15 @@ def test_one_line_errors():
         gates.triangular_solve(jnp.eye(3), jnp.ones((2, 2)), left_side=True)
     with pytest.raises(ValueError, match=r"^lu: .*square matrices"):
         gates.lu(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"^qr: .*m >= n"):
+        gates.qr(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"^svd: full_matrices=True on a rectangular"):
+        jaxprop.reverse.grad(lambda a: jnp.sum(jnp.linalg.svd(a)[0]))(jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"^eigh: subset_by_index=\(0, 1\) has no gate"):
+        jaxprop.reverse.grad(lambda a: jnp.sum(jax.lax.linalg.eigh(
+            a, subset_by_index=(0, 1))[1]))(jnp.eye(3))
+    with pytest.raises(ValueError, match=r"^tridiagonal_solve: expected dl, d, du"):
+        gates.tridiagonal_solve(jnp.ones(3), jnp.ones(3), jnp.ones(2), jnp.ones((3, 1)))
 
     def no_transpose(a, b):  # a solve with no transpose_solve: JAX cannot reverse it either
         x = jax.lax.custom_linear_solve(lambda v: a @ v, b,
