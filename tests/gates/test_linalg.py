@@ -235,3 +235,46 @@ def test_one_line_errors():
         jaxprop.reverse.grad(no_transpose, (0, 1))(a, b)
     _close(jaxprop.forward.grad(no_transpose, (0, 1))(a, b),  # forward mode needs no transpose
            jax.jacfwd(no_transpose, (0, 1))(a, b))
+
+
+@pytest.mark.parametrize("left_side", [True, False])
+@pytest.mark.parametrize("lower", [True, False])
+def test_triangular_solve_every_parameter(left_side, lower):
+    """Each of transpose_a and unit_diagonal on each side and triangle, both operands
+    differentiated, a batch axis in front: jax.grad's gradients in both modes."""
+    _, _, m = _inputs((2,))
+    a = m + 4 * jnp.eye(N)[None]
+    b = m[..., :2] if left_side else _mT(m[..., :2])
+    for transpose_a in (False, True):
+        for unit_diagonal in (False, True):
+            def f(a, b, transpose_a=transpose_a, unit_diagonal=unit_diagonal):
+                x = jax.lax.linalg.triangular_solve(
+                    a, b, left_side=left_side, lower=lower, transpose_a=transpose_a,
+                    unit_diagonal=unit_diagonal)
+                return jnp.sum(jnp.tanh(x))
+
+            want = jax.grad(f, (0, 1))(a, b)
+            for mode in ("reverse", "forward"):
+                _close(GRADIENTS[mode](f)(a, b), want)
+
+
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def test_linear_solve_uses_the_systems_own_transpose_solve():
+    """A transpose_solve that is deliberately twice the true one: b's gradient doubles in
+    reverse mode, exactly as jax.grad's (JAX uses it too), and forward mode never calls it."""
+    a, b, _ = _inputs()
+
+    def f(a, b):
+        x = jax.lax.custom_linear_solve(
+            lambda v: a @ v, b, lambda _, r: jnp.linalg.solve(jax.lax.stop_gradient(a), r),
+            lambda _, r: 2 * jnp.linalg.solve(jax.lax.stop_gradient(a).T, r))
+        return jnp.sum(jnp.tanh(x))
+
+    want = jax.grad(f, (0, 1))(a, b)
+    _close(jaxprop.reverse.grad(f, (0, 1))(a, b), want)
+    true = jax.grad(solve, (0, 1))(a, b)
+    _close(want[1], 2 * true[1])
+    _close(jaxprop.forward.grad(f, (0, 1))(a, b), true)
