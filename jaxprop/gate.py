@@ -60,6 +60,12 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
 
 
 
+class NoGateError(TypeError):
+    """A differentiable JAX operation that no gate stands for, met while tracing into gates
+    (``jaxprop.tracer`` raises it, naming the user's line; a gate's primitive adapter raises
+    it for parameters its gate does not take)."""
+
+
 class GateContractError(TypeError):
     """A gate that breaks the contract of :class:`Gate`: the message names the gate, the
     rule (VJP or JVP, and for which input) and what was expected."""

@@ -49,16 +49,19 @@ from jax import lax
 from jax._src.interpreters import ad, batching  # autodiff's tracers: what JAX differentiates
 from jax.extend import core as jex
 
-from jaxprop import gates, wiring
+from jaxprop import coverage, gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
+from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
-         "custom_vjp_call", "custom_vjp_call_jaxpr")
+         "custom_vjp_call", "custom_vjp_call_jaxpr", "composite", "custom_vmap_call")
 """Primitives that call a jaxpr: opened, and their equations traced through gates (a custom
-rule's call only when it is one of :data:`OPENED_RULES`)."""
+rule's call only when it is one of :data:`OPENED_RULES`). ``lax.composite`` is opened into
+its decomposition (JAX itself has no derivative for it), a ``jax.custom_batching``
+function into its body (its batching rule is JAX's business, not the derivative's)."""
 
 CUSTOM_CALLS = {"custom_jvp_call": "custom_jvp", "custom_vjp_call": "custom_vjp",
                 "custom_vjp_call_jaxpr": "custom_vjp"}
@@ -81,8 +84,10 @@ its file in the jax package, why the gates' derivative is the library rule's).
 ``custom_jvp``/``custom_vjp`` function (``jax.nn.relu6``, ``jnp.logaddexp`` and so
 ``jax.nn.softplus``, ``jax.scipy.special.xlogy``, the user's own) keeps its rule."""
 
-PASS_THROUGH = ("copy", "copy_p", "optimization_barrier", "device_put")
-"""Primitives that return their inputs unchanged: their values pass through as they are."""
+PASS_THROUGH = ("copy", "copy_p", "optimization_barrier", "name", "device_put")
+"""Primitives that return their inputs unchanged: their values pass through as they are
+(``name`` is ``jax.ad_checkpoint.checkpoint_name``'s label; ``jax.device_put`` only says
+where a value lives, and jaxprop's rules run on one device)."""
 
 NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter", "is_finite")
 """Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
@@ -161,10 +166,6 @@ class CustomRule:
     pattern: str = "its own rule"
     symbol: str = ""
     elementwise: bool = False
-
-
-class NoGateError(TypeError):
-    """A differentiable JAX operation that no gate stands for, met while tracing into gates."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,26 +471,25 @@ def run(program: _Program, values: list, active_inputs: list[bool],
             notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
-            vals = _promoted(op, vals)
-            gate, adapter = LIFTS[name]
-            out_shape = op.eqn.outvars[0].aval.shape
-            others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
-            xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
-            if adapter is None:  # the gate itself, its parameters named as the primitive's
-                out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
-            else:
-                out = adapter(*xs, **op.eqn.params)
-            outs = list(out) if isinstance(out, (tuple, list)) else [out]
-            _check_outputs(op, outs, gate)
+            try:
+                outs = _lifted(op, vals)
+            except NoGateError as e:  # a gate's adapter refused these parameters
+                if not allow_jax_rules:
+                    raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
+                outs = _jax_rule(op, vals)
         elif allow_jax_rules:
-            outs = _bind(op, vals)
-            notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
-                              outs[0] if len(outs) == 1 else tuple(outs)))
+            outs = _jax_rule(op, vals)
         elif name in CONTROL_FLOW:
             raise NoGateError(
                 f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
                 "and jaxprop's tracer does not open control flow; write the loop in Python, "
                 "or pass allow_jax_rules=True to let JAX differentiate it")
+        elif coverage.not_gated_reason(name) is not None:
+            raise NoGateError(
+                f"jaxprop: the JAX primitive {name!r} (at {_user_line(op)}), which a "
+                "differentiated value flows through, is deliberately out of jaxprop's gates: "
+                f"{coverage.not_gated_reason(name)}. Pass allow_jax_rules=True to let JAX "
+                "differentiate it with its own rule")
         else:
             raise NoGateError(
                 f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op)}), "
@@ -499,6 +499,30 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 "\"JAX's rule\")")
         env.update(zip(op.outs, outs))
     return [_materialize(env[r]) for r in program.outputs]
+
+
+def _lifted(op: _Op, vals) -> list:
+    """The operation applied as the gate that stands for its primitive (:data:`LIFTS`)."""
+    vals = _promoted(op, vals)
+    gate, adapter = LIFTS[op.eqn.primitive.name]
+    out_shape = op.eqn.outvars[0].aval.shape
+    others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
+    xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
+    if adapter is None:  # the gate itself, its parameters named as the primitive's
+        out = wiring.apply(gate, tuple(xs), {k: op.eqn.params[k] for k in gate.params})
+    else:
+        out = adapter(*xs, **op.eqn.params)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    _check_outputs(op, outs, gate)
+    return outs
+
+
+def _jax_rule(op: _Op, vals) -> list:
+    """The operation as JAX runs it, differentiated by JAX's own rule (``allow_jax_rules``)."""
+    outs = _bind(op, vals)
+    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax", tuple(_materialize(v) for v in vals),
+                     outs[0] if len(outs) == 1 else tuple(outs)))
+    return outs
 
 
 def _pushes_tangents(x) -> bool:

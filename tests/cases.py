@@ -27,6 +27,7 @@ from jax import lax
 import jaxprop
 from jaxprop import gates, losses, models, reference
 from jaxprop.gate import Gate
+from jaxprop.gates import arithmetic
 from jaxprop.verify import CHECKS
 
 # Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
@@ -315,6 +316,101 @@ def _gate_of(name):
     return gates.GATES[name]
 
 
+# ------------------------------------------------------------------------------- pooling
+
+
+def distinct(rng, shape, gap=0.1):
+    """Values at least ``gap`` apart from each other: no max tie within any window, and a
+    finite-difference step never changes a window's winner."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * gap).reshape(shape)
+
+
+def ref_pool(op, x, window, strides, padding, base_dilation=None, window_dilation=None):
+    """A pool written with jnp alone: x padded (and dilated) with the reduction's identity,
+    one strided slice per position in the window, stacked, then ``op`` over them
+    (``jnp.max``, ``jnp.min`` or ``jnp.sum``)."""
+    nd = x.ndim
+    base_dilation = base_dilation or (1,) * nd
+    window_dilation = window_dilation or (1,) * nd
+    fill = {jnp.max: -jnp.inf, jnp.min: jnp.inf, jnp.sum: 0.0}[op]
+    xp = lax.pad(x, jnp.asarray(fill, x.dtype),
+                 [(lo, hi, b - 1) for (lo, hi), b in zip(padding, base_dilation)])
+    counts = [(xp.shape[d] - (window[d] - 1) * window_dilation[d] - 1) // strides[d] + 1
+              for d in range(nd)]
+    parts = []
+    for offset in np.ndindex(*window):
+        start = [k * r for k, r in zip(offset, window_dilation)]
+        limit = [s + (n - 1) * t + 1 for s, n, t in zip(start, counts, strides)]
+        parts.append(lax.slice(xp, start, limit, strides))
+    return op(jnp.stack(parts), axis=0)
+
+
+_POOL = dict(window_dimensions=(1, 1, 2, 2), window_strides=(1, 1, 2, 2),
+             padding=((0, 0),) * 4, base_dilation=(1,) * 4, window_dilation=(1,) * 4,
+             in_shape=(2, 3, 4, 4))
+"""CS231n's 2x2 pool with stride 2 on an N, C, H, W batch, as the gates' params."""
+_SAME = dict(window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
+             padding=((0, 0), (1, 1), (1, 1), (0, 0)), base_dilation=(1,) * 4,
+             window_dilation=(1,) * 4, in_shape=(2, 5, 5, 2))
+"""flax's 3x3 pool with stride 2 and SAME padding on N, H, W, C: the windows overlap."""
+_DILATED = dict(window_dimensions=(2, 3), window_strides=(2, 1),
+                padding=((1, 1), (0, 3)), base_dilation=(2, 1), window_dilation=(1, 2),
+                in_shape=(4, 5))
+"""Every window parameter at once: padding, base dilation (holes) and window dilation; each
+window still holds an element of x."""
+
+
+def _pool_case(name, gate_name, op, params, **flags):
+    p = {k: v for k, v in params.items() if k != "in_shape"}
+    public = getattr(gates, gate_name)
+    return _param_case(
+        name, _gate_of(gate_name),
+        lambda x: public(x, p["window_dimensions"], p["window_strides"], p["padding"],
+                         p["base_dilation"], p["window_dilation"]),
+        lambda x: ref_pool(op, x, p["window_dimensions"], p["window_strides"], p["padding"],
+                           p["base_dilation"], p["window_dilation"]),
+        lambda rng: (distinct(rng, params["in_shape"]),), params, **flags)
+
+
+def _max_pool_vjp(source, operand):
+    """JAX's own max-pool gradient (its select_and_scatter_add), as the reference."""
+    return jax.vjp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), operand)[1](source)[0]
+
+
+def _max_pool_jvp(tangents, operand):
+    """JAX's own max-pool tangent (its select_and_gather_add), as the reference."""
+    return jax.jvp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), (operand,), (tangents,))[1]
+
+
+_SELECT = dict(select="max", **_SAME)
+
+POOL_CASES = [
+    _pool_case("max_pool_2x2", "max_pool", jnp.max, _POOL, order2=True),
+    _pool_case("max_pool_same_overlapping", "max_pool", jnp.max, _SAME),
+    _pool_case("min_pool_dilated", "min_pool", jnp.min, _DILATED, order2=True),
+    _pool_case("sum_pool_same_overlapping", "sum_pool", jnp.sum, _SAME, order2=True),
+    _pool_case("sum_pool_dilated", "sum_pool", jnp.sum, _DILATED),
+    Case("avg_pool_2x2", lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
+         lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
+         lambda rng: (normal(rng, (2, 3, 4, 4)),), covers="sum_pool"),
+    _param_case("select_and_scatter_add", _gate_of("select_and_scatter_add"),
+                lambda s, o: gates.select_and_scatter_add(s, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                          "SAME"),
+                _max_pool_vjp, lambda rng: (normal(rng, (2, 3, 3, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+    _param_case("select_and_gather_add", _gate_of("select_and_gather_add"),
+                lambda t, o: gates.select_and_gather_add(t, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                         "SAME"),
+                _max_pool_jvp, lambda rng: (normal(rng, (2, 5, 5, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+]
+"""The pooling gates (``jaxprop/gates/windows.py``), each against a pool written with jnp
+slices (or JAX's own max-pool gradient for its two halves)."""
 def _mT(a):
     return jnp.swapaxes(a, -1, -2)
 
@@ -405,6 +501,7 @@ GATE_CASES = [
     Case("maximum_const", lambda x: gates.maximum(x, 0.25), lambda x: ref_maximum(x, 0.25),
          _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25),
          covers="maximum", order2=True),
+    _unary("neg", gates.neg, lambda x: -x, normal, order2=True),
     _unary("exp", gates.exp, jnp.exp, normal, order2=True),
     _unary("exp_rank0", gates.exp, jnp.exp, normal, shape=()),
     _unary("log", gates.log, jnp.log, positive, order2=True, domain="positive"),
@@ -419,8 +516,11 @@ GATE_CASES = [
     _sum("sum_axis1", 1, (2, 3)),
     _sum("sum_axes02", (0, 2), (2, 3, 2), order2=True),
     _sum("sum_axis_neg", -1, (2, 3)),
-    Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
-         lambda rng: (normal(rng, (4, 3)),), covers="sum", order2=True),
+    _param_case("mean_axis0", gates.mean, lambda x: gates.mean(x, 0),
+                lambda x: jnp.mean(x, axis=0), lambda rng: (normal(rng, (4, 3)),),
+                dict(axes=(0,), shape=(4, 3)), order2=True),
+    _param_case("mean_all", gates.mean, lambda x: gates.mean(x), jnp.mean,
+                lambda rng: (normal(rng, (2, 3)),), dict(axes=None, shape=(2, 3))),
     _binary("sub", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (2, 3)),
     _binary("sub_bias", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (3,), order2=True),
     Case("div", gates.div, lambda x, y: ref_mul(x, 1.0 / y),
@@ -452,9 +552,11 @@ GATE_CASES = [
     _unary("expm1", gates.expm1, jnp.expm1, normal, order2=True),
     Case("select", gates.select, lambda c, f, t: jnp.where(c, t, f), _select_args, (1, 2),
          gates.select, lambda g, c, f, t: g(c, f, t), covers="select", order2=True),
+    Case("where", gates.where, jnp.where, _select_args, (1, 2), gates.where,
+         lambda g, c, x, y: g(c, x, y), covers="where", order2=True),
     Case("where_const", lambda c, x: gates.where(c, x, 0.0),
          lambda c, x: jnp.where(c, x, 0.0), lambda rng: _select_args(rng)[:2], (1,),
-         gates.select, lambda g, c, x: g(c, 0.0, x), covers="select"),
+         gates.where, lambda g, c, x: g(c, x, 0.0), covers="where"),
     _param_case("max_axis1", _gate_of("max"), lambda x: gates.max(x, 1),
                 lambda x: jnp.max(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
                 dict(axes=(1,), shape=(3, 4)), order2=True),
@@ -477,6 +579,9 @@ GATE_CASES = [
     _param_case("squeeze", _gate_of("squeeze"), lambda x: gates.squeeze(x, 1),
                 lambda x: x[:, 0, :], lambda rng: (normal(rng, (2, 1, 3)),),
                 dict(dims=(1,), in_shape=(2, 1, 3)), order2=True),
+    _param_case("expand_dims", gates.expand_dims, lambda x: gates.expand_dims(x, (0, -1)),
+                lambda x: jnp.expand_dims(x, (0, -1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(dims=(0, 3)), order2=True),
     _param_case("transpose", _gate_of("transpose"), lambda x: gates.transpose(x, (2, 0, 1)),
                 lambda x: jnp.transpose(x, (2, 0, 1)), lambda rng: (normal(rng, (2, 3, 4)),),
                 dict(perm=(2, 0, 1)), order2=True),
@@ -566,6 +671,10 @@ GATE_CASES = [
                 lambda x, y: jnp.concatenate([x, y], axis=1),
                 lambda rng: (normal(rng, (2, 3)), normal(rng, (2, 2))),
                 dict(dimension=1, sizes=(3, 2)), diff=(0, 1), order2=True),
+    Case("concatenate_three", lambda x, y, w: gates.concatenate([x, y, w]),
+         lambda x, y, w: jnp.concatenate([x, y, w]),
+         lambda rng: (normal(rng, (1, 3)), normal(rng, (2, 3)), normal(rng, (3, 3))),
+         (0, 1, 2), covers="concatenate"),
     _param_case("split", _gate_of("split"), lambda x: gates.split(x, (2, 3), axis=1),
                 lambda x: tuple(jnp.split(x, [2], axis=1)), lambda rng: (normal(rng, (2, 5)),),
                 dict(sizes=(2, 3), axis=1), order2=True),
@@ -630,6 +739,254 @@ GATE_CASES = [
          lambda rng: (normal(rng, (2, 4)), normal(rng, (2, 4)), normal(rng, (2, 4)),
                       normal(rng, (2, 4, 2))), (0, 1, 2, 3), _gate_of("tridiagonal_solve"),
          lambda g, dl, d, du, b: g(dl, d + 4, du, b), covers="tridiagonal_solve", order2=True),
+]
+GATE_CASES += POOL_CASES
+
+
+
+# --------------------------------------------------------------- convolution (conv gate)
+
+
+def _conv_case(name, x_shape, w_shape, strides, padding, order2=False, **kw):
+    """The conv gate called as ``lax.conv_general_dilated`` is, against that very call."""
+    params = gates.conv.prepare(np.zeros(x_shape), np.zeros(w_shape), strides, padding, **kw)[1]
+    return _param_case(
+        name, gates.conv, lambda x, w: gates.conv(x, w, strides, padding, **kw),
+        lambda x, w: lax.conv_general_dilated(x, w, strides, padding, **kw),
+        lambda rng: (normal(rng, x_shape), normal(rng, w_shape)), params, diff=(0, 1),
+        order2=order2)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+GATE_CASES += [  # small enough that explain forms each local Jacobian (<= 4096 entries)
+    _conv_case("conv_nchw_oihw_same", (2, 2, 3, 3), (2, 2, 3, 3), (1, 1), "SAME"),
+    _conv_case("conv_nhwc_hwio_valid", (2, 4, 3, 2), (2, 2, 2, 3), (2, 1), "VALID",
+               dimension_numbers=_NHWC),
+    _conv_case("conv_1d_explicit", (2, 3, 7), (2, 3, 3), (2,), ((1, 2),)),
+    _conv_case("conv_3d_same", (1, 2, 4, 3, 3), (2, 2, 2, 2, 2), (1, 2, 1), "SAME"),
+    _conv_case("conv_strided_uneven", (1, 2, 7, 6), (3, 2, 3, 2), (3, 2), ((2, 1), (0, 1))),
+    _conv_case("conv_negative_padding", (1, 2, 6, 5), (2, 2, 3, 2), (2, 1), ((-1, 1), (0, -1))),
+    _conv_case("conv_lhs_dilation", (1, 2, 4, 4), (3, 2, 3, 3), (1, 2), ((1, 1), (2, 0)),
+               lhs_dilation=(2, 1)),
+    _conv_case("conv_rhs_dilation", (1, 2, 6, 6), (3, 2, 2, 2), (1, 2), "VALID",
+               rhs_dilation=(2, 2)),
+    _conv_case("conv_depthwise", (1, 2, 4, 4), (4, 1, 3, 3), (2, 1), "SAME",
+               feature_group_count=2, order2=True),
+    _conv_case("conv_groups_nhwc_to_nchw", (1, 4, 3, 4), (2, 2, 2, 4), (2, 2),
+               ((1, 1), (1, 0)), lhs_dilation=(1, 2), rhs_dilation=(2, 1), feature_group_count=2,
+               dimension_numbers=("NHWC", "HWIO", "NCHW")),
+]
+
+# ------------------------------------------------ the elementwise gates of issue 19 (part A)
+# Trigonometry, special functions and the piecewise gates, each drawn inside its domain and
+# away from its poles, branch cuts and jumps. The references are JAX's own functions.
+
+
+def unit(rng, shape):
+    """Values in [-0.9, 0.9]: inside the domain of asin, acos, atanh and erf_inv, and away
+    from tan's poles at +-pi/2."""
+    return rng.uniform(-0.9, 0.9, size=shape)
+
+
+def above_one(rng, shape):
+    """Values in [1.5, 3]: inside the domain of acosh, away from its branch point at 1."""
+    return rng.uniform(1.5, 3.0, size=shape)
+
+
+def _rem_pair(rng, shape=(2, 3)):
+    """(x, y) with x/y at least 0.1 from an integer: no jump of trunc(x/y) within reach."""
+    while True:
+        x, y = rng.uniform(-3, 3, size=shape), positive(rng, shape[-1:])
+        frac = np.abs(x / y) % 1
+        if np.all((frac > 0.1) & (frac < 0.9)):
+            return x, y
+
+
+def _clamp_args(rng):
+    """(lo [3], x [2, 3], hi [3]): x at least 0.1 from lo and from hi, some of x below lo,
+    some above hi and some between, so that every input takes a gradient."""
+    lo, hi = np.array([-0.5, -1.0, 0.0]), np.array([0.5, 0.2, 1.0])
+    x = np.array([[-1.0, 0.0, 1.5], [0.0, 1.0, 0.4]]) + rng.uniform(-0.05, 0.05, (2, 3))
+    return lo, x, hi
+
+
+def _ref_rem(x, y):
+    return jnp.fmod(*bcast(x, y))
+
+
+ELEMENTWISE_CASES = [
+    _unary("sin", gates.sin, jnp.sin, normal, order2=True),
+    _unary("cos", gates.cos, jnp.cos, normal, order2=True),
+    _unary("tan", gates.tan, jnp.tan, unit, order2=True, domain="unit"),
+    _unary("asin", gates.asin, jnp.arcsin, unit, order2=True, domain="unit"),
+    _unary("acos", gates.acos, jnp.arccos, unit, order2=True, domain="unit"),
+    _unary("atan", gates.atan, jnp.arctan, normal, order2=True),
+    _binary("atan2", gates.atan2, lambda x, y: jnp.arctan2(*bcast(x, y)), (2, 3), (3,),
+            order2=True),
+    _unary("sinh", gates.sinh, jnp.sinh, normal, order2=True),
+    _unary("cosh", gates.cosh, jnp.cosh, normal, order2=True),
+    _unary("asinh", gates.asinh, jnp.arcsinh, normal, order2=True),
+    _unary("acosh", gates.acosh, jnp.arccosh, above_one, order2=True, domain="above_one"),
+    _unary("atanh", gates.atanh, jnp.arctanh, unit, order2=True, domain="unit"),
+    _unary("erf", gates.erf, jax.scipy.special.erf, normal, order2=True),
+    _unary("erfc", gates.erfc, jax.scipy.special.erfc, normal, order2=True),
+    _unary("erf_inv", gates.erf_inv, jax.scipy.special.erfinv, unit, order2=True,
+           domain="unit"),
+    _unary("exp2", gates.exp2, jnp.exp2, normal, order2=True),
+    _unary("cbrt", gates.cbrt, jnp.cbrt, away_from_zero, order2=True, domain="grid"),
+    _unary("lgamma", gates.lgamma, jax.scipy.special.gammaln, positive, order2=True,
+           domain="positive"),
+    _unary("digamma", gates.digamma, jax.scipy.special.digamma, positive, order2=True,
+           domain="positive"),
+    Case("polygamma", gates.polygamma,
+         lambda n, x: jax.scipy.special.polygamma(*bcast(n.astype(jnp.int32), x)),
+         lambda rng: (np.array([0.0, 1.0, 2.0]), positive(rng, (2, 3))), (1,), gates.polygamma,
+         lambda g, n, x: g(n, x), covers="polygamma", order2=True, domain="positive"),
+    # igamma's derivative in a is JAX's igamma_grad_a, which has no derivative: the second
+    # order checks run on x alone (igamma_x, igammac).
+    Case("igamma", gates.igamma, lambda a, x: jax.scipy.special.gammainc(*bcast(a, x)),
+         lambda rng: (positive(rng, (3,)), positive(rng, (2, 3))), (0, 1), gates.igamma,
+         lambda g, a, x: g(a, x), covers="igamma", domain="positive"),
+    Case("igamma_x", lambda x: gates.igamma(0.8, x),
+         lambda x: jax.scipy.special.gammainc(0.8, x), lambda rng: (positive(rng, (2, 3)),),
+         (0,), gates.igamma, lambda g, x: g(0.8, x), covers="igamma", order2=True),
+    # igammac one input at a time, the other a constant: with both at 1e-8 times their size
+    # (the battery's scales check), lax.igammac's own value has the wrong slope (-1.182 for
+    # scipy's -1.167 at a = 0.7e-8, x = 0.6e-8), which no rule can match.
+    Case("igammac", lambda x: gates.igammac(1.5, x),
+         lambda x: jax.scipy.special.gammaincc(1.5, x),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, x: g(1.5, x), covers="igammac", order2=True, domain="positive"),
+    Case("igammac_a", lambda a: gates.igammac(a, 1.2),
+         lambda a: jax.scipy.special.gammaincc(a, 1.2),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, a: g(a, 1.2), covers="igammac", domain="positive"),
+    _unary("bessel_i0e", gates.bessel_i0e, jax.scipy.special.i0e, away_from_zero,
+           order2=True, domain="grid"),
+    _unary("bessel_i1e", gates.bessel_i1e, jax.scipy.special.i1e, away_from_zero,
+           order2=True, domain="grid"),
+    Case("rem", gates.rem, _ref_rem, _rem_pair, (0, 1), gates.rem, lambda g, x, y: g(x, y),
+         covers="rem", order2=True, domain="positive"),
+    Case("clamp", gates.clamp, lambda lo, x, hi: lax.clamp(*bcast(lo, x, hi)), _clamp_args,
+         (0, 1, 2), gates.clamp, lambda g, lo, x, hi: g(lo, x, hi), covers="clamp",
+         order2=True),
+    Case("clamp_const", lambda x: gates.clamp(-0.5, x, 0.5), lambda x: jnp.clip(x, -0.5, 0.5),
+         lambda rng: (_clamp_args(rng)[1],), (0,), gates.clamp,
+         lambda g, x: g(-0.5, x, 0.5), covers="clamp"),
+    # 45 mantissa bits: the value is rounded (by up to 2^-46 of itself), finely enough for a
+    # finite difference at h = 1e-5 to see the slope 1 to 1e-9.
+    _param_case("reduce_precision", _gate_of("reduce_precision"),
+                lambda x: gates.reduce_precision(x, exponent_bits=11, mantissa_bits=45),
+                lambda x: lax.reduce_precision(x, 11, 45), lambda rng: (normal(rng, (2, 3)),),
+                dict(exponent_bits=11, mantissa_bits=45), order2=True),
+]
+GATE_CASES += ELEMENTWISE_CASES
+GATE_CASES += [
+    _param_case("unstack", _gate_of("unstack"), lambda x: gates.unstack(x, axis=1),
+                lambda x: tuple(jnp.unstack(x, axis=1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(axis=1), order2=True),
+    Case("approx_top_k", lambda x: gates.approx_top_k(x, 2),
+         lambda x: lax.approx_max_k(x, 2)[0], lambda rng: (normal(rng, (3, 5)),), (0,),
+         _gate_of("approx_top_k"),
+         lambda g, x: g(x, k=2, reduction_dimension=-1, recall_target=0.95, is_max_k=True,
+                        reduction_input_size_override=-1, aggregate_to_topk=True),
+         covers="approx_top_k", order2=True),
+]
+
+
+# ---------------------------------------------- scans, sorting, prod, updates, tiles (issue 19)
+
+
+def spread_out(rng, shape, gap=0.1):
+    """Normal values, every two at least ``gap`` apart: no tie in a sort, a running max or a
+    top-k within a finite-difference step."""
+    while True:
+        x = normal(rng, shape)
+        d = np.abs(x.reshape(-1)[:, None] - x.reshape(-1)[None, :])
+        if np.all(d + np.eye(x.size) * gap >= gap):
+            return x
+
+
+def _with_zeros(rng):
+    """Factors [3, 4]: row 0 has no zero, row 1 one zero, row 2 two zeros."""
+    x = normal(rng, (3, 4))
+    x[1, 2] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return (x,)
+
+
+def _scan_case(name, gate_name, ref, axis, reverse, sample=normal, shape=(3, 5), **flags):
+    gate = _gate_of(gate_name)
+    return _param_case(name, gate, lambda x: gate(x, axis, reverse), ref,
+                       lambda rng: (sample(rng, shape),),
+                       dict(axis=axis % len(shape), reverse=reverse), **flags)
+
+
+def _flipped(scan, axis):
+    """A running ``scan`` taken from the end: flip, scan, flip back."""
+    return lambda x: jnp.flip(scan(jnp.flip(x, axis), axis=axis), axis)
+
+
+_SORT_ORDER = lambda x: jnp.argsort(x, axis=1)  # noqa: E731 - the sort gate's order input
+_TOP2 = lambda x: lax.top_k(x, 2)[1]  # noqa: E731
+
+GATE_CASES += [
+    _scan_case("cumsum_axis1", "cumsum", lambda x: jnp.cumsum(x, axis=1), 1, False,
+               order2=True),
+    _scan_case("cumsum_reverse", "cumsum", _flipped(jnp.cumsum, 0), 0, True),
+    _scan_case("cumprod_axis1", "cumprod", lambda x: jnp.cumprod(x, axis=1), 1, False,
+               order2=True),
+    _param_case("cumprod_zeros_reverse", _gate_of("cumprod"),
+                lambda x: gates.cumprod(x, 1, reverse=True), _flipped(jnp.cumprod, 1),
+                _with_zeros, dict(axis=1, reverse=True), order2=True),
+    _scan_case("cumlogsumexp_axis1", "cumlogsumexp",
+               lambda x: jnp.logaddexp.accumulate(x, axis=1), 1, False, order2=True),
+    _scan_case("cumlogsumexp_reverse", "cumlogsumexp",
+               _flipped(jnp.logaddexp.accumulate, 0), 0, True),
+    _scan_case("cummax_axis1", "cummax", lambda x: jnp.maximum.accumulate(x, axis=1), 1,
+               False, sample=spread_out, order2=True),
+    _scan_case("cummax_reverse", "cummax", _flipped(jnp.maximum.accumulate, 1), -1, True,
+               sample=spread_out),
+    _scan_case("cummin_axis0", "cummin", lambda x: jnp.minimum.accumulate(x, axis=0), 0,
+               False, sample=spread_out, order2=True),
+    Case("sort_axis1", lambda x: gates.sort(x, 1), lambda x: jnp.sort(x, axis=1),
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("sort"),
+         lambda g, x: g(x, _SORT_ORDER(x), dimension=1), covers="sort", order2=True),
+    Case("top_k_2", lambda x: gates.top_k(x, 2), lambda x: -jnp.sort(-x, axis=1)[:, :2],
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("top_k"),
+         lambda g, x: g(x, _TOP2(x), axis=1, in_shape=(3, 4)), covers="top_k", order2=True),
+    _param_case("prod_axis1", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
+                dict(axes=(1,), shape=(3, 4)), order2=True),
+    _param_case("prod_zeros", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), _with_zeros, dict(axes=(1,), shape=(3, 4)),
+                order2=True),
+    _param_case("prod_all", _gate_of("prod"), lambda x: gates.prod(x),
+                lambda x: jnp.prod(x), lambda rng: (positive(rng, (2, 3)),),
+                dict(axes=None, shape=(2, 3))),
+    Case("dynamic_update_slice",
+         lambda x, u: gates.dynamic_update_slice(x, u, (1, 2)),
+         lambda x, u: x.at[1:3, 2:4].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([1, 2]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice", order2=True),
+    Case("dynamic_update_slice_clamped",  # start (2, 4) is clamped to (1, 3): the window fits
+         lambda x, u: gates.dynamic_update_slice(x, u, (2, 4)),
+         lambda x, u: x.at[1:3, 3:5].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([2, 4]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice"),
+    _param_case("tile", _gate_of("tile"), lambda x: gates.tile(x, (2, 3)),
+                lambda x: jnp.tile(x, (2, 3)), lambda rng: (normal(rng, (2, 3)),),
+                dict(reps=(2, 3)), order2=True),
+    Case("select_n_three", arithmetic.select_n,
+         lambda c, a, b, d: jnp.where(c == 0, a, jnp.where(c == 1, b, d)),
+         lambda rng: (rng.integers(0, 3, (2, 3)).astype(np.int32), normal(rng, (2, 3)),
+                      normal(rng, (2, 3)), normal(rng, (2, 3))), (1, 2, 3),
+         covers="select", order2=True),
 ]
 
 
@@ -707,6 +1064,17 @@ MODEL_CASES = [
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
 SWAPPABLE = [c for c in CASES if c.apply is not None]
+
+
+def missing_cases(gates_by_name: dict[str, Gate], cases=GATE_CASES) -> dict[str, list[str]]:
+    """What each gate of ``gates_by_name`` lacks among the cases every gate needs: a case (run
+    through the battery), one marked ``order2``, one that swaps its rules in (``apply``)."""
+    needs = {"a case": lambda c: True, "an order2 case": lambda c: c.order2,
+             "a case with its rules swapped in": lambda c: c.apply is not None}
+    missing = {name: [need for need, has in needs.items()
+                      if not any(c.covers == name and has(c) for c in cases)]
+               for name in gates_by_name}
+    return {name: lacks for name, lacks in missing.items() if lacks}
 
 
 # ------------------------------------------------------------------------------ the battery
