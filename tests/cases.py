@@ -169,6 +169,30 @@ def ref_relu(x):
     return jnp.maximum(x, 0.0)
 
 
+def ref_norm(x, gamma, beta, axes, eps=1e-5):
+    """Normalisation as a JAX user writes it: jnp.mean and jnp.var, unfused."""
+    mu = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.var(x, axis=axes, keepdims=True)
+    return gamma * (x - mu) / jnp.sqrt(var + eps) + beta
+
+
+def ref_batch_norm(x, gamma, beta, eps=1e-5):
+    return ref_norm(x, gamma[None, :], beta[None, :], (0,), eps)
+
+
+def ref_spatial_batch_norm(x, gamma, beta, eps=1e-5):
+    return ref_norm(x, gamma[None, :, None, None], beta[None, :, None, None], (0, 2, 3), eps)
+
+
+def ref_layer_norm(x, gamma, beta, eps=1e-5):
+    lead = (None,) * (x.ndim - 1)
+    return ref_norm(x, gamma[lead], beta[lead], (x.ndim - 1,), eps)
+
+
+KEEP = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1]], bool)
+"""A dropout mask: the kept units of a [3, 4] input."""
+
+
 ref_svm = reference.svm_loss
 ref_softmax = reference.softmax_loss
 ref_l2 = reference.l2_penalty
@@ -517,6 +541,38 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
+] + [  # normalisation and dropout (jaxprop/gates/norm.py), against the layers in plain jnp
+    # eps = 1e-3 where the battery probes x all equal (var = 0): there rstd = eps^-1/2 and a
+    # finite difference at step h is off by h^2 / (2 eps) relative, 5e-6 at CS231n's eps of
+    # 1e-5 and 5e-8 here (tests/gates/test_norm.py checks eps = 1e-5 against jax.grad)
+    _param_case("batch_norm", _gate_of("batch_norm"),
+                lambda x, g, b: gates.batch_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_batch_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (6, 3)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("spatial_batch_norm", _gate_of("spatial_batch_norm"),
+                lambda x, g, b: gates.spatial_batch_norm(x, g, b), ref_spatial_batch_norm,
+                lambda rng: (normal(rng, (2, 3, 2, 2)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0, 2, 3), scale_axes=(1,), eps=1e-5), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (3, 5)), normal(rng, (5,)), normal(rng, (5,))),
+                dict(axes=(1,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm_rank3", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (2, 2, 4)), normal(rng, (4,)), normal(rng, (4,))),
+                dict(axes=(2,), scale_axes=(2,), eps=1e-3), diff=(0, 1, 2)),
+    Case("dropout", lambda x: gates.dropout(x, 0.6, mask=KEEP),
+         lambda x: jnp.where(KEEP, x / 0.6, 0.0), lambda rng: (normal(rng, (3, 4)),), (0,),
+         _gate_of("dropout"), lambda g, x: g(x, KEEP, p=0.6), covers="dropout", order2=True),
+    Case("dropout_key", lambda x: gates.dropout(x, 0.8, jax.random.PRNGKey(3)),
+         lambda x: jnp.where(jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)),
+                             x / 0.8, 0.0),
+         lambda rng: (normal(rng, (4, 5)),), (0,), _gate_of("dropout"),
+         lambda g, x: g(x, jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)), p=0.8),
+         covers="dropout"),
 ]
 
 

@@ -15,6 +15,8 @@ The modules hold the gates by kind:
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``norm``: batch norm, spatial batch norm and layer norm as fused gates (CS231n's simplified
+  backward), and inverted dropout with its key or mask as an argument.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
@@ -27,7 +29,7 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, reductions, structure
+from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, norm, reductions, structure
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -57,6 +59,7 @@ from jaxprop.gates.indexing import (
 )
 from jaxprop.gates.linalg import dot_general, matmul
 from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
+from jaxprop.gates.norm import batch_norm, dropout, layer_norm, spatial_batch_norm
 from jaxprop.gates.reductions import max, mean, min, sum
 from jaxprop.gates.structure import (
     broadcast_to,
@@ -78,10 +81,12 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "batch_norm", "spatial_batch_norm", "layer_norm", "dropout",
     "GATES", "pattern_table",
 ]
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg)
+_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg,
+            norm)
 
 GATES: dict[str, Gate] = {
     g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
