@@ -65,6 +65,13 @@ class GateContractError(TypeError):
     rule (VJP or JVP, and for which input) and what was expected."""
 
 
+class NotCovered(ValueError):
+    """A use of an operation its gate does not cover (a convolution's batch groups, say),
+    raised by the gate's ``prepare`` or primitive adapter: the message names the gate and
+    what it does not cover. In traced code the tracer adds the user's line (a
+    ``NoGateError``), or lets JAX's rule differentiate it under ``allow_jax_rules=True``."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Gate:
     """A gate with hand-written local rules. See the module docstring for the contract.

@@ -52,6 +52,7 @@ from jax.extend import core as jex
 from jaxprop import gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
+from jaxprop.gate import NotCovered
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
@@ -446,21 +447,17 @@ def run(program: _Program, values: list, active_inputs: list[bool],
             notify(RuleEvent(op.custom, op.custom.kind, tuple(_materialize(v) for v in vals),
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
-            vals = _promoted(op, vals)
-            gate, adapter = LIFTS[name]
-            out_shape = op.eqn.outvars[0].aval.shape
-            others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
-            xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
-            if adapter is None:  # the gate itself, its parameters named as the primitive's
-                out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
-            else:
-                out = adapter(*xs, **op.eqn.params)
-            outs = list(out) if isinstance(out, (tuple, list)) else [out]
-            _check_outputs(op, outs, gate)
+            try:
+                outs = _lift(op, vals)
+            except NotCovered as e:  # a use the gate does not cover (conv's batch groups)
+                if not allow_jax_rules:
+                    raise NoGateError(
+                        f"jaxprop: lax.{name} at {_user_line(op)}: {e}. Pass "
+                        "allow_jax_rules=True to let JAX differentiate it with its own "
+                        "rule") from None
+                outs = _jax_rule(op, vals)
         elif allow_jax_rules:
-            outs = _bind(op, vals)
-            notify(RuleEvent(JaxRule(name), "jax", tuple(_materialize(v) for v in vals),
-                              outs[0] if len(outs) == 1 else tuple(outs)))
+            outs = _jax_rule(op, vals)
         elif name in CONTROL_FLOW:
             raise NoGateError(
                 f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
@@ -475,6 +472,31 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 "\"JAX's rule\")")
         env.update(zip(op.outs, outs))
     return [_materialize(env[r]) for r in program.outputs]
+
+
+def _lift(op: _Op, vals: list) -> list:
+    """The operation applied as its gate (``LIFTS``)."""
+    vals = _promoted(op, vals)
+    gate, adapter = LIFTS[op.eqn.primitive.name]
+    out_shape = op.eqn.outvars[0].aval.shape
+    others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
+    xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
+    if adapter is None:  # the gate itself, its parameters named as the primitive's
+        out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
+    else:
+        out = adapter(*xs, **op.eqn.params)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    _check_outputs(op, outs, gate)
+    return outs
+
+
+def _jax_rule(op: _Op, vals: list) -> list:
+    """The operation as it is, JAX differentiating it with its own rule (observed as such)."""
+    outs = _bind(op, vals)
+    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax",
+                     tuple(_materialize(v) for v in vals),
+                     outs[0] if len(outs) == 1 else tuple(outs)))
+    return outs
 
 
 def _pushes_tangents(x) -> bool:

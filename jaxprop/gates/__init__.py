@@ -14,7 +14,9 @@ The modules hold the gates by kind:
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
-* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full.
+* ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+* ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
+  ``dW`` the correlation of x with dy;
 * ``norm``: batch norm, spatial batch norm and layer norm as fused gates (CS231n's simplified
   backward), and inverted dropout with its key or mask as an argument.
 
@@ -29,7 +31,16 @@ is registered by being written in one of them.
 from __future__ import annotations
 
 from jaxprop.gate import Gate
-from jaxprop.gates import arithmetic, indexing, linalg, nonlinear, norm, reductions, structure
+from jaxprop.gates import (
+    arithmetic,
+    convolution,
+    indexing,
+    linalg,
+    nonlinear,
+    norm,
+    reductions,
+    structure,
+)
 from jaxprop.gates.arithmetic import (
     abs,
     add,
@@ -45,6 +56,7 @@ from jaxprop.gates.arithmetic import (
     sub,
     where,
 )
+from jaxprop.gates.convolution import conv
 from jaxprop.gates.indexing import (
     concatenate,
     dynamic_slice,
@@ -81,11 +93,12 @@ __all__ = [
     "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
     "scatter_max", "scatter_min", "concatenate", "split",
     "matmul", "dot_general",
+    "conv",
     "batch_norm", "spatial_batch_norm", "layer_norm", "dropout",
     "GATES", "pattern_table",
 ]
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg,
+_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg, convolution,
             norm)
 
 GATES: dict[str, Gate] = {
