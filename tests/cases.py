@@ -667,7 +667,45 @@ LOSS_CASES = [_loss_case(name) for name in losses.LOSSES] + [
          order2=True),
 ]
 
-_PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params}
+def _convnet_params(rng, n=4, c=1, side=4, f=2, k=3, h=3, classes=3, norm=True, gap=0.01):
+    """ConvNet params (batch norm on) and images x [N, side*side*c] whose conv and hidden
+    pre-activations are all >= gap away from ReLU's kink and whose pooling windows have no
+    two positive values within gap (no max tie in reach of a finite difference)."""
+    while True:
+        p = {"W1": normal(rng, (f, c, k, k)), "b1": normal(rng, (f,)) * 0.5,
+             "W2": normal(rng, (f * (side // 2) ** 2, h)), "b2": normal(rng, (h,)) * 0.5,
+             "W3": normal(rng, (h, classes)), "b3": normal(rng, (classes,)) * 0.5}
+        if norm:
+            p.update(gamma1=1 + 0.3 * normal(rng, (f,)), beta1=0.3 * normal(rng, (f,)),
+                     gamma2=1 + 0.3 * normal(rng, (h,)), beta2=0.3 * normal(rng, (h,)))
+        x = normal(rng, (n, side * side * c))
+        conv, hidden = _convnet_preactivations(p, x)
+        windows = np.sort(np.maximum(conv, 0).reshape(n, f, side // 2, 2, side // 2, 2)
+                          .transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4), axis=1)
+        tie = (windows[:, 3] > 0) & (windows[:, 3] - windows[:, 2] < gap)
+        if np.all(np.abs(conv) >= gap) and np.all(np.abs(hidden) >= gap) and not tie.any():
+            return p, x
+
+
+def _convnet_preactivations(p, x):
+    """The reference ConvNet's values before each ReLU: conv (+ norm) [N, F, H, W] and
+    hidden (+ norm) [N, H]."""
+    seen = []
+    relu = jax.nn.relu
+    try:
+        jax.nn.relu = lambda a: (seen.append(np.asarray(a)), relu(a))[1]
+        reference.convnet_scores(jax.tree.map(jnp.asarray, p), jnp.asarray(x))
+    finally:
+        jax.nn.relu = relu
+    return seen
+
+
+_PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params,
+           # without batch norm: the battery probes x all equal, where var = 0 (see the
+           # batch_norm case); the objective case below has it, at inputs of spread-out values
+           "convnet": lambda rng: _convnet_params(rng, norm=False)}
+DROPOUT_KEY = np.array([0, 42], np.uint32)
+"""The dropout key of the ConvNet's training-mode cases (a raw ``jax.random.PRNGKey``)."""
 
 MODEL_CASES = [
     Case(f"{name}_scores", entry.scores, entry.reference, lambda rng, name=name:
@@ -682,6 +720,19 @@ MODEL_CASES = [
     for model, loss, reg, order2 in [("linear", "svm", 0.1, True), ("linear", "softmax", 0, False),
                                      ("two_layer", "softmax", 0.01, True),
                                      ("two_layer", "svm", 0.05, False)]
+] + [  # the ConvNet in training mode: batch norm and dropout, masks from DROPOUT_KEY
+    Case("objective_convnet_dropout_softmax_reg0.01",
+         jaxprop.objective(lambda p, x: models.convnet_scores(p, x, key=DROPOUT_KEY,
+                                                              dropout_keep=0.6),
+                           losses.softmax_loss, 0.01),
+         ref_objective(lambda p, x: reference.convnet_scores(p, x, key=DROPOUT_KEY,
+                                                             dropout_keep=0.6),
+                       reference.softmax_loss, 0.01),
+         lambda rng: (*_convnet_params(rng), labels_for(rng, 4, 3)), (0, 1), kind="model",
+         covers="convnet", order2=True),
+    Case("convnet_scores_rgb", models.convnet_scores, reference.convnet_scores,
+         lambda rng: _convnet_params(rng, norm=False, c=3, side=2, f=3, k=1), (0, 1),
+         kind="model", covers="convnet"),
 ]
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
