@@ -8,9 +8,9 @@ range over the runs, next to its goal. The README's benchmark table, between the
 numbers, so the two never disagree. With ``--only``, the benchmarks named replace their
 rows and sections in both, and every other benchmark's stay as they were (each section
 gives its own date and load). The benchmarks that compare frameworks (``train_step``,
-``train_digits``) also report a fairness check, each reference timed alone against
-interleaved; a reference timed more than 15% slower interleaved is flagged in its section
-and next to every ratio against it.
+``train_digits``, ``conv_step``) also report a fairness check, each reference timed alone
+against interleaved; a reference timed more than 15% slower interleaved is flagged in its
+section and next to every ratio against it.
 
 Run: ``python benchmarks/run_all.py [--repeats 3] [--only train_step,compile] [--quick]``.
 ``--quick`` is a smoke test: it prints its figures and writes nothing unless ``--out`` is
@@ -52,6 +52,9 @@ BENCHMARKS = {
                  "full Jacobians against jax.jacfwd / jax.jacrev on the same gates"),
     "driver_reuse": ([], ["--calls", "20", "--rounds", "2"],
                      "re-creating jaxprop.reverse.grad(f) in a loop"),
+    "conv_step": (["--rounds", "20"], ["--rounds", "2", "--steps", "1"],
+                  "one CS231n three-layer ConvNet train step (N=64, 3x32x32, 32 filters 7x7) "
+                  "against plain JAX and PyTorch eager, each framework in its own process"),
 }
 """Each benchmark: its arguments, its arguments under --quick, and what it measures."""
 

@@ -81,7 +81,7 @@ def _sizes(x_shape, w_shape, y_shape, *, padding, lhs_dilation, rhs_dilation,
     return sizes
 
 
-def _full_convolution(y_bar, w_flipped, x, *, window_strides, padding, lhs_dilation,
+def _full_convolution(y_bar, w_flipped, x_shape, *, window_strides, padding, lhs_dilation,
                       rhs_dilation, dimension_numbers, feature_group_count, precision, **_):
     """dx: dy convolved "full" with the flipped filters, their in and out channels swapped.
 
@@ -90,7 +90,7 @@ def _full_convolution(y_bar, w_flipped, x, *, window_strides, padding, lhs_dilat
     dilation as its stride; the filters keep their dilation.
     """
     lhs, rhs, out = dimension_numbers
-    sizes = _sizes(x.shape, w_flipped.shape, y_bar.shape, padding=padding,
+    sizes = _sizes(x_shape, w_flipped.shape, y_bar.shape, padding=padding,
                    lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                    window_strides=window_strides, dimension_numbers=dimension_numbers)
     full = tuple((k_eff - 1 - lo, k_eff - 1 - hi + leftover)
@@ -102,7 +102,7 @@ def _full_convolution(y_bar, w_flipped, x, *, window_strides, padding, lhs_dilat
         feature_group_count, precision=precision)
 
 
-def _correlation(x, y_bar, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
+def _correlation(x, y_bar, w_shape, *, window_strides, padding, lhs_dilation, rhs_dilation,
                  dimension_numbers, feature_group_count, precision, **_):
     """dw: x correlated with dy, the images as the channels summed over.
 
@@ -111,7 +111,7 @@ def _correlation(x, y_bar, w, *, window_strides, padding, lhs_dilation, rhs_dila
     dilation the stride, and the padding is the forward one less the unread leftover.
     """
     lhs, rhs, out = dimension_numbers
-    sizes = _sizes(x.shape, w.shape, y_bar.shape, padding=padding, lhs_dilation=lhs_dilation,
+    sizes = _sizes(x.shape, w_shape, y_bar.shape, padding=padding, lhs_dilation=lhs_dilation,
                    rhs_dilation=rhs_dilation, window_strides=window_strides,
                    dimension_numbers=dimension_numbers)
     pads = tuple((lo, hi - leftover) for (lo, hi), (_, _, leftover) in zip(padding, sizes))
@@ -183,8 +183,8 @@ conv = Gate(
     "conv",
     pattern=SWITCHER,
     forward=lambda x, w, **p: (_conv(x, w, **p), Operands(x, w)),
-    vjp=(lambda res, y_bar, **p: _full_convolution(y_bar, _flipped(res.w, **p), res.x, **p),
-         lambda res, y_bar, **p: _correlation(res.x, y_bar, res.w, **p)),
+    vjp=(lambda res, y_bar, **p: _full_convolution(y_bar, _flipped(res.w, **p), res.x.shape, **p),
+         lambda res, y_bar, **p: _correlation(res.x, y_bar, res.w.shape, **p)),
     jvp=(lambda res, x_dot, **p: _conv(x_dot, res.w, **p),
          lambda res, w_dot, **p: _conv(res.x, w_dot, **p)),
     symbol="conv",
