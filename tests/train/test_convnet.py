@@ -1,5 +1,7 @@
 """The ConvNet in training: its shipped configs, dropout's keys, and --resume bit for bit."""
 
+import json
+
 import chex
 import jax
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from data_files import write_cifar_folder
 
 from jaxprop import models
+from jaxprop.cli import main
 from jaxprop.train import Trainer, load_data, train
 from jaxprop.train.experiment import load_config
 
@@ -34,15 +37,18 @@ def test_digits_convnet_reaches_its_accuracy(digits, tmp_path):
 
 
 def test_resume_with_dropout_is_bit_identical(digits, tmp_path):
-    """Four epochs straight, and two then --resume to four: the same bits, dropout on."""
+    """Four epochs straight, and two then ``jaxprop train --resume`` to four: the same bits,
+    dropout and batch norm on."""
     cfg = _small()
     straight = train(cfg, tmp_path / "a", dataset=digits, progress=False, write_plots=False)
     train(_small("train.epochs=2"), tmp_path / "b", dataset=digits, progress=False,
           write_plots=False)
-    resumed = train(cfg, tmp_path / "b", resume=True, dataset=digits, progress=False,
-                    write_plots=False)
-    assert resumed.summary["resumed_from_epoch"] == 2
-    chex.assert_trees_all_equal(resumed.params, straight.params)
+    assert main(["train", "--quiet", "--out", str(tmp_path / "b"), "--resume", "--set",
+                 "train.epochs=4"]) == 0
+    with np.load(tmp_path / "b" / "params.npz") as z:
+        resumed = {k: z[k] for k in z.files}
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["resumed_from_epoch"] == 2
+    chex.assert_trees_all_equal(resumed, straight.params)
     # and dropout did drop: without it the same run ends elsewhere
     kept = train(_small("model.dropout_keep=1.0"), tmp_path / "c", dataset=digits,
                  progress=False, write_plots=False)
