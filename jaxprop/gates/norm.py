@@ -102,7 +102,7 @@ def _norm_gate(name: str, prepare, doc: str) -> Gate:
              _spread(gamma_dot, scale_axes, res.xhat.ndim) * res.xhat,
              lambda res, beta_dot, *, axes, scale_axes, eps: jnp.broadcast_to(
                  _spread(beta_dot, scale_axes, res.xhat.ndim), res.xhat.shape)),
-        local=("(gamma rstd / N) (N - 1 - xhat xhat^T)", "xhat", "1"),
+        local=("(gamma rstd / N) (N I - 1 1^T - xhat xhat^T)", "xhat", "1"),
         tangent="gamma rstd (x_dot - mean(x_dot) - xhat mean(x_dot xhat)) + gamma_dot xhat "
                 "+ beta_dot",
         params=("axes", "scale_axes", "eps"),
