@@ -36,12 +36,13 @@ def test_digits_convnet_reaches_its_accuracy(digits, tmp_path):
     assert result.params["W1"].shape == (32, 1, 7, 7)  # 32 filters of 7x7 on 1x8x8 images
 
 
-def test_resume_with_dropout_is_bit_identical(digits, tmp_path):
+def test_resume_with_dropout_is_bit_identical(tmp_path):
     """Four epochs straight, and two then ``jaxprop train --resume`` to four: the same bits,
     dropout and batch norm on."""
     cfg = _small()
-    straight = train(cfg, tmp_path / "a", dataset=digits, progress=False, write_plots=False)
-    train(_small("train.epochs=2"), tmp_path / "b", dataset=digits, progress=False,
+    data = load_data(cfg)  # its 192 examples, as the resumed run loads them
+    straight = train(cfg, tmp_path / "a", dataset=data, progress=False, write_plots=False)
+    train(_small("train.epochs=2"), tmp_path / "b", dataset=data, progress=False,
           write_plots=False)
     assert main(["train", "--quiet", "--out", str(tmp_path / "b"), "--resume", "--set",
                  "train.epochs=4"]) == 0
@@ -50,21 +51,21 @@ def test_resume_with_dropout_is_bit_identical(digits, tmp_path):
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["resumed_from_epoch"] == 2
     chex.assert_trees_all_equal(resumed, straight.params)
     # and dropout did drop: without it the same run ends elsewhere
-    kept = train(_small("model.dropout_keep=1.0"), tmp_path / "c", dataset=digits,
+    kept = train(_small("model.dropout_keep=1.0"), tmp_path / "c", dataset=data,
                  progress=False, write_plots=False)
     assert not np.array_equal(kept.params["W3"], straight.params["W3"])
 
 
-def test_each_step_draws_its_own_masks_the_same_in_every_pipeline(digits):
+def test_each_step_draws_its_own_masks_the_same_in_every_pipeline():
     """One epoch by our VJP rules and by jax.grad of the plain-jnp twin: the same masks
     (the same parameters, to float32 rounding), which differ from step to step and epoch to
     epoch."""
-    params = {}
+    params, data = {}, load_data(_small())
     for pipeline in ("reverse", "jax"):
         # SGD: under batch norm b1 and b2 get a gradient of 0 plus rounding, which Adam's
         # normalisation would blow up to steps of lr in either direction
         trainer = Trainer(_small(f"train.pipeline={pipeline}", "optimizer.name=sgd",
-                                 "optimizer.lr=0.05"), digits)
+                                 "optimizer.lr=0.05"), data)
         (params[pipeline], _), stats, _ = trainer.run_epoch(trainer.init_state(), 0)
         assert stats["finite"]
     chex.assert_trees_all_close(jax.device_get(params["reverse"]),
