@@ -76,7 +76,7 @@ OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
               "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py",
               "gates/test_scans_sorting.py",
-              "gates/test_windows.py")
+              "gates/test_windows.py", "gates/test_norm.py")
 """The files whose tests a surviving mutant meets (a test holds each to exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in

@@ -32,7 +32,9 @@ The modules hold the gates by kind:
 * ``approx``: the approximate top-k (a router: each picked element takes its gradient);
 * ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
   (routers to the running winner);
-* ``sorting``: sort and top_k (the gradient moved back through the order found).
+* ``sorting``: sort and top_k (the gradient moved back through the order found);
+* ``norm``: batch norm, spatial batch norm and layer norm as fused gates (CS231n's simplified
+  backward), and inverted dropout with its key or mask as an argument.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
