@@ -16,6 +16,15 @@ The modules hold the gates by kind:
 * ``indexing``: slices and pads (each the other's transpose), gathers (the pick
   ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
   distributes, multiply switches), concatenate, split;
+* ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
+  min (routers), abs, where, select (n cases: a chain of selects);
+* ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
+  formed);
+* ``reductions``: sum, mean, prod (never dividing by x), max and min over axes;
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast, tile;
+* ``indexing``: slices, dynamic slices and updates, gathers (the pick ``s[arange(N), y]``
+  scatter-adds its gradient), scatters (set and min/max route, add distributes, multiply
+  switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
   triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
   QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
