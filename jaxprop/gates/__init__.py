@@ -7,24 +7,15 @@ tangent. Each rule sits under its forward computation, as in micrograd.
 The modules hold the gates by kind:
 
 * ``arithmetic``: add (distributor), sub, neg, mul (swap multiplier), div, 1/x, powers, max
-  and min (routers), abs, select and where;
-* ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
-  formed);
-* ``reductions``: sum, mean, max and min over axes;
-* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
-  transpose, reverse, cast;
-* ``indexing``: slices and pads (each the other's transpose), gathers (the pick
-  ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
-  distributes, multiply switches), concatenate, split;
-* ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
-  min (routers), abs, where, select (n cases: a chain of selects);
+  and min (routers), abs, select and where (``select_n``, n cases: a chain of selects);
 * ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
   formed);
 * ``reductions``: sum, mean, prod (never dividing by x), max and min over axes;
-* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast, tile;
-* ``indexing``: slices, dynamic slices and updates, gathers (the pick ``s[arange(N), y]``
-  scatter-adds its gradient), scatters (set and min/max route, add distributes, multiply
-  switches), concatenate, split;
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
+  transpose, reverse, cast, tile;
+* ``indexing``: slices and pads (each the other's transpose), dynamic slices and updates,
+  gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and
+  min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
   triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
   QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
