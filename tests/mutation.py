@@ -87,7 +87,7 @@ KEYWORDS = {**{name: ("kink", "tie", "router") for name in
                ("cummax", "cummin", "sort", "top_k")},
             **{name: ("zeros",) for name in ("prod", "cumprod")}}
 KEYWORDS |= {name: ("tie", "pool", "window") for name in
-             ("max_pool", "min_pool", "sum_pool", "select_and_scatter_add",
+             ("max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
               "select_and_gather_add")}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
