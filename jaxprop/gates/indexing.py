@@ -141,16 +141,6 @@ def _starts(index):
     return [index[k] for k in range(index.shape[0])]
 
 
-def _add_back_at(index, z_bar, in_shape):
-    """z_bar added into zeros shaped ``in_shape`` at the start ``index``, clamped as the
-    slice's start was (one window of a scatter-add, a gated operation)."""
-    axes = tuple(range(len(in_shape)))
-    window = lax.ScatterDimensionNumbers(update_window_dims=axes, inserted_window_dims=(),
-                                         scatter_dims_to_operand_dims=axes)
-    return lax.scatter_add(jnp.zeros(in_shape, z_bar.dtype), index, z_bar, window,
-                           mode=lax.GatherScatterMode.CLIP)
-
-
 def _prepare_dynamic_slice(x, start, sizes):
     """The dynamic slice gate: ``lax.dynamic_slice(x, start, sizes)``."""
     index = jnp.stack([jnp.asarray(i) for i in start]) if len(start) else jnp.zeros(0, int)
@@ -162,7 +152,8 @@ dynamic_slice = Gate(
     pattern=ROUTER,
     forward=lambda x, index, *, sizes, in_shape: (
         lax.dynamic_slice(x, _starts(index), sizes), index),
-    vjp=(lambda index, z_bar, *, sizes, in_shape: _add_back_at(index, z_bar, in_shape), None),
+    vjp=(lambda index, z_bar, *, sizes, in_shape: lax.dynamic_update_slice(
+        jnp.zeros(in_shape, z_bar.dtype), z_bar, _starts(index)), None),
     jvp=(lambda index, x_dot, *, sizes, in_shape: lax.dynamic_slice(
         x_dot, _starts(index), sizes), None),
     local=("1 where picked, else 0",),
@@ -174,9 +165,8 @@ dynamic_slice = Gate(
     label=lambda names, *, sizes, in_shape: f"{names[0]}[{names[1]}:]",
     doc="""Dynamic slice gate: z = x[i:i + size] with the start i known only at run time.
 
-The "gradient router": z_bar is added back at i into zeros (JAX clamps i so the slice
-fits, and the rule's scatter-add clamps it the same way, so the gradient goes back where the
-slice was read).
+The "gradient router": z_bar is written back at i into zeros (JAX clamps i so the slice
+fits, and the rule writes it back where the slice was read).
 """,
 )
 
