@@ -166,9 +166,9 @@ def test_the_registry_gates_keep_the_contract():
     assert jaxprop.check(gates.GATES["tanh"], X, checks=["linear", "shapes"]).ok
 
 
-COMPOSITES = {"neg", "where", "mean", "expand_dims", "concatenate"}
+COMPOSITES = {"neg", "where", "mean", "expand_dims", "concatenate", "select_n"}
 """Public names of jaxprop.gates that apply other gates (mul by -1, select, sum then mul,
-reshape, concatenate two at a time): functions, not gates."""
+reshape, concatenate two at a time, a chain of selects): functions, not gates."""
 
 
 def test_every_public_gate_is_a_gate_registered_under_its_name():

@@ -7,13 +7,14 @@ tangent. Each rule sits under its forward computation, as in micrograd.
 The modules hold the gates by kind:
 
 * ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
-  min (routers), abs, where;
+  min (routers), abs, where, select (n cases: a chain of selects);
 * ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
   formed);
-* ``reductions``: sum, mean, max and min over axes;
-* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
-* ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
-  scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
+* ``reductions``: sum, mean, prod (never dividing by x), max and min over axes;
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast, tile;
+* ``indexing``: slices, dynamic slices and updates, gathers (the pick ``s[arange(N), y]``
+  scatter-adds its gradient), scatters (set and min/max route, add distributes, multiply
+  switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
 * ``trig``: sin (cos x), cos, tan, their inverses (atan: 1/(1+x^2)), atan2, sinh, cosh and
   theirs;
