@@ -94,6 +94,8 @@ KEYWORDS |= {name: ("tie", "pool", "window") for name in
 EQUIVALENT: dict[str, str] = {
     "add:swap": "add's two VJP rules are the same function of z_bar (x_bar = y_bar = z_bar): "
                 "exchanging them changes nothing",
+    "rem:vjp[0]:eps": "rem's rule for x is 1 (x_bar = z_bar): it reads no residual, so an "
+                      "epsilon in the residual q = trunc(x/y) changes nothing",
 }
 """Mutants that change no derivative, with the reason."""
 
