@@ -235,8 +235,10 @@ def test_a_scan_is_never_unrolled(driver):
 
 def _saved(f, *args):
     """The residuals reverse mode saves for f (under our VJP rules)."""
+    from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals' list
+
     with jaxprop.rule_set("vjp"):
-        return jax.ad_checkpoint.saved_residuals(jaxprop.gated(f), *args)
+        return saved_residuals(jaxprop.gated(f), *args)
 
 
 def test_checkpoint_inside_the_body_is_respected():
@@ -262,8 +264,23 @@ def test_checkpoint_inside_the_body_is_respected():
                                     rtol=RTOL, atol=ATOL)
 
 
+def rnn_from(W, U, b, h0, xs):
+    """The RNN with its first state h0 an input too."""
+    def step(h, x):
+        h = jnp.tanh(x @ W + h @ U + b)
+        return h, jnp.sum(h ** 2)
+
+    h, ys = jax.lax.scan(step, h0, xs)
+    return jnp.sum(ys) + jnp.sum(h)
+
+
 def test_the_battery_checks_a_function_with_a_scan():
-    f, params = CELLS["rnn"]
-    report = jaxprop.check(lambda W, U, b, xs: f((W, U, b), xs), *params, XS,
-                           reference=lambda W, U, b, xs: f((W, U, b), xs), diff=(0, 1, 2))
+    """Finite differences, JAX's autodiff, the adjoint test and proof that the body's rules
+    ran. (h0 is differentiated: a carry that starts as a constant makes JAX's scan trace a
+    body gate's JVP rule once more, for its second tangent pattern, and rule_ran counts
+    traces; see test_scan_options' carry_from_a_constant for its derivatives.)"""
+    params = CELLS["rnn"][1]
+    report = jaxprop.check(rnn_from, *params, 0.1 * jnp.ones(H), XS, reference=rnn_from,
+                           diff=(0, 1, 2, 3))
     assert report.ok, report
+    assert {row.key for row in report.rows} >= {"rule_ran", "adjoint"}
