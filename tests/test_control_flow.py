@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cases import ATOL, RTOL
+from cases import ATOL, RTOL, Case, check_battery, check_drivers
 
 import jaxprop
 from jaxprop import Gate
@@ -284,3 +284,15 @@ def test_the_battery_checks_a_function_with_a_scan():
                            diff=(0, 1, 2, 3))
     assert report.ok, report
     assert {row.key for row in report.rows} >= {"rule_ran", "adjoint"}
+
+
+RNN_CASE = Case("rnn_scan", rnn_from, rnn_from,
+                lambda rng: (*[0.5 * rng.normal(size=s) for s in ((D, H), (H, H), (H,), (H,))],
+                             rng.normal(size=(T, D))), diff=(0, 1, 2, 3), kind="model")
+"""A scan in the form of the case registry's entries (tests/cases.py): its harness runs it.
+It is not in ``CASES``, whose entries each cover a gate, a loss or a model of a registry."""
+
+
+def test_the_case_harness_runs_a_scan():
+    check_battery(RNN_CASE)
+    check_drivers(RNN_CASE)
