@@ -738,6 +738,22 @@ def _typed(outs: list, avals: list) -> list:
             for o, a in zip(outs, avals)]
 
 
+@jax.custom_jvp
+def _tangent_from_the_start(carry, other):
+    """``carry``, given a (zero) tangent from the first step when ``other`` has one.
+
+    A carry that starts as a constant and becomes differentiated in the body (h0 = 0) would
+    make JAX's scan trace the body's JVP rules twice, once per tangent pattern, so each rule
+    would seem to run twice; with its tangent known from the start, each is traced once."""
+    return carry
+
+
+@_tangent_from_the_start.defjvp
+def _(primals, tangents):
+    carry_dot, other_dot = tangents
+    return primals[0], carry_dot + 0 * jnp.sum(other_dot).astype(carry_dot.dtype)
+
+
 def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     """``lax.scan``: the body's gates run step by step; in reverse mode JAX's scan of the body
     saves each step's residuals and a reverse scan runs the body's VJP rules."""
@@ -749,6 +765,9 @@ def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     consts, init, xs = vals[:nc], vals[nc:nc + nk], vals[nc + nk:]
     carry_avals = [v.aval for v in op.eqn.outvars[:nk]]
     reversing = _reversing(vals, in_active)
+    some = next((v for v, a in zip(vals, in_active) if a), None)
+    init = [_tangent_from_the_start(c, some) if a and not b else c
+            for c, a, b in zip(init, active[nc:nc + nk], in_active[nc:nc + nk])]
 
     def step(carry, x):
         with _in_reverse(reversing):

@@ -276,14 +276,13 @@ def rnn_from(W, U, b, h0, xs):
 
 def test_the_battery_checks_a_function_with_a_scan():
     """Finite differences, JAX's autodiff, the adjoint test and proof that the body's rules
-    ran. (h0 is differentiated: a carry that starts as a constant makes JAX's scan trace a
-    body gate's JVP rule once more, for its second tangent pattern, and rule_ran counts
-    traces; see test_scan_options' carry_from_a_constant for its derivatives.)"""
+    ran (each once: the carry that starts as zeros is differentiated from the first step, so
+    JAX's scan traces each rule for one tangent pattern only)."""
     params = CELLS["rnn"][1]
-    report = jaxprop.check(rnn_from, *params, 0.1 * jnp.ones(H), XS, reference=rnn_from,
-                           diff=(0, 1, 2, 3))
+    report = jaxprop.check(lambda W, U, b, xs: rnn((W, U, b), xs), *params, XS,
+                           reference=lambda W, U, b, xs: rnn((W, U, b), xs), diff=(0, 1, 2))
     assert report.ok, report
-    assert {row.key for row in report.rows} >= {"rule_ran", "adjoint"}
+    assert report["rule_ran"].status == "pass" and report["adjoint"].status == "pass"
 
 
 RNN_CASE = Case("rnn_scan", rnn_from, rnn_from,
