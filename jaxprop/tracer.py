@@ -8,6 +8,13 @@ explicit gate call (``gates.mul``, ``losses.softmax_loss``'s fused gate) is reco
 itself and applied once, as the gate it is. Nested ``jax.jit`` calls are opened and traced
 through gates too.
 
+Loops and branches are opened without unrolling: the body of a ``lax.scan`` (a
+``fori_loop`` with static bounds), a ``lax.while_loop`` or each branch of a ``lax.cond`` /
+``lax.switch`` is traced through gates, recursively, and run inside the same loop or
+branch. Reverse mode through a scan is backprop through time, the body's VJP rules run from
+the last step to the first; forward mode pushes tangents through the body's JVP rules; a
+``while_loop`` runs in forward mode only (reverse mode is refused, naming the line).
+
 A ``jax.custom_jvp`` or ``jax.custom_vjp`` function keeps its own rule, as under ``jax.grad``:
 it runs as one step that JAX differentiates with that rule, and ``jaxprop.observe`` reports it
 as a ``"custom_jvp"`` or ``"custom_vjp"`` event (a :class:`CustomRule`, with the function's
