@@ -17,18 +17,12 @@ __all__ = ["NOT_GATED", "not_gated_reason"]
 
 _COMPLEX = ("complex numbers: the lecture's rules are written for real numbers, and gates "
             "refuse complex inputs (work with the real and imaginary parts as real arrays)")
-_CONTROL_FLOW = ("control flow: the tracer does not open a loop's or a branch's body into "
-                 "gates yet (issue 20); write the loop in Python")
-
 NOT_GATED: dict[str, str] = {
     "fft": "the FFT: its values are complex, " + _COMPLEX,
     "complex": _COMPLEX,
     "real": _COMPLEX,
     "imag": _COMPLEX,
     "conj": _COMPLEX,
-    "scan": _CONTROL_FLOW,
-    "cond": _CONTROL_FLOW,
-    "while": _CONTROL_FLOW,
     "igamma_grad_a": ("the derivative of igamma in its shape a, which has no derivative in "
                       "JAX either: a second derivative of gammainc in a has no rule"),
     "regularized_incomplete_beta": (

@@ -62,8 +62,9 @@ NOT_FLOATING_POINT: dict[str, tuple[str, frozenset[str]]] = {
 }
 """The primitives that are no floating-point operation, by group, with the reason."""
 
-NO_DERIVATIVE = set(tracer.NO_DERIVATIVE) | set(tracer.PASS_THROUGH) | (
-    set(tracer.CALLS) - set(tracer.CUSTOM_CALLS))
+NO_DERIVATIVE = set(tracer.NO_DERIVATIVE) | set(tracer.PASS_THROUGH)
+OPENED = (set(tracer.CALLS) - set(tracer.CUSTOM_CALLS)) | set(tracer.CONTROL_FLOW)
+"""Calls, loops and branches: their bodies are traced into gates."""
 GOAL = 110  # issue 19: at least 110 of the floating-point primitives handled
 
 
@@ -73,9 +74,12 @@ def jax_table() -> set[str]:
 
 
 def classify(name: str) -> str:
-    """``gated``, ``no derivative``, ``not floating point``, ``not gated``, or ``unknown``."""
+    """``gated``, ``opened``, ``no derivative``, ``not floating point``, ``not gated``, or
+    ``unknown``."""
     if name in tracer.LIFTS:
         return "gated"
+    if name in OPENED:
+        return "opened"
     if name in NO_DERIVATIVE:
         return "no derivative"
     if any(name in names for _, names in NOT_FLOATING_POINT.values()):
@@ -87,12 +91,12 @@ def classify(name: str) -> str:
 
 def counts() -> dict[str, int]:
     table = jax_table()
-    out = {k: 0 for k in ("gated", "no derivative", "not floating point", "not gated",
-                          "unknown")}
+    out = {k: 0 for k in ("gated", "opened", "no derivative", "not floating point",
+                          "not gated", "unknown")}
     for name in table:
         out[classify(name)] += 1
     out["floating point"] = len(table) - out["not floating point"]
-    out["handled"] = out["gated"] + out["no derivative"]
+    out["handled"] = out["gated"] + out["opened"] + out["no derivative"]
     out["table"] = len(table)
     return out
 
@@ -111,7 +115,7 @@ def test_every_primitive_of_jax_table_is_classified():
 
 
 def test_each_primitive_sits_in_one_class_only():
-    groups = [set(tracer.LIFTS), NO_DERIVATIVE,
+    groups = [set(tracer.LIFTS), OPENED, NO_DERIVATIVE,
               set(coverage.NOT_GATED), *(set(n) for _, n in NOT_FLOATING_POINT.values())]
     seen: dict[str, int] = {}
     for k, group in enumerate(groups):
@@ -129,8 +133,9 @@ def test_the_readme_states_the_counts():
     sentence = (f"Of the {c['floating point']} floating-point primitives of JAX's table "
                 f"({c['table']} primitives in jax {jax.__version__}, less the "
                 f"{c['not floating point']} that are no floating-point operation), "
-                f"{c['handled']} are handled: {c['gated']} by a gate and "
-                f"{c['no derivative']} with no derivative")
+                f"{c['handled']} are handled: {c['gated']} by a gate, {c['opened']} opened "
+                f"into gates (calls, loops and branches) and {c['no derivative']} with no "
+                "derivative")
     assert sentence in " ".join(readme.split()), sentence
 
 
