@@ -35,6 +35,7 @@ For example::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
@@ -62,6 +63,10 @@ CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "cus
 rule's call only when it is one of :data:`OPENED_RULES`). ``lax.composite`` is opened into
 its decomposition (JAX itself has no derivative for it), a ``jax.custom_batching``
 function into its body (its batching rule is JAX's business, not the derivative's)."""
+
+REMAT = ("remat2", "checkpoint")
+"""``jax.checkpoint``'s primitives: opened, except inside a loop's body, where they stay one
+operation run as ``jax.checkpoint`` of its gates (see :data:`CONTROL_FLOW`)."""
 
 CUSTOM_CALLS = {"custom_jvp_call": "custom_jvp", "custom_vjp_call": "custom_vjp",
                 "custom_vjp_call_jaxpr": "custom_vjp"}
@@ -92,7 +97,6 @@ where a value lives, and jaxprop's rules run on one device)."""
 NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter", "is_finite")
 """Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
 
-CONTROL_FLOW = ("scan", "cond", "while")
 
 
 CAPTURE_TAG = "jaxprop.gate#"
@@ -201,6 +205,7 @@ class _Op:
     gate_call: tuple | None = None
     sites: tuple = ()  # the calls (nested jits) it was opened from, innermost first
     custom: CustomRule | None = None  # a custom_jvp/custom_vjp function kept whole
+    bodies: dict = dataclasses.field(default_factory=dict)  # a loop's or branch's programs
 
 
 def _inexact(aval) -> bool:
@@ -255,9 +260,14 @@ def _sub_jaxpr(eqn):
 
 
 class _Program:
-    """A traced function, flattened: every called jaxpr opened into one list of operations."""
+    """A traced function, flattened: every called jaxpr opened into one list of operations.
 
-    def __init__(self, closed: jex.ClosedJaxpr):
+    A loop's body or a branch is a program of its own (``remat=True``: a ``jax.checkpoint``
+    in it stays one operation, so that its policy holds inside the loop); ``sites`` are the
+    equations it was opened from, for the user's line."""
+
+    def __init__(self, closed: jex.ClosedJaxpr, remat: bool = False, sites: tuple = ()):
+        self.remat = remat
         self.ops: list[_Op] = []
         self.values: dict[int, Any] = {}  # constants and literals, by ref
         self.avals: dict[int, Any] = {}
@@ -265,7 +275,7 @@ class _Program:
         const_refs = [self._constant(c, getattr(v, "aval", None))
                       for c, v in zip(closed.consts, closed.jaxpr.constvars)]
         self.inputs = [self._new(v.aval) for v in closed.jaxpr.invars]
-        self.outputs = self._flatten(closed.jaxpr, const_refs, self.inputs, ())
+        self.outputs = self._flatten(closed.jaxpr, const_refs, self.inputs, sites)
 
     def _new(self, aval) -> int:
         self._next += 1
@@ -298,7 +308,8 @@ class _Program:
                 outs = self._flatten(branch.jaxpr, [self._constant(c, None)
                                                     for c in branch.consts], ins[1:],
                                      (eqn, *sites))
-            elif call is None and name in CALLS and not kept:
+            elif (call is None and name in CALLS and not kept
+                  and not (self.remat and name in REMAT)):
                 sub, consts = _sub_jaxpr(eqn)
                 sub_consts = [self._constant(c, getattr(v, "aval", None))
                               for c, v in zip(consts, sub.constvars)]
@@ -522,13 +533,10 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 if not allow_jax_rules:
                     raise NoGateError(f"jaxprop: {e} ({_where(op)})") from None
                 outs = _jax_rule(op, vals)
+        elif name in CONTROL_FLOW:
+            outs = CONTROL_FLOW[name](op, vals, in_active, allow_jax_rules)
         elif allow_jax_rules:
             outs = _jax_rule(op, vals)
-        elif name in CONTROL_FLOW:
-            raise NoGateError(
-                f"jaxprop: lax.{name} {_where(op)} carries a differentiated value, "
-                "and jaxprop's tracer does not open control flow; write the loop in Python, "
-                "or pass allow_jax_rules=True to let JAX differentiate it")
         elif coverage.not_gated_reason(name) is not None:
             raise NoGateError(
                 f"jaxprop: the JAX primitive {name!r} ({_where(op)}), which a "
@@ -722,3 +730,142 @@ def gated(f: Callable, *, allow_jax_rules: bool = False) -> Gated:
     return per_f[allow_jax_rules]
 
 
+
+
+# ------------------------------------------------------------------- loops and branches
+#
+# A loop or a branch is opened too: its body is a program of its own, run through the gates
+# inside ``lax.scan``, ``lax.while_loop`` or ``lax.switch``. JAX's rule for the loop is only
+# the loop itself (a scan forward that saves each step's residuals, a scan backward that runs
+# the body's VJP rules from the last step to the first and adds up the gradients of the
+# weights every step shares); every derivative inside a step is a gate's rule.
+
+_REVERSE = contextvars.ContextVar("jaxprop_reverse", default=False)
+"""Whether the loop body being traced is differentiated in reverse mode (a while loop in it
+is refused)."""
+
+
+def _body(op: _Op, key, closed) -> _Program:
+    """The program of one of ``op``'s bodies (built once)."""
+    if key not in op.bodies:
+        if isinstance(closed, jex.Jaxpr):
+            closed = jex.ClosedJaxpr(closed, ())
+        op.bodies[key] = _Program(closed, remat=True, sites=(op.eqn, *op.sites))
+    return op.bodies[key]
+
+
+def _carried(body: _Program, active: list[bool], start: int, stop: int) -> list[bool]:
+    """The body's active inputs: ``active``, with each loop-carried input (``start:stop``)
+    active too where the body makes its carry output active, until nothing changes (a carry
+    that starts as a constant and is added a weight's product in each step)."""
+    active = list(active)
+    while True:
+        now, _ = body.analyse(active)
+        new = [a or (i >= start and i < stop and body.outputs[i - start] in now)
+               for i, a in enumerate(active)]
+        if new == active:
+            return active
+        active = new
+
+
+def _reversing(vals, in_active) -> bool:
+    return _REVERSE.get() or (wiring.current_rule_set() == "vjp" and any(
+        _has_tangent(v) for v, a in zip(vals, in_active) if a))
+
+
+@contextlib.contextmanager
+def _in_reverse(on: bool):
+    token = _REVERSE.set(on)
+    try:
+        yield
+    finally:
+        _REVERSE.reset(token)
+
+
+def _typed(outs: list, avals: list) -> list:
+    """Each output in its aval's dtype (a loop's carry keeps its type from step to step)."""
+    return [o if jnp.result_type(o) == a.dtype else lax.convert_element_type(o, a.dtype)
+            for o, a in zip(outs, avals)]
+
+
+def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
+    """``lax.scan``: the body's gates run step by step; in reverse mode JAX's scan of the body
+    saves each step's residuals and a reverse scan runs the body's VJP rules."""
+    p = op.eqn.params
+    nc, nk = p["num_consts"], p["num_carry"]
+    body = _body(op, "body", p["jaxpr"])
+    active = _carried(body, in_active, nc, nc + nk)
+    vals = [_materialize(v) for v in vals]
+    consts, init, xs = vals[:nc], vals[nc:nc + nk], vals[nc + nk:]
+    carry_avals = [v.aval for v in op.eqn.outvars[:nk]]
+    reversing = _reversing(vals, in_active)
+
+    def step(carry, x):
+        with _in_reverse(reversing):
+            outs = run(body, [*consts, *carry, *x], active, allow_jax_rules)
+        return _typed(outs[:nk], carry_avals), outs[nk:]
+
+    carry, ys = lax.scan(step, _typed(init, carry_avals), xs, length=p["length"],
+                         reverse=p["reverse"], unroll=p["unroll"])
+    return [*carry, *ys]
+
+
+def _run_while(op: _Op, vals, in_active, allow_jax_rules) -> list:
+    """``lax.while_loop`` (and ``fori_loop`` with bounds known only at run time): forward
+    mode pushes tangents through the body's JVP rules; reverse mode is refused, as by JAX."""
+    p = op.eqn.params
+    cn, bn = p["cond_nconsts"], p["body_nconsts"]
+    vals = [_materialize(v) for v in vals]
+    if _reversing(vals, in_active):
+        raise ValueError(
+            f"jaxprop: reverse mode cannot differentiate the while loop at {_user_line(op)} "
+            "(lax.while_loop, or lax.fori_loop with bounds known only at run time): its "
+            "number of steps is not known before it runs, so the steps cannot be saved to "
+            "run backwards (jax.grad refuses it too). Write it with lax.scan, or "
+            "lax.fori_loop with static bounds (Python ints), which run in both modes; or "
+            "use forward mode (jaxprop.forward)")
+    cond_consts, body_consts, init = vals[:cn], vals[cn:cn + bn], vals[cn + bn:]
+    body = _body(op, "body", p["body_jaxpr"])
+    active = _carried(body, in_active[cn:], bn, len(in_active) - cn)
+    test = jex.jaxpr_as_fun(p["cond_jaxpr"])
+    carry_avals = [v.aval for v in op.eqn.outvars]
+
+    def step(carry):
+        return _typed(run(body, [*body_consts, *carry], active, allow_jax_rules), carry_avals)
+
+    return list(lax.while_loop(lambda carry: test(*cond_consts, *carry)[0], step,
+                               _typed(init, carry_avals)))
+
+
+def _run_cond(op: _Op, vals, in_active, allow_jax_rules) -> list:
+    """``lax.cond`` and ``lax.switch``: a router. Each branch is traced through its gates,
+    and only the branch taken runs, so only its gates get the gradient."""
+    branches = [_body(op, i, b) for i, b in enumerate(op.eqn.params["branches"])]
+    index, *operands = [_materialize(v) for v in vals]
+    active = list(in_active[1:])
+    out_avals = [v.aval for v in op.eqn.outvars]
+
+    def branch(program):
+        return lambda *a: _typed(run(program, list(a), active, allow_jax_rules), out_avals)
+
+    return list(lax.switch(index, [branch(b) for b in branches], *operands))
+
+
+def _run_remat(op: _Op, vals, in_active, allow_jax_rules) -> list:
+    """``jax.checkpoint`` inside a loop's body: its gates run under ``jax.checkpoint`` with
+    the user's policy, so what the policy says to recompute is not saved at each step."""
+    p = op.eqn.params
+    body = _body(op, "body", p["jaxpr"])
+    active = list(in_active)
+
+    def fn(*a):
+        return run(body, list(a), active, allow_jax_rules)
+
+    return list(jax.checkpoint(fn, prevent_cse=p["prevent_cse"], policy=p["policy"])(
+        *[_materialize(v) for v in vals]))
+
+
+CONTROL_FLOW = {"scan": _run_scan, "while": _run_while, "cond": _run_cond,
+                "checkpoint": _run_remat, "remat2": _run_remat}
+"""Primitives that hold a body (a loop, the branches of a cond, a checkpointed step): each
+body is traced through gates, recursively, and run inside the same JAX loop or branch."""
