@@ -8,6 +8,13 @@ explicit gate call (``gates.mul``, ``losses.softmax_loss``'s fused gate) is reco
 itself and applied once, as the gate it is. Nested ``jax.jit`` calls are opened and traced
 through gates too.
 
+Loops and branches are opened without unrolling: the body of a ``lax.scan`` (a
+``fori_loop`` with static bounds), a ``lax.while_loop`` or each branch of a ``lax.cond`` /
+``lax.switch`` is traced through gates, recursively, and run inside the same loop or
+branch. Reverse mode through a scan is backprop through time, the body's VJP rules run from
+the last step to the first; forward mode pushes tangents through the body's JVP rules; a
+``while_loop`` runs in forward mode only (reverse mode is refused, naming the line).
+
 A ``jax.custom_jvp`` or ``jax.custom_vjp`` function keeps its own rule, as under ``jax.grad``:
 it runs as one step that JAX differentiates with that rule, and ``jaxprop.observe`` reports it
 as a ``"custom_jvp"`` or ``"custom_vjp"`` event (a :class:`CustomRule`, with the function's
@@ -788,6 +795,22 @@ def _typed(outs: list, avals: list) -> list:
             for o, a in zip(outs, avals)]
 
 
+@jax.custom_jvp
+def _tangent_from_the_start(carry, other):
+    """``carry``, given a (zero) tangent from the first step when ``other`` has one.
+
+    A carry that starts as a constant and becomes differentiated in the body (h0 = 0) would
+    make JAX's scan trace the body's JVP rules twice, once per tangent pattern, so each rule
+    would seem to run twice; with its tangent known from the start, each is traced once."""
+    return carry
+
+
+@_tangent_from_the_start.defjvp
+def _(primals, tangents):
+    carry_dot, other_dot = tangents
+    return primals[0], carry_dot + 0 * jnp.sum(other_dot).astype(carry_dot.dtype)
+
+
 def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     """``lax.scan``: the body's gates run step by step; in reverse mode JAX's scan of the body
     saves each step's residuals and a reverse scan runs the body's VJP rules."""
@@ -799,6 +822,9 @@ def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     consts, init, xs = vals[:nc], vals[nc:nc + nk], vals[nc + nk:]
     carry_avals = [v.aval for v in op.eqn.outvars[:nk]]
     reversing = _reversing(vals, in_active)
+    some = next((v for v, a in zip(vals, in_active) if a), None)
+    init = [_tangent_from_the_start(c, some) if a and not b else c
+            for c, a, b in zip(init, active[nc:nc + nk], in_active[nc:nc + nk])]
 
     def step(carry, x):
         with _in_reverse(reversing):
