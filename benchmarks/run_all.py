@@ -55,6 +55,9 @@ BENCHMARKS = {
     "conv_step": (["--rounds", "20"], ["--rounds", "2", "--steps", "1"],
                   "one CS231n three-layer ConvNet train step (N=64, 3x32x32, 32 filters 7x7) "
                   "against plain JAX and PyTorch eager, each framework in its own process"),
+    "rnn_step": (["--rounds", "20"], ["--rounds", "2", "--steps", "1"],
+                 "one LSTM train step under lax.scan (N=64, T=32, D=64, H=128) against plain "
+                 "JAX, each in its own process; compile time and HLO size from T=32 to 256"),
 }
 """Each benchmark: its arguments, its arguments under --quick, and what it measures."""
 

@@ -16,7 +16,10 @@ import jax.numpy as jnp
 from jaxprop import gates, reference
 
 __all__ = ["Model", "linear_init", "linear_scores", "two_layer_init", "two_layer_scores",
-           "convnet_init", "convnet_scores", "image_shape", "MODELS", "resolve"]
+           "convnet_init", "convnet_scores", "image_shape", "MODELS", "resolve",
+           "rnn_step_forward", "rnn_forward", "lstm_step_forward", "lstm_forward",
+           "word_embedding_forward", "temporal_affine_forward", "temporal_softmax_loss",
+           "recurrent_init", "rnn_scores", "lstm_scores"]
 
 
 def _check_input(name: str, x, w_name: str, w) -> None:
@@ -253,6 +256,164 @@ def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):
     return gates.add(gates.matmul(h, params["W3"]), params["b3"])
 
 
+# The course's recurrent layers (CS231n assignment 3), in plain JAX: the time loop is a
+# ``lax.scan``, which jaxprop's tracer runs through the gates step by step (backprop through
+# time is the same gates, in reverse, from the last step to the first), never unrolled.
+# x is [N, T, D] (batch first, as the course has it); the scan runs over T.
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One step of the vanilla RNN: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+
+    Shapes: x [N, D], prev_h [N, H], Wx [D, H], Wh [H, H], b [H] -> next_h [N, H].
+    """
+    return jnp.tanh(x @ Wx + prev_h @ Wh + b[None, :])
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """The vanilla RNN over a sequence: ``rnn_step_forward`` under ``lax.scan``.
+
+    Shapes: x [N, T, D], h0 [N, H] -> h [N, T, H], the hidden state of every step.
+    """
+    def step(prev_h, x_t):
+        next_h = rnn_step_forward(x_t, prev_h, Wx, Wh, b)
+        return next_h, next_h
+
+    _, hs = jax.lax.scan(step, h0, jnp.swapaxes(x, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """One LSTM step, CS231n's layout: a = x Wx + h Wh + b [N, 4H] split as i, f, o, g;
+    i, f, o = sigmoid, g = tanh; c_t = f * c_{t-1} + i * g; h_t = o * tanh(c_t).
+
+    Shapes: x [N, D], prev_h and prev_c [N, H], Wx [D, 4H], Wh [H, 4H], b [4H]
+    -> (next_h, next_c), each [N, H].
+    """
+    hidden = jnp.shape(prev_h)[-1]
+    a = x @ Wx + prev_h @ Wh + b[None, :]
+    i = jax.nn.sigmoid(a[:, :hidden])
+    f = jax.nn.sigmoid(a[:, hidden:2 * hidden])
+    o = jax.nn.sigmoid(a[:, 2 * hidden:3 * hidden])
+    g = jnp.tanh(a[:, 3 * hidden:])
+    next_c = f * prev_c + i * g
+    return o * jnp.tanh(next_c), next_c
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """The LSTM over a sequence: ``lstm_step_forward`` under ``lax.scan``, the cell state
+    starting at zero (as in CS231n).
+
+    Shapes: x [N, T, D], h0 [N, H] -> h [N, T, H].
+    """
+    def step(carry, x_t):
+        next_h, next_c = lstm_step_forward(x_t, *carry, Wx, Wh, b)
+        return (next_h, next_c), next_h
+
+    _, hs = jax.lax.scan(step, (h0, jnp.zeros_like(h0)), jnp.swapaxes(x, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+def word_embedding_forward(x, W):
+    """Word embedding: each integer word index looks up its row of W (a gather; backward,
+    each row of W adds up the gradients of the words that read it).
+
+    Shapes: x [N, T] integers in [0, V), W [V, D] -> out [N, T, D].
+    """
+    return W[x]
+
+
+def temporal_affine_forward(x, w, b):
+    """The same affine layer at every time step: out[:, t] = x[:, t] w + b.
+
+    Shapes: x [N, T, D], w [D, M], b [M] -> out [N, T, M].
+    """
+    return x @ w + b[None, None, :]
+
+
+def temporal_softmax_loss(x, y, mask):
+    """Softmax loss summed over time steps where ``mask`` is true, averaged over the batch
+    (CS231n's: the sum over n and t of -mask log softmax(x[n, t])[y[n, t]], divided by N).
+
+    Shapes: x [N, T, V] scores, y [N, T] integers in [0, V), mask [N, T] booleans -> scalar.
+    """
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=2, keepdims=True))
+    log_probs = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=2, keepdims=True))
+    picked = jnp.take_along_axis(log_probs, y[:, :, None], axis=2)[:, :, 0]
+    return -jnp.sum(jnp.where(mask, picked, 0.0)) / jnp.shape(x)[0]
+
+
+RECURRENT_KEYS = ("Wx", "Wh", "b", "W_out", "b_out")
+
+
+def recurrent_init(key, row_dim: int, hidden_dim: int, num_classes: int, cell: str = "rnn",
+                   weight_scale: float | None = None, dtype=jnp.float32) -> dict:
+    """Parameters of a sequence classifier: an RNN or LSTM over rows, then an affine layer.
+
+    Args:
+      key: a ``jax.random`` key.
+      row_dim: D, the width of one step's input (a row of pixels).
+      hidden_dim: H.
+      num_classes: C.
+      cell: ``"rnn"`` or ``"lstm"`` (whose Wx, Wh and b are four times wider: i, f, o, g).
+      weight_scale: standard deviation of the weights; None: 1/sqrt(fan_in) each.
+      dtype: floating dtype of the parameters.
+
+    Returns:
+      ``{"Wx": [D, G], "Wh": [H, G], "b": [G], "W_out": [H, C], "b_out": [C]}`` with G = H
+      (RNN) or 4H (LSTM); biases zero.
+    """
+    width = 4 * hidden_dim if cell == "lstm" else hidden_dim
+    k1, k2, k3 = jax.random.split(key, 3)
+
+    def scale(fan_in):
+        return weight_scale if weight_scale is not None else fan_in ** -0.5
+
+    return {
+        "Wx": scale(row_dim) * _normal(k1, (row_dim, width), dtype),
+        "Wh": scale(hidden_dim) * _normal(k2, (hidden_dim, width), dtype),
+        "b": jnp.zeros((width,), dtype),
+        "W_out": scale(hidden_dim) * _normal(k3, (hidden_dim, num_classes), dtype),
+        "b_out": jnp.zeros((num_classes,), dtype),
+    }
+
+
+def _rows(name: str, x, params):
+    """x [N, R*D] as a sequence of R rows of D = Wx's height: [N, R, D]."""
+    if jnp.ndim(x) == 3:
+        return x
+    row = jnp.shape(params["Wx"])[0]
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] % row:
+        raise ValueError(f"{name}: x must be [N, T*D] rows with D = {row} (params['Wx'] "
+                         f"{jnp.shape(params['Wx'])}) or [N, T, D]; got shape {jnp.shape(x)}")
+    return jnp.reshape(x, (jnp.shape(x)[0], -1, row))
+
+
+def rnn_scores(params: dict, x):
+    """Sequence classifier: an RNN reads x's rows (h_0 = 0), scores = h_T W_out + b_out.
+
+    x [N, T*D] (each example's T rows of D, the 8x8 digits' 8 rows of 8 pixels) or
+    [N, T, D] -> scores [N, C].
+    """
+    _check_params("rnn_scores", params, RECURRENT_KEYS)
+    x = _rows("rnn_scores", x, params)
+    h0 = jnp.zeros((jnp.shape(x)[0], jnp.shape(params["Wh"])[0]), x.dtype)
+    h = rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
+    return h[:, -1] @ params["W_out"] + params["b_out"][None, :]
+
+
+def lstm_scores(params: dict, x):
+    """Sequence classifier: an LSTM reads x's rows (h_0 = c_0 = 0), scores = h_T W_out + b_out.
+
+    x [N, T*D] or [N, T, D] -> scores [N, C].
+    """
+    _check_params("lstm_scores", params, RECURRENT_KEYS)
+    x = _rows("lstm_scores", x, params)
+    h0 = jnp.zeros((jnp.shape(x)[0], jnp.shape(params["Wh"])[0]), x.dtype)
+    h = lstm_forward(x, h0, params["Wx"], params["Wh"], params["b"])
+    return h[:, -1] @ params["W_out"] + params["b_out"][None, :]
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A classifier: its parameters' initialiser, its scores built from gates, and its twin.
@@ -313,6 +474,20 @@ def _convnet(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype,
                         batchnorm=batchnorm, dtype=dtype)
 
 
+def _recurrent(cell):
+    def init(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype):
+        if not bias:
+            raise ValueError(f"model.kind={cell!r} has its own biases: set data.bias_trick = "
+                             "false")
+        side = math.isqrt(in_dim)
+        if side * side != in_dim:
+            raise ValueError(f"model.kind={cell!r} reads square images row by row; a row of "
+                             f"{in_dim} pixels is not H*H")
+        return recurrent_init(key, side, hidden_dim, num_classes, cell=cell,
+                              weight_scale=weight_scale, dtype=dtype)
+    return init
+
+
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("linear", _linear, linear_scores, reference.linear_scores,
           lambda h, c: 3 * c,  # scores, their gradient, the loss's local gradient
@@ -327,6 +502,12 @@ MODELS: dict[str, Model] = {m.name: m for m in (
           "CS231n's three-layer ConvNet: conv - ReLU - 2x2 max pool - affine - ReLU - affine "
           "(optional batch norm and dropout)",
           config_keys=("num_filters", "filter_size", "batchnorm"), dropout=True),
+    Model("rnn", _recurrent("rnn"), rnn_scores, None,
+          lambda h, c: 8 * 4 * h + 3 * c,  # per step: the state, its pre-activation, grads
+          "vanilla RNN over the image's rows (lax.scan), scores from the last state"),
+    Model("lstm", _recurrent("lstm"), lstm_scores, None,
+          lambda h, c: 8 * 12 * h + 3 * c,  # per step: four gates, c, h and their gradients
+          "LSTM over the image's rows (lax.scan), scores from the last state"),
 )}
 """The classifiers by the name configs use (``model.kind``)."""
 

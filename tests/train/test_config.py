@@ -16,6 +16,7 @@ SHIPPED = (
     "cifar10_linear_svm", "cifar10_linear_softmax", "cifar10_two_layer",
     "props_linear_svm", "props_linear_softmax", "props_two_layer",
     "digits_convnet", "cifar10_convnet",
+    "digits_rnn",
 )
 
 
