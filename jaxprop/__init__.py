@@ -11,33 +11,10 @@ command's ``--help`` do not import JAX; the first use of a name does.
 
 from typing import TYPE_CHECKING
 
-from jaxprop._lazy import exports
+from jaxprop._lazy import exports, typed_exports
 from jaxprop._version import __version__ as __version__
 
-_SUBMODULES = ("forward", "gates", "losses", "models", "reference", "reverse", "compare",
-               "data", "explainer", "train", "verify")
-_NAMES = {
-    "Gate": "jaxprop.gate",
-    "RuleEvent": "jaxprop.events",
-    "PATTERNS": "jaxprop.gate",
-    "current_rule_set": "jaxprop.wiring",
-    "observe": "jaxprop.events",
-    "rule_set": "jaxprop.wiring",
-    "l2_penalty": "jaxprop.losses",
-    "softmax_loss": "jaxprop.losses",
-    "svm_loss": "jaxprop.losses",
-    "objective": "jaxprop.losses",
-    "gated": "jaxprop.tracer",
-    "hessian": "jaxprop.forward",
-    "check": "jaxprop.verify.battery",
-    "CheckReport": "jaxprop.verify.report",
-    "explain": "jaxprop.explainer.rows",
-    "Trace": "jaxprop.explainer.rows",
-    "advise": "jaxprop.compare.advice",
-    "Advice": "jaxprop.compare.advice",
-}
-
-if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the types
     from jaxprop import compare as compare
     from jaxprop import data as data
     from jaxprop import explainer as explainer
@@ -68,5 +45,7 @@ if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` r
     from jaxprop.wiring import current_rule_set as current_rule_set
     from jaxprop.wiring import rule_set as rule_set
 
-__all__ = sorted([*_SUBMODULES, *_NAMES, "__version__"])
-__getattr__, __dir__ = exports(__name__, _NAMES, _SUBMODULES)
+_EXPORTS = typed_exports(__file__)
+_SUBMODULES = tuple(name for name, module in _EXPORTS.items() if module == __name__)
+__all__ = sorted([*_EXPORTS, "__version__"])
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -9,8 +9,9 @@ __all__ = ["called_jaxpr"]
 
 def called_jaxpr(eqn) -> tuple | None:
     """``(jaxpr, consts)`` of the jaxpr an equation calls (a nested jit, a custom_jvp or
-    custom_vjp call), or None when it calls none."""
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+    custom_vjp call, a lax.composite's decomposition, a custom_vmap function's body), or None
+    when it calls none."""
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr", "call"):
         sub = eqn.params.get(key)
         if isinstance(sub, jex.ClosedJaxpr):
             return sub.jaxpr, sub.consts

@@ -1,32 +1,49 @@
 """Lazy public names (PEP 562): a package names what it exports, and each module loads on first use.
 
 So ``import jaxprop`` and the ``jaxprop`` command's ``--help`` load no JAX; ``jaxprop.reverse``
-or ``jaxprop.explain`` does.
+or ``jaxprop.explain`` does. A package states its public names once, as the imports of its
+``if TYPE_CHECKING:`` block (``from module import name as name``, the form mypy, pyright and
+editors read); :func:`typed_exports` reads that block, so the lazy table is never written
+twice.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-__all__ = ["exports", "load_spec", "resolve"]
+__all__ = ["typed_exports", "exports", "load_spec", "resolve"]
 
 
-def exports(package: str, names: Mapping[str, str],
-            submodules: tuple[str, ...] = ()) -> tuple[Callable, Callable]:
+def typed_exports(init_file: str) -> dict[str, str]:
+    """The public names of a package, each to the module that defines it: what the
+    ``if TYPE_CHECKING:`` block of its ``__init__`` (``init_file``) imports. A name imported
+    from the package itself is one of its submodules."""
+    names = {}
+    for node in ast.parse(Path(init_file).read_text()).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in node.body:
+                if isinstance(imp, ast.ImportFrom):
+                    names.update({alias.asname or alias.name: imp.module for alias in imp.names})
+    return names
+
+
+def exports(package: str, names: Mapping[str, str]) -> tuple[Callable, Callable]:
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps each public name to the
-    module that defines it; ``submodules`` are public modules of the package itself."""
+    module that defines it (``package`` itself for a submodule)."""
 
     def __getattr__(name: str):
-        if name in names:
-            return getattr(importlib.import_module(names[name]), name)
-        if name in submodules:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if names[name] == package:
             return importlib.import_module(f"{package}.{name}")
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(names[name]), name)
 
     def __dir__():
         module = importlib.import_module(package)
-        return sorted(set(vars(module)) | set(names) | set(submodules))
+        return sorted(set(vars(module)) | set(names))
 
     return __getattr__, __dir__
 

@@ -1,20 +1,21 @@
-"""The driver core: the pullback and the push-forward through our rules, and what every
-driver builds on them.
+"""The driver core: what every driver builds on the pullback and the push-forward.
 
-Every derivative jaxprop computes goes through two functions:
+Every derivative jaxprop computes goes through two functions of ``jaxprop.wiring``, beside
+the rule sets they enter:
 
-* :func:`pullback`: f runs forward under the ``"vjp"`` rule set; the returned linear map
+* ``wiring.pullback``: f runs forward under the ``"vjp"`` rule set; the returned linear map
   ``out_bar -> primals_bar`` runs our VJP rules backwards (reverse mode).
-* :func:`push_forward`: f runs forward once under the ``"jvp"`` rule set; the returned linear
-  map ``*tangents -> out_dot`` pushes tangents through our JVP rules (forward mode).
+* ``wiring.push_forward``: f runs forward once under the ``"jvp"`` rule set; the returned
+  linear map ``*tangents -> out_dot`` pushes tangents through our JVP rules (forward mode).
 
 ``jaxprop.reverse``, ``jaxprop.forward``, the explainer's capture and compare's pipelines call
-them; nothing else enters a rule set to differentiate. The rest is what the drivers share:
-argnums, the checks of f's arguments and output, the jitted and cached driver, and the
-Jacobian built one standard-basis vector at a time: reverse mode pulls back the output basis
-(one VJP per output element, giving rows), forward mode pushes forward the input basis (one
-JVP per input element, giving columns). The basis is never held whole when a chunk size is
-given: ``lax.map(..., batch_size=chunk)`` vmaps one chunk of it at a time.
+them; nothing else enters a rule set to differentiate. This module is what the drivers share
+around them: argnums, the checks of f's arguments and output, f traced into gates once, the
+jitted and cached driver, and the Jacobian built one standard-basis vector at a time: reverse
+mode pulls back the output basis (one VJP per output element, giving rows), forward mode
+pushes forward the input basis (one JVP per input element, giving columns). The basis is
+never held whole when a chunk size is given: ``lax.map(..., batch_size=chunk)`` vmaps one
+chunk of it at a time.
 """
 
 from __future__ import annotations
@@ -29,43 +30,11 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxprop import wiring
 from jaxprop.tracer import gated
-from jaxprop.wiring import rule_set
 
 DEFAULT_MAX_BYTES = 2**30
 """Largest Jacobian (1 GiB) that ``jacobian`` builds unless ``max_bytes`` says otherwise."""
-
-
-def pullback(f: Callable, *primals, has_aux: bool = False, rules: str = "vjp"):
-    """Runs f forward and returns ``(out, pull, aux)``: ``pull(out_bar) -> primals_bar``, one
-    entry per primal, runs the rules backwards (``aux`` is None without ``has_aux``).
-
-    ``jax.vjp`` under the ``rules`` rule set: ``"vjp"``, our VJP rules; ``"jvp"``, our JVP
-    rules transposed by JAX (compare's ``reverse-transposed-jvp``). f is called as given:
-    the drivers hand it already traced into gates.
-    """
-    with rule_set(rules):
-        out, pull, *aux = jax.vjp(f, *primals, has_aux=has_aux)
-
-    def pull_in_rule_set(out_bar):
-        with rule_set(rules):
-            return pull(out_bar)
-
-    return out, pull_in_rule_set, aux[0] if has_aux else None
-
-
-def push_forward(f: Callable, *primals, has_aux: bool = False):
-    """Runs f forward once and returns ``(out, push, aux)``: ``push(*tangents) -> out_dot``,
-    the linear map J, pushes tangents through our JVP rules (``jax.linearize`` under the
-    ``"jvp"`` rule set; ``aux`` is None without ``has_aux``)."""
-    with rule_set("jvp"):
-        out, push, *aux = jax.linearize(f, *primals, has_aux=has_aux)
-
-    def push_in_rule_set(*tangents):
-        with rule_set("jvp"):
-            return push(*tangents)
-
-    return out, push_in_rule_set, aux[0] if has_aux else None
 
 
 def check_tangents(who: str, primals: tuple, tangents: tuple) -> None:
@@ -89,14 +58,14 @@ def check_tangents(who: str, primals: tuple, tangents: tuple) -> None:
 
 
 def push_forward_by_pullbacks(f: Callable, *primals, has_aux: bool = False):
-    """:func:`push_forward` built from two pullbacks ("inefficient but elegant").
+    """``wiring.push_forward`` built from two pullbacks ("inefficient but elegant").
 
     The pullback u -> J^T u of f, through our VJP rules, is linear in u, so pulling back
     through it, at any u, gives its transpose v -> J v. Returns ``(out, push, aux)`` as
-    :func:`push_forward` does.
+    ``wiring.push_forward`` does.
     """
-    out, pull, aux = pullback(f, *primals, has_aux=has_aux)
-    _, pull_of_pull, _ = pullback(pull, jax.tree.map(jnp.zeros_like, out))
+    out, pull, aux = wiring.pullback(f, *primals, has_aux=has_aux)
+    _, pull_of_pull, _ = wiring.pullback(pull, jax.tree.map(jnp.zeros_like, out))
 
     def push(*tangents):
         return pull_of_pull(tangents)[0]
@@ -477,9 +446,9 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
       f, argnums: the function and the arguments differentiated.
       chunk_size: basis vectors at once (None: one vmap of them all).
       max_bytes: refuse a larger Jacobian at trace time (None: no limit).
-      linear_map: ``(f, *primals, has_aux) -> (out, apply, aux)``: :func:`pullback`
+      linear_map: ``(f, *primals, has_aux) -> (out, apply, aux)``: ``wiring.pullback``
         (``rows=True``, reverse mode: each output basis vector gives a row J^T e_i), or
-        :func:`push_forward` or :func:`push_forward_by_pullbacks` (``rows=False``, forward
+        ``wiring.push_forward`` or :func:`push_forward_by_pullbacks` (``rows=False``, forward
         mode: each input basis vector gives a column J e_j).
       rows: whether ``linear_map`` is a pullback.
       instead: what to use to apply J without forming it, for the over-budget message.
@@ -490,7 +459,7 @@ def jacobian_driver(who: str, f: Callable, argnums, chunk_size: int | None,
     def jacobian_f(*args, **kwargs):
         f_dyn, dyn, fill = prepare(who, f, args, argnums, kwargs,
                                    allow_jax_rules=allow_jax_rules, has_aux=has_aux,
-                                   allow_int=allow_int, forward=linear_map is push_forward)
+                                   allow_int=allow_int, forward=linear_map is wiring.push_forward)
         out, apply, aux = linear_map(f_dyn, *dyn, has_aux=has_aux)  # traced, not run:
         m, n, dtype = jacobian_size(out, dyn)  # nothing is allocated yet
         check_budget(who, m, n, dtype, max_bytes, instead)

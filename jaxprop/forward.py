@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from jaxprop import core, reverse
+from jaxprop import core, reverse, wiring
 from jaxprop.tracer import gated
 
 __all__ = ["jvp", "linearize", "grad", "value_and_grad", "jacobian", "jvp_from_vjp",
@@ -38,7 +38,7 @@ def jvp(f: Callable, primals: tuple, tangents: tuple, has_aux: bool = False, *,
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.jvp", *primals)
     core.check_tangents("jaxprop.forward.jvp", tuple(primals), tuple(tangents))
-    out, push, aux = core.push_forward(traced, *primals, has_aux=has_aux)
+    out, push, aux = wiring.push_forward(traced, *primals, has_aux=has_aux)
     return (out, push(*tangents), aux) if has_aux else (out, push(*tangents))
 
 
@@ -47,11 +47,11 @@ def linearize(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: boo
     with ``has_aux``, ``aux`` last.
 
     The forward pass runs once; each later ``f_jvp`` call only pushes tangents
-    (``jaxprop.core.push_forward``).
+    (``jaxprop.wiring.push_forward``).
     """
     traced = gated(f, allow_jax_rules=allow_jax_rules)
     traced.refuse_forward("jaxprop.forward.linearize", *primals)
-    out, f_jvp, aux = core.push_forward(traced, *primals, has_aux=has_aux)
+    out, f_jvp, aux = wiring.push_forward(traced, *primals, has_aux=has_aux)
     return (out, f_jvp, aux) if has_aux else (out, f_jvp)
 
 
@@ -88,7 +88,7 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
 def _value_and_grad(f: Callable, argnums, has_aux: bool, allow_int: bool,
                     chunk_size: int | None, allow: bool, who: str) -> Callable:
     def gradient(f_dyn, dyn, has_aux):  # one forward pass, then the input basis pushed
-        out, push, aux = core.push_forward(f_dyn, *dyn, has_aux=has_aux)
+        out, push, aux = wiring.push_forward(f_dyn, *dyn, has_aux=has_aux)
         return out, core.unravel_like(core.push_basis(push, dyn, chunk_size), dyn), aux
 
     return core.value_and_grad_fn(who, f, argnums, has_aux, allow, gradient,
@@ -131,7 +131,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
     core.check_grad_options("jaxprop.forward.jacobian", holomorphic)
     key = ("forward.jacobian", argnums, has_aux, chunk_size, max_bytes, allow_jax_rules)
     return core.cached_driver(f, key, lambda: core.jacobian_driver(
-        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, core.push_forward, False,
+        "jaxprop.forward.jacobian", f, argnums, chunk_size, max_bytes, wiring.push_forward, False,
         "jaxprop.forward.jvp", has_aux, allow_jax_rules))
 
 

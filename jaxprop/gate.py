@@ -60,16 +60,15 @@ PATTERNS = (DISTRIBUTOR, SWITCHER, ROUTER, ADDER, SCALED, STRUCTURE)
 
 
 
+class NoGateError(TypeError):
+    """A differentiable JAX operation that no gate stands for, met while tracing into gates
+    (``jaxprop.tracer`` raises it, naming the user's line; a gate's primitive adapter raises
+    it for parameters its gate does not take)."""
+
+
 class GateContractError(TypeError):
     """A gate that breaks the contract of :class:`Gate`: the message names the gate, the
     rule (VJP or JVP, and for which input) and what was expected."""
-
-
-class NotCovered(ValueError):
-    """A use of an operation its gate does not cover (a convolution's batch groups, say),
-    raised by the gate's ``prepare`` or primitive adapter: the message names the gate and
-    what it does not cover. In traced code the tracer adds the user's line (a
-    ``NoGateError``), or lets JAX's rule differentiate it under ``allow_jax_rules=True``."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

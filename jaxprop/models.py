@@ -202,9 +202,8 @@ CONVNET_NORM_KEYS = ("gamma1", "beta1", "gamma2", "beta2")
 
 def _max_pool_2x2(x):
     """2x2 max pooling with stride 2 over H and W of NCHW ``x``: each window's winner takes
-    the gradient (the max gate's router; a tie goes to the first)."""
-    n, c, h, w = jnp.shape(x)
-    return gates.max(gates.reshape(x, (n, c, h // 2, 2, w // 2, 2)), (3, 5))
+    the gradient (the max_pool gate is a router; a tie goes to the first)."""
+    return gates.max_pool(x, (1, 1, 2, 2), (1, 1, 2, 2))
 
 
 def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from jaxprop import core
+from jaxprop import core, wiring
 from jaxprop.tracer import gated
 
 __all__ = ["vjp", "grad", "value_and_grad", "jacobian"]
@@ -35,17 +35,17 @@ def vjp(f: Callable, *primals, has_aux: bool = False, allow_jax_rules: bool = Fa
     """Runs f forward and returns ``(out, vjp_fn)``, with ``vjp_fn(out_bar) -> primals_bar``
     (and ``aux`` last with ``has_aux``).
 
-    Mirrors ``jax.vjp``; the pullback (``jaxprop.core.pullback``) runs our VJP rules.
+    Mirrors ``jax.vjp``; the pullback (``jaxprop.wiring.pullback``) runs our VJP rules.
     ``primals_bar`` is a tuple with one entry per primal.
     """
-    out, vjp_fn, aux = core.pullback(gated(f, allow_jax_rules=allow_jax_rules), *primals,
+    out, vjp_fn, aux = wiring.pullback(gated(f, allow_jax_rules=allow_jax_rules), *primals,
                                      has_aux=has_aux)
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
 def _gradient(f_dyn: Callable, dyn: tuple, has_aux: bool):
     """One forward pass, then one pullback of 1 through our VJP rules."""
-    out, pull, aux = core.pullback(f_dyn, *dyn, has_aux=has_aux)
+    out, pull, aux = wiring.pullback(f_dyn, *dyn, has_aux=has_aux)
     return out, pull(jax.numpy.ones_like(out)), aux
 
 
@@ -111,5 +111,5 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
     key = ("reverse.jacobian", argnums, has_aux, allow_int, chunk_size, max_bytes,
            allow_jax_rules)
     return core.cached_driver(f, key, lambda: core.jacobian_driver(
-        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, core.pullback, True,
+        "jaxprop.reverse.jacobian", f, argnums, chunk_size, max_bytes, wiring.pullback, True,
         "jaxprop.reverse.vjp", has_aux, allow_jax_rules, allow_int))

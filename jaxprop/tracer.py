@@ -49,17 +49,19 @@ from jax import lax
 from jax._src.interpreters import ad, batching  # autodiff's tracers: what JAX differentiates
 from jax.extend import core as jex
 
-from jaxprop import gates, wiring
+from jaxprop import coverage, gates, wiring
 from jaxprop._jaxprs import called_jaxpr
 from jaxprop.events import RuleEvent, notify
-from jaxprop.gate import NotCovered
+from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
 
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
-         "custom_vjp_call", "custom_vjp_call_jaxpr")
+         "custom_vjp_call", "custom_vjp_call_jaxpr", "composite", "custom_vmap_call")
 """Primitives that call a jaxpr: opened, and their equations traced through gates (a custom
-rule's call only when it is one of :data:`OPENED_RULES`)."""
+rule's call only when it is one of :data:`OPENED_RULES`). ``lax.composite`` is opened into
+its decomposition (JAX itself has no derivative for it), a ``jax.custom_batching``
+function into its body (its batching rule is JAX's business, not the derivative's)."""
 
 CUSTOM_CALLS = {"custom_jvp_call": "custom_jvp", "custom_vjp_call": "custom_vjp",
                 "custom_vjp_call_jaxpr": "custom_vjp"}
@@ -72,6 +74,9 @@ OPENED_RULES = {
     "jax.nn.softmax": ("_softmax", "jax/_src/nn/functions.py",
                        "exp, sum and div gates: the same derivative as JAX's rule, which has "
                        "no kink (softmax's custom_jvp, under jax_softmax_custom_jvp)"),
+    "jax.numpy.linalg.slogdet": ("_slogdet_lu", "jax/_src/numpy/linalg.py",
+                                 "lu, abs, log and sum gates: the derivative of log|det A| is "
+                                 "trace(A^-1 A_dot) by both, and the sign has none"),
 }
 """JAX's own custom-rule functions that are opened into gates: name -> (the function's name,
 its file in the jax package, why the gates' derivative is the library rule's).
@@ -79,8 +84,10 @@ its file in the jax package, why the gates' derivative is the library rule's).
 ``custom_jvp``/``custom_vjp`` function (``jax.nn.relu6``, ``jnp.logaddexp`` and so
 ``jax.nn.softplus``, ``jax.scipy.special.xlogy``, the user's own) keeps its rule."""
 
-PASS_THROUGH = ("copy", "copy_p", "optimization_barrier")
-"""Primitives that return their inputs unchanged: their values pass through as they are."""
+PASS_THROUGH = ("copy", "copy_p", "optimization_barrier", "name", "device_put")
+"""Primitives that return their inputs unchanged: their values pass through as they are
+(``name`` is ``jax.ad_checkpoint.checkpoint_name``'s label; ``jax.device_put`` only says
+where a value lives, and jaxprop's rules run on one device)."""
 
 NO_DERIVATIVE = ("stop_gradient", "sign", "floor", "ceil", "round", "nextafter", "is_finite")
 """Primitives whose floating-point outputs have no derivative (zero, or none): plain JAX."""
@@ -161,10 +168,6 @@ class CustomRule:
     elementwise: bool = False
 
 
-class NoGateError(TypeError):
-    """A differentiable JAX operation that no gate stands for, met while tracing into gates."""
-
-
 @dataclasses.dataclass(frozen=True)
 class JaxRule:
     """An operation JAX differentiated with its own rule (``allow_jax_rules=True``); it takes
@@ -229,6 +232,19 @@ def _foldable(value) -> bool:
     return dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.extended)
 
 
+def _platform_branch(eqn):
+    """The branch of a ``lax.platform_dependent`` cond that this platform runs (``jnp.diagonal``
+    has one: a Pallas kernel's branch and the default), or None for any other equation."""
+    platforms = eqn.params.get("branches_platforms") if eqn.primitive.name == "cond" else None
+    if not platforms:
+        return None
+    here = {"gpu": ("cuda", "rocm")}.get(jax.default_backend(), (jax.default_backend(),))
+    for branch, names in zip(eqn.params["branches"], platforms):
+        if names is not None and any(p in names for p in here):
+            return branch
+    return next(b for b, names in zip(eqn.params["branches"], platforms) if names is None)
+
+
 def _sub_jaxpr(eqn):
     """``(jaxpr, consts)`` of an equation that calls a jaxpr."""
     found = called_jaxpr(eqn)
@@ -277,7 +293,12 @@ class _Program:
             call = captured(eqn)
             name = eqn.primitive.name
             kept = name in CUSTOM_CALLS and not _opened(eqn)
-            if call is None and name in CALLS and not kept:
+            branch = _platform_branch(eqn)
+            if branch is not None:  # lax.platform_dependent: the branch this platform runs
+                outs = self._flatten(branch.jaxpr, [self._constant(c, None)
+                                                    for c in branch.consts], ins[1:],
+                                     (eqn, *sites))
+            elif call is None and name in CALLS and not kept:
                 sub, consts = _sub_jaxpr(eqn)
                 sub_consts = [self._constant(c, getattr(v, "aval", None))
                               for c, v in zip(consts, sub.constvars)]
@@ -413,6 +434,9 @@ def _forward_refusal(who: str, rule: CustomRule) -> TypeError:
 
 def _apply_gate_call(call, vals):
     gate, const_mask, consts, frozen = call
+    n_arrays = const_mask.count(False)
+    if len(vals) > n_arrays:  # a last input that is a tuple of arrays (linear_solve's others)
+        vals = [*vals[:n_arrays - 1], tuple(_materialize(v) for v in vals[n_arrays - 1:])]
     it_c, it_v = iter(consts), iter(vals)
     xs = [next(it_c) if c else _materialize(next(it_v)) for c in const_mask]
     out = gate(*xs, **dict(frozen))
@@ -448,13 +472,10 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                               outs[0] if len(outs) == 1 else tuple(outs)))
         elif name in LIFTS:
             try:
-                outs = _lift(op, vals)
-            except NotCovered as e:  # a use the gate does not cover (conv's batch groups)
+                outs = _lifted(op, vals)
+            except NoGateError as e:  # a gate's adapter refused these parameters
                 if not allow_jax_rules:
-                    raise NoGateError(
-                        f"jaxprop: lax.{name} at {_user_line(op)}: {e}. Pass "
-                        "allow_jax_rules=True to let JAX differentiate it with its own "
-                        "rule") from None
+                    raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
                 outs = _jax_rule(op, vals)
         elif allow_jax_rules:
             outs = _jax_rule(op, vals)
@@ -463,6 +484,12 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
                 "and jaxprop's tracer does not open control flow; write the loop in Python, "
                 "or pass allow_jax_rules=True to let JAX differentiate it")
+        elif coverage.not_gated_reason(name) is not None:
+            raise NoGateError(
+                f"jaxprop: the JAX primitive {name!r} (at {_user_line(op)}), which a "
+                "differentiated value flows through, is deliberately out of jaxprop's gates: "
+                f"{coverage.not_gated_reason(name)}. Pass allow_jax_rules=True to let JAX "
+                "differentiate it with its own rule")
         else:
             raise NoGateError(
                 f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op)}), "
@@ -474,15 +501,15 @@ def run(program: _Program, values: list, active_inputs: list[bool],
     return [_materialize(env[r]) for r in program.outputs]
 
 
-def _lift(op: _Op, vals: list) -> list:
-    """The operation applied as its gate (``LIFTS``)."""
+def _lifted(op: _Op, vals) -> list:
+    """The operation applied as the gate that stands for its primitive (:data:`LIFTS`)."""
     vals = _promoted(op, vals)
     gate, adapter = LIFTS[op.eqn.primitive.name]
     out_shape = op.eqn.outvars[0].aval.shape
     others = [jnp.shape(v) for v in vals if not isinstance(v, _Const)]
     xs = [_constant_for_gate(v, gate, out_shape, others) for v in vals]
     if adapter is None:  # the gate itself, its parameters named as the primitive's
-        out = gate(*xs, **{k: op.eqn.params[k] for k in gate.params})
+        out = wiring.apply(gate, tuple(xs), {k: op.eqn.params[k] for k in gate.params})
     else:
         out = adapter(*xs, **op.eqn.params)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -490,11 +517,10 @@ def _lift(op: _Op, vals: list) -> list:
     return outs
 
 
-def _jax_rule(op: _Op, vals: list) -> list:
-    """The operation as it is, JAX differentiating it with its own rule (observed as such)."""
+def _jax_rule(op: _Op, vals) -> list:
+    """The operation as JAX runs it, differentiated by JAX's own rule (``allow_jax_rules``)."""
     outs = _bind(op, vals)
-    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax",
-                     tuple(_materialize(v) for v in vals),
+    notify(RuleEvent(JaxRule(op.eqn.primitive.name), "jax", tuple(_materialize(v) for v in vals),
                      outs[0] if len(outs) == 1 else tuple(outs)))
     return outs
 

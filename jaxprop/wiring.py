@@ -9,6 +9,10 @@ How a gate's rules are wired depends on the *rule set* that is tracing:
   traces under it (``with rule_set("vjp")``). ``custom_vjp`` refuses ``jax.jvp``, which is
   why it is not the default.
 
+The two functions every driver differentiates with enter the rule sets here too, so a rule
+set is entered and read in this one module: :func:`pullback` (``jax.vjp`` under ``"vjp"``)
+and :func:`push_forward` (``jax.linearize`` under ``"jvp"``).
+
 The choice is a ``jax.make_user_context``: it is part of ``jax.jit``'s cache key, so a
 function jitted under one rule set is retraced, never silently reused, under the other.
 
@@ -42,8 +46,8 @@ from jaxprop.gate import (
     unbroadcast,
 )
 
-__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "intercepting", "apply", "wire",
-           "forget"]
+__all__ = ["RULE_SETS", "rule_set", "current_rule_set", "pullback", "push_forward",
+           "intercepting", "apply", "wire", "forget"]
 
 RULE_SETS = ("jvp", "vjp")
 """The two ways a gate is wired: our JVP rules (the default) or our VJP rules."""
@@ -73,6 +77,38 @@ def intercepting(hook: Callable | None):
     hook is part of ``jax.jit``'s cache key."""
     with _intercept(hook):
         yield
+
+
+def pullback(f: Callable, *primals, has_aux: bool = False, rules: str = "vjp"):
+    """Runs f forward and returns ``(out, pull, aux)``: ``pull(out_bar) -> primals_bar``, one
+    entry per primal, runs the rules backwards (``aux`` is None without ``has_aux``).
+
+    ``jax.vjp`` under the ``rules`` rule set: ``"vjp"``, our VJP rules; ``"jvp"``, our JVP
+    rules transposed by JAX (compare's ``reverse-transposed-jvp``). f is called as given:
+    the drivers hand it already traced into gates (``jaxprop.core.prepare``).
+    """
+    with rule_set(rules):
+        out, pull, *aux = jax.vjp(f, *primals, has_aux=has_aux)
+
+    def pull_in_rule_set(out_bar):
+        with rule_set(rules):
+            return pull(out_bar)
+
+    return out, pull_in_rule_set, aux[0] if has_aux else None
+
+
+def push_forward(f: Callable, *primals, has_aux: bool = False):
+    """Runs f forward once and returns ``(out, push, aux)``: ``push(*tangents) -> out_dot``,
+    the linear map J, pushes tangents through our JVP rules (``jax.linearize`` under the
+    ``"jvp"`` rule set; ``aux`` is None without ``has_aux``)."""
+    with rule_set("jvp"):
+        out, push, *aux = jax.linearize(f, *primals, has_aux=has_aux)
+
+    def push_in_rule_set(*tangents):
+        with rule_set("jvp"):
+            return push(*tangents)
+
+    return out, push_in_rule_set, aux[0] if has_aux else None
 
 
 def apply(gate, xs: tuple, params: dict):

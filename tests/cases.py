@@ -27,6 +27,7 @@ from jax import lax
 import jaxprop
 from jaxprop import gates, losses, models, reference
 from jaxprop.gate import Gate
+from jaxprop.gates import arithmetic
 from jaxprop.verify import CHECKS
 
 # Central differences in float64 with step h: the truncation error is h^2 |f'''| / 6 and the
@@ -339,6 +340,173 @@ def _gate_of(name):
     return gates.GATES[name]
 
 
+# ------------------------------------------------------------------------------- pooling
+
+
+def distinct(rng, shape, gap=0.1):
+    """Values at least ``gap`` apart from each other: no max tie within any window, and a
+    finite-difference step never changes a window's winner."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * gap).reshape(shape)
+
+
+def ref_pool(op, x, window, strides, padding, base_dilation=None, window_dilation=None):
+    """A pool written with jnp alone: x padded (and dilated) with the reduction's identity,
+    one strided slice per position in the window, stacked, then ``op`` over them
+    (``jnp.max``, ``jnp.min`` or ``jnp.sum``)."""
+    nd = x.ndim
+    base_dilation = base_dilation or (1,) * nd
+    window_dilation = window_dilation or (1,) * nd
+    fill = {jnp.max: -jnp.inf, jnp.min: jnp.inf, jnp.sum: 0.0}[op]
+    xp = lax.pad(x, jnp.asarray(fill, x.dtype),
+                 [(lo, hi, b - 1) for (lo, hi), b in zip(padding, base_dilation)])
+    counts = [(xp.shape[d] - (window[d] - 1) * window_dilation[d] - 1) // strides[d] + 1
+              for d in range(nd)]
+    parts = []
+    for offset in np.ndindex(*window):
+        start = [k * r for k, r in zip(offset, window_dilation)]
+        limit = [s + (n - 1) * t + 1 for s, n, t in zip(start, counts, strides)]
+        parts.append(lax.slice(xp, start, limit, strides))
+    return op(jnp.stack(parts), axis=0)
+
+
+_POOL = dict(window_dimensions=(1, 1, 2, 2), window_strides=(1, 1, 2, 2),
+             padding=((0, 0),) * 4, base_dilation=(1,) * 4, window_dilation=(1,) * 4,
+             in_shape=(2, 3, 4, 4))
+"""CS231n's 2x2 pool with stride 2 on an N, C, H, W batch, as the gates' params."""
+_SAME = dict(window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
+             padding=((0, 0), (1, 1), (1, 1), (0, 0)), base_dilation=(1,) * 4,
+             window_dilation=(1,) * 4, in_shape=(2, 5, 5, 2))
+"""flax's 3x3 pool with stride 2 and SAME padding on N, H, W, C: the windows overlap."""
+_DILATED = dict(window_dimensions=(2, 3), window_strides=(2, 1),
+                padding=((1, 1), (0, 3)), base_dilation=(2, 1), window_dilation=(1, 2),
+                in_shape=(4, 5))
+"""Every window parameter at once: padding, base dilation (holes) and window dilation; each
+window still holds an element of x."""
+
+
+def _pool_case(name, gate_name, op, params, **flags):
+    p = {k: v for k, v in params.items() if k != "in_shape"}
+    public = getattr(gates, gate_name)
+    return _param_case(
+        name, _gate_of(gate_name),
+        lambda x: public(x, p["window_dimensions"], p["window_strides"], p["padding"],
+                         p["base_dilation"], p["window_dilation"]),
+        lambda x: ref_pool(op, x, p["window_dimensions"], p["window_strides"], p["padding"],
+                           p["base_dilation"], p["window_dilation"]),
+        lambda rng: (distinct(rng, params["in_shape"]),), params, **flags)
+
+
+def _max_pool_vjp(source, operand):
+    """JAX's own max-pool gradient (its select_and_scatter_add), as the reference."""
+    return jax.vjp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), operand)[1](source)[0]
+
+
+def _max_pool_jvp(tangents, operand):
+    """JAX's own max-pool tangent (its select_and_gather_add), as the reference."""
+    return jax.jvp(lambda o: lax.reduce_window(o, -jnp.inf, lax.max, (1, 3, 3, 1),
+                                               (1, 2, 2, 1), "SAME"), (operand,), (tangents,))[1]
+
+
+_SELECT = dict(select="max", **_SAME)
+
+POOL_CASES = [
+    _pool_case("max_pool_2x2", "max_pool", jnp.max, _POOL, order2=True),
+    _pool_case("max_pool_same_overlapping", "max_pool", jnp.max, _SAME),
+    _pool_case("min_pool_dilated", "min_pool", jnp.min, _DILATED, order2=True),
+    _pool_case("sum_pool_same_overlapping", "sum_pool", jnp.sum, _SAME, order2=True),
+    _pool_case("sum_pool_dilated", "sum_pool", jnp.sum, _DILATED),
+    Case("avg_pool_2x2", lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
+         lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
+         lambda rng: (normal(rng, (2, 3, 4, 4)),), covers="sum_pool"),
+    _param_case("select_and_scatter_add", _gate_of("select_and_scatter_add"),
+                lambda s, o: gates.select_and_scatter_add(s, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                          "SAME"),
+                _max_pool_vjp, lambda rng: (normal(rng, (2, 3, 3, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+    _param_case("select_and_gather_add", _gate_of("select_and_gather_add"),
+                lambda t, o: gates.select_and_gather_add(t, o, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                         "SAME"),
+                _max_pool_jvp, lambda rng: (normal(rng, (2, 5, 5, 2)),
+                                            distinct(rng, (2, 5, 5, 2))),
+                _SELECT, order2=True),
+]
+"""The pooling gates (``jaxprop/gates/windows.py``), each against a pool written with jnp
+slices (or JAX's own max-pool gradient for its two halves)."""
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def spd(rng, shape):
+    """Symmetric positive definite matrices B B^T + n I [..., n, n]: eigenvalues >= n."""
+    b = normal(rng, shape)
+    return b @ np.swapaxes(b, -1, -2) + shape[-1] * np.eye(shape[-1])
+
+
+def symmetric(a):
+    """(A + A^T) / 2: a factorization of a symmetric matrix, differentiated in every direction."""
+    return 0.5 * (a + _mT(a))
+
+
+def triangular_ready(rng, shape):
+    """Square matrices whose diagonal is 3 to 4 in size, the rest normal: each triangle is
+    well-conditioned."""
+    n = shape[-1]
+    signs = rng.choice([-1.0, 1.0], size=shape[:-1])
+    return normal(rng, shape) * 0.5 + np.eye(n) * (signs * rng.uniform(3.0, 4.0, shape[:-1]))[
+        ..., None]
+
+
+SHUFFLED = np.array([[[0.0, 0.0, 3.0], [-3.0, 0.0, 0.0], [0.0, 3.5, 0.0]]] * 2)
+"""A diagonal matrix's rows, shuffled: plus a small matrix (or at the battery's probes, 0 or
+0.75 everywhere), partial pivoting finds the shuffle, a permutation that is not the identity,
+and no two pivot candidates are near a tie."""
+
+
+def _solve_with(gate, a, b):
+    """A x = b by the linear_solve gate, with ``lax.custom_linear_solve``'s arguments: the
+    matvec x -> A x (A is its parameter) and its solvers, dense solves with A held constant."""
+    held = lax.stop_gradient(a)
+    return gate(lambda x: a @ x, b, lambda _, r: jnp.linalg.solve(held, r),
+                lambda _, r: jnp.linalg.solve(held.T, r))
+
+
+_TURN3 = np.linalg.qr(np.array([[2.0, -1.0, 0.5], [1.0, 1.5, -1.0], [0.5, 1.0, 2.0]]))[0]
+_TURN4 = np.linalg.qr(np.array([[1.0, 2.0, 0.0, -1.0], [0.5, -1.0, 2.0, 0.0],
+                                [-1.0, 0.5, 1.0, 2.0], [2.0, 0.0, -0.5, 1.0]]))[0]
+SPREAD = (_TURN3 @ np.diag([1.0, 2.5, 4.0]) @ _TURN3.T)[None]
+"""Added to a small matrix (or to the battery's probes, 0 or 0.75 everywhere, times a small
+or large scale): eigenvalues and singular values at least about 1 apart, never degenerate and
+never 0, and eigenvectors turned off the axes (on the axes, a vector's sign may flip under a
+small change of A)."""
+SPREAD_TALL = (_TURN4[:, :3] @ np.diag([1.0, 2.5, 4.0]) @ _TURN3.T)[None]
+
+
+def _ref_eigh(a):
+    """(V, w) of eigh's primitive, from jnp.linalg.eigh (which symmetrises A first)."""
+    w, v = jnp.linalg.eigh(a + SPREAD)
+    return v, w
+
+
+def _ref_svd(a):
+    """(s, U, V^T) in the order of svd's primitive."""
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return s, u, vt
+
+
+def _ref_tridiagonal(dl, d, du, b):
+    """The tridiagonal matrix built in full, and a dense solve."""
+    a = (d[..., :, None] * np.eye(4)[None] + dl[..., :, None] * np.eye(4, k=-1)[None]
+         + du[..., :, None] * np.eye(4, k=1)[None])
+    return jnp.linalg.solve(a, b)
+
+
+_TRI = dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
+            unit_diagonal=False)
+
+
 GATE_CASES = [
     _binary("add", gates.add, ref_add, (2, 3), (2, 3)),
     _binary("add_bias", gates.add, ref_add, (2, 3), (3,), order2=True),
@@ -357,6 +525,7 @@ GATE_CASES = [
     Case("maximum_const", lambda x: gates.maximum(x, 0.25), lambda x: ref_maximum(x, 0.25),
          _maximum_const_sample, (0,), gates.maximum, lambda g, x: g(x, 0.25),
          covers="maximum", order2=True),
+    _unary("neg", gates.neg, lambda x: -x, normal, order2=True),
     _unary("exp", gates.exp, jnp.exp, normal, order2=True),
     _unary("exp_rank0", gates.exp, jnp.exp, normal, shape=()),
     _unary("log", gates.log, jnp.log, positive, order2=True, domain="positive"),
@@ -371,8 +540,11 @@ GATE_CASES = [
     _sum("sum_axis1", 1, (2, 3)),
     _sum("sum_axes02", (0, 2), (2, 3, 2), order2=True),
     _sum("sum_axis_neg", -1, (2, 3)),
-    Case("mean_axis0", lambda x: gates.mean(x, 0), lambda x: jnp.mean(x, axis=0),
-         lambda rng: (normal(rng, (4, 3)),), covers="sum", order2=True),
+    _param_case("mean_axis0", gates.mean, lambda x: gates.mean(x, 0),
+                lambda x: jnp.mean(x, axis=0), lambda rng: (normal(rng, (4, 3)),),
+                dict(axes=(0,), shape=(4, 3)), order2=True),
+    _param_case("mean_all", gates.mean, lambda x: gates.mean(x), jnp.mean,
+                lambda rng: (normal(rng, (2, 3)),), dict(axes=None, shape=(2, 3))),
     _binary("sub", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (2, 3)),
     _binary("sub_bias", gates.sub, lambda x, y: ref_add(x, -y), (2, 3), (3,), order2=True),
     Case("div", gates.div, lambda x, y: ref_mul(x, 1.0 / y),
@@ -404,9 +576,11 @@ GATE_CASES = [
     _unary("expm1", gates.expm1, jnp.expm1, normal, order2=True),
     Case("select", gates.select, lambda c, f, t: jnp.where(c, t, f), _select_args, (1, 2),
          gates.select, lambda g, c, f, t: g(c, f, t), covers="select", order2=True),
+    Case("where", gates.where, jnp.where, _select_args, (1, 2), gates.where,
+         lambda g, c, x, y: g(c, x, y), covers="where", order2=True),
     Case("where_const", lambda c, x: gates.where(c, x, 0.0),
          lambda c, x: jnp.where(c, x, 0.0), lambda rng: _select_args(rng)[:2], (1,),
-         gates.select, lambda g, c, x: g(c, 0.0, x), covers="select"),
+         gates.where, lambda g, c, x: g(c, x, 0.0), covers="where"),
     _param_case("max_axis1", _gate_of("max"), lambda x: gates.max(x, 1),
                 lambda x: jnp.max(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
                 dict(axes=(1,), shape=(3, 4)), order2=True),
@@ -429,6 +603,9 @@ GATE_CASES = [
     _param_case("squeeze", _gate_of("squeeze"), lambda x: gates.squeeze(x, 1),
                 lambda x: x[:, 0, :], lambda rng: (normal(rng, (2, 1, 3)),),
                 dict(dims=(1,), in_shape=(2, 1, 3)), order2=True),
+    _param_case("expand_dims", gates.expand_dims, lambda x: gates.expand_dims(x, (0, -1)),
+                lambda x: jnp.expand_dims(x, (0, -1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(dims=(0, 3)), order2=True),
     _param_case("transpose", _gate_of("transpose"), lambda x: gates.transpose(x, (2, 0, 1)),
                 lambda x: jnp.transpose(x, (2, 0, 1)), lambda rng: (normal(rng, (2, 3, 4)),),
                 dict(perm=(2, 0, 1)), order2=True),
@@ -518,6 +695,10 @@ GATE_CASES = [
                 lambda x, y: jnp.concatenate([x, y], axis=1),
                 lambda rng: (normal(rng, (2, 3)), normal(rng, (2, 2))),
                 dict(dimension=1, sizes=(3, 2)), diff=(0, 1), order2=True),
+    Case("concatenate_three", lambda x, y, w: gates.concatenate([x, y, w]),
+         lambda x, y, w: jnp.concatenate([x, y, w]),
+         lambda rng: (normal(rng, (1, 3)), normal(rng, (2, 3)), normal(rng, (3, 3))),
+         (0, 1, 2), covers="concatenate"),
     _param_case("split", _gate_of("split"), lambda x: gates.split(x, (2, 3), axis=1),
                 lambda x: tuple(jnp.split(x, [2], axis=1)), lambda rng: (normal(rng, (2, 5)),),
                 dict(sizes=(2, 3), axis=1), order2=True),
@@ -573,7 +754,49 @@ GATE_CASES = [
          lambda rng: (normal(rng, (4, 5)),), (0,), _gate_of("dropout"),
          lambda g, x: g(x, jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)), p=0.8),
          covers="dropout"),
+] + [  # linear algebra (gates/linalg.py): well-conditioned inputs, batch axes in front
+    _param_case("triangular_solve_left_lower", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, left_side=True, lower=True),
+                lambda a, b: jnp.linalg.solve(jnp.tril(a), b),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 3, 2))),
+                dict(_TRI, left_side=True, lower=True), diff=(0, 1), order2=True),
+    _param_case("triangular_solve_right_upper_transposed_unit", _gate_of("triangular_solve"),
+                lambda a, b: gates.triangular_solve(a, b, lower=False, transpose_a=True,
+                                                    unit_diagonal=True),
+                lambda a, b: _mT(jnp.linalg.solve(jnp.triu(a, 1) + np.eye(3)[None], _mT(b))),
+                lambda rng: (triangular_ready(rng, (2, 3, 3)), normal(rng, (2, 2, 3))),
+                dict(_TRI, transpose_a=True, unit_diagonal=True), diff=(0, 1)),
+    Case("cholesky", lambda a: gates.cholesky(symmetric(a)), jnp.linalg.cholesky,
+         lambda rng: (spd(rng, (2, 3, 3)),), (0,), _gate_of("cholesky"),
+         lambda g, a: g(symmetric(a)), covers="cholesky", order2=True),
+    Case("lu_pivoted", lambda a: gates.lu(a + SHUFFLED), lambda a: lax.linalg.lu(a + SHUFFLED)[0],
+         lambda rng: (0.2 * normal(rng, (2, 3, 3)),), (0,), _gate_of("lu"),
+         lambda g, a: g(a + SHUFFLED), covers="lu", order2=True),
+    Case("linear_solve", lambda a, b: _solve_with(gates.linear_solve, a, b), jnp.linalg.solve,
+         lambda rng: (spd(rng, (3, 3)) + normal(rng, (3, 3)), normal(rng, (3,))), (0, 1),
+         _gate_of("linear_solve"), _solve_with, covers="linear_solve", order2=True),
+    Case("eigh", lambda a: gates.eigh(symmetric(a) + SPREAD), _ref_eigh,
+         lambda rng: (normal(rng, (2, 3, 3)),), (0,), _gate_of("eigh"),
+         lambda g, a: g(symmetric(a) + SPREAD), covers="eigh", order2=True),
+    Case("svd_tall", lambda a: gates.svd(a + SPREAD_TALL, full_matrices=False),
+         lambda a: _ref_svd(a + SPREAD_TALL), lambda rng: (normal(rng, (2, 4, 3)),), (0,),
+         _gate_of("svd"), lambda g, a: g(a + SPREAD_TALL, full_matrices=False), covers="svd",
+         order2=True),
+    Case("svd_values_wide", lambda a: gates.svd(_mT(a + SPREAD_TALL), compute_uv=False),
+         lambda a: (jnp.linalg.svd(_mT(a + SPREAD_TALL), compute_uv=False),),
+         lambda rng: (normal(rng, (2, 4, 3)),), (0,), _gate_of("svd"),
+         lambda g, a: g(_mT(a + SPREAD_TALL), compute_uv=False), covers="svd"),
+    Case("qr_tall", lambda a: gates.qr(a + SPREAD_TALL),
+         lambda a: tuple(jnp.linalg.qr(a + SPREAD_TALL)), lambda rng: (normal(rng, (2, 4, 3)),),
+         (0,), _gate_of("qr"), lambda g, a: g(a + SPREAD_TALL), covers="qr", order2=True),
+    Case("tridiagonal_solve",
+         lambda dl, d, du, b: gates.tridiagonal_solve(dl, d + 4, du, b),
+         lambda dl, d, du, b: _ref_tridiagonal(dl, d + 4, du, b),
+         lambda rng: (normal(rng, (2, 4)), normal(rng, (2, 4)), normal(rng, (2, 4)),
+                      normal(rng, (2, 4, 2))), (0, 1, 2, 3), _gate_of("tridiagonal_solve"),
+         lambda g, dl, d, du, b: g(dl, d + 4, du, b), covers="tridiagonal_solve", order2=True),
 ]
+GATE_CASES += POOL_CASES
 
 
 
@@ -610,6 +833,218 @@ GATE_CASES += [  # small enough that explain forms each local Jacobian (<= 4096 
                ((1, 1), (1, 0)), lhs_dilation=(1, 2), rhs_dilation=(2, 1), feature_group_count=2,
                dimension_numbers=("NHWC", "HWIO", "NCHW")),
 ]
+
+# ------------------------------------------------ the elementwise gates of issue 19 (part A)
+# Trigonometry, special functions and the piecewise gates, each drawn inside its domain and
+# away from its poles, branch cuts and jumps. The references are JAX's own functions.
+
+
+def unit(rng, shape):
+    """Values in [-0.9, 0.9]: inside the domain of asin, acos, atanh and erf_inv, and away
+    from tan's poles at +-pi/2."""
+    return rng.uniform(-0.9, 0.9, size=shape)
+
+
+def above_one(rng, shape):
+    """Values in [1.5, 3]: inside the domain of acosh, away from its branch point at 1."""
+    return rng.uniform(1.5, 3.0, size=shape)
+
+
+def _rem_pair(rng, shape=(2, 3)):
+    """(x, y) with x/y at least 0.1 from an integer: no jump of trunc(x/y) within reach."""
+    while True:
+        x, y = rng.uniform(-3, 3, size=shape), positive(rng, shape[-1:])
+        frac = np.abs(x / y) % 1
+        if np.all((frac > 0.1) & (frac < 0.9)):
+            return x, y
+
+
+def _clamp_args(rng):
+    """(lo [3], x [2, 3], hi [3]): x at least 0.1 from lo and from hi, some of x below lo,
+    some above hi and some between, so that every input takes a gradient."""
+    lo, hi = np.array([-0.5, -1.0, 0.0]), np.array([0.5, 0.2, 1.0])
+    x = np.array([[-1.0, 0.0, 1.5], [0.0, 1.0, 0.4]]) + rng.uniform(-0.05, 0.05, (2, 3))
+    return lo, x, hi
+
+
+def _ref_rem(x, y):
+    return jnp.fmod(*bcast(x, y))
+
+
+ELEMENTWISE_CASES = [
+    _unary("sin", gates.sin, jnp.sin, normal, order2=True),
+    _unary("cos", gates.cos, jnp.cos, normal, order2=True),
+    _unary("tan", gates.tan, jnp.tan, unit, order2=True, domain="unit"),
+    _unary("asin", gates.asin, jnp.arcsin, unit, order2=True, domain="unit"),
+    _unary("acos", gates.acos, jnp.arccos, unit, order2=True, domain="unit"),
+    _unary("atan", gates.atan, jnp.arctan, normal, order2=True),
+    _binary("atan2", gates.atan2, lambda x, y: jnp.arctan2(*bcast(x, y)), (2, 3), (3,),
+            order2=True),
+    _unary("sinh", gates.sinh, jnp.sinh, normal, order2=True),
+    _unary("cosh", gates.cosh, jnp.cosh, normal, order2=True),
+    _unary("asinh", gates.asinh, jnp.arcsinh, normal, order2=True),
+    _unary("acosh", gates.acosh, jnp.arccosh, above_one, order2=True, domain="above_one"),
+    _unary("atanh", gates.atanh, jnp.arctanh, unit, order2=True, domain="unit"),
+    _unary("erf", gates.erf, jax.scipy.special.erf, normal, order2=True),
+    _unary("erfc", gates.erfc, jax.scipy.special.erfc, normal, order2=True),
+    _unary("erf_inv", gates.erf_inv, jax.scipy.special.erfinv, unit, order2=True,
+           domain="unit"),
+    _unary("exp2", gates.exp2, jnp.exp2, normal, order2=True),
+    _unary("cbrt", gates.cbrt, jnp.cbrt, away_from_zero, order2=True, domain="grid"),
+    _unary("lgamma", gates.lgamma, jax.scipy.special.gammaln, positive, order2=True,
+           domain="positive"),
+    _unary("digamma", gates.digamma, jax.scipy.special.digamma, positive, order2=True,
+           domain="positive"),
+    Case("polygamma", gates.polygamma,
+         lambda n, x: jax.scipy.special.polygamma(*bcast(n.astype(jnp.int32), x)),
+         lambda rng: (np.array([0.0, 1.0, 2.0]), positive(rng, (2, 3))), (1,), gates.polygamma,
+         lambda g, n, x: g(n, x), covers="polygamma", order2=True, domain="positive"),
+    # igamma's derivative in a is JAX's igamma_grad_a, which has no derivative: the second
+    # order checks run on x alone (igamma_x, igammac).
+    Case("igamma", gates.igamma, lambda a, x: jax.scipy.special.gammainc(*bcast(a, x)),
+         lambda rng: (positive(rng, (3,)), positive(rng, (2, 3))), (0, 1), gates.igamma,
+         lambda g, a, x: g(a, x), covers="igamma", domain="positive"),
+    Case("igamma_x", lambda x: gates.igamma(0.8, x),
+         lambda x: jax.scipy.special.gammainc(0.8, x), lambda rng: (positive(rng, (2, 3)),),
+         (0,), gates.igamma, lambda g, x: g(0.8, x), covers="igamma", order2=True),
+    # igammac one input at a time, the other a constant: with both at 1e-8 times their size
+    # (the battery's scales check), lax.igammac's own value has the wrong slope (-1.182 for
+    # scipy's -1.167 at a = 0.7e-8, x = 0.6e-8), which no rule can match.
+    Case("igammac", lambda x: gates.igammac(1.5, x),
+         lambda x: jax.scipy.special.gammaincc(1.5, x),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, x: g(1.5, x), covers="igammac", order2=True, domain="positive"),
+    Case("igammac_a", lambda a: gates.igammac(a, 1.2),
+         lambda a: jax.scipy.special.gammaincc(a, 1.2),
+         lambda rng: (positive(rng, (2, 3)),), (0,), gates.igammac,
+         lambda g, a: g(a, 1.2), covers="igammac", domain="positive"),
+    _unary("bessel_i0e", gates.bessel_i0e, jax.scipy.special.i0e, away_from_zero,
+           order2=True, domain="grid"),
+    _unary("bessel_i1e", gates.bessel_i1e, jax.scipy.special.i1e, away_from_zero,
+           order2=True, domain="grid"),
+    Case("rem", gates.rem, _ref_rem, _rem_pair, (0, 1), gates.rem, lambda g, x, y: g(x, y),
+         covers="rem", order2=True, domain="positive"),
+    Case("clamp", gates.clamp, lambda lo, x, hi: lax.clamp(*bcast(lo, x, hi)), _clamp_args,
+         (0, 1, 2), gates.clamp, lambda g, lo, x, hi: g(lo, x, hi), covers="clamp",
+         order2=True),
+    Case("clamp_const", lambda x: gates.clamp(-0.5, x, 0.5), lambda x: jnp.clip(x, -0.5, 0.5),
+         lambda rng: (_clamp_args(rng)[1],), (0,), gates.clamp,
+         lambda g, x: g(-0.5, x, 0.5), covers="clamp"),
+    # 45 mantissa bits: the value is rounded (by up to 2^-46 of itself), finely enough for a
+    # finite difference at h = 1e-5 to see the slope 1 to 1e-9.
+    _param_case("reduce_precision", _gate_of("reduce_precision"),
+                lambda x: gates.reduce_precision(x, exponent_bits=11, mantissa_bits=45),
+                lambda x: lax.reduce_precision(x, 11, 45), lambda rng: (normal(rng, (2, 3)),),
+                dict(exponent_bits=11, mantissa_bits=45), order2=True),
+]
+GATE_CASES += ELEMENTWISE_CASES
+GATE_CASES += [
+    _param_case("unstack", _gate_of("unstack"), lambda x: gates.unstack(x, axis=1),
+                lambda x: tuple(jnp.unstack(x, axis=1)), lambda rng: (normal(rng, (2, 3)),),
+                dict(axis=1), order2=True),
+    Case("approx_top_k", lambda x: gates.approx_top_k(x, 2),
+         lambda x: lax.approx_max_k(x, 2)[0], lambda rng: (normal(rng, (3, 5)),), (0,),
+         _gate_of("approx_top_k"),
+         lambda g, x: g(x, k=2, reduction_dimension=-1, recall_target=0.95, is_max_k=True,
+                        reduction_input_size_override=-1, aggregate_to_topk=True),
+         covers="approx_top_k", order2=True),
+]
+
+
+# ---------------------------------------------- scans, sorting, prod, updates, tiles (issue 19)
+
+
+def spread_out(rng, shape, gap=0.1):
+    """Normal values, every two at least ``gap`` apart: no tie in a sort, a running max or a
+    top-k within a finite-difference step."""
+    while True:
+        x = normal(rng, shape)
+        d = np.abs(x.reshape(-1)[:, None] - x.reshape(-1)[None, :])
+        if np.all(d + np.eye(x.size) * gap >= gap):
+            return x
+
+
+def _with_zeros(rng):
+    """Factors [3, 4]: row 0 has no zero, row 1 one zero, row 2 two zeros."""
+    x = normal(rng, (3, 4))
+    x[1, 2] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return (x,)
+
+
+def _scan_case(name, gate_name, ref, axis, reverse, sample=normal, shape=(3, 5), **flags):
+    gate = _gate_of(gate_name)
+    return _param_case(name, gate, lambda x: gate(x, axis, reverse), ref,
+                       lambda rng: (sample(rng, shape),),
+                       dict(axis=axis % len(shape), reverse=reverse), **flags)
+
+
+def _flipped(scan, axis):
+    """A running ``scan`` taken from the end: flip, scan, flip back."""
+    return lambda x: jnp.flip(scan(jnp.flip(x, axis), axis=axis), axis)
+
+
+_SORT_ORDER = lambda x: jnp.argsort(x, axis=1)  # noqa: E731 - the sort gate's order input
+_TOP2 = lambda x: lax.top_k(x, 2)[1]  # noqa: E731
+
+GATE_CASES += [
+    _scan_case("cumsum_axis1", "cumsum", lambda x: jnp.cumsum(x, axis=1), 1, False,
+               order2=True),
+    _scan_case("cumsum_reverse", "cumsum", _flipped(jnp.cumsum, 0), 0, True),
+    _scan_case("cumprod_axis1", "cumprod", lambda x: jnp.cumprod(x, axis=1), 1, False,
+               order2=True),
+    _param_case("cumprod_zeros_reverse", _gate_of("cumprod"),
+                lambda x: gates.cumprod(x, 1, reverse=True), _flipped(jnp.cumprod, 1),
+                _with_zeros, dict(axis=1, reverse=True), order2=True),
+    _scan_case("cumlogsumexp_axis1", "cumlogsumexp",
+               lambda x: jnp.logaddexp.accumulate(x, axis=1), 1, False, order2=True),
+    _scan_case("cumlogsumexp_reverse", "cumlogsumexp",
+               _flipped(jnp.logaddexp.accumulate, 0), 0, True),
+    _scan_case("cummax_axis1", "cummax", lambda x: jnp.maximum.accumulate(x, axis=1), 1,
+               False, sample=spread_out, order2=True),
+    _scan_case("cummax_reverse", "cummax", _flipped(jnp.maximum.accumulate, 1), -1, True,
+               sample=spread_out),
+    _scan_case("cummin_axis0", "cummin", lambda x: jnp.minimum.accumulate(x, axis=0), 0,
+               False, sample=spread_out, order2=True),
+    Case("sort_axis1", lambda x: gates.sort(x, 1), lambda x: jnp.sort(x, axis=1),
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("sort"),
+         lambda g, x: g(x, _SORT_ORDER(x), dimension=1), covers="sort", order2=True),
+    Case("top_k_2", lambda x: gates.top_k(x, 2), lambda x: -jnp.sort(-x, axis=1)[:, :2],
+         lambda rng: (spread_out(rng, (3, 4)),), (0,), _gate_of("top_k"),
+         lambda g, x: g(x, _TOP2(x), axis=1, in_shape=(3, 4)), covers="top_k", order2=True),
+    _param_case("prod_axis1", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), lambda rng: (normal(rng, (3, 4)),),
+                dict(axes=(1,), shape=(3, 4)), order2=True),
+    _param_case("prod_zeros", _gate_of("prod"), lambda x: gates.prod(x, 1),
+                lambda x: jnp.prod(x, axis=1), _with_zeros, dict(axes=(1,), shape=(3, 4)),
+                order2=True),
+    _param_case("prod_all", _gate_of("prod"), lambda x: gates.prod(x),
+                lambda x: jnp.prod(x), lambda rng: (positive(rng, (2, 3)),),
+                dict(axes=None, shape=(2, 3))),
+    Case("dynamic_update_slice",
+         lambda x, u: gates.dynamic_update_slice(x, u, (1, 2)),
+         lambda x, u: x.at[1:3, 2:4].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([1, 2]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice", order2=True),
+    Case("dynamic_update_slice_clamped",  # start (2, 4) is clamped to (1, 3): the window fits
+         lambda x, u: gates.dynamic_update_slice(x, u, (2, 4)),
+         lambda x, u: x.at[1:3, 3:5].set(u),
+         lambda rng: (normal(rng, (3, 5)), normal(rng, (2, 2))), (0, 1),
+         _gate_of("dynamic_update_slice"),
+         lambda g, x, u: g(x, u, jnp.array([2, 4]), sizes=(2, 2), in_shape=(3, 5)),
+         covers="dynamic_update_slice"),
+    _param_case("tile", _gate_of("tile"), lambda x: gates.tile(x, (2, 3)),
+                lambda x: jnp.tile(x, (2, 3)), lambda rng: (normal(rng, (2, 3)),),
+                dict(reps=(2, 3)), order2=True),
+    Case("select_n_three", arithmetic.select_n,
+         lambda c, a, b, d: jnp.where(c == 0, a, jnp.where(c == 1, b, d)),
+         lambda rng: (rng.integers(0, 3, (2, 3)).astype(np.int32), normal(rng, (2, 3)),
+                      normal(rng, (2, 3)), normal(rng, (2, 3))), (1, 2, 3),
+         covers="select", order2=True),
+]
+
 
 def _loss_case(name):
     entry = losses.LOSSES[name]
@@ -736,6 +1171,17 @@ MODEL_CASES = [
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
 SWAPPABLE = [c for c in CASES if c.apply is not None]
+
+
+def missing_cases(gates_by_name: dict[str, Gate], cases=GATE_CASES) -> dict[str, list[str]]:
+    """What each gate of ``gates_by_name`` lacks among the cases every gate needs: a case (run
+    through the battery), one marked ``order2``, one that swaps its rules in (``apply``)."""
+    needs = {"a case": lambda c: True, "an order2 case": lambda c: c.order2,
+             "a case with its rules swapped in": lambda c: c.apply is not None}
+    missing = {name: [need for need, has in needs.items()
+                      if not any(c.covers == name and has(c) for c in cases)]
+               for name in gates_by_name}
+    return {name: lacks for name, lacks in missing.items() if lacks}
 
 
 # ------------------------------------------------------------------------------ the battery

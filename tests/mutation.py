@@ -56,12 +56,14 @@ jax.config.update("jax_enable_x64", True)  # the suite's settings (tests/conftes
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
 
 import jaxprop  # noqa: E402
 from jaxprop import core, tracer, wiring  # noqa: E402
 from jaxprop.gate import Gate  # noqa: E402
 from jaxprop.gates import GATES  # noqa: E402
 from jaxprop.gates.reductions import _first_winner  # noqa: E402
+from jaxprop.gates.windows import _pool_forward  # noqa: E402
 from jaxprop.verify import CHECKS  # noqa: E402
 from jaxprop.verify.report import PASS  # noqa: E402
 
@@ -73,13 +75,20 @@ OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 
 TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
               "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py",
-              "gates/test_norm.py")
+              "gates/test_scans_sorting.py",
+              "gates/test_windows.py", "gates/test_norm.py")
 """The files whose tests a surviving mutant meets (a test holds each to exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
                ("maximum", "minimum", "relu", "abs", "max", "min", "select")},
             **{name: ("scatter", "segment", "repeated_index") for name in
-               ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")}}
+               ("scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min")},
+            **{name: ("running", "stable_sort", "nan") for name in
+               ("cummax", "cummin", "sort", "top_k")},
+            **{name: ("zeros",) for name in ("prod", "cumprod")}}
+KEYWORDS |= {name: ("tie", "pool", "window") for name in
+             ("max_pool", "min_pool", "sum_pool", "select_and_scatter_add",
+              "select_and_gather_add")}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {
@@ -181,7 +190,21 @@ def _last_argmin(rows, axis=-1):
     return rows.shape[-1] - 1 - jnp.argmin(rows[..., ::-1], axis=-1)
 
 
+def _running_last(scan):
+    """A running max's (or min's) forward whose later tie takes the gradient over."""
+    def forward(x, *, axis, reverse):
+        z = scan(x, axis, reverse)
+        iota = lax.broadcasted_iota(jnp.int32, z.shape, axis)
+        if reverse:
+            return z, lax.cummin(jnp.where(x == z, iota, z.shape[axis] - 1), axis, reverse=True)
+        return z, lax.cummax(jnp.where(x == z, iota, 0), axis)
+
+    return forward
+
+
 TIES: dict[str, Callable] = {
+    "cummax": _running_last(lax.cummax),
+    "cummin": _running_last(lax.cummin),
     "maximum": lambda x, y: (jnp.maximum(x, y), x > y),
     "minimum": lambda x, y: (jnp.minimum(x, y), x < y),
     "relu": lambda x: (jnp.maximum(x, 0), x >= 0),
@@ -191,6 +214,8 @@ TIES: dict[str, Callable] = {
     "min": lambda x, *, axes, shape: (jnp.min(x, axis=axes),
                                              _first_winner(x, axes, _last_argmin)),
 }
+TIES |= {f"{s}_pool": lambda x, s=s, **p: _pool_forward(s, x, last=True, **p)
+         for s in ("max", "min")}
 """A router's forward with the other branch at its kink (the value is the same)."""
 
 

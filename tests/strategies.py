@@ -43,6 +43,16 @@ def positive_values(shape):
     return hnp.arrays(np.float64, shape, elements=st.floats(0.5, 2.5, allow_subnormal=False))
 
 
+def unit_values(shape):
+    """Values in [-0.9, 0.9]: inside the domain of asin, acos, atanh and erf_inv."""
+    return hnp.arrays(np.float64, shape, elements=st.floats(-0.9, 0.9, allow_subnormal=False))
+
+
+def above_one_values(shape):
+    """Values in [1.5, 3]: inside the domain of acosh."""
+    return hnp.arrays(np.float64, shape, elements=st.floats(1.5, 3.0, allow_subnormal=False))
+
+
 def normal_values(shape):
     return hnp.arrays(np.float64, shape, elements=st.floats(-2.0, 2.0, allow_subnormal=False))
 

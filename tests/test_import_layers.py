@@ -27,7 +27,7 @@ LAYERS = [
      "jaxprop.events", "jaxprop.gate", "jaxprop.wiring", "jaxprop._linearity", "jaxprop._jaxprs"),
     ("jaxprop.gates",),
     ("jaxprop.reference", "jaxprop.losses", "jaxprop.models"),
-    ("jaxprop.tracer", "jaxprop.core", "jaxprop.reverse", "jaxprop.forward"),
+    ("jaxprop.coverage", "jaxprop.tracer", "jaxprop.core", "jaxprop.reverse", "jaxprop.forward"),
     ("jaxprop.train", "jaxprop.compare", "jaxprop.explainer", "jaxprop.verify"),
     ("jaxprop.cli", "jaxprop.__main__"),
 ]

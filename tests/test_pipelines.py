@@ -122,8 +122,8 @@ def test_forward_jvp_names_a_tangent_that_does_not_match_its_primal():
 
 def test_every_driver_differentiates_through_the_core(monkeypatch):
     """reverse, forward, the explainer's capture and compare's pipelines all call
-    ``core.pullback`` or ``core.push_forward``: nothing re-implements them."""
-    from jaxprop import core
+    ``wiring.pullback`` or ``wiring.push_forward``: nothing re-implements them."""
+    from jaxprop import wiring
     from jaxprop.compare import jacobian_pipelines
 
     calls = []
@@ -136,7 +136,7 @@ def test_every_driver_differentiates_through_the_core(monkeypatch):
         return counted
 
     for name in ("pullback", "push_forward"):
-        monkeypatch.setattr(core, name, counting(name, getattr(core, name)))
+        monkeypatch.setattr(wiring, name, counting(name, getattr(wiring, name)))
 
     def used(run) -> set:
         calls.clear()

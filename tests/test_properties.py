@@ -26,7 +26,8 @@ from jaxprop import gates, losses
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 
 DOMAINS = {"normal": S.normal_values, "positive": S.positive_values,
-           "grid": lambda shape: S.grid_values(shape, 0.25)}
+           "grid": lambda shape: S.grid_values(shape, 0.25),
+           "unit": S.unit_values, "above_one": S.above_one_values}
 
 
 def _plain_case(gate):
@@ -41,14 +42,17 @@ def _plain_case(gate):
 # its case: any shape, drawn by hypothesis.
 UNARY = {name: (_plain_case(g).fn, _plain_case(g).ref, DOMAINS[_plain_case(g).domain])
          for name, g in gates.GATES.items() if g.elementwise and g.arity == 1}
+ONE_SIDED = {"polygamma", "igammac"}  # polygamma's order n has no derivative, igammac's cases
+# take one input at a time (tests/cases.py says why): tests/gates/test_elementwise.py
 BINARY = {name: (_plain_case(g).fn, _plain_case(g).ref, _plain_case(g).domain)
-          for name, g in gates.GATES.items() if g.broadcast and g.arity == 2}
-ROUTERS = {"select"}  # the where gate: its condition is drawn apart, below
+          for name, g in gates.GATES.items()
+          if g.broadcast and g.arity == 2 and name not in ONE_SIDED}
+ROUTERS = {"select", "where", "clamp"}  # their conditions and clamp's bounds: drawn below
 
 
 def test_property_tests_cover_every_elementwise_gate():
     elementwise = {name for name, g in gates.GATES.items() if g.elementwise}
-    assert set(UNARY) | set(BINARY) | ROUTERS == elementwise
+    assert set(UNARY) | set(BINARY) | ROUTERS | ONE_SIDED == elementwise
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -109,6 +113,18 @@ def test_where_routes_to_the_picked_case(data):
     x = jnp.asarray(data.draw(S.normal_values(shape), label="x"))
     y = jnp.asarray(data.draw(S.normal_values(shape), label="y"))
     _assert_agree(lambda x, y: gates.where(c, x, y), lambda x, y: jnp.where(c, x, y), (x, y))
+    _assert_agree(lambda x, y: gates.select(c, y, x), lambda x, y: jnp.where(c, x, y), (x, y))
+
+
+@PROPERTY
+@given(st.data())
+def test_clamp_routes_to_the_winner(data):
+    # x on the 0.25-offset grid, the bounds on the plain one: never tied
+    shape = data.draw(S.shapes(0, 3), label="shape")
+    x = jnp.asarray(data.draw(S.grid_values(shape, 0.25), label="x"))
+    lo = jnp.asarray(data.draw(S.grid_values(shape), label="lo"))
+    hi = lo + jnp.asarray(data.draw(S.grid_values(shape, 0.0, 1, 4), label="hi - lo"))
+    _assert_agree(gates.clamp, jax.lax.clamp, (lo, x, hi))
 
 
 @PROPERTY

@@ -5,10 +5,12 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from cases import GATE_CASES, LOSS_CASES, MODEL_CASES
+import pytest
+from cases import GATE_CASES, LOSS_CASES, MODEL_CASES, missing_cases
 
 import jaxprop
 from jaxprop import gates, losses, models
+from jaxprop.gate import GateContractError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +29,43 @@ def test_every_loss_and_model_has_a_test_case():
 
 def test_every_gate_has_a_test_case():
     assert {c.covers for c in GATE_CASES} == set(gates.GATES)
+    assert missing_cases(gates.GATES) == {}
+
+
+CUBE = '''
+from jaxprop.gate import SCALED, Gate
+
+cube = Gate("cube", pattern=SCALED, forward=lambda x: (x ** 3, x),
+            vjp=(lambda x, z_bar: z_bar * 3 * x * x,), jvp=(lambda x, x_dot: x_dot * 3 * x * x,),
+            doc="Cube gate: z = x^3.")
+'''
+
+
+def test_a_new_gates_module_is_found_and_its_gate_fails_without_a_case(tmp_path, monkeypatch):
+    # a gates package with one module more: found by being there (no list to edit), and a
+    # gate in it with no case in tests/cases.py fails the registry's test
+    (tmp_path / "more_gates").mkdir()
+    (tmp_path / "more_gates" / "__init__.py").write_text("")
+    (tmp_path / "more_gates" / "powers.py").write_text(CUBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = gates.find_gates(importlib.import_module("more_gates"))
+    assert list(found) == ["cube"]
+    registry = {**gates.GATES, **found}
+    assert missing_cases(registry) == {
+        "cube": ["a case", "an order2 case", "a case with its rules swapped in"]}
+    with pytest.raises(AssertionError):
+        assert {c.covers for c in GATE_CASES} == set(registry)
+
+
+def test_two_gates_of_one_name_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "twice").mkdir()
+    (tmp_path / "twice" / "__init__.py").write_text("")
+    for module in ("a", "b"):
+        (tmp_path / "twice" / f"{module}.py").write_text(CUBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(GateContractError, match=r"two gates are named 'cube' \(one in "
+                                                          r"twice\.b\)"):
+        gates.find_gates(importlib.import_module("twice"))
 
 
 def test_gate_registry_is_the_modules_themselves():

@@ -72,8 +72,9 @@ def test_py_typed_ships_with_the_package():
 
 
 def test_every_lazy_name_is_imported_for_type_checkers():
-    """Each package's lazy exports (``_NAMES``/``_EXPORTS``, ``_SUBMODULES``) are the names its
-    ``if TYPE_CHECKING:`` block imports, as ``X as X`` from the module that defines them."""
+    """Each package's lazy exports (``_EXPORTS``, read from its ``if TYPE_CHECKING:`` block by
+    ``typed_exports``) are the names that block imports, as ``X as X`` from the module that
+    defines them."""
     import ast
     import importlib
 

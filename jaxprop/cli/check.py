@@ -20,6 +20,7 @@ For example::
 from __future__ import annotations
 
 import argparse
+import shutil
 import textwrap
 
 
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     report = check(target, *inputs, params=params, diff=diff, kinks=kinks,
                    probes=args.probes, checks=checks, rtol=args.rtol, fd_atol=args.fd_atol,
                    seed=args.seed, allow_jax_rules=args.allow_jax_rules)
-    print(report)
+    print(report.text(width=shutil.get_terminal_size((120, 24)).columns))
     for row in report.failed:
         size = "" if row.abs_error is None else (
             f": off by {row.abs_error:.3g} (relative {row.rel_error:.3g}) at {row.where}, "

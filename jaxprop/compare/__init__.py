@@ -26,38 +26,9 @@ Names are imported lazily, so ``jaxprop.compare.plan`` loads without JAX.
 
 from typing import TYPE_CHECKING
 
-from jaxprop._lazy import exports
+from jaxprop._lazy import exports, typed_exports
 
-_EXPORTS = {
-    "Advice": "jaxprop.compare.advice",
-    "advise": "jaxprop.compare.advice",
-    "Cost": "jaxprop.compare.measure",
-    "compile_fn": "jaxprop.compare.measure",
-    "cost_of": "jaxprop.compare.measure",
-    "flops_of": "jaxprop.compare.measure",
-    "memory_of": "jaxprop.compare.measure",
-    "PIPELINES": "jaxprop.compare.pipelines",
-    "JacobianPipeline": "jaxprop.compare.pipelines",
-    "jacobian_pipelines": "jaxprop.compare.pipelines",
-    "jvp_from_vjp_jacobian": "jaxprop.compare.pipelines",
-    "DEFAULTS": "jaxprop.compare.plan",
-    "QUICK": "jaxprop.compare.plan",
-    "SECTIONS": "jaxprop.compare.plan",
-    "Plan": "jaxprop.compare.plan",
-    "load_config": "jaxprop.compare.plan",
-    "Problem": "jaxprop.compare.problems",
-    "chain_case": "jaxprop.compare.problems",
-    "deep_case": "jaxprop.compare.problems",
-    "two_layer_loss_case": "jaxprop.compare.problems",
-    "two_layer_scores_case": "jaxprop.compare.problems",
-    "markdown_tables": "jaxprop.compare.report",
-    "run_compare": "jaxprop.compare.report",
-    "crossover": "jaxprop.compare.sections",
-    "max_rel_error": "jaxprop.compare.sections",
-    "measure_case": "jaxprop.compare.sections",
-}
-
-if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the types
     from jaxprop.compare.advice import Advice as Advice
     from jaxprop.compare.advice import advise as advise
     from jaxprop.compare.measure import Cost as Cost
@@ -85,5 +56,6 @@ if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` r
     from jaxprop.compare.sections import max_rel_error as max_rel_error
     from jaxprop.compare.sections import measure_case as measure_case
 
+_EXPORTS = typed_exports(__file__)
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

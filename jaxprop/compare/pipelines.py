@@ -10,12 +10,12 @@ mode and the rules it runs. (The rules themselves come in two rule sets, ``"vjp"
 | forward | ``forward-ours`` | ``forward-jvp_from_vjp``        | ``forward-jax``           |
 
 * ``reverse-ours``: ``jaxprop.reverse.jacobian``, one VJP through our VJP rules per output
-  element (a row of J): ``jaxprop.core.pullback``.
+  element (a row of J): ``jaxprop.wiring.pullback``.
 * ``reverse-transposed-jvp``: the same rows, pulled back under the ``"jvp"`` rule set: JAX
   transposes our (linear) JVP rules into VJPs.
 * ``reverse-jax``: ``jax.jacrev`` of the plain-jnp twin: JAX's own rules.
 * ``forward-ours``: ``jaxprop.forward.jacobian``, one JVP through our JVP rules per input
-  element (a column of J): ``jaxprop.core.push_forward``.
+  element (a column of J): ``jaxprop.wiring.push_forward``.
 * ``forward-jvp_from_vjp``: the columns pushed by the JVP built from "two calls to
   reverse-mode AD" (``jaxprop.core.push_forward_by_pullbacks``, as
   ``jaxprop.forward.jvp_from_vjp``).
@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from jaxprop import core, forward, reverse
+from jaxprop import core, forward, reverse, wiring
 
 __all__ = ["JacobianPipeline", "PIPELINES", "jacobian_pipelines", "jvp_from_vjp_jacobian"]
 
@@ -54,7 +54,7 @@ def _transposed_jvp_jacobian(f: Callable, argnums) -> Callable:
     """Reverse mode's rows pulled back under the ``"jvp"`` rule set: our JVP rules,
     transposed by JAX."""
     return core.jacobian_driver("reverse-transposed-jvp", f, argnums, None, None,
-                                functools.partial(core.pullback, rules="jvp"), True,
+                                functools.partial(wiring.pullback, rules="jvp"), True,
                                 "jaxprop.forward.jvp")
 
 

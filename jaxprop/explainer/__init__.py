@@ -24,22 +24,15 @@ For example::
 
 from typing import TYPE_CHECKING
 
-from jaxprop._lazy import exports
+from jaxprop._lazy import exports, typed_exports
 
-_EXPORTS = {
-    "PATTERNS": "jaxprop.gate",
-    "Edge": "jaxprop.explainer.rows",
-    "Row": "jaxprop.explainer.rows",
-    "Trace": "jaxprop.explainer.rows",
-    "explain": "jaxprop.explainer.rows",
-}
-
-if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the types
     from jaxprop.explainer.rows import Edge as Edge
     from jaxprop.explainer.rows import Row as Row
     from jaxprop.explainer.rows import Trace as Trace
     from jaxprop.explainer.rows import explain as explain
     from jaxprop.gate import PATTERNS as PATTERNS
 
+_EXPORTS = typed_exports(__file__)
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

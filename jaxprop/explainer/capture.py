@@ -7,11 +7,11 @@ run therefore computes its output and gradients in the very program that the pip
 compiles, and the numbers are exactly the pipeline's.
 
 Both modes call the drivers' own core, ``jaxprop.core``. Reverse mode pulls back ``upstream``
-(ones by default) through ``core.pullback``: the VJP rules run in reverse order of the
+(ones by default) through ``wiring.pullback``: the VJP rules run in reverse order of the
 gates, and each one reports its upstream gradient z_bar and its downstream gradients x_bar.
 
 Forward mode does what ``jaxprop.forward.value_and_grad`` does: f runs forward once under
-``core.push_forward`` (our JVP rules), then ``core.push_basis`` pushes the standard basis of
+``wiring.push_forward`` (our JVP rules), then ``core.push_basis`` pushes the standard basis of
 the inputs through the linear map, ``jaxprop.forward.DEFAULT_CHUNK_SIZE`` vectors at a time:
 one column of the Jacobian per input element. The pushed function also returns every gate's
 inputs and outputs, so the same push gives each wire's tangent.
@@ -34,7 +34,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprop import core, forward
+from jaxprop import core, forward, wiring
 from jaxprop.events import RuleEvent, observe
 from jaxprop.gate import is_constant
 from jaxprop.tracer import gated
@@ -165,7 +165,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
         fun = lambda *d: f_of_diff(fixed, *d)  # noqa: E731
         with observe(events.append):
             if mode == "reverse":
-                out, pull, _ = core.pullback(fun, *dyn)
+                out, pull, _ = wiring.pullback(fun, *dyn)
                 seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
                         else seed_or_tangents)
                 return out, seed, pull(seed), _export(events), None
@@ -176,7 +176,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
                 meta["wire_ids"] = [id(w) for w in wires]
                 return out, wires
 
-            (out, _), push, _ = core.push_forward(fun_and_wires, *dyn)
+            (out, _), push, _ = wiring.push_forward(fun_and_wires, *dyn)
             exported = _export(events)
         if not basis:
             out_dot, wire_dots = push(*seed_or_tangents)
@@ -233,7 +233,7 @@ def _wires(events: list[RuleEvent]) -> list:
     for e in events:
         if e.kind not in APPLIED:
             continue
-        for x in (*e.inputs, *jax.tree.leaves(e.outputs)):
+        for x in (*jax.tree.leaves(e.inputs), *jax.tree.leaves(e.outputs)):
             if is_constant(x) or id(x) in seen:
                 continue
             if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
@@ -344,7 +344,8 @@ def _export(events: list[RuleEvent]) -> list:
     for e in events:
         if e.kind in APPLIED:  # a gate, or a step that JAX's or the user's own rule took
             exported.append({
-                "inputs": tuple(None if is_constant(x) else _primal(x) for x in e.inputs),
+                "inputs": tuple(None if is_constant(x) else jax.tree.map(_primal, x)
+                                for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
             })
         elif e.kind == "vjp":

@@ -6,17 +6,32 @@ tangent. Each rule sits under its forward computation, as in micrograd.
 
 The modules hold the gates by kind:
 
-* ``arithmetic``: add (distributor), sub, mul (swap multiplier), div, 1/x, powers, max and
-  min (routers), abs, where;
+* ``arithmetic``: add (distributor), sub, neg, mul (swap multiplier), div, 1/x, powers, max
+  and min (routers), abs, select and where;
 * ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
   formed);
 * ``reductions``: sum, mean, max and min over axes;
-* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, transpose, cast;
+* ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
+  transpose, reverse, cast;
 * ``indexing``: slices, gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient),
   scatters (set and min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
+  triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
+  QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
 * ``convolution``: conv, ``dx`` the "full" convolution of dy with the flipped filters,
   ``dW`` the correlation of x with dy;
+* ``windows``: max and min pooling (routers: each window's first winner), sum and average
+  pooling (distributors), and JAX's max-pool gradient steps (select and scatter/gather add);
+* ``trig``: sin (cos x), cos, tan, their inverses (atan: 1/(1+x^2)), atan2, sinh, cosh and
+  theirs;
+* ``special``: erf (2/sqrt(pi) e^(-x^2)), erfc, erf_inv, exp2, cbrt, lgamma (digamma),
+  digamma, polygamma, the incomplete gammas, the scaled Bessel functions;
+* ``piecewise``: rem (a sawtooth), clamp (a router with three inputs), reduce_precision;
+* ``stacking``: unstack (and ``jnp.stack``, applied as reshape and concatenate gates);
+* ``approx``: the approximate top-k (a router: each picked element takes its gradient);
+* ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
+  (routers to the running winner);
+* ``sorting``: sort and top_k (the gradient moved back through the order found).
 * ``norm``: batch norm, spatial batch norm and layer norm as fused gates (CS231n's simplified
   backward), and inverted dropout with its key or mask as an argument.
 
@@ -24,86 +39,44 @@ Kinks follow the lecture, and both modes share the convention: ``relu`` passes t
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits
 it half and half).
 
-``GATES`` lists every gate by name; it is built from the modules themselves, so a new gate
-is registered by being written in one of them.
+``GATES`` lists every gate by name, and each is public under its name (``gates.tanh`` is
+``GATES["tanh"]``). It is found in the package's modules themselves (:func:`find_gates`), so
+a new gate, or a new module of gates, is registered by being written there.
 """
 
 from __future__ import annotations
 
-from jaxprop.gate import Gate
-from jaxprop.gates import (
-    arithmetic,
-    convolution,
-    indexing,
-    linalg,
-    nonlinear,
-    norm,
-    reductions,
-    structure,
-)
-from jaxprop.gates.arithmetic import (
-    abs,
-    add,
-    div,
-    integer_pow,
-    maximum,
-    minimum,
-    mul,
-    neg,
-    pow,
-    reciprocal,
-    select,
-    sub,
-    where,
-)
-from jaxprop.gates.convolution import conv
-from jaxprop.gates.indexing import (
-    concatenate,
-    dynamic_slice,
-    gather,
-    scatter,
-    scatter_add,
-    scatter_max,
-    scatter_min,
-    scatter_mul,
-    slice,
-    split,
-)
-from jaxprop.gates.linalg import dot_general, matmul
-from jaxprop.gates.nonlinear import exp, expm1, log, log1p, relu, rsqrt, sigmoid, sqrt, tanh
-from jaxprop.gates.norm import batch_norm, dropout, layer_norm, spatial_batch_norm
-from jaxprop.gates.reductions import max, mean, min, sum
-from jaxprop.gates.structure import (
-    broadcast_to,
-    cast,
-    copy,
-    expand_dims,
-    reshape,
-    rev,
-    squeeze,
-    transpose,
-)
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
-    "minimum", "abs", "select", "where",
-    "exp", "log", "log1p", "expm1", "sigmoid", "tanh", "sqrt", "rsqrt", "relu",
-    "sum", "mean", "max", "min",
-    "copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev", "cast",
-    "slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
-    "scatter_max", "scatter_min", "concatenate", "split",
-    "matmul", "dot_general",
-    "conv",
-    "batch_norm", "spatial_batch_norm", "layer_norm", "dropout",
-    "GATES", "pattern_table",
-]
+from jaxprop.gate import Gate, GateContractError
 
-_MODULES = (arithmetic, nonlinear, reductions, structure, indexing, linalg, convolution,
-            norm)
 
-GATES: dict[str, Gate] = {
-    g.name: g for module in _MODULES for g in vars(module).values() if isinstance(g, Gate)}
-"""Every gate, by name: the one registry of gates."""
+def find_gates(package: ModuleType) -> dict[str, Gate]:
+    """Every gate defined in the modules of ``package``, by name (modules in alphabetical
+    order): a gates module is found by being in the package, with no list to edit."""
+    found: dict[str, Gate] = {}
+    for info in pkgutil.iter_modules(package.__path__, prefix=package.__name__ + "."):
+        for gate in vars(importlib.import_module(info.name)).values():
+            if not isinstance(gate, Gate):
+                continue
+            if found.setdefault(gate.name, gate) is not gate:
+                raise GateContractError(f"two gates are named {gate.name!r} (one in "
+                                        f"{info.name}): a gate's name is its key in GATES")
+    return found
+
+
+GATES: dict[str, Gate] = find_gates(sys.modules[__name__])
+"""Every gate, by name: the one registry of gates. Each is also ``jaxprop.gates.<name>``."""
+
+globals().update(GATES)
+__all__ = [*GATES, "GATES", "find_gates", "pattern_table"]
+
+if TYPE_CHECKING:  # every public name of this package is a gate of GATES
+    def __getattr__(name: str) -> Gate: ...
 
 
 def pattern_table() -> str:

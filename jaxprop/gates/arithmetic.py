@@ -1,4 +1,4 @@
-"""The arithmetic gates: add, sub, mul, div, 1/x, powers, max, min, abs and where.
+"""The arithmetic gates: add, sub, mul, div, 1/x, powers, max, min, abs, where and select.
 
 The binary gates broadcast like NumPy and take Python numbers as constants (no gradient flows
 to a constant). Kinks follow the lecture: ``maximum`` routes the whole gradient to ``x`` where
@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, is_constant
+from jaxprop.gate import DISTRIBUTOR, ROUTER, SCALED, SWITCHER, Gate, inputs, is_constant
 
 __all__ = ["add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
-           "minimum", "abs", "select", "where"]
+           "minimum", "abs", "select", "select_n", "where"]
 
 
 class Inputs(NamedTuple):
@@ -108,9 +108,21 @@ slide's ``*-1`` gate) it is a scaled local gradient instead.
 )
 
 
-def neg(x):
-    """Negation: a mul gate by the constant -1 (the slide's ``*-1`` gate)."""
-    return mul(x, -1.0)
+neg = Gate(
+    "neg",
+    pattern=SCALED,
+    symbol="-x",
+    forward=lambda x: (-x, None),
+    vjp=(lambda res, z_bar: -z_bar,),
+    jvp=(lambda res, x_dot: -x_dot,),
+    local=("-1",),
+    elementwise=True,
+    doc="""Negate gate: z = -x.
+
+A scaled local gradient, by -1: the slide's ``*-1`` gate (``-x`` in traced code is that mul
+gate, as the slide draws it).
+""",
+)
 
 
 reciprocal = Gate(
@@ -274,13 +286,6 @@ def _select_forward(c, f, t):
     return lax.select_n(c, f, t), c
 
 
-def _select(c, *cases):
-    if len(cases) != 2:
-        raise TypeError(f"select: jaxprop's select gate picks between 2 cases; this "
-                        f"lax.select_n has {len(cases)} (write it as nested jnp.where)")
-    return select(c, *cases)
-
-
 select = Gate(
     "select",
     pattern=ROUTER,
@@ -291,16 +296,49 @@ select = Gate(
     local=(None, "[not c]", "[c]"),
     tangent="case_dot where picked",
     broadcast=True,
-    primitives={"select_n": _select},
+    primitives={"select_n": lambda c, *cases: select_n(c, *cases)},
     doc="""Select gate: z = case_0 where c is False (0), case_1 where c is True (1).
 
 The "gradient router": each case takes the upstream gradient where it was picked,
 zero elsewhere; the condition c gets no gradient. ``jnp.where(c, x, y)`` is
-``select(c, y, x)``.
+``select(c, y, x)``; :func:`select_n` picks among n cases with a chain of these gates.
 """,
 )
 
 
-def where(c, x, y):
-    """``jnp.where(c, x, y)`` as the select gate: the gradient goes to x where c, else y."""
-    return select(jnp.asarray(c), y, x)
+where = Gate(
+    "where",
+    pattern=ROUTER,
+    forward=lambda c, x, y: _select_forward(c, y, x),
+    vjp=(None, lambda c, z_bar: jnp.where(c, z_bar, 0), lambda c, z_bar: jnp.where(c, 0, z_bar)),
+    jvp=(None, lambda c, x_dot: jnp.where(c, x_dot, 0), lambda c, y_dot: jnp.where(c, 0, y_dot)),
+    local=(None, "[c]", "[not c]"),
+    tangent="x_dot where c, else y_dot",
+    broadcast=True,
+    prepare=lambda c, x, y: inputs(jnp.asarray(c), x, y),
+    doc="""Where gate: z = x where c, else y (``jnp.where(c, x, y)``).
+
+The "gradient router": x takes the upstream gradient where c holds, y elsewhere; the
+condition c gets no gradient. It is the select gate with its cases in jnp's order.
+""",
+)
+
+
+def select_n(c, *cases):
+    """``lax.select_n(c, *cases)``: case k where c == k (``jnp.select`` with several
+    choices, ``jnp.piecewise``), as a chain of select gates: the last case, replaced by case
+    n-2 where c == n-2, ..., by case 0 where c == 0. A router: each case gets the upstream
+    gradient where c picks it, zero elsewhere."""
+    if not cases:
+        raise ValueError("select_n: give at least one case")
+    if len(cases) <= 2:
+        return cases[0] if len(cases) == 1 else select(c, *cases)
+    c = jnp.asarray(c)
+    dtype = jnp.result_type(*[v for v in cases if not is_constant(v)])
+    out = cases[-1]
+    for k in range(len(cases) - 2, -1, -1):
+        if is_constant(out) and is_constant(cases[k]):  # no gradient to route: plain
+            out = jnp.where(c == k, jnp.asarray(cases[k], dtype), jnp.asarray(out, dtype))
+        else:
+            out = select(c == k, out, cases[k])
+    return out

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
-from jaxprop.gate import SWITCHER, Gate, NotCovered, inputs
+from jaxprop.gate import SWITCHER, Gate, NoGateError, inputs
 
 __all__ = ["conv"]
 
@@ -151,9 +151,7 @@ def _prepare_conv(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation
     a ``ConvDimensionNumbers`` or None (NCHW, OIHW)."""
     n = jnp.ndim(x) - 2
     if batch_group_count != 1:
-        raise NotCovered(
-            f"conv: batch_group_count={batch_group_count} is not covered by the conv gate "
-            "(only feature groups are); compute each batch group as its own conv")
+        raise ValueError(_not_covered("batch_group_count", batch_group_count))
     dims = lax.conv_dimension_numbers(jnp.shape(x), jnp.shape(w), dimension_numbers)
     lhs_dilation = tuple(int(d) for d in (lhs_dilation or (1,) * n))
     rhs_dilation = tuple(int(d) for d in (rhs_dilation or (1,) * n))
@@ -173,10 +171,20 @@ def _prepare_conv(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation
                   preferred_element_type=preferred_element_type)
 
 
+def _not_covered(name, value) -> str:
+    return (f"conv: {name}={value} is not covered by the conv gate (feature groups are; "
+            "compute each batch group as its own conv)" if name == "batch_group_count" else
+            f"conv: {name}={value} is not covered by the conv gate")
+
+
 def _from_primitive(x, w, *, batch_group_count=1, out_sharding=None, **params):
-    if out_sharding is not None:
-        raise NotCovered(f"conv: out_sharding={out_sharding} is not covered by the conv gate")
-    return conv(x, w, batch_group_count=batch_group_count, **params)
+    """lax.conv_general_dilated as the conv gate; what the gate does not cover is refused
+    (the tracer names the user's line, or lets JAX's rule take it under allow_jax_rules)."""
+    for name, value, plain in (("batch_group_count", batch_group_count, 1),
+                               ("out_sharding", out_sharding, None)):
+        if value != plain:
+            raise NoGateError(f"lax.conv_general_dilated: {_not_covered(name, value)}")
+    return conv(x, w, **params)
 
 
 conv = Gate(

@@ -1,4 +1,5 @@
-"""The indexing gates: slices, dynamic slices, gathers, scatters, concatenation and splits.
+"""The indexing gates: slices, dynamic slices and updates, gathers, scatters, concatenation and
+splits.
 
 Each picks or places elements, so its rule sends each element's gradient back to where the
 element came from. A pick that reads the same element twice, such as
@@ -24,8 +25,9 @@ from jax import lax
 from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, SWITCHER, Gate, inputs
 from jaxprop.gates.arithmetic import neg
 
-__all__ = ["slice", "dynamic_slice", "gather", "scatter", "scatter_add", "scatter_mul",
-           "scatter_max", "scatter_min", "concatenate", "split"]
+__all__ = ["slice", "dynamic_slice", "dynamic_update_slice", "gather", "scatter", "scatter_add",
+           "scatter_mul", "scatter_max", "scatter_min", "concatenate", "split", "take_along",
+           "add_back"]
 
 
 def _pad_back(z_bar, *, start, limit, strides, in_shape):
@@ -117,6 +119,44 @@ fits, and the rule writes it back where the slice was read).
 )
 
 
+def _prepare_dynamic_update_slice(x, update, start):
+    """The dynamic update slice gate: ``lax.dynamic_update_slice(x, update, start)``."""
+    index = jnp.stack([jnp.asarray(i) for i in start]) if len(start) else jnp.zeros(0, int)
+    return inputs(x, update, index, sizes=tuple(jnp.shape(update)),
+                  in_shape=tuple(jnp.shape(x)))
+
+
+dynamic_update_slice = Gate(
+    "dynamic_update_slice",
+    pattern=ROUTER,
+    forward=lambda x, u, index, *, sizes, in_shape: (
+        lax.dynamic_update_slice(x, u, _starts(index)), index),
+    vjp=(lambda index, z_bar, *, sizes, in_shape: lax.dynamic_update_slice(
+             z_bar, jnp.zeros(sizes, z_bar.dtype), _starts(index)),
+         lambda index, z_bar, *, sizes, in_shape: lax.dynamic_slice(
+             z_bar, _starts(index), sizes),
+         None),
+    jvp=(lambda index, x_dot, *, sizes, in_shape: lax.dynamic_update_slice(
+             x_dot, jnp.zeros(sizes, x_dot.dtype), _starts(index)),
+         lambda index, u_dot, *, sizes, in_shape: lax.dynamic_update_slice(
+             jnp.zeros(in_shape, u_dot.dtype), u_dot, _starts(index)),
+         None),
+    local=("1 outside the window, 0 inside", "1, read back from the window"),
+    tangent="x_dot with u_dot written in the window",
+    params=("sizes", "in_shape"),
+    prepare=_prepare_dynamic_update_slice,
+    primitives={"dynamic_update_slice": lambda x, u, *index: dynamic_update_slice(
+        x, u, index)},
+    doc="""Dynamic update slice gate: z = x with ``update`` written at i (``x.at[i:i + n].set(u)``
+with the start i known only at run time, ``lax.dynamic_update_slice``).
+
+The "gradient router": each place of z holds one input's value, and only that input gets its
+gradient: the update gets z_bar's window at i (a dynamic slice), x gets z_bar with that
+window zeroed. JAX clamps i so the update fits, and both rules use the same clamped window.
+""",
+)
+
+
 _PROMISE = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 
 
@@ -130,13 +170,17 @@ def _scatter_mode(mode):
     return lax.GatherScatterMode.FILL_OR_DROP if mode == _PROMISE else mode
 
 
+_GATHER_SCATTER = (("offset_dims", "update_window_dims"),
+                   ("collapsed_slice_dims", "inserted_window_dims"),
+                   ("start_index_map", "scatter_dims_to_operand_dims"),
+                   ("operand_batching_dims", "operand_batching_dims"),
+                   ("start_indices_batching_dims", "scatter_indices_batching_dims"))
+"""A gather's dimension numbers and the scatter's that undoes it, field by field."""
+
+
 def _scatter_numbers(dn):
     """The scatter that puts back what a gather with dimension numbers ``dn`` picked."""
-    return lax.ScatterDimensionNumbers(
-        update_window_dims=dn.offset_dims, inserted_window_dims=dn.collapsed_slice_dims,
-        scatter_dims_to_operand_dims=dn.start_index_map,
-        operand_batching_dims=dn.operand_batching_dims,
-        scatter_indices_batching_dims=dn.start_indices_batching_dims)
+    return lax.ScatterDimensionNumbers(**{s: getattr(dn, g) for g, s in _GATHER_SCATTER})
 
 
 def _gather(x, idx, *, dimension_numbers, slice_sizes, mode, fill_value, indices_are_sorted,
@@ -224,11 +268,7 @@ def _scatter_args(name):
 
 def _gather_numbers(sdn):
     """The gather that reads back what a scatter with dimension numbers ``sdn`` wrote."""
-    return lax.GatherDimensionNumbers(
-        offset_dims=sdn.update_window_dims, collapsed_slice_dims=sdn.inserted_window_dims,
-        start_index_map=sdn.scatter_dims_to_operand_dims,
-        operand_batching_dims=sdn.operand_batching_dims,
-        start_indices_batching_dims=sdn.scatter_indices_batching_dims)
+    return lax.GatherDimensionNumbers(**{g: getattr(sdn, s) for g, s in _GATHER_SCATTER})
 
 
 def _read_back(z_bar, idx, *, dimension_numbers, mode, updates_shape, in_shape, **_):
@@ -413,50 +453,39 @@ def _extremal_forward(op, x, idx, u, **p):
     return z, (idx, *_routes(winner, idx, ids, **p))
 
 
-scatter_max = Gate(
-    "scatter_max",
-    pattern=ROUTER,
-    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_max, x, idx, u, **p),
-    vjp=(_x_routed, None, _u_bar_routed),
-    jvp=(_x_routed, None, _u_dot_routed),
-    local=("[x is the largest]", None, "1 where it is the largest (the first at a tie), else 0"),
-    tangent="the largest input's tangent at each place",
-    params=_SCATTER_PARAMS,
-    prepare=_scatter_args("scatter_max"),
-    primitives={"scatter-max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p),
-                "scatter_max": lambda x, idx, u, **p: scatter_max(x, idx, u, **p)},
-    doc="""Scatter-max gate: z = the largest of x and the ``updates`` at each index
-(``x.at[i].max(u)``, ``jax.ops.segment_max``).
+def _scatter_extremum(name: str, op) -> Gate:
+    word = {"max": "largest", "min": "smallest"}[name]
 
-The "gradient router", the max gate's: the largest value at each place takes the
-whole gradient, the others none: x_bar = z_bar where x is the largest; an update gets z_bar
-read back at its index where it is. At a tie the first takes it all, as the max gate gives a
+    def apply(x, idx, u, **p):
+        return gate(x, idx, u, **p)
+
+    gate = Gate(
+        f"scatter_{name}",
+        pattern=ROUTER,
+        forward=lambda x, idx, u, **p: _extremal_forward(op, x, idx, u, **p),
+        vjp=(_x_routed, None, _u_bar_routed),
+        jvp=(_x_routed, None, _u_dot_routed),
+        local=(f"[x is the {word}]", None,
+               f"1 where it is the {word} (the first at a tie), else 0"),
+        tangent=f"the {word} input's tangent at each place",
+        params=_SCATTER_PARAMS,
+        prepare=_scatter_args(f"scatter_{name}"),
+        primitives={f"scatter-{name}": apply, f"scatter_{name}": apply},
+        doc=f"""Scatter-{name} gate: z = the {word} of x and the ``updates`` at each index
+(``x.at[i].{name}(u)``, ``jax.ops.segment_{name}``).
+
+The "gradient router", the {name} gate's: the {word} value at each place takes the
+whole gradient, the others none: x_bar = z_bar where x is the {word}; an update gets z_bar
+read back at its index where it is. At a tie the first takes it all, as the {name} gate gives a
 tie to its first input: x first, then the updates in their order (``jax.grad`` splits a tie
 evenly instead). A dropped update gets 0.
 """,
-)
+    )
+    return gate
 
 
-scatter_min = Gate(
-    "scatter_min",
-    pattern=ROUTER,
-    forward=lambda x, idx, u, **p: _extremal_forward(lax.scatter_min, x, idx, u, **p),
-    vjp=(_x_routed, None, _u_bar_routed),
-    jvp=(_x_routed, None, _u_dot_routed),
-    local=("[x is the smallest]", None,
-           "1 where it is the smallest (the first at a tie), else 0"),
-    tangent="the smallest input's tangent at each place",
-    params=_SCATTER_PARAMS,
-    prepare=_scatter_args("scatter_min"),
-    primitives={"scatter-min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p),
-                "scatter_min": lambda x, idx, u, **p: scatter_min(x, idx, u, **p)},
-    doc="""Scatter-min gate: z = the smallest of x and the ``updates`` at each index
-(``x.at[i].min(u)``, ``jax.ops.segment_min``).
-
-The "gradient router", the min gate's: as scatter_max, with the smallest value
-taking the gradient; a tie goes to x first, then to the first tied update.
-""",
-)
+scatter_max = _scatter_extremum("max", lax.scatter_max)
+scatter_min = _scatter_extremum("min", lax.scatter_min)
 
 
 def _place(x_dot, *, dimension, sizes, which):
@@ -471,7 +500,18 @@ def _part(z_bar, *, dimension, sizes, which):
     return lax.slice_in_dim(z_bar, lo, lo + sizes[which], axis=dimension)
 
 
-_concatenate = Gate(
+def _prepare_concatenate(xs, axis: int = 0):
+    """``concatenate([x, y, ...], axis)``: a longer list joins all but its last part first,
+    so n parts take n - 1 concatenate gates."""
+    xs = list(xs)
+    if len(xs) < 2:
+        raise ValueError(f"concatenate: give two or more arrays to join; got {len(xs)}")
+    axis = axis % jnp.ndim(xs[0])
+    x, y = (xs[0] if len(xs) == 2 else concatenate(xs[:-1], axis)), xs[-1]
+    return inputs(x, y, dimension=axis, sizes=(jnp.shape(x)[axis], jnp.shape(y)[axis]))
+
+
+concatenate = Gate(
     "concatenate",
     pattern=STRUCTURE,
     forward=lambda x, y, *, dimension, sizes: (jnp.concatenate([x, y], axis=dimension), None),
@@ -482,26 +522,16 @@ _concatenate = Gate(
     local=("1, moved: x_bar = z_bar's first part", "1, moved: y_bar = z_bar's second part"),
     tangent="[x_dot, y_dot]",
     params=("dimension", "sizes"),
-    primitives={"concatenate": lambda *xs, dimension: concatenate(xs, dimension)},
-    doc="""Concatenate gate: z = [x, y] joined along ``dimension``.
+    prepare=_prepare_concatenate,
+    primitives={"concatenate": lambda *xs, dimension: xs[0] if len(xs) == 1
+                else concatenate(xs, dimension)},
+    doc="""Concatenate gate: z = [x, y] joined along ``dimension``:
+``concatenate([x, y, ...], axis=0)``.
 
 Each part takes its own piece of z_bar back (x_bar = the first x.shape[d] entries
 along d, y_bar the rest). Longer lists are joined two at a time.
 """,
 )
-
-
-def concatenate(xs, axis: int = 0):
-    """``jnp.concatenate(xs, axis)`` as concatenate gates, joined two at a time."""
-    xs = list(xs)
-    if not xs:
-        raise ValueError("concatenate: give at least one array")
-    axis = axis % jnp.ndim(xs[0])
-    out = xs[0]
-    for x in xs[1:]:
-        out = _concatenate(out, x, dimension=axis,
-                           sizes=(jnp.shape(out)[axis], jnp.shape(x)[axis]))
-    return out
 
 
 def _prepare_split(x, sizes, axis: int = 0):
@@ -527,3 +557,29 @@ The parts' gradients are joined back.
 )
 
 
+
+
+def _along(axis: int, ndim: int):
+    """Every axis but ``axis``: the batch axes of a pick along ``axis``."""
+    return tuple(d for d in range(ndim) if d != axis)
+
+
+def take_along(x, idx, axis: int):
+    """``jnp.take_along_axis(x, idx, axis)`` as one gather (the gather gate in traced code):
+    z[..., i, ...] = x[..., idx[..., i, ...], ...]. ``idx`` is in bounds."""
+    batch = _along(axis, x.ndim)
+    dn = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(axis,),
+                                    start_index_map=(axis,), operand_batching_dims=batch,
+                                    start_indices_batching_dims=batch)
+    return lax.gather(x, idx[..., None], dn, (1,) * x.ndim, mode=_PROMISE)
+
+
+def add_back(t, idx, axis: int, shape):
+    """The transpose of :func:`take_along`: each element of t added back into zeros shaped
+    ``shape`` at the place along ``axis`` it was read from (one scatter-add)."""
+    batch = _along(axis, len(shape))
+    dn = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=(axis,),
+                                     scatter_dims_to_operand_dims=(axis,),
+                                     operand_batching_dims=batch,
+                                     scatter_indices_batching_dims=batch)
+    return lax.scatter_add(jnp.zeros(shape, t.dtype), idx[..., None], t, dn, mode=_PROMISE)

@@ -1,9 +1,9 @@
 """The structure gates: they move values and gradients around and change no value.
 
-A copy (one value feeding two gates, or a broadcast of one value to many places) is the
-lecture's *gradient adder*: the gradients of the copies add. Reshape, squeeze, transpose,
-reverse and a floating-point cast only move each element (or change its precision), so
-their rules move the gradient straight back into place.
+A copy (one value feeding two gates, a broadcast of one value to many places, or a tile of
+copies of an array) is the lecture's *gradient adder*: the gradients of the copies add.
+Reshape, squeeze, transpose, reverse and a floating-point cast only move each element (or
+change its precision), so their rules move the gradient straight back into place.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from jax import lax
 from jaxprop.gate import ADDER, STRUCTURE, Gate, inputs
 
 __all__ = ["copy", "broadcast_to", "reshape", "squeeze", "expand_dims", "transpose", "rev",
-           "cast"]
+           "cast", "tile"]
 
 
 copy = Gate(
@@ -105,9 +105,31 @@ Every element keeps its gradient: z_bar is reshaped back to x's shape.
 )
 
 
-def expand_dims(x, axis):
-    """x with a size-1 axis inserted at ``axis``: a reshape."""
-    return reshape(x, np.expand_dims(np.empty(jnp.shape(x), np.int8), axis).shape)
+def _prepare_expand_dims(x, axis):
+    """x with size-1 axes inserted at ``axis`` (an int or a tuple), counted in the output."""
+    dims = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = jnp.ndim(x) + len(dims)
+    if not all(-ndim <= d < ndim for d in dims) or len({d % ndim for d in dims}) < len(dims):
+        raise ValueError(f"expand_dims: axis {axis!r} does not name {len(dims)} distinct new "
+                         f"axes of a rank-{ndim} output (input shape {jnp.shape(x)})")
+    return inputs(x, dims=tuple(sorted(d % ndim for d in dims)))
+
+
+expand_dims = Gate(
+    "expand_dims",
+    pattern=STRUCTURE,
+    forward=lambda x, *, dims: (lax.expand_dims(x, dims), None),
+    vjp=(lambda res, z_bar, *, dims: lax.squeeze(z_bar, dims),),
+    jvp=(lambda res, x_dot, *, dims: lax.expand_dims(x_dot, dims),),
+    local=("1, moved: x_bar = z_bar without the new axes",),
+    tangent="x_dot with the new axes",
+    params=("dims",),
+    prepare=_prepare_expand_dims,
+    doc="""Expand-dims gate: z = x with new size-1 axes at ``dims``, squeeze's inverse.
+
+z_bar loses those axes again.
+""",
+)
 
 
 def _squeeze_label(names, *, dims, in_shape):
@@ -229,3 +251,39 @@ it is no gate.
 )
 
 
+
+
+def _prepare_tile(x, reps):
+    """x repeated ``reps[d]`` times along each axis d (``jnp.tile``); a shorter ``reps`` is
+    padded with 1s in front."""
+    reps = tuple(int(r) for r in ((reps,) if isinstance(reps, int) else reps))
+    ndim = jnp.ndim(x)
+    if len(reps) > ndim or any(r < 1 for r in reps):
+        raise ValueError(f"tile: reps {reps} must be at most one count >= 1 per axis of x "
+                         f"(shape {jnp.shape(x)}); reshape x to more axes first")
+    return inputs(x, reps=(1,) * (ndim - len(reps)) + reps)
+
+
+def _sum_tiles(z_bar, reps):
+    """z_bar with each axis split as (copy, element), summed over the copies."""
+    split = tuple(n for r, s in zip(reps, z_bar.shape) for n in (r, s // r))
+    return jnp.sum(z_bar.reshape(split), axis=tuple(range(0, len(split), 2)))
+
+
+tile = Gate(
+    "tile",
+    pattern=ADDER,
+    forward=lambda x, *, reps: (lax.tile(x, reps), None),
+    vjp=(lambda res, z_bar, *, reps: _sum_tiles(z_bar, reps),),
+    jvp=(lambda res, x_dot, *, reps: lax.tile(x_dot, reps),),
+    local=("1 per copy: x_bar = sum of the copies' z_bar",),
+    tangent="x_dot, tiled",
+    params=("reps",),
+    prepare=_prepare_tile,
+    primitives={"tile": lambda x, *, reps: tile(x, tuple(reps))},
+    doc="""Tile gate: z = x repeated ``reps[d]`` times along each axis d (``jnp.tile``).
+
+The "gradient adder": every element of x is copied once per tile, and at a copy the
+gradients add: x_bar = the sum of z_bar's tiles.
+""",
+)

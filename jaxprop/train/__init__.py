@@ -23,23 +23,9 @@ Names are imported lazily, so ``from jaxprop.train import load_config`` loads no
 
 from typing import TYPE_CHECKING
 
-from jaxprop._lazy import exports
+from jaxprop._lazy import exports, typed_exports
 
-_EXPORTS = {
-    "load_config": "jaxprop.train.experiment",
-    "Config": "jaxprop.train.experiment",
-    "EXIT_DIVERGED": "jaxprop.train.loop",
-    "RunResult": "jaxprop.train.loop",
-    "default_out_dir": "jaxprop.train.loop",
-    "train": "jaxprop.train.loop",
-    "Trainer": "jaxprop.train.trainer",
-    "load_data": "jaxprop.train.trainer",
-    "enable_compilation_cache": "jaxprop.train.cache",
-    "print_summary": "jaxprop.train.report",
-    "run_sweep": "jaxprop.train.sweep",
-}
-
-if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` re-exports
+if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the types
     from jaxprop.train.cache import enable_compilation_cache as enable_compilation_cache
     from jaxprop.train.experiment import Config as Config
     from jaxprop.train.experiment import load_config as load_config
@@ -52,5 +38,6 @@ if TYPE_CHECKING:  # the real types, for mypy, pyright and editors; ``X as X`` r
     from jaxprop.train.trainer import Trainer as Trainer
     from jaxprop.train.trainer import load_data as load_data
 
+_EXPORTS = typed_exports(__file__)
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)

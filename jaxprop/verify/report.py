@@ -1,11 +1,20 @@
-"""What ``jaxprop.check`` found: one row per check, a table for the terminal and for Jupyter."""
+"""What ``jaxprop.check`` found: one row per check, a table for the terminal and for Jupyter.
+
+The terminal table is drawn with ``rich``, in the style of ``jaxprop explain``'s: each row's
+note is wrapped in its own column, so a report reads at the terminal's width.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import io
 import math
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 __all__ = ["CheckRow", "CheckReport", "PASS", "FAIL", "ERROR", "NOT_APPLICABLE"]
 
@@ -47,6 +56,9 @@ class CheckRow:
     @property
     def ok(self) -> bool:
         return self.status in (PASS, NOT_APPLICABLE)
+
+
+_STATUS_STYLE = {PASS: "green", NOT_APPLICABLE: "dim"}  # FAIL and error: bold red
 
 
 def _number(x: float | None) -> str:
@@ -100,17 +112,32 @@ class CheckReport:
         return [[r.key, r.status, _number(r.abs_error), _number(r.rel_error), r.where,
                  r.note] for r in self.rows]
 
+    def table(self) -> Table:
+        """The ``rich`` table of the rows: the status in colour, the notes wrapped."""
+        table = Table(title=f"jaxprop.check of {self.target} "
+                            f"(inputs: {', '.join(self.inputs)})", title_justify="left",
+                      show_lines=True, expand=True)
+        table.add_column("check", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("abs error", justify="right", no_wrap=True)
+        table.add_column("rel error", justify="right", no_wrap=True)
+        table.add_column("worst at", max_width=30)
+        table.add_column("note", ratio=1)
+        for row, cells in zip(self.rows, self._cells()):
+            style = _STATUS_STYLE.get(row.status, "bold red")
+            table.add_row(Text(cells[0]), Text(cells[1], style=style),
+                          *(Text(c) for c in cells[2:]))  # "[x > 0]" is text, not markup
+        return table
+
+    def text(self, width: int = 120) -> str:
+        """The table as plain text ``width`` columns wide, then the summary line."""
+        console = Console(file=io.StringIO(), width=width, color_system=None,
+                          force_jupyter=False)
+        console.print(self.table())
+        return console.file.getvalue() + self.summary()
+
     def __str__(self) -> str:
-        head = ["check", "status", "abs error", "rel error", "worst at", "note"]
-        cells = self._cells()
-        widths = [max(len(head[k]), *(len(c[k]) for c in cells)) for k in range(5)]
-        lines = [f"jaxprop.check of {self.target} (inputs: {', '.join(self.inputs)})",
-                 "  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[5],
-                 "  ".join("-" * w for w in widths) + "  " + "-" * 4]
-        for c in cells:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths)) + "  " + c[5])
-        lines.append(self.summary())
-        return "\n".join(lines)
+        return self.text()
 
     def __repr__(self) -> str:
         return f"<CheckReport {self.summary()}>"

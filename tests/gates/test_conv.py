@@ -66,9 +66,9 @@ def batch_grouped(x, w):
 
 def test_batch_groups_are_refused_naming_them_and_the_line():
     x, w = normal(4, 2, 4, 4), normal(2, 2, 3, 3)
-    with pytest.raises(NoGateError, match=r"lax.conv_general_dilated at .*test_conv.py:\d+ "
-                                          r"\(batch_grouped\): conv: batch_group_count=2 is not "
-                                          r"covered by the conv gate"):
+    with pytest.raises(NoGateError, match=r"lax.conv_general_dilated: conv: batch_group_count=2 "
+                                          r"is not covered by the conv gate \(feature groups "
+                                          r"are; .*\) \(at .*test_conv.py:\d+ \(batch_grouped\)\)"):
         jaxprop.reverse.grad(batch_grouped, 1)(x, w)
     with pytest.raises(ValueError, match="conv: batch_group_count=2 is not covered"):
         gates.conv(x, w, (1, 1), "SAME", batch_group_count=2)

@@ -264,3 +264,16 @@ def test_matmul_weight_gradient_in_the_cpu_layout_is_still_x_transpose_dy():
     _, pullback = jaxprop.reverse.vjp(gates.matmul, x, w)
     x_bar, w_bar = pullback(dy)
     chex.assert_trees_all_close((x_bar, w_bar), (dy @ w.T, x.T @ dy), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["neg", "where", "mean_axis0", "expand_dims",
+                                  "concatenate_three"])
+def test_hessian_through_the_gates_rules_matches_jax(name):
+    # the output through tanh, so the Hessian is not zero: forward over reverse through the
+    # gate's own VJP rule, then its JVP rule
+    case = next(c for c in GATE_CASES if c.name == name)
+    f, dyn = case.split(lambda *a: gates.sum(gates.tanh(case.fn(*a))), case.args())
+    ref, _ = case.split(lambda *a: jnp.sum(jnp.tanh(case.ref(*a))), case.args())
+    argnums = tuple(range(len(dyn)))
+    chex.assert_trees_all_close(jaxprop.hessian(f, argnums)(*dyn),
+                                jax.hessian(ref, argnums)(*dyn), rtol=RTOL, atol=1e-12)
