@@ -1,7 +1,9 @@
-"""The lecture's classifiers as pure functions of a dict of parameters.
+"""The lecture's classifiers as pure functions of a dict of parameters: the linear
+classifier, the two-layer net and CS231n's three-layer ConvNet.
 
-Parameters are plain dicts of arrays with the course names (``W``/``b``, or
-``W1``/``b1``/``W2``/``b2``), so optax updates them as they are.
+Parameters are plain dicts of arrays with the course names (``W``/``b``,
+``W1``/``b1``/``W2``/``b2``, or the ConvNet's ``W1`` ... ``b3`` with ``gamma1``/``beta1``,
+``gamma2``/``beta2`` for its batch norm), so optax updates them as they are.
 """
 
 from __future__ import annotations
