@@ -351,17 +351,62 @@ class _Program:
 
 
 def _user_line(op: _Op) -> str:
-    """Where in the user's code an operation came from: the first frame outside JAX and
-    jaxprop, as ``file:line (function)``, of the equation or else of the calls (a nested
-    ``jax.jit``, ``jnp.sort``'s own jit) it was opened from."""
+    """Where an operation came from: the first frame outside JAX and jaxprop, as
+    ``file:line (function)``, of the equation or else of the calls (a nested ``jax.jit``,
+    ``jnp.sort``'s own jit) it was opened from. An operation traced inside a gate's own
+    forward computation or rule (a second derivative traces the first one's rules) is named
+    by that gate and rule (:func:`jaxprop.wiring.rule_scope`), with the user's line when the
+    trace has one; with neither, the innermost frame outside JAX."""
     skip = (os.path.dirname(jax.__file__) + os.sep, os.path.dirname(__file__) + os.sep,
             os.sep + "jaxlib" + os.sep, os.sep + "optax" + os.sep)
+    line = fallback = None
     for eqn in (op.eqn, *op.sites):
         tb = getattr(eqn.source_info, "traceback", None)
         for frame in getattr(tb, "frames", None) or []:
+            where = f"{frame.file_name}:{frame.line_num} ({frame.function_name})"
+            if fallback is None and not any(s in frame.file_name for s in skip[:1] + skip[2:]):
+                fallback = where
             if not any(s in frame.file_name for s in skip):
-                return f"{frame.file_name}:{frame.line_num} ({frame.function_name})"
-    return "an unknown line"
+                line = where
+                break
+        if line is not None:
+            break
+    rule = next((r for r in map(_rule_of, (op.eqn, *op.sites)) if r is not None), None)
+    if rule is not None:
+        return rule + (f", in the call at {line}" if line else "")
+    return line or fallback or f"a line JAX did not record (in {op.eqn.primitive.name!r})"
+
+
+def _rule_of(eqn) -> str | None:
+    """``"the VJP rule of the gate 'slice' (for x)"`` when ``eqn`` was traced inside a
+    gate's own forward computation or rule, else None."""
+    found = wiring.scope_of(str(getattr(eqn.source_info, "name_stack", "")))
+    if found is None:
+        return None
+    gate, rule, x = found
+    what = "forward computation" if rule == "forward" else f"{rule} rule"
+    return f"the {what} of the gate {gate!r}" + (f" (for {x})" if x else "")
+
+
+def _no_gate(op: _Op) -> str:
+    """The message of :class:`NoGateError` for an operation no gate stands for."""
+    name, where = op.eqn.primitive.name, _where(op)
+    fix = ("Build that step from jaxprop.gates (or write a Gate for it)"
+           if where.startswith("at ") else
+           "A gate's rules must use only operations that have gates, so that derivatives of "
+           "derivatives run through gates too: write that rule with such operations (or "
+           f"give {name!r} a gate)")
+    return (f"jaxprop: no gate for the JAX primitive {name!r} ({where}), which a "
+            f"differentiated value flows through. {fix}, or pass allow_jax_rules=True to let "
+            "JAX differentiate it with its own rule (observe and explain then mark it "
+            "\"JAX's rule\")")
+
+
+def _where(op: _Op) -> str:
+    """:func:`_user_line` as a phrase: ``at file:line (function)``, or ``in the VJP rule of
+    the gate 'slice' ...``."""
+    line = _user_line(op)
+    return ("in " if line.startswith("the ") else "at ") + line
 
 
 def _materialize(value):
@@ -475,28 +520,23 @@ def run(program: _Program, values: list, active_inputs: list[bool],
                 outs = _lifted(op, vals)
             except NoGateError as e:  # a gate's adapter refused these parameters
                 if not allow_jax_rules:
-                    raise NoGateError(f"jaxprop: {e} (at {_user_line(op)})") from None
+                    raise NoGateError(f"jaxprop: {e} ({_where(op)})") from None
                 outs = _jax_rule(op, vals)
         elif allow_jax_rules:
             outs = _jax_rule(op, vals)
         elif name in CONTROL_FLOW:
             raise NoGateError(
-                f"jaxprop: lax.{name} at {_user_line(op)} carries a differentiated value, "
+                f"jaxprop: lax.{name} {_where(op)} carries a differentiated value, "
                 "and jaxprop's tracer does not open control flow; write the loop in Python, "
                 "or pass allow_jax_rules=True to let JAX differentiate it")
         elif coverage.not_gated_reason(name) is not None:
             raise NoGateError(
-                f"jaxprop: the JAX primitive {name!r} (at {_user_line(op)}), which a "
+                f"jaxprop: the JAX primitive {name!r} ({_where(op)}), which a "
                 "differentiated value flows through, is deliberately out of jaxprop's gates: "
                 f"{coverage.not_gated_reason(name)}. Pass allow_jax_rules=True to let JAX "
                 "differentiate it with its own rule")
         else:
-            raise NoGateError(
-                f"jaxprop: no gate for the JAX primitive {name!r} (at {_user_line(op)}), "
-                "which a differentiated value flows through. Build that step from "
-                "jaxprop.gates (or write a Gate for it), or pass allow_jax_rules=True to let "
-                "JAX differentiate it with its own rule (observe and explain then mark it "
-                "\"JAX's rule\")")
+            raise NoGateError(_no_gate(op))
         env.update(zip(op.outs, outs))
     return [_materialize(env[r]) for r in program.outputs]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import weakref
 from collections.abc import Callable
 
@@ -138,6 +139,26 @@ def apply(gate, xs: tuple, params: dict):
     return out
 
 
+RULE_SCOPE = "jaxprop_rule"
+"""How the named scope of a gate's own computation begins (see :func:`rule_scope`)."""
+
+
+def rule_scope(gate, rule: str, i: int | None = None):
+    """A ``jax.named_scope`` around a gate's forward computation or one of its rules
+    (``rule``: ``"forward"``, ``"VJP"`` or ``"JVP"``, for input ``i``): the operations traced
+    inside carry it in their name stack, so the tracer can say whose rule an operation
+    without a gate came from (:func:`scope_of` reads it back)."""
+    name = "" if i is None else gate.input_names[i]
+    return jax.named_scope(f"{RULE_SCOPE}({gate.name},{rule},{name})")
+
+
+def scope_of(name_stack: str) -> tuple[str, str, str] | None:
+    """``(gate name, rule, input name or "")`` of the innermost :func:`rule_scope` in a
+    name stack, or None."""
+    found = re.findall(re.escape(RULE_SCOPE) + r"\(([^,()]+),(\w+),(\w*)\)", name_stack)
+    return tuple(found[-1]) if found else None
+
+
 CPU_LAYOUT_MIN_SIZE = 2**16
 """From this many elements of x on, matmul's weight gradient runs in the CPU GEMM's layout."""
 
@@ -212,7 +233,8 @@ def wire(gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple,
         return merge_inputs(const_mask, consts, arrays)
 
     def forward(xs):
-        return _checked_forward(gate, run_forward(gate, xs, const_mask, params))
+        with rule_scope(gate, "forward"):
+            return _checked_forward(gate, run_forward(gate, xs, const_mask, params))
 
     if rule_set == "jvp":
 
@@ -236,7 +258,8 @@ def wire(gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple,
                     x_dot = jnp.broadcast_to(x_dot, jnp.shape(z))
                 if i not in _LINEAR_CHECKED.setdefault(gate, set()):
                     _check_linear(gate, i, rule, res, x_dot)
-                part = _checked_tangent(gate, i, rule(res, x_dot), z)
+                with rule_scope(gate, "JVP", i):
+                    part = _checked_tangent(gate, i, rule(res, x_dot), z)
                 part = jax.tree.map(_like, part, z)  # z_dot takes z's dtype
                 z_dot = part if z_dot is None else jax.tree.map(jnp.add, z_dot, part)
             if z_dot is None:
@@ -270,7 +293,8 @@ def wire(gate, rule_set: str, const_mask: tuple[bool, ...], frozen: tuple,
             if rule is None:
                 x_bars.append(None)
                 continue
-            x_bar = _checked_cotangent(gate, i, rule(res, z_bar), xs[i], z)
+            with rule_scope(gate, "VJP", i):
+                x_bar = _checked_cotangent(gate, i, rule(res, z_bar), xs[i], z)
             if gate.broadcast:
                 x_bar = unbroadcast(x_bar, np.shape(xs[i]))
             x_bars.append(x_bar.astype(jnp.result_type(xs[i])))

@@ -417,9 +417,10 @@ POOL_CASES = [
     _pool_case("min_pool_dilated", "min_pool", jnp.min, _DILATED, order2=True),
     _pool_case("sum_pool_same_overlapping", "sum_pool", jnp.sum, _SAME, order2=True),
     _pool_case("sum_pool_dilated", "sum_pool", jnp.sum, _DILATED),
-    Case("avg_pool_2x2", lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
-         lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
-         lambda rng: (normal(rng, (2, 3, 4, 4)),), covers="sum_pool"),
+    _param_case("avg_pool_2x2", _gate_of("avg_pool"),
+                lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
+                lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
+                lambda rng: (normal(rng, (2, 3, 4, 4)),), _POOL, order2=True),
     _param_case("select_and_scatter_add", _gate_of("select_and_scatter_add"),
                 lambda s, o: gates.select_and_scatter_add(s, o, (1, 3, 3, 1), (1, 2, 2, 1),
                                                           "SAME"),
@@ -722,38 +723,6 @@ GATE_CASES = [
                 lambda x, w: jnp.einsum("cbf,bcg->bfg", x, w),
                 lambda rng: (normal(rng, (2, 3, 4)), normal(rng, (3, 2, 5))),
                 dict(dimension_numbers=_PERMUTED, **_DOT), diff=(0, 1)),
-] + [  # normalisation and dropout (jaxprop/gates/norm.py), against the layers in plain jnp
-    # eps = 1e-3 where the battery probes x all equal (var = 0): there rstd = eps^-1/2 and a
-    # finite difference at step h is off by h^2 / (2 eps) relative, 5e-6 at CS231n's eps of
-    # 1e-5 and 5e-8 here (tests/gates/test_norm.py checks eps = 1e-5 against jax.grad)
-    _param_case("batch_norm", _gate_of("batch_norm"),
-                lambda x, g, b: gates.batch_norm(x, g, b, eps=1e-3),
-                lambda x, g, b: ref_batch_norm(x, g, b, eps=1e-3),
-                lambda rng: (normal(rng, (6, 3)), normal(rng, (3,)), normal(rng, (3,))),
-                dict(axes=(0,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
-    _param_case("spatial_batch_norm", _gate_of("spatial_batch_norm"),
-                lambda x, g, b: gates.spatial_batch_norm(x, g, b), ref_spatial_batch_norm,
-                lambda rng: (normal(rng, (2, 3, 2, 2)), normal(rng, (3,)), normal(rng, (3,))),
-                dict(axes=(0, 2, 3), scale_axes=(1,), eps=1e-5), diff=(0, 1, 2), order2=True),
-    _param_case("layer_norm", _gate_of("layer_norm"),
-                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
-                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
-                lambda rng: (normal(rng, (3, 5)), normal(rng, (5,)), normal(rng, (5,))),
-                dict(axes=(1,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
-    _param_case("layer_norm_rank3", _gate_of("layer_norm"),
-                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
-                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
-                lambda rng: (normal(rng, (2, 2, 4)), normal(rng, (4,)), normal(rng, (4,))),
-                dict(axes=(2,), scale_axes=(2,), eps=1e-3), diff=(0, 1, 2)),
-    Case("dropout", lambda x: gates.dropout(x, 0.6, mask=KEEP),
-         lambda x: jnp.where(KEEP, x / 0.6, 0.0), lambda rng: (normal(rng, (3, 4)),), (0,),
-         _gate_of("dropout"), lambda g, x: g(x, KEEP, p=0.6), covers="dropout", order2=True),
-    Case("dropout_key", lambda x: gates.dropout(x, 0.8, jax.random.PRNGKey(3)),
-         lambda x: jnp.where(jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)),
-                             x / 0.8, 0.0),
-         lambda rng: (normal(rng, (4, 5)),), (0,), _gate_of("dropout"),
-         lambda g, x: g(x, jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)), p=0.8),
-         covers="dropout"),
 ] + [  # linear algebra (gates/linalg.py): well-conditioned inputs, batch axes in front
     _param_case("triangular_solve_left_lower", _gate_of("triangular_solve"),
                 lambda a, b: gates.triangular_solve(a, b, left_side=True, lower=True),
@@ -795,6 +764,38 @@ GATE_CASES = [
          lambda rng: (normal(rng, (2, 4)), normal(rng, (2, 4)), normal(rng, (2, 4)),
                       normal(rng, (2, 4, 2))), (0, 1, 2, 3), _gate_of("tridiagonal_solve"),
          lambda g, dl, d, du, b: g(dl, d + 4, du, b), covers="tridiagonal_solve", order2=True),
+] + [  # normalisation and dropout (jaxprop/gates/norm.py), against the layers in plain jnp
+    # eps = 1e-3 where the battery probes x all equal (var = 0): there rstd = eps^-1/2 and a
+    # finite difference at step h is off by h^2 / (2 eps) relative, 5e-6 at CS231n's eps of
+    # 1e-5 and 5e-8 here (tests/gates/test_norm.py checks eps = 1e-5 against jax.grad)
+    _param_case("batch_norm", _gate_of("batch_norm"),
+                lambda x, g, b: gates.batch_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_batch_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (6, 3)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("spatial_batch_norm", _gate_of("spatial_batch_norm"),
+                lambda x, g, b: gates.spatial_batch_norm(x, g, b), ref_spatial_batch_norm,
+                lambda rng: (normal(rng, (2, 3, 2, 2)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0, 2, 3), scale_axes=(1,), eps=1e-5), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (3, 5)), normal(rng, (5,)), normal(rng, (5,))),
+                dict(axes=(1,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm_rank3", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (2, 2, 4)), normal(rng, (4,)), normal(rng, (4,))),
+                dict(axes=(2,), scale_axes=(2,), eps=1e-3), diff=(0, 1, 2)),
+    Case("dropout", lambda x: gates.dropout(x, 0.6, mask=KEEP),
+         lambda x: jnp.where(KEEP, x / 0.6, 0.0), lambda rng: (normal(rng, (3, 4)),), (0,),
+         _gate_of("dropout"), lambda g, x: g(x, KEEP, p=0.6), covers="dropout", order2=True),
+    Case("dropout_key", lambda x: gates.dropout(x, 0.8, jax.random.PRNGKey(3)),
+         lambda x: jnp.where(jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)),
+                             x / 0.8, 0.0),
+         lambda rng: (normal(rng, (4, 5)),), (0,), _gate_of("dropout"),
+         lambda g, x: g(x, jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)), p=0.8),
+         covers="dropout"),
 ]
 GATE_CASES += POOL_CASES
 
@@ -1046,6 +1047,40 @@ GATE_CASES += [
 ]
 
 
+def ref_pad(x, v, config):
+    """``lax.pad`` built from jnp: x spread out with ``interior`` cells of v between its
+    elements, then blocks of v added at the ends (or cells cut off, for a negative count)."""
+    for axis, (lo, hi, interior) in enumerate(config):
+        n = x.shape[axis]
+        shape = list(x.shape)
+        shape[axis] = n + max(n - 1, 0) * interior
+        at = [np.s_[:]] * x.ndim
+        at[axis] = np.s_[::interior + 1]
+        x = jnp.full(shape, v, x.dtype).at[tuple(at)].set(x)
+        for count, end in ((lo, 0), (hi, 1)):
+            if count > 0:
+                shape = list(x.shape)
+                shape[axis] = count
+                block = jnp.full(shape, v, x.dtype)
+                x = jnp.concatenate([block, x] if end == 0 else [x, block], axis=axis)
+            elif count < 0:
+                x = lax.slice_in_dim(x, -count, None, axis=axis) if end == 0 else \
+                    lax.slice_in_dim(x, 0, x.shape[axis] + count, axis=axis)
+    return x
+
+
+_PAD_MIXED = ((1, -1, 1), (-1, 2, 2))  # low, high, interior: padding, cutting and spreading
+_PAD_CONV = ((0, 0, 0), (2, 1, 0), (1, 1, 0))  # jnp.pad's zeros around an image's edges
+
+GATE_CASES += [
+    _param_case("pad", _gate_of("pad"), lambda x, v: gates.pad(x, v, _PAD_MIXED),
+                lambda x, v: ref_pad(x, v, _PAD_MIXED),
+                lambda rng: (normal(rng, (3, 4)), normal(rng, ())), dict(config=_PAD_MIXED),
+                diff=(0, 1), order2=True),
+    Case("pad_zeros", lambda x: gates.pad(x, 0.0, _PAD_CONV),
+         lambda x: ref_pad(x, 0.0, _PAD_CONV), lambda rng: (normal(rng, (2, 3, 2)),), (0,),
+         _gate_of("pad"), lambda g, x: g(x, 0.0, config=_PAD_CONV), covers="pad"),
+]
 def _loss_case(name):
     entry = losses.LOSSES[name]
 

@@ -87,13 +87,15 @@ KEYWORDS = {**{name: ("kink", "tie", "router") for name in
                ("cummax", "cummin", "sort", "top_k")},
             **{name: ("zeros",) for name in ("prod", "cumprod")}}
 KEYWORDS |= {name: ("tie", "pool", "window") for name in
-             ("max_pool", "min_pool", "sum_pool", "select_and_scatter_add",
+             ("max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
               "select_and_gather_add")}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {
     "add:swap": "add's two VJP rules are the same function of z_bar (x_bar = y_bar = z_bar): "
                 "exchanging them changes nothing",
+    "rem:vjp[0]:eps": "rem's rule for x is 1 (x_bar = z_bar): it reads no residual, so an "
+                      "epsilon in the residual q = trunc(x/y) changes nothing",
 }
 """Mutants that change no derivative, with the reason."""
 

@@ -25,9 +25,9 @@ from jax import lax
 from jaxprop.gate import DISTRIBUTOR, ROUTER, STRUCTURE, SWITCHER, Gate, inputs
 from jaxprop.gates.arithmetic import neg
 
-__all__ = ["slice", "dynamic_slice", "dynamic_update_slice", "gather", "scatter", "scatter_add",
-           "scatter_mul", "scatter_max", "scatter_min", "concatenate", "split", "take_along",
-           "add_back"]
+__all__ = ["slice", "pad", "dynamic_slice", "dynamic_update_slice", "gather", "scatter",
+           "scatter_add", "scatter_mul", "scatter_max", "scatter_min", "concatenate", "split",
+           "take_along", "add_back"]
 
 
 def _pad_back(z_bar, *, start, limit, strides, in_shape):
@@ -81,6 +81,58 @@ slice = Gate(
 
 The "gradient router": each picked element gets its gradient back in place, the others
 none.
+""",
+)
+
+
+def _prepare_pad(x, padding_value, padding_config):
+    """The pad gate: ``lax.pad(x, padding_value, padding_config)``, one ``(low, high,
+    interior)`` per axis of x."""
+    config = tuple((int(lo), int(hi), int(i)) for lo, hi, i in padding_config)
+    if len(config) != jnp.ndim(x) or any(i < 0 for _, _, i in config):
+        raise ValueError(f"pad: padding_config must hold one (low, high, interior) per axis of "
+                         f"x (shape {jnp.shape(x)}), interior >= 0; got {padding_config}")
+    return inputs(x, padding_value, config=config)
+
+
+def _pad_forward(x, v, *, config):
+    padded = lax.pad(jnp.zeros(jnp.shape(x), bool), True, config)  # the padding's cells of z
+    return lax.pad(x, jnp.asarray(v, jnp.result_type(x)), config), padded
+
+
+def _take_back(z_bar, *, config):
+    """z_bar at the places x's elements went: the low and high padding cut away (and zeros
+    padded back where a negative padding cut x), then every (interior + 1)-th element (a
+    strided slice)."""
+    edges = lax.pad(z_bar, jnp.zeros((), z_bar.dtype), [(-lo, -hi, 0) for lo, hi, _ in config])
+    return lax.slice(edges, (0,) * edges.ndim, edges.shape, [i + 1 for _, _, i in config])
+
+
+pad = Gate(
+    "pad",
+    pattern=ROUTER,
+    forward=_pad_forward,
+    vjp=(lambda padded, z_bar, *, config: _take_back(z_bar, config=config),
+         lambda padded, z_bar, *, config: jnp.sum(jnp.where(padded, z_bar, 0))),
+    jvp=(lambda padded, x_dot, *, config: lax.pad(x_dot, jnp.zeros((), x_dot.dtype), config),
+         lambda padded, v_dot, *, config: jnp.where(padded, v_dot, 0)),
+    local=("1 where its element went, else 0", "1 per padded cell"),
+    tangent="x_dot padded with v_dot",
+    params=("config",),
+    prepare=_prepare_pad,
+    primitives={"pad": lambda x, v, *, padding_config: pad(
+        x, v, config=tuple(tuple(c) for c in padding_config))},
+    doc="""Pad gate: z = x with the padding value v around and between its elements
+(``lax.pad``; ``jnp.pad`` in its constant mode, CS231n's zero padding before a convolution).
+``config`` holds one (low, high, interior) per axis: ``low`` and ``high`` cells at the two
+ends (a negative one cuts cells off x instead) and ``interior`` cells between neighbours.
+
+The "gradient router": each cell of z holds one element of x or the padding value, and
+passes its gradient back to it. x_bar is z_bar at the places x's elements went: the edges
+cut away, then every (interior + 1)-th cell, a strided slice (an element cut off by a
+negative padding gets 0). The padding value was copied into every padded cell, so its
+gradient is the sum of z_bar over them. The slice gate's rule is a pad and this gate's
+is a slice: each is the other's transpose.
 """,
 )
 
