@@ -1,7 +1,9 @@
-"""The lecture's classifiers as pure functions of a dict of parameters.
+"""The lecture's classifiers as pure functions of a dict of parameters: the linear
+classifier, the two-layer net and CS231n's three-layer ConvNet.
 
-Parameters are plain dicts of arrays with the course names (``W``/``b``, or
-``W1``/``b1``/``W2``/``b2``), so optax updates them as they are.
+Parameters are plain dicts of arrays with the course names (``W``/``b``,
+``W1``/``b1``/``W2``/``b2``, or the ConvNet's ``W1`` ... ``b3`` with ``gamma1``/``beta1``,
+``gamma2``/``beta2`` for its batch norm), so optax updates them as they are.
 """
 
 from __future__ import annotations
@@ -205,9 +207,8 @@ CONVNET_NORM_KEYS = ("gamma1", "beta1", "gamma2", "beta2")
 
 def _max_pool_2x2(x):
     """2x2 max pooling with stride 2 over H and W of NCHW ``x``: each window's winner takes
-    the gradient (the max gate's router; a tie goes to the first)."""
-    n, c, h, w = jnp.shape(x)
-    return gates.max(gates.reshape(x, (n, c, h // 2, 2, w // 2, 2)), (3, 5))
+    the gradient (the max_pool gate is a router; a tie goes to the first)."""
+    return gates.max_pool(x, (1, 1, 2, 2), (1, 1, 2, 2))
 
 
 def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):
