@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxprop import gates, reference
 
 __all__ = ["Model", "linear_init", "linear_scores", "two_layer_init", "two_layer_scores",
-           "MODELS", "resolve"]
+           "convnet_init", "convnet_scores", "image_shape", "MODELS", "resolve"]
 
 
 def _check_input(name: str, x, w_name: str, w) -> None:
@@ -128,6 +128,131 @@ def two_layer_scores(params: dict, x):
     return gates.add(gates.matmul(h, params["W2"]), params["b2"])
 
 
+def image_shape(name: str, in_dim: int, channels: int | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the square images a row of ``in_dim`` pixels holds: ``H * H`` grey
+    (C = 1, the digits' 8x8) or ``H * H * 3`` colour (C = 3, CIFAR-10's 32x32x3), or
+    ``channels`` given."""
+    for c in (1, 3) if channels is None else (channels,):
+        side = math.isqrt(in_dim // c)
+        if side * side * c == in_dim and side > 0:
+            return c, side, side
+    raise ValueError(
+        f"{name}: takes square images flattened to rows of H*H (grey) or H*H*3 (colour) "
+        f"pixels; a row of {in_dim} is neither (data.bias_trick adds a column: set it false)")
+
+
+def _images(name: str, x, channels: int):
+    """x as NCHW images: rows [N, H*W*C] (the datasets' layout, CIFAR's load_CIFAR10
+    order, channel last) are reshaped and moved to [N, C, H, W]; 4-D x is taken as NCHW."""
+    if jnp.ndim(x) == 4:
+        return x
+    if jnp.ndim(x) != 2:
+        raise ValueError(f"{name}: x must be rows [N, D] or images [N, C, H, W]; got shape "
+                         f"{jnp.shape(x)}")
+    c, h, w = image_shape(name, jnp.shape(x)[1], channels)
+    return gates.transpose(gates.reshape(x, (jnp.shape(x)[0], h, w, c)), (0, 3, 1, 2))
+
+
+def convnet_init(key, image: tuple[int, int, int], num_classes: int, num_filters: int = 32,
+                 filter_size: int = 7, hidden_dim: int = 100, weight_scale: float = 1e-3,
+                 batchnorm: bool = False, dtype=jnp.float32) -> dict:
+    """Parameters of CS231n's three-layer ConvNet, as its ``ThreeLayerConvNet`` draws them.
+
+    Args:
+      key: a ``jax.random`` key.
+      image: ``(C, H, W)`` of one input image.
+      num_classes: the number of classes.
+      num_filters: F, the filters of the convolution.
+      filter_size: the side of each (square) filter; the padding keeps H and W.
+      hidden_dim: the width of the hidden affine layer.
+      weight_scale: standard deviation of every weight.
+      batchnorm: add spatial batch norm after the conv and batch norm after the hidden
+        affine layer (gamma ones, beta zeros).
+      dtype: floating dtype of the parameters.
+
+    Returns:
+      ``{"W1": [F, C, k, k], "b1": [F], "W2": [F*H/2*W/2, hidden], "b2": [hidden],
+      "W3": [hidden, classes], "b3": [classes]}``, biases zero, with ``gamma1``/``beta1``
+      [F] and ``gamma2``/``beta2`` [hidden] for batch norm.
+    """
+    c, h, w = image
+    if h % 2 or w % 2:
+        raise ValueError(f"convnet: the 2x2 max pool needs an even height and width; got "
+                         f"images of {h}x{w}")
+    k1, k2, k3 = jax.random.split(key, 3)
+    pooled = num_filters * (h // 2) * (w // 2)
+    params = {
+        "W1": weight_scale * _normal(k1, (num_filters, c, filter_size, filter_size), dtype),
+        "b1": jnp.zeros((num_filters,), dtype),
+        "W2": weight_scale * _normal(k2, (pooled, hidden_dim), dtype),
+        "b2": jnp.zeros((hidden_dim,), dtype),
+        "W3": weight_scale * _normal(k3, (hidden_dim, num_classes), dtype),
+        "b3": jnp.zeros((num_classes,), dtype),
+    }
+    if batchnorm:
+        for i, width in ((1, num_filters), (2, hidden_dim)):
+            params[f"gamma{i}"] = jnp.ones((width,), dtype)
+            params[f"beta{i}"] = jnp.zeros((width,), dtype)
+    return params
+
+
+CONVNET_KEYS = ("W1", "b1", "W2", "b2", "W3", "b3")
+CONVNET_NORM_KEYS = ("gamma1", "beta1", "gamma2", "beta2")
+
+
+def _max_pool_2x2(x):
+    """2x2 max pooling with stride 2 over H and W of NCHW ``x``: each window's winner takes
+    the gradient (the max gate's router; a tie goes to the first)."""
+    n, c, h, w = jnp.shape(x)
+    return gates.max(gates.reshape(x, (n, c, h // 2, 2, w // 2, 2)), (3, 5))
+
+
+def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):
+    """CS231n's three-layer ConvNet: conv - ReLU - 2x2 max pool - affine - ReLU - affine.
+
+    The conv has stride 1 and the padding that keeps the image's size. With ``gamma1`` in
+    ``params``, spatial batch norm follows the conv and batch norm the hidden affine layer
+    (each over the batch it is given, in training and at test time alike). With a ``key``
+    (training) and ``dropout_keep < 1``, inverted dropout keeps each hidden unit with
+    probability ``dropout_keep``; without a key (test time) nothing is dropped.
+
+    Args:
+      params: as ``convnet_init`` makes them.
+      x: rows [N, H*W*C] (a dataset's layout) or images [N, C, H, W].
+      key: a ``jax.random`` key for the dropout masks, or None.
+      dropout_keep: the probability of keeping a hidden unit.
+
+    Returns:
+      scores [N, classes].
+    """
+    norm = "gamma1" in params
+    _check_params("convnet_scores", params, CONVNET_KEYS + (CONVNET_NORM_KEYS if norm else ()))
+    w1 = params["W1"]
+    if jnp.ndim(w1) != 4 or jnp.shape(w1)[2] != jnp.shape(w1)[3] or jnp.shape(w1)[2] % 2 == 0:
+        raise ValueError(f"convnet_scores: params['W1'] must be [F, C, k, k] with k odd; got "
+                         f"shape {jnp.shape(w1)}")
+    f, c, k, _ = jnp.shape(w1)
+    x = _images("convnet_scores", x, c)
+    if jnp.shape(x)[1] != c:
+        raise ValueError(f"convnet_scores: images of {jnp.shape(x)[1]} channels (x "
+                         f"{jnp.shape(x)}) do not match params['W1'] {jnp.shape(w1)}")
+    pad = (k - 1) // 2
+    a = gates.conv(x, w1, (1, 1), ((pad, pad), (pad, pad)),
+                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    a = gates.add(a, gates.reshape(params["b1"], (f, 1, 1)))
+    if norm:
+        a = gates.spatial_batch_norm(a, params["gamma1"], params["beta1"])
+    pooled = _max_pool_2x2(gates.relu(a))
+    h = gates.add(gates.matmul(gates.reshape(pooled, (jnp.shape(x)[0], -1)), params["W2"]),
+                  params["b2"])
+    if norm:
+        h = gates.batch_norm(h, params["gamma2"], params["beta2"])
+    h = gates.relu(h)
+    if key is not None and dropout_keep < 1:
+        h = gates.dropout(h, dropout_keep, key)
+    return gates.add(gates.matmul(h, params["W3"]), params["b3"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A classifier: its parameters' initialiser, its scores built from gates, and its twin.
@@ -144,6 +269,11 @@ class Model:
       activations: ``(hidden_dim, num_classes) -> floats per example`` that one step holds
         (for the memory estimate made before compiling).
       summary: one line for listings.
+      config_keys: further ``model.*`` config keys that ``init`` takes as keywords (the
+        convnet's ``num_filters``, ``filter_size``, ``batchnorm``).
+      dropout: ``scores`` and ``reference`` take ``key=`` and ``dropout_keep=``: given a
+        ``jax.random`` key (a training step's), they draw their dropout masks from it, so
+        the two agree mask for mask; without one (test time) nothing is dropped.
 
     A user's own model is a ``Model`` in their own module, named in a config as
     ``model.kind = "module:attr"``.
@@ -155,6 +285,8 @@ class Model:
     reference: Callable | None = None
     activations: Callable[[int, int], int] = lambda h, c: 4 * h + 3 * c
     summary: str = ""
+    config_keys: tuple[str, ...] = ()
+    dropout: bool = False
 
     def __post_init__(self):
         if self.reference is None:
@@ -171,6 +303,16 @@ def _two_layer(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtyp
                           dtype=dtype)
 
 
+def _convnet(key, in_dim, num_classes, *, hidden_dim, weight_scale, bias, dtype, num_filters,
+             filter_size, batchnorm):
+    if not bias:
+        raise ValueError("model.kind='convnet' has its own biases: set data.bias_trick = false")
+    return convnet_init(key, image_shape("convnet", in_dim), num_classes,
+                        num_filters=num_filters, filter_size=filter_size, hidden_dim=hidden_dim,
+                        weight_scale=1e-3 if weight_scale is None else weight_scale,
+                        batchnorm=batchnorm, dtype=dtype)
+
+
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("linear", _linear, linear_scores, reference.linear_scores,
           lambda h, c: 3 * c,  # scores, their gradient, the loss's local gradient
@@ -178,6 +320,13 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("two_layer", _two_layer, two_layer_scores, reference.two_layer_scores,
           lambda h, c: 4 * h + 3 * c,
           "two-layer ReLU net s = relu(x W1 + b1) W2 + b2"),
+    Model("convnet", _convnet, convnet_scores, reference.convnet_scores,
+          # per example, for 8x8 images of 32 filters: conv, norm, ReLU, pool and their
+          # gradients (a lower estimate for larger images), then the hidden and score layers
+          lambda h, c: 6 * 32 * 8 * 8 + 6 * h + 3 * c,
+          "CS231n's three-layer ConvNet: conv - ReLU - 2x2 max pool - affine - ReLU - affine "
+          "(optional batch norm and dropout)",
+          config_keys=("num_filters", "filter_size", "batchnorm"), dropout=True),
 )}
 """The classifiers by the name configs use (``model.kind``)."""
 

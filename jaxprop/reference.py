@@ -19,14 +19,16 @@ For example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
-__all__ = ["linear_scores", "two_layer_scores", "svm_loss", "softmax_loss", "l2_penalty",
-           "objective"]
+__all__ = ["linear_scores", "two_layer_scores", "convnet_scores", "svm_loss", "softmax_loss",
+           "l2_penalty", "objective"]
 
 
 def linear_scores(params: dict, x):
@@ -39,6 +41,40 @@ def two_layer_scores(params: dict, x):
     """Two-layer net: s = relu(x W1 + b1) W2 + b2, scores [N, C] for x [N, D]."""
     h = jax.nn.relu(x @ params["W1"] + params["b1"][None, :])
     return h @ params["W2"] + params["b2"][None, :]
+
+
+def _norm(x, gamma, beta, axes, eps=1e-5):
+    """Batch norm over ``axes`` (training mode): the batch's mean and biased variance."""
+    mu = jnp.mean(x, axis=axes, keepdims=True)
+    return gamma * (x - mu) / jnp.sqrt(jnp.var(x, axis=axes, keepdims=True) + eps) + beta
+
+
+def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):
+    """CS231n's three-layer ConvNet: conv - ReLU - 2x2 max pool - affine - ReLU - affine,
+    with batch norm when ``params`` has ``gamma1`` and dropout drawn from ``key``."""
+    w1 = params["W1"]
+    f, c, k, _ = w1.shape
+    if x.ndim == 2:  # rows [N, H*W*C], channel last
+        side = math.isqrt(x.shape[1] // c)
+        x = x.reshape(x.shape[0], side, side, c).transpose(0, 3, 1, 2)
+    pad = (k - 1) // 2
+    a = lax.conv_general_dilated(x, w1, (1, 1), ((pad, pad), (pad, pad)),
+                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    a = a + params["b1"][None, :, None, None]
+    if "gamma1" in params:
+        a = _norm(a, params["gamma1"][None, :, None, None], params["beta1"][None, :, None, None],
+                  (0, 2, 3))
+    a = jax.nn.relu(a)
+    n, _, h, w = a.shape
+    pooled = jnp.max(a.reshape(n, f, h // 2, 2, w // 2, 2), axis=(3, 5))
+    hidden = pooled.reshape(n, -1) @ params["W2"] + params["b2"][None, :]
+    if "gamma1" in params:
+        hidden = _norm(hidden, params["gamma2"][None, :], params["beta2"][None, :], (0,))
+    hidden = jax.nn.relu(hidden)
+    if key is not None and dropout_keep < 1:
+        keep = jax.random.bernoulli(key, dropout_keep, hidden.shape)
+        hidden = jnp.where(keep, hidden / dropout_keep, 0.0)
+    return hidden @ params["W3"] + params["b3"][None, :]
 
 
 def svm_loss(scores, labels):

@@ -170,6 +170,30 @@ def ref_relu(x):
     return jnp.maximum(x, 0.0)
 
 
+def ref_norm(x, gamma, beta, axes, eps=1e-5):
+    """Normalisation as a JAX user writes it: jnp.mean and jnp.var, unfused."""
+    mu = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.var(x, axis=axes, keepdims=True)
+    return gamma * (x - mu) / jnp.sqrt(var + eps) + beta
+
+
+def ref_batch_norm(x, gamma, beta, eps=1e-5):
+    return ref_norm(x, gamma[None, :], beta[None, :], (0,), eps)
+
+
+def ref_spatial_batch_norm(x, gamma, beta, eps=1e-5):
+    return ref_norm(x, gamma[None, :, None, None], beta[None, :, None, None], (0, 2, 3), eps)
+
+
+def ref_layer_norm(x, gamma, beta, eps=1e-5):
+    lead = (None,) * (x.ndim - 1)
+    return ref_norm(x, gamma[lead], beta[lead], (x.ndim - 1,), eps)
+
+
+KEEP = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1]], bool)
+"""A dropout mask: the kept units of a [3, 4] input."""
+
+
 ref_svm = reference.svm_loss
 ref_softmax = reference.softmax_loss
 ref_l2 = reference.l2_penalty
@@ -393,9 +417,10 @@ POOL_CASES = [
     _pool_case("min_pool_dilated", "min_pool", jnp.min, _DILATED, order2=True),
     _pool_case("sum_pool_same_overlapping", "sum_pool", jnp.sum, _SAME, order2=True),
     _pool_case("sum_pool_dilated", "sum_pool", jnp.sum, _DILATED),
-    Case("avg_pool_2x2", lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
-         lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
-         lambda rng: (normal(rng, (2, 3, 4, 4)),), covers="sum_pool"),
+    _param_case("avg_pool_2x2", _gate_of("avg_pool"),
+                lambda x: gates.avg_pool(x, (1, 1, 2, 2), (1, 1, 2, 2)),
+                lambda x: x.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)),
+                lambda rng: (normal(rng, (2, 3, 4, 4)),), _POOL, order2=True),
     _param_case("select_and_scatter_add", _gate_of("select_and_scatter_add"),
                 lambda s, o: gates.select_and_scatter_add(s, o, (1, 3, 3, 1), (1, 2, 2, 1),
                                                           "SAME"),
@@ -739,6 +764,38 @@ GATE_CASES = [
          lambda rng: (normal(rng, (2, 4)), normal(rng, (2, 4)), normal(rng, (2, 4)),
                       normal(rng, (2, 4, 2))), (0, 1, 2, 3), _gate_of("tridiagonal_solve"),
          lambda g, dl, d, du, b: g(dl, d + 4, du, b), covers="tridiagonal_solve", order2=True),
+] + [  # normalisation and dropout (jaxprop/gates/norm.py), against the layers in plain jnp
+    # eps = 1e-3 where the battery probes x all equal (var = 0): there rstd = eps^-1/2 and a
+    # finite difference at step h is off by h^2 / (2 eps) relative, 5e-6 at CS231n's eps of
+    # 1e-5 and 5e-8 here (tests/gates/test_norm.py checks eps = 1e-5 against jax.grad)
+    _param_case("batch_norm", _gate_of("batch_norm"),
+                lambda x, g, b: gates.batch_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_batch_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (6, 3)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("spatial_batch_norm", _gate_of("spatial_batch_norm"),
+                lambda x, g, b: gates.spatial_batch_norm(x, g, b), ref_spatial_batch_norm,
+                lambda rng: (normal(rng, (2, 3, 2, 2)), normal(rng, (3,)), normal(rng, (3,))),
+                dict(axes=(0, 2, 3), scale_axes=(1,), eps=1e-5), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (3, 5)), normal(rng, (5,)), normal(rng, (5,))),
+                dict(axes=(1,), scale_axes=(1,), eps=1e-3), diff=(0, 1, 2), order2=True),
+    _param_case("layer_norm_rank3", _gate_of("layer_norm"),
+                lambda x, g, b: gates.layer_norm(x, g, b, eps=1e-3),
+                lambda x, g, b: ref_layer_norm(x, g, b, eps=1e-3),
+                lambda rng: (normal(rng, (2, 2, 4)), normal(rng, (4,)), normal(rng, (4,))),
+                dict(axes=(2,), scale_axes=(2,), eps=1e-3), diff=(0, 1, 2)),
+    Case("dropout", lambda x: gates.dropout(x, 0.6, mask=KEEP),
+         lambda x: jnp.where(KEEP, x / 0.6, 0.0), lambda rng: (normal(rng, (3, 4)),), (0,),
+         _gate_of("dropout"), lambda g, x: g(x, KEEP, p=0.6), covers="dropout", order2=True),
+    Case("dropout_key", lambda x: gates.dropout(x, 0.8, jax.random.PRNGKey(3)),
+         lambda x: jnp.where(jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)),
+                             x / 0.8, 0.0),
+         lambda rng: (normal(rng, (4, 5)),), (0,), _gate_of("dropout"),
+         lambda g, x: g(x, jax.random.bernoulli(jax.random.PRNGKey(3), 0.8, (4, 5)), p=0.8),
+         covers="dropout"),
 ]
 GATE_CASES += POOL_CASES
 
@@ -1079,7 +1136,45 @@ LOSS_CASES = [_loss_case(name) for name in losses.LOSSES] + [
          order2=True),
 ]
 
-_PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params}
+def _convnet_params(rng, n=4, c=1, side=4, f=2, k=3, h=3, classes=3, norm=True, gap=0.01):
+    """ConvNet params (batch norm on) and images x [N, side*side*c] whose conv and hidden
+    pre-activations are all >= gap away from ReLU's kink and whose pooling windows have no
+    two positive values within gap (no max tie in reach of a finite difference)."""
+    while True:
+        p = {"W1": normal(rng, (f, c, k, k)), "b1": normal(rng, (f,)) * 0.5,
+             "W2": normal(rng, (f * (side // 2) ** 2, h)), "b2": normal(rng, (h,)) * 0.5,
+             "W3": normal(rng, (h, classes)), "b3": normal(rng, (classes,)) * 0.5}
+        if norm:
+            p.update(gamma1=1 + 0.3 * normal(rng, (f,)), beta1=0.3 * normal(rng, (f,)),
+                     gamma2=1 + 0.3 * normal(rng, (h,)), beta2=0.3 * normal(rng, (h,)))
+        x = normal(rng, (n, side * side * c))
+        conv, hidden = _convnet_preactivations(p, x)
+        windows = np.sort(np.maximum(conv, 0).reshape(n, f, side // 2, 2, side // 2, 2)
+                          .transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4), axis=1)
+        tie = (windows[:, 3] > 0) & (windows[:, 3] - windows[:, 2] < gap)
+        if np.all(np.abs(conv) >= gap) and np.all(np.abs(hidden) >= gap) and not tie.any():
+            return p, x
+
+
+def _convnet_preactivations(p, x):
+    """The reference ConvNet's values before each ReLU: conv (+ norm) [N, F, H, W] and
+    hidden (+ norm) [N, H]."""
+    seen = []
+    relu = jax.nn.relu
+    try:
+        jax.nn.relu = lambda a: (seen.append(np.asarray(a)), relu(a))[1]
+        reference.convnet_scores(jax.tree.map(jnp.asarray, p), jnp.asarray(x))
+    finally:
+        jax.nn.relu = relu
+    return seen
+
+
+_PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params,
+           # without batch norm: the battery probes x all equal, where var = 0 (see the
+           # batch_norm case); the objective case below has it, at inputs of spread-out values
+           "convnet": lambda rng: _convnet_params(rng, norm=False)}
+DROPOUT_KEY = np.array([0, 42], np.uint32)
+"""The dropout key of the ConvNet's training-mode cases (a raw ``jax.random.PRNGKey``)."""
 
 MODEL_CASES = [
     Case(f"{name}_scores", entry.scores, entry.reference, lambda rng, name=name:
@@ -1094,6 +1189,19 @@ MODEL_CASES = [
     for model, loss, reg, order2 in [("linear", "svm", 0.1, True), ("linear", "softmax", 0, False),
                                      ("two_layer", "softmax", 0.01, True),
                                      ("two_layer", "svm", 0.05, False)]
+] + [  # the ConvNet in training mode: batch norm and dropout, masks from DROPOUT_KEY
+    Case("objective_convnet_dropout_softmax_reg0.01",
+         jaxprop.objective(lambda p, x: models.convnet_scores(p, x, key=DROPOUT_KEY,
+                                                              dropout_keep=0.6),
+                           losses.softmax_loss, 0.01),
+         ref_objective(lambda p, x: reference.convnet_scores(p, x, key=DROPOUT_KEY,
+                                                             dropout_keep=0.6),
+                       reference.softmax_loss, 0.01),
+         lambda rng: (*_convnet_params(rng), labels_for(rng, 4, 3)), (0, 1), kind="model",
+         covers="convnet", order2=True),
+    Case("convnet_scores_rgb", models.convnet_scores, reference.convnet_scores,
+         lambda rng: _convnet_params(rng, norm=False, c=3, side=2, f=3, k=1), (0, 1),
+         kind="model", covers="convnet"),
 ]
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES

@@ -76,7 +76,7 @@ OPS = tuple(dict.fromkeys(RULE_OPS + GATE_OPS))
 TEST_FILES = ("gates/test_gates.py", "test_properties.py", "verify/test_check.py",
               "test_tracer.py", "gates/test_indexing.py", "test_no_silent_wrong.py",
               "gates/test_scans_sorting.py",
-              "gates/test_windows.py")
+              "gates/test_windows.py", "gates/test_norm.py")
 """The files whose tests a surviving mutant meets (a test holds each to exist)."""
 
 KEYWORDS = {**{name: ("kink", "tie", "router") for name in
@@ -87,13 +87,15 @@ KEYWORDS = {**{name: ("kink", "tie", "router") for name in
                ("cummax", "cummin", "sort", "top_k")},
             **{name: ("zeros",) for name in ("prod", "cumprod")}}
 KEYWORDS |= {name: ("tie", "pool", "window") for name in
-             ("max_pool", "min_pool", "sum_pool", "select_and_scatter_add",
+             ("max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
               "select_and_gather_add")}
 """Words naming a gate's tests beyond its name and its cases' names (the kink conventions)."""
 
 EQUIVALENT: dict[str, str] = {
     "add:swap": "add's two VJP rules are the same function of z_bar (x_bar = y_bar = z_bar): "
                 "exchanging them changes nothing",
+    "rem:vjp[0]:eps": "rem's rule for x is 1 (x_bar = z_bar): it reads no residual, so an "
+                      "epsilon in the residual q = trunc(x/y) changes nothing",
 }
 """Mutants that change no derivative, with the reason."""
 

@@ -62,21 +62,6 @@ NOT_FLOATING_POINT: dict[str, tuple[str, frozenset[str]]] = {
 }
 """The primitives that are no floating-point operation, by group, with the reason."""
 
-EXPECTED_FROM_OTHER_BRANCHES = {
-    "conv": {"conv_general_dilated"},
-    "windows": {"reduce_window_max", "reduce_window_min", "reduce_window_sum",
-                "select_and_scatter_add", "select_and_gather_add"},
-    "struct": {"sort", "top_k", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp",
-               "reduce_prod", "dynamic_update_slice", "tile"},
-    "linalg": {"cholesky", "triangular_solve", "custom_linear_solve", "lu", "qr", "eigh",
-               "svd"},
-    "closure": {"pad"},
-}
-"""Gates being written on other branches of issue 19, counted as gated: DELETE this table
-when those branches are merged (their gates are then in tracer.LIFTS)."""
-
-EXPECTED = {name: branch for branch, names in EXPECTED_FROM_OTHER_BRANCHES.items()
-            for name in names}
 NO_DERIVATIVE = set(tracer.NO_DERIVATIVE) | set(tracer.PASS_THROUGH) | (
     set(tracer.CALLS) - set(tracer.CUSTOM_CALLS))
 GOAL = 110  # issue 19: at least 110 of the floating-point primitives handled
@@ -89,7 +74,7 @@ def jax_table() -> set[str]:
 
 def classify(name: str) -> str:
     """``gated``, ``no derivative``, ``not floating point``, ``not gated``, or ``unknown``."""
-    if name in tracer.LIFTS or name in EXPECTED:
+    if name in tracer.LIFTS:
         return "gated"
     if name in NO_DERIVATIVE:
         return "no derivative"
@@ -106,7 +91,6 @@ def counts() -> dict[str, int]:
                           "unknown")}
     for name in table:
         out[classify(name)] += 1
-    out["of which from other branches"] = len(table & set(EXPECTED) - set(tracer.LIFTS))
     out["floating point"] = len(table) - out["not floating point"]
     out["handled"] = out["gated"] + out["no derivative"]
     out["table"] = len(table)
@@ -127,7 +111,7 @@ def test_every_primitive_of_jax_table_is_classified():
 
 
 def test_each_primitive_sits_in_one_class_only():
-    groups = [set(tracer.LIFTS), set(EXPECTED) - set(tracer.LIFTS), NO_DERIVATIVE,
+    groups = [set(tracer.LIFTS), NO_DERIVATIVE,
               set(coverage.NOT_GATED), *(set(n) for _, n in NOT_FLOATING_POINT.values())]
     seen: dict[str, int] = {}
     for k, group in enumerate(groups):

@@ -152,10 +152,11 @@ def _refuse_another_models_checkpoint(ckpt: Path, cfg, config_path: Path, record
     has = checkpoint.stored_params(ckpt)
     if has is None:
         return
-    m = cfg.model
-    expects = jax.eval_shape(lambda: resolve(m.kind).init(
-        jax.random.key(0), 2, 2, hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
-        bias=not cfg.data.bias_trick, dtype=jnp.float32))  # the names only: any sizes do
+    m, model = cfg.model, resolve(cfg.model.kind)
+    options = {k: getattr(m, k) for k in model.config_keys}
+    expects = jax.eval_shape(lambda: model.init(  # the names only: any sizes do (4: a 2x2 image)
+        jax.random.key(0), 4, 2, hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
+        bias=not cfg.data.bias_trick, dtype=jnp.float32, **options))
     if not isinstance(expects, dict) or sorted(has) == sorted(expects):
         return
     saved_by = ""

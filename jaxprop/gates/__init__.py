@@ -7,15 +7,15 @@ tangent. Each rule sits under its forward computation, as in micrograd.
 The modules hold the gates by kind:
 
 * ``arithmetic``: add (distributor), sub, neg, mul (swap multiplier), div, 1/x, powers, max
-  and min (routers), abs, select and where;
+  and min (routers), abs, select and where (``select_n``, n cases: a chain of selects);
 * ``nonlinear``: exp, log, sigmoid ((1 - s) s), tanh, sqrt, ReLU (a sparse Jacobian, never
   formed);
-* ``reductions``: sum, mean, max and min over axes;
+* ``reductions``: sum, mean, prod (never dividing by x), max and min over axes;
 * ``structure``: copy (the gradient adder), broadcast, reshape, squeeze, expand_dims,
-  transpose, reverse, cast;
-* ``indexing``: slices and pads (each the other's transpose), gathers (the pick
-  ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and min/max route, add
-  distributes, multiply switches), concatenate, split;
+  transpose, reverse, cast, tile;
+* ``indexing``: slices and pads (each the other's transpose), dynamic slices and updates,
+  gathers (the pick ``s[arange(N), y]`` scatter-adds its gradient), scatters (set and
+  min/max route, add distributes, multiply switches), concatenate, split;
 * ``linalg``: matmul, ``dx = dy W^T``, ``dW = x^T dy``, and ``dot_general`` in full;
   triangular, tridiagonal and general linear solves, and the factorizations (Cholesky, LU,
   QR, the symmetric eigen-decomposition, the SVD), whose rules are solves and matmuls;
@@ -32,7 +32,9 @@ The modules hold the gates by kind:
 * ``approx``: the approximate top-k (a router: each picked element takes its gradient);
 * ``scans``: cumsum (a reverse cumsum back), cumprod, cumlogsumexp, cummax and cummin
   (routers to the running winner);
-* ``sorting``: sort and top_k (the gradient moved back through the order found).
+* ``sorting``: sort and top_k (the gradient moved back through the order found);
+* ``norm``: batch norm, spatial batch norm and layer norm as fused gates (CS231n's simplified
+  backward), and inverted dropout with its key or mask as an argument.
 
 Kinks follow the lecture, and both modes share the convention: ``relu`` passes the gradient
 only where ``x > 0``; ``maximum`` routes a tie all to its first input (``jnp.maximum`` splits

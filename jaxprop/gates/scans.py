@@ -138,8 +138,15 @@ class Shares(NamedTuple):
 
 def _cumlogsumexp_forward(x, *, axis, reverse):
     z = lax.cumlogsumexp(x, axis, reverse)
-    decay = jnp.exp(shift(z, axis, reverse, 1, -jnp.inf) - z)
-    return z, Shares(jnp.exp(x - z), decay)
+    # While z is -inf (only -inf so far) the scan is a tie, as in a running max: the first
+    # element takes it all (share 1, carried on with decay 1); -inf - -inf is never formed.
+    empty = z == -jnp.inf
+    first = lax.broadcasted_iota(jnp.int32, z.shape, axis) == (
+        z.shape[axis] - 1 if reverse else 0)
+    share = jnp.where(empty, first.astype(z.dtype), jnp.exp(jnp.where(empty, 0.0, x - z)))
+    step = shift(z, axis, reverse, 1, -jnp.inf) - z
+    decay = jnp.where(empty, 1.0, jnp.exp(jnp.where(empty, 0.0, step)))
+    return z, Shares(share, decay)
 
 
 cumlogsumexp = Gate(
@@ -161,7 +168,8 @@ cumlogsumexp = Gate(
 A "scaled local gradient": x_j's share of z_i is dz_i/dx_j = exp(x_j - z_i), the softmax
 of the x_j up to i. Split as exp(x_j - z_j) exp(z_j - z_i), both factors are at most 1,
 and the rules are linear recurrences in them (no exp of a large number):
-x_bar_j = exp(x_j - z_j) t_j with t_j = z_bar_j + exp(z_j - z_(j+1)) t_(j+1).
+x_bar_j = exp(x_j - z_j) t_j with t_j = z_bar_j + exp(z_j - z_(j+1)) t_(j+1). A run of -inf
+at the start is a tie, as in a running max: the first takes its gradient.
 """,
 )
 

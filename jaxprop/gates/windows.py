@@ -10,7 +10,8 @@ elements (``window_dilation``). Padding and holes hold nothing: no element, no g
   of their gradients. At a tie the first element of the window wins (C order, the window's
   rows first), as the max gate gives a tie to the first.
 * ``sum_pool`` distributes: each input gets the sum of the gradients of the windows it
-  belongs to. ``avg_pool`` is a sum pool, then a div gate by the window's size.
+  belongs to; ``avg_pool`` gives each z_bar / n, n the window's size. In traced code an
+  average pool is a sum pool, then a div gate.
 * ``select_and_scatter_add`` and ``select_and_gather_add`` are the max pool's two linear
   halves, the primitives of ``jax.grad`` and ``jax.jvp`` of a max pool: each window's
   upstream gradient added at its winner, and each window's winner's tangent picked. They
@@ -29,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from jaxprop.gate import DISTRIBUTOR, ROUTER, Gate, NoGateError, inputs
-from jaxprop.gates.arithmetic import add, div, maximum, minimum
+from jaxprop.gates.arithmetic import add, maximum, minimum
 
 __all__ = ["max_pool", "min_pool", "sum_pool", "avg_pool", "select_and_scatter_add",
            "select_and_gather_add"]
@@ -447,9 +448,26 @@ max and min go to their pool gates; another computation is refused, naming it.
 )
 
 
-def avg_pool(x, window, strides=None, padding="VALID", base_dilation=None,
-             window_dilation=None):
-    """Average pooling: a sum pool, then a div gate by the window's size (padding counted,
-    as flax's ``avg_pool`` counts it by default)."""
-    z = sum_pool(x, window, strides, padding, base_dilation, window_dilation)
-    return div(z, float(math.prod(_ints("avg_pool", "window", window, jnp.ndim(x)))))
+def _window_size(window_dimensions) -> float:
+    return float(math.prod(window_dimensions))
+
+
+avg_pool = Gate(
+    "avg_pool",
+    pattern=DISTRIBUTOR,
+    forward=lambda x, **p: (_window_sum(x, **p) / _window_size(p["window_dimensions"]), None),
+    vjp=(lambda res, z_bar, **p: _sum_back(z_bar / _window_size(p["window_dimensions"]), **p),),
+    jvp=(lambda res, x_dot, **p: _window_sum(x_dot, **p) / _window_size(p["window_dimensions"]),),
+    local=("1/n for each window it is in (n: the window's size)",),
+    tangent="x_dot averaged over each window",
+    params=_PARAMS,
+    prepare=_prepare_pool("avg_pool"),
+    doc="""Average pooling gate: z = the mean of each window of x, the window's size n
+counting its padding and holes (flax's ``avg_pool``, stax's ``AvgPool`` with VALID padding):
+``avg_pool(x, window, strides=None, padding="VALID", base_dilation=None,
+window_dilation=None)``. In traced code it is a sum pool and a div gate.
+
+The "gradient distributor", scaled, the mean gate's over each window: every input gets the
+sum of z_bar / n over the windows it belongs to.
+""",
+)

@@ -16,6 +16,11 @@ every batch on the host and the epoch scans over what it is given. The ``N mod B
 left over (a different few each epoch) wait for a later epoch. Because the order depends
 only on ``(seed, epoch)``, a resumed run sees exactly the batches an uninterrupted one does.
 
+Dropout, the same way: step ``s`` of epoch ``e`` draws its masks from the key
+``fold_in(fold_in(dropout_key, e), s)``, ``dropout_key`` made from the seed (``keys``). The
+run's random state is thus the seed its checkpoint records and the epoch it stopped at, and
+a resumed run drops exactly the units an uninterrupted one does, bit for bit.
+
 Every function here takes what it needs (a model, a loss, an optimizer), not a config.
 """
 
@@ -41,6 +46,8 @@ __all__ = [
     "TRAIN_ACC_EXAMPLES",
     "FORWARD_WARN_PARAMS",
     "keys",
+    "dropout_key",
+    "step_key",
     "objective_fn",
     "value_and_grad_fn",
     "steps_per_epoch",
@@ -125,26 +132,48 @@ def keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
-def objective_fn(model, loss, *, twin: bool = False) -> Callable:
-    """``f(params, x, y, reg) = data loss + reg * sum W^2`` for a model and a loss entry.
+@jax.jit
+def _dropout_key(init_key):
+    return jax.random.key_data(jax.random.fold_in(init_key, 1))
+
+
+def dropout_key(init_key) -> np.ndarray:
+    """The run's dropout key, a raw uint32 key from the seed's ``init_key`` (the initial
+    weights draw from splits of it, this from ``fold_in(init_key, 1)``)."""
+    return np.asarray(_dropout_key(init_key))
+
+
+def step_key(noise, step):
+    """The dropout key of one step: ``noise = (dropout_key, epoch)``, a raw uint32 key."""
+    key, epoch = noise
+    return jax.random.fold_in(jax.random.fold_in(key, epoch), step)
+
+
+def objective_fn(model, loss, *, twin: bool = False, dropout_keep: float = 1.0) -> Callable:
+    """``f(params, x, y, reg, key=None) = data loss + reg * sum W^2`` for a model and a loss.
 
     Built with ``jaxprop.objective`` from the gated functions, or with
-    ``jaxprop.reference.objective`` from their plain-jnp twins when ``twin``.
+    ``jaxprop.reference.objective`` from their plain-jnp twins when ``twin``. Given a ``key``
+    (a training step's), a model with dropout keeps each unit with probability
+    ``dropout_keep``, its masks drawn from the key.
     """
     if twin:
         scores, data_loss, build = model.reference, loss.reference, reference.objective
     else:
         scores, data_loss, build = model.scores, loss.fn, objective
 
-    def f(params, x, y, reg):
-        return build(scores, data_loss, reg)(params, x, y)
+    def f(params, x, y, reg, key=None):
+        if key is None or not model.dropout:
+            return build(scores, data_loss, reg)(params, x, y)
+        return build(lambda p, xb: scores(p, xb, key=key, dropout_keep=dropout_keep),
+                     data_loss, reg)(params, x, y)
 
     return f
 
 
 def value_and_grad_fn(pipeline: str, model, loss, *, chunk_size: int = 64,
-                      num_params: int | None = None) -> Callable:
-    """``(params, x, y, reg) -> (loss, grads)`` from the named gradient pipeline."""
+                      num_params: int | None = None, dropout_keep: float = 1.0) -> Callable:
+    """``(params, x, y, reg, key=None) -> (loss, grads)`` from the named gradient pipeline."""
     entry = PIPELINES[pipeline]
     if entry.rules == "jvp" and num_params is not None and num_params > FORWARD_WARN_PARAMS:
         warnings.warn(
@@ -152,7 +181,8 @@ def value_and_grad_fn(pipeline: str, model, loss, *, chunk_size: int = 64,
             "step for this model, each as costly as a forward pass. Expect minutes where "
             "'reverse' takes a second; use it to compare the pipelines on small nets.",
             stacklevel=2)
-    return entry.build(objective_fn(model, loss, twin=entry.reference), chunk_size)
+    return entry.build(objective_fn(model, loss, twin=entry.reference,
+                                    dropout_keep=dropout_keep), chunk_size)
 
 
 def steps_per_epoch(batch_size: int, num_train: int) -> int:
@@ -186,13 +216,14 @@ def epoch_orders(data_key, epochs, n: int, steps: int, batch_size: int):
                                           batch_size))(epochs)
 
 
-def _step_fn(value_and_grad, opt, hparams, batch_spec):
-    """One optimizer step on a batch: ``(params, opt_state, xb, yb) -> (new, loss, grads)``."""
+def _step_fn(value_and_grad, opt, hparams, batch_spec, noise):
+    """One optimizer step on a batch: ``(params, opt_state, xb, yb, s) -> (new, loss, grads)``,
+    ``s`` the step's index in the epoch (its dropout key is ``step_key(noise, s)``)."""
 
-    def step(params, opt_state, xb, yb):
+    def step(params, opt_state, xb, yb, s):
         xb = jax.lax.with_sharding_constraint(xb, batch_spec)
         yb = jax.lax.with_sharding_constraint(yb, batch_spec)
-        loss, grads = value_and_grad(params, xb, yb, hparams["reg"])
+        loss, grads = value_and_grad(params, xb, yb, hparams["reg"], step_key(noise, s))
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss, grads
 
@@ -200,17 +231,19 @@ def _step_fn(value_and_grad, opt, hparams, batch_spec):
 
 
 def _scan_batches(body, carry, batches, draw: tuple[int, int] | None):
-    """``lax.scan`` of ``body(carry, (xb, yb))`` over the epoch's batches.
+    """``lax.scan`` of ``body(carry, (xb, yb, s))`` over the epoch's batches, s = 0, 1, ...
 
     ``batches`` is ``(data_key, epoch, x_train, y_train)`` when ``draw = (steps, B)``: the
     order is drawn here and each step gathers its batch from the resident training set (no
     copy of the set). Otherwise it is ``(xb, yb)``, the batches already gathered.
     """
     if draw is None:
-        return jax.lax.scan(body, carry, batches)
+        xb, yb = batches
+        return jax.lax.scan(body, carry, (xb, yb, jnp.arange(xb.shape[0])))
     data_key, epoch, x, y = batches
     order = batch_order(jax.random.fold_in(data_key, epoch), x.shape[0], *draw)
-    return jax.lax.scan(lambda c, idx: body(c, (x[idx], y[idx])), carry, order)
+    return jax.lax.scan(lambda c, step: body(c, (x[step[0]], y[step[0]], step[1])), carry,
+                        (order, jnp.arange(order.shape[0])))
 
 
 def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
@@ -230,8 +263,9 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
         part on the host).
 
     Returns:
-      ``epoch(params, opt_state, hparams, batches, x_acc, y_acc, x_val, y_val) ->
-      (params, opt_state, stats)``. ``batches`` is ``(data_key, epoch, x_train, y_train)``
+      ``epoch(params, opt_state, hparams, noise, batches, x_acc, y_acc, x_val, y_val) ->
+      (params, opt_state, stats)``. ``noise`` is ``(dropout_key, epoch)``, whence each
+      step's dropout key (``step_key``). ``batches`` is ``(data_key, epoch, x_train, y_train)``
       with ``draw``, else ``(xb, yb)``: [steps, B, ...] and [steps, B], the epoch's batches
       in order (batch axis sharded over ``"data"``). ``x_acc``/``y_acc`` are the training
       examples the training accuracy is measured on, ``hparams = {"lr": [], "reg": []}``
@@ -240,8 +274,8 @@ def make_epoch_fn(value_and_grad: Callable, scores_fn: Callable,
     """
     batch_spec = sharding.batch_sharding(mesh) if split_batch else sharding.replicated(mesh)
 
-    def epoch(params, opt_state, hparams, batches, x_acc, y_acc, x_val, y_val):
-        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
+    def epoch(params, opt_state, hparams, noise, batches, x_acc, y_acc, x_val, y_val):
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec, noise)
 
         def body(carry, batch):
             new, loss, _ = step(*carry, *batch)
@@ -270,15 +304,15 @@ def make_diagnose_fn(value_and_grad: Callable,
     The same batches, the same steps, so the same numbers; run only after an epoch diverged.
 
     Returns:
-      ``diagnose(params, opt_state, hparams, batches) -> flags`` (``batches`` as for the
-      epoch), each [steps] bools, True where finite: ``flags["loss"]``,
+      ``diagnose(params, opt_state, hparams, noise, batches) -> flags`` (``noise`` and
+      ``batches`` as for the epoch), each [steps] bools, True where finite: ``flags["loss"]``,
       ``flags["grads"][name]`` and ``flags["params"][name]`` (after the step's update), by
       parameter name.
     """
     batch_spec = sharding.batch_sharding(mesh)
 
-    def diagnose(params, opt_state, hparams, batches):
-        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec)
+    def diagnose(params, opt_state, hparams, noise, batches):
+        step = _step_fn(value_and_grad, optimizer(hparams["lr"]), hparams, batch_spec, noise)
 
         def body(carry, batch):
             (new, opt_state), loss, grads = step(*carry, *batch)

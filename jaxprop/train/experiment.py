@@ -125,6 +125,12 @@ def _check_float32(key: str, value: float) -> None:
         f"give a value between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g}")
 
 
+def _check_odd(key: str, value: int) -> None:
+    if value % 2 == 0:
+        raise ValueError(f"config key {key!r} must be odd (the padding (k - 1) / 2 keeps the "
+                         f"image's size); got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where it lives, and how it is preprocessed."""
@@ -140,14 +146,23 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The classifier: linear scores s = xW + b, or the two-layer ReLU net."""
+    """The classifier: linear scores s = xW + b, the two-layer ReLU net, or the ConvNet."""
 
     kind: str = field("two_layer", doc="model (or module:attr of your own Model)",
                       choices=_models, spec=_model_spec)
-    hidden_dim: int = field(128, doc="H, the hidden width of the two-layer net", low=1)
+    hidden_dim: int = field(128, doc="H, the hidden width of the two-layer net and the "
+                            "ConvNet", low=1)
     weight_scale: float | None = field(
-        None, doc="std of the initial weights (absent: 1e-3 linear, He two-layer)",
-        low=0.0, low_open=True, check=_check_float32)
+        None, doc="std of the initial weights (absent: 1e-3 linear and convnet, He "
+        "two-layer)", low=0.0, low_open=True, check=_check_float32)
+    num_filters: int = field(32, doc="the ConvNet's filters", low=1)
+    filter_size: int = field(7, doc="the side of the ConvNet's square filters (odd: the "
+                             "padding keeps the image's size)", low=1, check=_check_odd)
+    batchnorm: bool = field(False, doc="the ConvNet's batch norm: spatial after the conv, "
+                            "plain after the hidden affine layer")
+    dropout_keep: float = field(1.0, doc="the ConvNet's dropout: the probability of keeping "
+                                "a hidden unit in training (1: no dropout)", low=0.0,
+                                high=1.0, low_open=True, check=_check_float32)
 
 
 @dataclasses.dataclass(frozen=True)

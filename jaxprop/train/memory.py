@@ -31,10 +31,12 @@ def memory_budget() -> int:
 def _num_params(cfg, in_dim: int, num_classes: int) -> int:
     from jaxprop.models import resolve
 
-    m = cfg.model
-    shapes = jax.eval_shape(lambda: resolve(m.kind).init(  # traced only: nothing runs
+    m, model = cfg.model, resolve(cfg.model.kind)
+    options = {k: getattr(m, k) for k in model.config_keys}
+    shapes = jax.eval_shape(lambda: model.init(  # traced only: nothing runs
         jax.random.key(0), in_dim, num_classes, hidden_dim=m.hidden_dim,
-        weight_scale=m.weight_scale, bias=not cfg.data.bias_trick, dtype=np.float32))
+        weight_scale=m.weight_scale, bias=not cfg.data.bias_trick, dtype=np.float32,
+        **options))
     return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
 
 

@@ -20,7 +20,7 @@ from jaxprop import losses, models
 from jaxprop.train import engine, memory, sharding
 from jaxprop.train.optimizers import make_optimizer
 
-__all__ = ["Trainer", "load_data", "clear_compiled"]
+__all__ = ["Trainer", "load_data", "clear_compiled", "model_options"]
 
 _COMPILED: dict = {}
 """Compiled epochs of this process, by static config and shapes (at most 16)."""
@@ -31,6 +31,12 @@ def clear_compiled() -> None:
     """Forgets the epochs compiled in this process, so the next Trainer compiles (and fills
     the persistent compilation cache) whatever trained before."""
     _COMPILED.clear()
+
+
+def model_options(model, model_cfg) -> dict:
+    """The ``model.*`` config keys a model's init takes beyond the common ones
+    (``Model.config_keys``), by name."""
+    return {k: getattr(model_cfg, k) for k in model.config_keys}
 
 
 def load_data(cfg):
@@ -80,6 +86,7 @@ class Trainer:
                                                    num_eval, self.copies)
         self.init_key, self.data_key = engine.keys(cfg.seed)
         rep = sharding.replicated(self.mesh)
+        self.dropout_key = engine.dropout_key(self.init_key)
         self._state_sharding = sharding.grid_sharding(self.mesh) if self.split_grid else rep
         m = min(n, engine.TRAIN_ACC_EXAMPLES)
         self._orders: dict = {}
@@ -101,13 +108,13 @@ class Trainer:
             jax.eval_shape(self._init_params)))
         value_and_grad = engine.value_and_grad_fn(
             cfg.train.pipeline, self.model, self.loss, chunk_size=cfg.train.forward_chunk_size,
-            num_params=self.num_params)
+            num_params=self.num_params, dropout_keep=cfg.model.dropout_keep)
         self._value_and_grad = value_and_grad
         self.compiler_options = engine.compiler_options(cfg.train.cpu_gemm)
         epoch = engine.make_epoch_fn(value_and_grad, self.scores_fn, self.optimizer, self.mesh,
                                      split_batch=not self.split_grid, draw=self._draw)
         if grid is not None:
-            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None))
+            epoch = jax.vmap(epoch, in_axes=(0, 0, 0, None, None, None, None, None, None))
         self._epoch = jax.jit(epoch, out_shardings=self._state_sharding)
         self._make_initial_state = jax.jit(self._initial_state,
                                            out_shardings=self._state_sharding)
@@ -120,7 +127,8 @@ class Trainer:
         key = self.init_key if init_key is None else init_key
         return self.model.init(key, self.dataset.in_dim, self.dataset.num_classes,
                                hidden_dim=m.hidden_dim, weight_scale=m.weight_scale,
-                               bias=not self.cfg.data.bias_trick, dtype=jnp.float32)
+                               bias=not self.cfg.data.bias_trick, dtype=jnp.float32,
+                               **model_options(self.model, m))
 
     def _initial_state(self, init_key):
         params = self._init_params(init_key)
@@ -156,10 +164,17 @@ class Trainer:
         return (sharding.batches_from_host(ds.x_train, order, self.mesh),
                 sharding.batches_from_host(ds.y_train, order, self.mesh))
 
+    def noise(self, epoch: int):
+        """The compiled epoch's ``noise``: ``(dropout_key, epoch)``, whence each step's
+        dropout key (``engine.step_key``); a function of the seed and the epoch alone, so a
+        resumed run draws the masks an uninterrupted one does."""
+        return sharding.put((self.dropout_key, np.int32(epoch)),
+                            sharding.replicated(self.mesh))
+
     def epoch_args(self, epoch: int, hparams=None) -> tuple:
         """The compiled epoch's arguments after ``(params, opt_state)``."""
-        return (self.hparams if hparams is None else hparams, self.batches(epoch),
-                *self.eval_data)
+        return (self.hparams if hparams is None else hparams, self.noise(epoch),
+                self.batches(epoch), *self.eval_data)
 
     def _cache_key(self, state):
         cfg = self.cfg
@@ -222,7 +237,7 @@ class Trainer:
         """
         if self.grid is not None:
             raise ValueError("Trainer.diagnose: a sweep's grid is not diagnosed")
-        args = (*state, self.hparams, self.batches(epoch))
+        args = (*state, self.hparams, self.noise(epoch), self.batches(epoch))
         if self._diagnose is None:  # the epoch's compiler options: the same numbers
             self._diagnose = jax.jit(engine.make_diagnose_fn(
                 self._value_and_grad, self.optimizer, self.mesh, self._draw),

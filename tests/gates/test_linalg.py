@@ -67,8 +67,34 @@ def lu_factor(a, b):
     return jnp.sum(jnp.tanh(packed))
 
 
+def eigh(a, b):
+    w, v = jnp.linalg.eigh(a + jnp.outer(b, b))
+    return jnp.sum(w * b) + jnp.sum(jnp.tanh(v * v[:1, :]))  # sign-free in v
+
+
+def nuclear_norm(a, b):
+    return jnp.sum(jnp.linalg.svd(a + jnp.outer(b, jnp.arange(1.0, N + 1)), compute_uv=False))
+
+
+def svd_tall(a, b):
+    u, s, vt = jnp.linalg.svd(jnp.concatenate([a, b[None]]), full_matrices=False)
+    return jnp.sum(s * b) + jnp.sum(jnp.tanh(u * u[:1, :])) + jnp.sum(jnp.tanh(vt * vt[:, :1]))
+
+
+def qr(a, b):
+    q, r = jnp.linalg.qr(jnp.concatenate([a, b[None]]))
+    return jnp.sum(jnp.tanh(q * q[:1, :])) + jnp.sum(jnp.tanh(r * r[:1, :1]))
+
+
+def tridiagonal(a, b):
+    x = jax.lax.linalg.tridiagonal_solve(b, jnp.diag(a), b[::-1], a)
+    return jnp.sum(jnp.tanh(x))
+
+
 REAL_WORLD = [cho_solve, cho_solve_lower, solve, inv, slogdet, gaussian_loglik,
-              conjugate_gradients, lu_factor]
+              conjugate_gradients, lu_factor, eigh, nuclear_norm, svd_tall, qr, tridiagonal]
+LINALG = {"cholesky", "triangular_solve", "linear_solve", "lu", "eigh", "svd", "qr",
+          "tridiagonal_solve"}
 GRADIENTS = {
     "reverse": lambda f: jaxprop.reverse.grad(f, (0, 1)),
     "forward": lambda f: jaxprop.forward.grad(f, (0, 1)),
@@ -102,7 +128,7 @@ def test_real_world_runs_only_our_rules(f):
         assert rules and all(isinstance(e.gate, Gate) and e.kind == kind for e in rules), [
             (e.gate.name, e.kind) for e in rules]
         used = {e.gate.name for e in rules}
-        assert used & {"cholesky", "triangular_solve", "linear_solve", "lu"}, used
+        assert used & LINALG, used
 
 
 def _hessians(f, *args, argnums=0):
@@ -189,6 +215,15 @@ def test_one_line_errors():
         gates.triangular_solve(jnp.eye(3), jnp.ones((2, 2)), left_side=True)
     with pytest.raises(ValueError, match=r"^lu: .*square matrices"):
         gates.lu(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"^qr: .*m >= n"):
+        gates.qr(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"^svd: full_matrices=True on a rectangular"):
+        jaxprop.reverse.grad(lambda a: jnp.sum(jnp.linalg.svd(a)[0]))(jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"^eigh: subset_by_index=\(0, 1\) has no gate"):
+        jaxprop.reverse.grad(lambda a: jnp.sum(jax.lax.linalg.eigh(
+            a, subset_by_index=(0, 1))[1]))(jnp.eye(3))
+    with pytest.raises(ValueError, match=r"^tridiagonal_solve: expected dl, d, du"):
+        gates.tridiagonal_solve(jnp.ones(3), jnp.ones(3), jnp.ones(2), jnp.ones((3, 1)))
 
     def no_transpose(a, b):  # a solve with no transpose_solve: JAX cannot reverse it either
         x = jax.lax.custom_linear_solve(lambda v: a @ v, b,
@@ -200,3 +235,46 @@ def test_one_line_errors():
         jaxprop.reverse.grad(no_transpose, (0, 1))(a, b)
     _close(jaxprop.forward.grad(no_transpose, (0, 1))(a, b),  # forward mode needs no transpose
            jax.jacfwd(no_transpose, (0, 1))(a, b))
+
+
+@pytest.mark.parametrize("left_side", [True, False])
+@pytest.mark.parametrize("lower", [True, False])
+def test_triangular_solve_every_parameter(left_side, lower):
+    """Each of transpose_a and unit_diagonal on each side and triangle, both operands
+    differentiated, a batch axis in front: jax.grad's gradients in both modes."""
+    _, _, m = _inputs((2,))
+    a = m + 4 * jnp.eye(N)[None]
+    b = m[..., :2] if left_side else _mT(m[..., :2])
+    for transpose_a in (False, True):
+        for unit_diagonal in (False, True):
+            def f(a, b, transpose_a=transpose_a, unit_diagonal=unit_diagonal):
+                x = jax.lax.linalg.triangular_solve(
+                    a, b, left_side=left_side, lower=lower, transpose_a=transpose_a,
+                    unit_diagonal=unit_diagonal)
+                return jnp.sum(jnp.tanh(x))
+
+            want = jax.grad(f, (0, 1))(a, b)
+            for mode in ("reverse", "forward"):
+                _close(GRADIENTS[mode](f)(a, b), want)
+
+
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def test_linear_solve_uses_the_systems_own_transpose_solve():
+    """A transpose_solve that is deliberately twice the true one: b's gradient doubles in
+    reverse mode, exactly as jax.grad's (JAX uses it too), and forward mode never calls it."""
+    a, b, _ = _inputs()
+
+    def f(a, b):
+        x = jax.lax.custom_linear_solve(
+            lambda v: a @ v, b, lambda _, r: jnp.linalg.solve(jax.lax.stop_gradient(a), r),
+            lambda _, r: 2 * jnp.linalg.solve(jax.lax.stop_gradient(a).T, r))
+        return jnp.sum(jnp.tanh(x))
+
+    want = jax.grad(f, (0, 1))(a, b)
+    _close(jaxprop.reverse.grad(f, (0, 1))(a, b), want)
+    true = jax.grad(solve, (0, 1))(a, b)
+    _close(want[1], 2 * true[1])
+    _close(jaxprop.forward.grad(f, (0, 1))(a, b), true)

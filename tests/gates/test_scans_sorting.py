@@ -97,6 +97,27 @@ def test_a_running_max_after_a_nan_stays_with_the_nan():
     np.testing.assert_array_equal(g, [1.0, 9.0, 0.0, 0.0])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cumlogsumexp_from_minus_infinity(reverse):
+    """z_0 = x_0, so one -inf first gets its z's gradient, as in jax.grad. A run of -inf is a
+    tie, as in a running max: the first takes the gradient of the run, the others none, and
+    the finite inputs get that of the same scan without the run (jax.grad gives NaN)."""
+    x = jnp.array([-jnp.inf, -jnp.inf, 0.0, 1.0])
+    x = jnp.flip(x) if reverse else x
+    def f(x):
+        return jnp.sum(W5[:4] * lax.cumlogsumexp(x, reverse=reverse))
+    one = x.at[2 if reverse else 1].set(-0.5)
+    assert np.all(np.isfinite(jax.grad(f)(one)))
+    assert_every_mode_gives(f, (one,), jax.grad(f)(one))
+    kept = slice(0, 2) if reverse else slice(2, 4)
+    def g(y):
+        return jnp.sum(W5[kept] * lax.cumlogsumexp(y, reverse=reverse))
+    run = jnp.array([0.0, 7.0]) if reverse else jnp.array([3.0, 0.0])  # W4 + W3, W1 + W2
+    want = jnp.concatenate([jax.grad(g)(x[kept]), run] if reverse else
+                           [run, jax.grad(g)(x[kept])])
+    assert_every_mode_gives(f, (x,), want)
+
+
 def test_a_stable_sort_keeps_the_order_of_a_tie_as_jax_does():
     x = jnp.array([2.0, 1.0, 2.0])  # sorted [1, 2, 2] from places [1, 0, 2]
     def f(x):
