@@ -10,9 +10,12 @@ Each primitive with a JVP or transpose rule in JAX (``ad.primitive_jvps``,
   group per reason);
 * not gated: deliberately out, with the reason (``jaxprop.coverage.NOT_GATED``).
 
-A primitive in none of them fails the test, so a new JAX version is noticed. The
-floating-point primitives are the table less the ones that are not floating point; the
-handled ones are those gated or without a derivative. The README states the counts.
+A primitive in none of them fails the test, so a new JAX version is noticed. The table is
+JAX's after ``import jax``, ``jaxprop`` and the modules the suite loads
+(``jax.experimental.multihost_utils``, imported here so the counts do not depend on the
+order the tests run in). The floating-point primitives are the table less the ones that are
+not floating point; the handled ones are those gated or without a derivative. The README
+states the counts.
 """
 
 import jax
