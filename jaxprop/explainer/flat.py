@@ -177,7 +177,7 @@ def _literal(value, w: _Writer) -> ast.expr:
         return ast.parse(f"jnp.dtype({np.dtype(value).name!r})", mode="eval").body
     if isinstance(value, (bool, int, float, str, type(None))):
         return ast.Constant(value)
-    if isinstance(value, (tuple, list)):
+    if type(value) in (tuple, list):
         elts = [_literal(v, w) for v in value]
         return ast.Tuple(elts, ast.Load()) if isinstance(value, tuple) else ast.List(elts, ast.Load())
     if isinstance(value, (np.ndarray, jax.Array, np.generic)):
@@ -185,6 +185,8 @@ def _literal(value, w: _Writer) -> ast.expr:
         if arr.size <= _INLINE_CONST and arr.dtype.kind in "biuf":
             return ast.parse(f"jnp.asarray({arr.tolist()!r}, jnp.{arr.dtype.name})",
                              mode="eval").body
+    if isinstance(value, np.ndarray):
+        value = jnp.asarray(value)
     return ast.Name(w.provide(value, "c"), ast.Load())
 
 
@@ -220,7 +222,8 @@ def _lambda(fn) -> tuple[ast.expr, list[str]] | None:
     """A lambda's body as an expression and its parameter names; None for anything that
     cannot be written inline (a named function, a closure)."""
     code = getattr(fn, "__code__", None)
-    if code is None or code.co_name != "<lambda>" or code.co_freevars:
+    if code is None or code.co_name != "<lambda>" or code.co_freevars or code.co_flags & (
+            inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
         return None
     try:
         body = ast.parse(gate_mod.rule_text(fn), mode="eval").body
@@ -399,9 +402,14 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
     fwd_lines: list[tuple[str, _App, list[str], Any]] = []
     plan = []  # per app: output names, residual binding info
     known = {id(leaf) for a in args for leaf in jax.tree.leaves(a)}
-    kept = []
+    kept, canon = [], {}  # canon: a copy's output -> the value it copies
     for app in apps:  # a gate that hands back its very inputs (copy, eagerly) is an alias:
+        app.inputs = tuple(canon.get(id(x), x) for x in app.inputs)
         if all(id(z) in known for z in app.outputs):  # each use adds to one gradient (+=)
+            continue
+        if (isinstance(app.gate, Gate) and app.gate.arity == 1 and len(app.outputs) > 1
+                and len({id(z) for z in app.outputs}) == 1):  # copy's (x, x): one value
+            canon[id(app.outputs[0])] = app.inputs[0]
             continue
         known.update(id(z) for z in app.outputs)
         kept.append(app)
@@ -490,7 +498,7 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
             info = {"kind": "var", "node": _name(res)}
         residuals.append(info)
 
-    out_leaves = jax.tree.leaves(out)
+    out_leaves = [canon.get(id(o), o) for o in jax.tree.leaves(out)]
     if not all(id(o) in w.names for o in out_leaves):
         raise NotImplementedError("flat: f's output is not the output of a gate")
     out_names = [w.names[id(o)] for o in out_leaves]
@@ -629,7 +637,7 @@ def zbar_text(zbars: list[str]) -> str:
 
 
 def _paren(target: str, n: int) -> str:
-    return target if n > 1 else target + ("" if n else "()")
+    return f"({target})" if n > 1 else target
 
 
 def _rebuild(tree, names: list[str]) -> str:
