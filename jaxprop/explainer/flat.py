@@ -179,7 +179,9 @@ def _literal(value, w: _Writer) -> ast.expr:
         return ast.Constant(value)
     if type(value) in (tuple, list):
         elts = [_literal(v, w) for v in value]
-        return ast.Tuple(elts, ast.Load()) if isinstance(value, tuple) else ast.List(elts, ast.Load())
+        if isinstance(value, tuple):
+            return ast.Tuple(elts, ast.Load())
+        return ast.List(elts, ast.Load())
     if isinstance(value, (np.ndarray, jax.Array, np.generic)):
         arr = np.asarray(value)
         if arr.size <= _INLINE_CONST and arr.dtype.kind in "biuf":
@@ -296,7 +298,8 @@ def _collect(f, args, allow_jax_rules) -> list[_App]:
     def seen(e):
         if e.kind in ("forward", "jax", "custom_jvp", "custom_vjp"):
             op = getattr(tracer.RUNNING, "op", None)
-            if e.kind != "forward" and op is not None and op.eqn.primitive.name in tracer.CONTROL_FLOW:
+            prim = op.eqn.primitive.name if op is not None else None
+            if e.kind != "forward" and prim in tracer.CONTROL_FLOW:
                 raise NotImplementedError(
                     f"flat: control flow (lax.{op.eqn.primitive.name}) is not written as flat "
                     "code yet; write the loop in Python")
@@ -399,7 +402,6 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
             w.shapes[var] = np.shape(leaf)
             if i in diff:
                 active.add(id(leaf))
-    fwd_lines: list[tuple[str, _App, list[str], Any]] = []
     plan = []  # per app: output names, residual binding info
     known = {id(leaf) for a in args for leaf in jax.tree.leaves(a)}
     kept, canon = [], {}  # canon: a copy's output -> the value it copies
@@ -503,7 +505,6 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
         raise NotImplementedError("flat: f's output is not the output of a gate")
     out_names = [w.names[id(o)] for o in out_leaves]
     out_text = _rebuild(out, out_names)
-    diff_names = [arg_names[i] for i in diff]
     lines = []
     if mode == "reverse":
         grads: dict[int, str] = {}  # id -> gradient variable (set once assigned)
@@ -514,7 +515,7 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
             back.append(f"{g} = {seed}")
             grads[id(o)] = g
             w.shapes[g] = np.shape(o)
-        for app, outs, info, k in reversed(list(zip(apps, plan, residuals, range(len(apps))))):
+        for app, outs, info in reversed(list(zip(apps, plan, residuals))):
             if not any(id(z) in grads for z in app.outputs):
                 continue
             if not any(id(x) in active for x in app.inputs if not is_constant(x)):
@@ -616,7 +617,8 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
                 for z, dn in zip(app.outputs, ds):
                     dots[id(z)] = dn
         fw.extend(body[k:])
-        out_dots = [dots.get(id(o)) or f"jnp.zeros_like({n})" for o, n in zip(out_leaves, out_names)]
+        out_dots = [dots.get(id(o)) or f"jnp.zeros_like({n})"
+                    for o, n in zip(out_leaves, out_names)]
         signature = ", ".join(arg_names + dot_args)
         lines = ["# forward pass, with each value's tangent", *tang_lines, *fw,
                  f"return {out_text}, {_rebuild(out, out_dots)}"]
