@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the public names, once: typed_exports reads them, mypy the 
     from jaxprop.compare.advice import advise as advise
     from jaxprop.events import RuleEvent as RuleEvent
     from jaxprop.events import observe as observe
+    from jaxprop.explainer.flat import FlatCode as FlatCode
+    from jaxprop.explainer.flat import flat as flat
     from jaxprop.explainer.rows import Trace as Trace
     from jaxprop.explainer.rows import explain as explain
     from jaxprop.forward import hessian as hessian

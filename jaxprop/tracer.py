@@ -46,6 +46,7 @@ import contextvars
 import dataclasses
 import functools
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -506,6 +507,10 @@ def _apply_gate_call(call, vals):
     return jax.tree.leaves(out)
 
 
+RUNNING = threading.local()
+"""``RUNNING.op``: the operation :func:`run` is applying now (its gates' events come from it)."""
+
+
 def run(program: _Program, values: list, active_inputs: list[bool],
         allow_jax_rules: bool) -> list:
     """Runs a traced program on ``values``, each needed operation as its gate."""
@@ -513,6 +518,7 @@ def run(program: _Program, values: list, active_inputs: list[bool],
     env = dict(program.values)
     env.update(zip(program.inputs, values))
     for op in program.live_ops:
+        RUNNING.op = op  # jaxprop.flat names a gate's output from the op's user line
         vals = [env[r] for r in op.ins]
         name = op.eqn.primitive.name
         in_active = [r in active for r in op.ins]

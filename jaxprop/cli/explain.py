@@ -60,6 +60,10 @@ def register(subparsers) -> None:
                         'an all-integer entry ("[1, 0]") stays int32 (labels)')
     parser.add_argument("--upstream", metavar="VALUE", default=None,
                         help="for module:function: dL/d output to pull back (default: ones)")
+    parser.add_argument("--code", action="store_true",
+                        help="print the function's flat code instead (jaxprop.flat: the forward "
+                        "and backward pass, one line per gate, from the gates' rules); with "
+                        "--out FILE.py, write it there (never over an existing file)")
     parser.set_defaults(func=run)
 
 
@@ -71,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     from jaxprop.explainer import examples
     from jaxprop.explainer.rows import explain
 
-    out = out_folder(args, DEFAULT_OUT)  # before any tracing: a file there is an error
+    if args.code and args.out is not None and (
+            not args.out.endswith(".py") or Path(args.out).exists()):
+        raise ValueError(f"--out {args.out}: with --code, give a new .py file to write "
+                         "(an existing file is never overwritten)")
+    out = None if args.code else out_folder(args, DEFAULT_OUT)  # a file there is an error
     name = args.example
     if ":" in name:
         if args.fn_args is None:
@@ -94,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         fn, fn_args = example.fn, example.args()
         upstream = example.upstream() if example.upstream is not None else None
         title = example.title(args.mode)
+    if args.code:
+        return _print_code(fn, fn_args, args)
     trace = explain(fn, *fn_args, mode=args.mode, upstream=upstream, title=title)
 
     console = Console()
@@ -112,6 +122,26 @@ def run(args: argparse.Namespace) -> int:
     for suffix in suffixes:
         path = trace.render(out / (stem + suffix))
         console.print(f"wrote {path}", markup=False)
+    return 0
+
+
+def _print_code(fn, fn_args, args) -> int:
+    """``--code``: the flat code, highlighted in a terminal, or written to ``--out``."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from jaxprop.explainer.flat import flat
+
+    code = flat(fn, *fn_args, mode=args.mode)
+    console = Console()
+    if args.out is not None:
+        code.write(args.out)
+        console.print(f"wrote {args.out}", markup=False)
+        return 0
+    if console.is_terminal:
+        console.print(Syntax(code.text, "python"))
+    else:
+        print(code.text, end="")
     return 0
 
 
