@@ -22,6 +22,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import jaxprop
@@ -1206,6 +1207,40 @@ MODEL_CASES = [
 
 CASES = GATE_CASES + LOSS_CASES + MODEL_CASES
 SWAPPABLE = [c for c in CASES if c.apply is not None]
+
+LECTURE_GATES = frozenset({
+    "add", "sub", "neg", "mul", "div", "reciprocal", "pow", "integer_pow", "maximum",
+    "minimum", "abs", "select", "where", "exp", "log", "log1p", "expm1", "sigmoid", "tanh",
+    "sqrt", "rsqrt", "relu", "sum", "mean", "max", "min", "copy", "broadcast_to", "reshape",
+    "squeeze", "expand_dims", "transpose", "rev", "cast", "slice", "dynamic_slice", "gather",
+    "scatter", "scatter_add", "scatter_mul", "scatter_max", "scatter_min", "concatenate",
+    "split", "matmul", "dot_general",
+})
+"""The lecture's gates: every per-case test runs on all their cases in the normal suite."""
+
+SAMPLED_GATES = frozenset({
+    "conv", "max_pool", "sum_pool", "pad", "batch_norm", "dropout", "cumsum", "sort", "sin",
+    "erf", "clamp", "cholesky", "triangular_solve", "prod",
+})
+"""Later gates (the CNN lecture's, the rest of JAX's) whose first case also runs every
+per-case test in the normal suite."""
+
+
+def split(cases) -> list:
+    """``cases`` as pytest params: a gate's case is marked slow unless it is one of the
+    lecture's gates or the first case of a gate of :data:`SAMPLED_GATES`. Every gate case runs
+    the whole battery in the normal suite (finite differences, JAX's autodiff, the adjoint
+    test, our rules ran); the rest of the per-case tests of the others (drivers, observed and
+    swapped rules, order 2, explain, flat code) run in the slow job (``-m slow``, the second
+    step of ``.ci/run``)."""
+    seen: set[str] = set()
+    params = []
+    for c in cases:
+        fast = (c.kind != "gate" or c.covers in LECTURE_GATES
+                or (c.covers in SAMPLED_GATES and c.covers not in seen))
+        seen.add(c.covers)
+        params.append(pytest.param(c, id=c.name, marks=() if fast else pytest.mark.slow))
+    return params
 
 
 def missing_cases(gates_by_name: dict[str, Gate], cases=GATE_CASES) -> dict[str, list[str]]:

@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cases import CASES, split
 
 import jaxprop
 from jaxprop import forward, reverse
 from jaxprop.explainer import examples
 from jaxprop.gate import Gate
-from tests.cases import CASES
 
 NOT_YET: dict[str, str] = {
     "copy": "reverse: f returns the copy gate's two outputs, one value twice: seeded once",
@@ -66,7 +66,7 @@ def _check_forward(f, args):
     _close(value_dot, out_dot)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", split(CASES))
 @pytest.mark.parametrize("mode", ["reverse", "forward"])
 def test_case_code_runs_and_matches(case, mode):
     if case.name in NOT_YET and (mode == "reverse" or not NOT_YET[case.name].startswith(

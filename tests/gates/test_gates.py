@@ -21,6 +21,7 @@ from cases import (
     check_second_order,
     check_swapped_rules,
     scaled_rules,
+    split,
 )
 
 import jaxprop
@@ -35,7 +36,7 @@ def test_battery(case):
     check_battery(case)
 
 
-@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(GATE_CASES))
 def test_drivers_agree(case):
     check_drivers(case)
 
@@ -46,7 +47,7 @@ def test_drivers_agree(case):
 SECOND_ORDER = [c for c in GATE_CASES if c.order2]
 
 
-@pytest.mark.parametrize("case", SECOND_ORDER, ids=[c.name for c in SECOND_ORDER])
+@pytest.mark.parametrize("case", split(SECOND_ORDER))
 def test_check_grads_order2(case):
     check_second_order(case)
 
@@ -57,12 +58,12 @@ def test_second_order_cases_cover_every_gate():
 
 
 
-@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(GATE_CASES))
 def test_observed_rules(case):
     check_observed_rules(case)
 
 
-@pytest.mark.parametrize("case", SWAPPABLE_GATES, ids=[c.name for c in SWAPPABLE_GATES])
+@pytest.mark.parametrize("case", split(SWAPPABLE_GATES))
 def test_swapped_rule_is_the_one_that_runs(case):
     check_swapped_rules(case)
 
