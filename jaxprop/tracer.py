@@ -59,7 +59,7 @@ from jax.extend import core as jex
 
 from jaxprop import coverage, gates, wiring
 from jaxprop._jaxprs import called_jaxpr
-from jaxprop.events import RuleEvent, notify
+from jaxprop.events import RuleEvent, notify, silenced
 from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
@@ -826,14 +826,138 @@ def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     init = [_tangent_from_the_start(c, some) if a and not b else c
             for c, a, b in zip(init, active[nc:nc + nk], in_active[nc:nc + nk])]
 
-    def step(carry, x):
-        with _in_reverse(reversing):
-            outs = run(body, [*consts, *carry, *x], active, allow_jax_rules)
-        return _typed(outs[:nk], carry_avals), outs[nk:]
+    def step_with(consts):
+        def step(carry, x):
+            with _in_reverse(reversing):
+                outs = run(body, [*consts, *carry, *x], active, allow_jax_rules)
+            return _typed(outs[:nk], carry_avals), outs[nk:]
+        return step
 
+    step = step_with(consts)
+    if _UNROLL.get() is not None:
+        return _explained_scan(op, step_with, consts, _typed(init, carry_avals), xs, reversing)
     carry, ys = lax.scan(step, _typed(init, carry_avals), xs, length=p["length"],
                          reverse=p["reverse"], unroll=p["unroll"])
     return [*carry, *ys]
+
+
+# ------------------------------------------------------------------- loops under explain
+#
+# ``jaxprop.explain`` shows a scan the lecture's way: the first steps unrolled (the body's
+# gates applied step by step in Python, so their events are ordinary events of the explained
+# trace, each labelled with its step), and the remaining steps as one lax.scan whose gates
+# send no event, shown as one summary row with the carry's gradient in and out.
+
+_UNROLL = contextvars.ContextVar("jaxprop_unroll", default=None)
+_STEP = contextvars.ContextVar("jaxprop_step", default=())
+
+
+@contextlib.contextmanager
+def unroll_for_explain(steps: int):
+    """Inside, each ``lax.scan`` runs its first ``steps`` steps unrolled (explain only)."""
+    token = _UNROLL.set(steps)
+    try:
+        yield
+    finally:
+        _UNROLL.reset(token)
+
+
+def scan_step() -> str | None:
+    """The loop step being traced under :func:`unroll_for_explain` (``"t=1"``), or None."""
+    return ",".join(_STEP.get()) or None
+
+
+@contextlib.contextmanager
+def _at_step(label: str):
+    token = _STEP.set((*_STEP.get(), label))
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSteps:
+    """The steps of a scan that explain summarises in one row (``kind="forward"`` and
+    ``"vjp"`` events take a gate's place): ``first..last``, ``count`` of them."""
+
+    first: int
+    last: int
+    count: int
+    line: str
+    name: str = "scan"
+    pattern: str = "loop steps"
+    symbol: str = "scan"
+    elementwise: bool = False
+    vjp: tuple = ()
+
+
+def _explained_scan(op: _Op, step_with, consts, init, xs, reversing) -> list:
+    p = op.eqn.params
+    length, nk = p["length"], len(init)
+    k = min(_UNROLL.get(), length)
+    order = list(range(length))[::-1] if p["reverse"] else list(range(length))
+    carry, ys = list(init), {}
+    step = step_with(consts)
+    for t in order[:k]:
+        with _at_step(f"t={t}"):
+            carry, y = step(carry, [x[t] for x in xs])
+        ys[t] = y
+    rest = order[k:]
+    if rest:
+        lo, hi = min(rest), max(rest) + 1
+        summary = ScanSteps(rest[0], rest[-1], len(rest), _user_line(op))
+        carry, rest_ys = _summarised(summary, step_with, consts, carry,
+                                     [x[lo:hi] for x in xs], p["reverse"], reversing)
+    else:
+        rest_ys = None
+    stacked = []
+    for j in range(len(op.eqn.outvars) - nk):
+        done = [ys[t][j] for t in sorted(ys)]
+        parts = [jnp.stack(done)] if done else []
+        if rest_ys is not None:
+            parts.insert(0 if p["reverse"] else len(parts), rest_ys[j])
+        stacked.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+    return [*carry, *stacked]
+
+
+def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, reversing):
+    """The remaining steps as one lax.scan whose gates send no event; one event of its own
+    (and in reverse mode one ``"vjp"`` event with the carry's gradient in and out)."""
+    nc, nk = len(consts), len(carry)
+
+    def flat(*vals):  # every array an argument: the silenced scan closes over no tracer
+        with silenced():
+            c, ys = lax.scan(step_with(list(vals[:nc])), list(vals[nc:nc + nk]),
+                             list(vals[nc + nk:]), reverse=reverse)
+        return (*c, *ys)
+
+    if not reversing:
+        out = flat(*consts, *carry, *xs)
+        notify(RuleEvent(summary, "forward", tuple(carry), tuple(out[:nk])))
+        return list(out[:nk]), list(out[nk:])
+
+    @jax.custom_vjp
+    def rest(*vals):
+        return flat(*vals)
+
+    def fwd(*vals):
+        with silenced():
+            out, pull = jax.vjp(flat, *vals)
+        return out, (vals, out, pull)
+
+    def bwd(res, out_bar):
+        vals, out, pull = res
+        with silenced():
+            in_bars = pull(out_bar)
+        notify(RuleEvent(summary, "vjp", tuple(vals[nc:nc + nk]), tuple(out[:nk]),
+                         tuple(out_bar[:nk]), tuple(in_bars[nc:nc + nk])))
+        return in_bars
+
+    rest.defvjp(fwd, bwd)
+    out = rest(*consts, *carry, *xs)
+    notify(RuleEvent(summary, "forward", tuple(carry), tuple(out[:nk])))
+    return list(out[:nk]), list(out[nk:])
 
 
 def _run_while(op: _Op, vals, in_active, allow_jax_rules) -> list:

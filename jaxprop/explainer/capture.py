@@ -37,7 +37,7 @@ import numpy as np
 from jaxprop import core, forward, wiring
 from jaxprop.events import RuleEvent, observe
 from jaxprop.gate import is_constant
-from jaxprop.tracer import gated
+from jaxprop.tracer import gated, scan_step, unroll_for_explain
 
 MODES = ("reverse", "forward")
 APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
@@ -45,6 +45,9 @@ APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
 ``custom_jvp``/``custom_vjp`` function that kept its own rule."""
 DEFAULT_MAX_BASIS = 256
 """Most input elements forward mode pushes a basis vector for, unless told otherwise."""
+
+DEFAULT_SCAN_STEPS = 3
+"""How many first steps of each lax.scan explain shows unrolled, unless told otherwise."""
 
 LOCAL_MAX_ENTRIES = 4096
 """The largest local Jacobian (output size x input size) of a non-elementwise gate that
@@ -75,6 +78,7 @@ class Application:
     params: dict = dataclasses.field(default_factory=dict)
     jax_rule: bool = False
     own_rule: bool = False  # a custom_jvp/custom_vjp function, differentiated by its rule
+    step: str | None = None  # the loop step it ran in (``"t=0"``), for an unrolled scan
 
 
 @dataclasses.dataclass
@@ -108,7 +112,8 @@ def _primal(x):
 
 
 def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
-        max_basis: int | None = DEFAULT_MAX_BASIS, allow_jax_rules: bool = False) -> Capture:
+        max_basis: int | None = DEFAULT_MAX_BASIS, allow_jax_rules: bool = False,
+        scan_steps: int = DEFAULT_SCAN_STEPS) -> Capture:
     """Runs f once in the jitted pipeline for ``mode`` and collects every rule's values."""
     if mode not in MODES:
         raise ValueError(f"explain: unknown mode {mode!r}; expected one of {MODES}")
@@ -145,7 +150,10 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     scalar_out = jax.tree_util.treedef_is_leaf(jax.tree.structure(out_struct)) and \
         jax.tree.leaves(out_struct)[0].shape == ()
 
+    if isinstance(scan_steps, bool) or not isinstance(scan_steps, int) or scan_steps < 1:
+        raise ValueError(f"explain: scan_steps must be a positive int; got {scan_steps!r}")
     events: list[RuleEvent] = []
+    steps: list[str | None] = []
     meta: dict[str, Any] = {}
     f_gated = gated(f, allow_jax_rules=allow_jax_rules)  # plain JAX code meets the gates too
     if mode == "forward":
@@ -162,8 +170,14 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
 
     def traced(fixed, dyn, seed_or_tangents):
         events.clear()
+        steps.clear()
         fun = lambda *d: f_of_diff(fixed, *d)  # noqa: E731
-        with observe(events.append):
+
+        def record(e):
+            events.append(e)
+            steps.append(scan_step())
+
+        with observe(record), unroll_for_explain(scan_steps):
             if mode == "reverse":
                 out, pull, _ = wiring.pullback(fun, *dyn)
                 seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
@@ -200,7 +214,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     wire_tangent = None
     if mode == "forward":
         wire_tangent = dict(zip(meta["wire_ids"], to_np(wire_dots), strict=True))
-    applications = _applications(events, exported, mode, wire_tangent)
+    applications = _applications(events, exported, mode, wire_tangent, steps)
     if not applications:
         raise ValueError(
             "explain: f applied no jaxprop gate (build it from jaxprop.gates; a function "
@@ -312,7 +326,7 @@ def _local(e: RuleEvent) -> tuple:
     flat_z, unravel_z = jax.flatten_util.ravel_pytree(z)
     local = []
     for i, x in enumerate(e.inputs):
-        if is_constant(x) or gate.vjp[i] is None or e.rule is None:
+        if e.rule is None or is_constant(x) or gate.vjp[i] is None:
             local.append(None)
             continue
         if gate.elementwise:
@@ -356,12 +370,12 @@ def _export(events: list[RuleEvent]) -> list:
     return exported
 
 
-def _applications(events, exported, mode, wire_tangent) -> list[Application]:
+def _applications(events, exported, mode, wire_tangent, steps) -> list[Application]:
     """Pairs each gate application with its rule, by the primal value both saw."""
     rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
              if e.kind in ("vjp", "jvp")}
     apps = []
-    for event, values in zip(events, exported, strict=True):
+    for event, values, step in zip(events, exported, steps, strict=True):
         if event.kind not in APPLIED:
             continue
         rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
@@ -391,6 +405,7 @@ def _applications(events, exported, mode, wire_tangent) -> list[Application]:
             params=dict(event.params),
             jax_rule=event.kind == "jax",
             own_rule=event.kind in ("custom_jvp", "custom_vjp"),
+            step=step,
         ))
     return apps
 
