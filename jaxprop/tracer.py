@@ -932,9 +932,25 @@ def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, rever
                              list(vals[nc + nk:]), reverse=reverse)
         return (*c, *ys)
 
+    # the row's inputs: the weights every step shares (floating-point ones), then the carry
+    shown = [i for i, c in enumerate(consts)
+             if jnp.issubdtype(jnp.result_type(c), jnp.inexact)] + list(range(nc, nc + nk))
+
+    def event(kind, vals, out, out_bar=None, in_bars=None):
+        one = (lambda t: t[0]) if nk == 1 else tuple
+        ins = tuple(vals[i] for i in shown)
+        bars = None if in_bars is None else tuple(in_bars[i] for i in shown)
+        if kind == "jvp":  # upstream: which input tangents flow; downstream: none named
+            notify(RuleEvent(summary, kind, ins, one(out[:nk]), bars))
+        else:
+            notify(RuleEvent(summary, kind, ins, one(out[:nk]),
+                             None if out_bar is None else one(out_bar[:nk]), bars))
+
     if not reversing:
         out = flat(*consts, *carry, *xs)
-        notify(RuleEvent(summary, "forward", tuple(carry), tuple(out[:nk])))
+        event("forward", [*consts, *carry], out)
+        if wiring.current_rule_set() == "jvp":  # forward mode: explain shows the tangents
+            event("jvp", [*consts, *carry], out, in_bars=[True] * (nc + nk))
         return list(out[:nk]), list(out[nk:])
 
     @jax.custom_vjp
@@ -950,13 +966,12 @@ def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, rever
         vals, out, pull = res
         with silenced():
             in_bars = pull(out_bar)
-        notify(RuleEvent(summary, "vjp", tuple(vals[nc:nc + nk]), tuple(out[:nk]),
-                         tuple(out_bar[:nk]), tuple(in_bars[nc:nc + nk])))
+        event("vjp", vals, out, out_bar, in_bars)
         return in_bars
 
     rest.defvjp(fwd, bwd)
     out = rest(*consts, *carry, *xs)
-    notify(RuleEvent(summary, "forward", tuple(carry), tuple(out[:nk])))
+    event("forward", [*consts, *carry], out)
     return list(out[:nk]), list(out[nk:])
 
 

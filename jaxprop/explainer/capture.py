@@ -322,11 +322,13 @@ def _local(e: RuleEvent) -> tuple:
     ones. A small other gate's local Jacobian [output size, input size] is built one unit
     vector at a time: rows from the VJP rule, columns from the JVP rule.
     """
+    if e.rule is None:  # a summary of loop steps: no one rule to apply
+        return (None,) * len(e.inputs)
     gate, z = e.gate, e.outputs
     flat_z, unravel_z = jax.flatten_util.ravel_pytree(z)
     local = []
     for i, x in enumerate(e.inputs):
-        if e.rule is None or is_constant(x) or gate.vjp[i] is None:
+        if is_constant(x) or gate.vjp[i] is None:
             local.append(None)
             continue
         if gate.elementwise:

@@ -1,0 +1,122 @@
+"""explain shows a lax.scan the lecture's way: the body's gates for the first steps, the
+carry's gradient passing from step to step, then one summary row for the remaining steps;
+every gradient shown is jax.grad's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprop
+
+STEPS = 5
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return (jnp.asarray(rng.normal(size=(3, 3)) * 0.5), jnp.asarray(rng.normal(size=(3, 2))),
+            jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=(STEPS, 2))))
+
+
+def _steps(w, u, h, xs):
+    def step(h, x):
+        h = jnp.tanh(w @ h + u @ x)
+        return h, h
+
+    return jax.lax.scan(step, h, xs)[0]
+
+
+def rnn(w, u, h0, xs):
+    return jnp.sum(_steps(w, u, h0, xs))
+
+
+def _after(t, w, u, h0, xs):
+    """h_t: the carry after steps 0..t-1."""
+    return _steps(w, u, h0, xs[:t])
+
+
+def _grad_of_carry(t, w, u, h0, xs):
+    """dL/dh_t, the gradient of the carry entering step t, by jax.grad."""
+    return jax.grad(lambda h: jnp.sum(_steps(w, u, h, xs[t:])))(_after(t, w, u, h0, xs))
+
+
+def _rows(trace, step):
+    return [r for r in trace.rows if r.gate.endswith(f"[{step}]")]
+
+
+def test_first_steps_unrolled_then_one_summary_row():
+    w, u, h0, xs = _params()
+    trace = jaxprop.explain(rnn, w, u, h0, xs, scan_steps=2)
+    gates = [r.gate for r in trace.rows]
+    for t in (0, 1):
+        assert "tanh" in [r.gate.split(" [")[0] for r in _rows(trace, f"t={t}")], gates
+    assert not any("[t=2]" in g for g in gates), gates
+    summary = [r for r in trace.rows if r.gate.startswith("scan [")]
+    assert len(summary) == 1 and summary[0].gate == "scan [t=2..4]", gates
+    assert "steps 2..4: the same gates, 3 more times" in summary[0].detail
+    assert "scan [t=2..4]" in str(trace)
+
+
+def test_the_carry_gradient_passes_from_step_to_step_as_jax_grad():
+    w, u, h0, xs = _params()
+    trace = jaxprop.explain(rnn, w, u, h0, xs, scan_steps=2)
+    expected = jax.grad(rnn, argnums=(0, 1, 2, 3))(w, u, h0, xs)
+    for got, want in zip(trace.grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    (tanh0,) = [r for r in _rows(trace, "t=0") if r.gate.startswith("tanh")]
+    (tanh1,) = [r for r in _rows(trace, "t=1") if r.gate.startswith("tanh")]
+    # h_1 (tanh at t=0) gets its gradient from step 1, whose gates use it
+    np.testing.assert_allclose(tanh0.upstream, _grad_of_carry(1, w, u, h0, xs), rtol=1e-10)
+    step1_uses = [r for r in _rows(trace, "t=1") if tanh0.output_names[0] in r.input_names]
+    assert step1_uses, [r.input_names for r in _rows(trace, "t=1")]
+    from_step1 = sum(np.asarray(r.downstream[r.input_names.index(tanh0.output_names[0])])
+                     for r in step1_uses)
+    np.testing.assert_allclose(tanh0.upstream, from_step1, rtol=1e-10)
+    np.testing.assert_allclose(tanh1.upstream, _grad_of_carry(2, w, u, h0, xs), rtol=1e-10)
+    # the summary row: the final carry's gradient in, h_2's gradient out
+    (summary,) = [r for r in trace.rows if r.gate.startswith("scan [")]
+    np.testing.assert_allclose(summary.upstream, np.ones(3))
+    h_slot = summary.input_names.index(tanh1.output_names[0])
+    np.testing.assert_allclose(summary.downstream[h_slot], _grad_of_carry(2, w, u, h0, xs),
+                               rtol=1e-10)
+    np.testing.assert_allclose(summary.inputs[h_slot], _after(2, w, u, h0, xs), rtol=1e-12)
+
+
+def test_forward_mode_shows_the_summary_row_with_tangents():
+    w, u, h0, xs = _params()
+    tangents = (jnp.zeros_like(w), jnp.zeros_like(u), jnp.ones_like(h0), jnp.zeros_like(xs))
+    trace = jaxprop.explain(rnn, w, u, h0, xs, mode="forward", tangents=tangents,
+                            scan_steps=1)
+    (summary,) = [r for r in trace.rows if r.gate.startswith("scan [")]
+    assert summary.gate == "scan [t=1..4]"
+    _, want = jax.jvp(lambda h: _steps(w, u, h, xs), (h0,), (jnp.ones_like(h0),))
+    np.testing.assert_allclose(summary.downstream, want, rtol=1e-10)
+    np.testing.assert_allclose(trace.output_tangent, jnp.sum(want), rtol=1e-10)
+
+
+def test_all_steps_unrolled_and_a_reversed_scan():
+    w, u, h0, xs = _params()
+    trace = jaxprop.explain(rnn, w, u, h0, xs, scan_steps=10)
+    assert not any(r.gate.startswith("scan [") for r in trace.rows)
+    assert _rows(trace, "t=4")
+
+    def backwards(w, u, h0, xs):
+        def step(h, x):
+            h = jnp.tanh(w @ h + u @ x)
+            return h, h
+        h, ys = jax.lax.scan(step, h0, xs, reverse=True)
+        return jnp.sum(h) + jnp.sum(ys * ys)
+
+    trace = jaxprop.explain(backwards, w, u, h0, xs, scan_steps=2)
+    assert _rows(trace, "t=4") and _rows(trace, "t=3")
+    assert [r.gate for r in trace.rows if r.gate.startswith("scan [")] == ["scan [t=2..0]"]
+    expected = jax.grad(backwards, argnums=(0, 1, 2, 3))(w, u, h0, xs)
+    for got, want in zip(trace.grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_scan_steps_must_be_a_positive_int(bad):
+    w, u, h0, xs = _params()
+    with pytest.raises(ValueError, match="scan_steps must be a positive int"):
+        jaxprop.explain(rnn, w, u, h0, xs, scan_steps=bad)
