@@ -45,6 +45,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import itertools
 import os
 import weakref
 from collections.abc import Callable
@@ -876,6 +877,44 @@ def _at_step(label: str):
         _STEP.reset(token)
 
 
+_BRANCH = contextvars.ContextVar("jaxprop_branch", default=())
+_CONDS = itertools.count()
+
+
+def branch_path() -> tuple:
+    """The branches being traced under :func:`unroll_for_explain`: ``(cond, index)`` pairs."""
+    return _BRANCH.get()
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchChoice:
+    """Which branch of one cond ran (``kind="branch"`` events, explain only): ``inputs`` is
+    the branch index, ``outputs`` the cond's outputs, ``upstream`` each branch's outputs."""
+
+    cond: int
+    name: str = "cond"
+
+
+def _explained_cond(branches, index, operands) -> list:
+    """Every branch's gates run in the explained trace, labelled ``branch i``; the outputs
+    are the chosen branch's, and an event tells explain which branch ran, so that it shows
+    that branch's rows only."""
+    cond = next(_CONDS)
+    outs = []
+    for i, fn in enumerate(branches):
+        token = _BRANCH.set((*_BRANCH.get(), (cond, i)))
+        try:
+            with _at_step(f"branch {i}"):
+                outs.append(fn(*operands))
+        finally:
+            _BRANCH.reset(token)
+    chosen = jnp.clip(index, 0, len(branches) - 1)
+    picked = [o[0] if len(o) == 1 else lax.select_n(chosen, *o) for o in zip(*outs)]
+    notify(RuleEvent(BranchChoice(cond), "branch", (chosen,), tuple(picked),
+                     tuple(tuple(o) for o in outs)))
+    return picked
+
+
 @dataclasses.dataclass(frozen=True)
 class ScanSteps:
     """The steps of a scan that explain summarises in one row (``kind="forward"`` and
@@ -981,6 +1020,12 @@ def _run_while(op: _Op, vals, in_active, allow_jax_rules) -> list:
     p = op.eqn.params
     cn, bn = p["cond_nconsts"], p["body_nconsts"]
     vals = [_materialize(v) for v in vals]
+    if _UNROLL.get() is not None:
+        raise ValueError(
+            f"explain: cannot show the while loop at {_user_line(op)} (lax.while_loop, or "
+            "lax.fori_loop with bounds known only at run time): its steps are not known "
+            "before it runs. Write it with lax.scan or lax.fori_loop with static bounds, "
+            "which explain shows step by step")
     if _reversing(vals, in_active):
         raise ValueError(
             f"jaxprop: reverse mode cannot differentiate the while loop at {_user_line(op)} "
@@ -1013,6 +1058,8 @@ def _run_cond(op: _Op, vals, in_active, allow_jax_rules) -> list:
     def branch(program):
         return lambda *a: _typed(run(program, list(a), active, allow_jax_rules), out_avals)
 
+    if _UNROLL.get() is not None:
+        return _explained_cond([branch(b) for b in branches], index, operands)
     return list(lax.switch(index, [branch(b) for b in branches], *operands))
 
 
@@ -1026,6 +1073,8 @@ def _run_remat(op: _Op, vals, in_active, allow_jax_rules) -> list:
     def fn(*a):
         return run(body, list(a), active, allow_jax_rules)
 
+    if _UNROLL.get() is not None:  # explain: the same values, the gates in the outer trace
+        return fn(*[_materialize(v) for v in vals])
     return list(jax.checkpoint(fn, prevent_cse=p["prevent_cse"], policy=p["policy"])(
         *[_materialize(v) for v in vals]))
 

@@ -37,7 +37,7 @@ import numpy as np
 from jaxprop import core, forward, wiring
 from jaxprop.events import RuleEvent, observe
 from jaxprop.gate import is_constant
-from jaxprop.tracer import gated, scan_step, unroll_for_explain
+from jaxprop.tracer import branch_path, gated, scan_step, unroll_for_explain
 
 MODES = ("reverse", "forward")
 APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
@@ -79,6 +79,7 @@ class Application:
     jax_rule: bool = False
     own_rule: bool = False  # a custom_jvp/custom_vjp function, differentiated by its rule
     step: str | None = None  # the loop step it ran in (``"t=0"``), for an unrolled scan
+    branches: tuple = ()  # the (cond, branch) pairs it is inside
 
 
 @dataclasses.dataclass
@@ -153,7 +154,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     if isinstance(scan_steps, bool) or not isinstance(scan_steps, int) or scan_steps < 1:
         raise ValueError(f"explain: scan_steps must be a positive int; got {scan_steps!r}")
     events: list[RuleEvent] = []
-    steps: list[str | None] = []
+    steps: list[tuple] = []  # per event: its loop step's label, the branches it is in
     meta: dict[str, Any] = {}
     f_gated = gated(f, allow_jax_rules=allow_jax_rules)  # plain JAX code meets the gates too
     if mode == "forward":
@@ -175,7 +176,7 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
 
         def record(e):
             events.append(e)
-            steps.append(scan_step())
+            steps.append((scan_step(), branch_path()))
 
         with observe(record), unroll_for_explain(scan_steps):
             if mode == "reverse":
@@ -215,6 +216,8 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     if mode == "forward":
         wire_tangent = dict(zip(meta["wire_ids"], to_np(wire_dots), strict=True))
     applications = _applications(events, exported, mode, wire_tangent, steps)
+    applications, out_leaf_ids = _branches_taken(
+        applications, events, exported, [id(x) for x in meta["out_leaves"]])
     if not applications:
         raise ValueError(
             "explain: f applied no jaxprop gate (build it from jaxprop.gates; a function "
@@ -237,8 +240,8 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
             grads = _per_arg(to_np(extra), diff, len(args))  # exactly forward.value_and_grad's
         elif basis:
             grads = _forward_grads(output_tangent, upstream, dyn, diff, len(args))
-    return Capture(mode, basis, arg_leaf_ids, [id(x) for x in meta["out_leaves"]],
-                   applications, to_np(out), seed, arg_tangents, grads, output_tangent)
+    return Capture(mode, basis, arg_leaf_ids, out_leaf_ids, applications, to_np(out), seed,
+                   arg_tangents, grads, output_tangent)
 
 
 def _wires(events: list[RuleEvent]) -> list:
@@ -364,6 +367,8 @@ def _export(events: list[RuleEvent]) -> list:
                                 for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
             })
+        elif e.kind == "branch":  # which branch of a cond ran
+            exported.append({"index": _primal(e.inputs[0])})
         elif e.kind == "vjp":
             exported.append({"upstream": e.upstream, "downstream": e.downstream,
                              "local": _local(e)})
@@ -377,7 +382,7 @@ def _applications(events, exported, mode, wire_tangent, steps) -> list[Applicati
     rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
              if e.kind in ("vjp", "jvp")}
     apps = []
-    for event, values, step in zip(events, exported, steps, strict=True):
+    for event, values, (step, branches) in zip(events, exported, steps, strict=True):
         if event.kind not in APPLIED:
             continue
         rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
@@ -408,8 +413,33 @@ def _applications(events, exported, mode, wire_tangent, steps) -> list[Applicati
             jax_rule=event.kind == "jax",
             own_rule=event.kind in ("custom_jvp", "custom_vjp"),
             step=step,
+            branches=branches,
         ))
     return apps
+
+
+def _branches_taken(apps, events, exported, out_leaf_ids):
+    """Keeps the rows of the branch of each cond that ran; a value the cond chose is named
+    as that branch's output, so the wires run from the branch's gates to their users."""
+    taken, alias = {}, {}
+    for e, values in zip(events, exported, strict=True):
+        if e.kind != "branch":
+            continue
+        index = int(values["index"])
+        taken[e.gate.cond] = index
+        for picked, ran in zip(e.outputs, e.upstream[index], strict=True):
+            alias[id(picked)] = id(ran)
+    if not taken:
+        return apps, out_leaf_ids
+
+    def named(vid):
+        while vid in alias:
+            vid = alias[vid]
+        return vid
+
+    kept = [dataclasses.replace(a, input_ids=tuple(named(v) for v in a.input_ids))
+            for a in apps if all(taken.get(c, i) == i for c, i in a.branches)]
+    return kept, [named(v) for v in out_leaf_ids]
 
 
 def _per_input(inputs: tuple, per_array: tuple) -> tuple:

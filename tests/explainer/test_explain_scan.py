@@ -120,3 +120,54 @@ def test_scan_steps_must_be_a_positive_int(bad):
     w, u, h0, xs = _params()
     with pytest.raises(ValueError, match="scan_steps must be a positive int"):
         jaxprop.explain(rnn, w, u, h0, xs, scan_steps=bad)
+
+
+def branchy(x, y):
+    z = jax.lax.cond(jnp.sum(x) > 0, lambda a: jnp.tanh(a) * y, lambda a: jnp.exp(a) + y, x)
+    return jnp.sum(z * z)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+@pytest.mark.parametrize("sign, taken, gate", [(1.0, 1, "tanh"), (-1.0, 0, "exp")])
+def test_a_cond_shows_the_branch_that_ran(mode, sign, taken, gate):
+    x = sign * jnp.array([0.5, -0.2])
+    trace = jaxprop.explain(branchy, x, 2.0, mode=mode)
+    labels = [r.gate for r in trace.rows if "[branch" in r.gate]
+    assert labels and all(g.endswith(f"[branch {taken}]") for g in labels), labels
+    assert f"{gate} [branch {taken}]" in labels
+    # the cond's output is the branch's own wire: the square reads it
+    (last,) = [r for r in trace.rows if r.gate.endswith(f"[branch {taken}]")
+               and r.gate.split(" [")[0] in ("mul", "add")]
+    (square,) = [r for r in trace.rows if r.gate == "mul"]
+    assert square.input_names == (last.output_names[0],) * 2
+    expected = jax.grad(branchy, argnums=(0, 1))(x, 2.0)
+    for got, want in zip(trace.grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_a_switch_in_a_scan_shows_each_step_s_branch():
+    def f(w, xs):
+        def step(h, x):
+            i = jnp.where(x > 0, 1, 0)
+            h = jax.lax.switch(i, [lambda h: jnp.sin(w * h), lambda h: jnp.tanh(w * h)], h)
+            return h + x, None
+        return jax.lax.scan(step, 1.0, xs)[0]
+
+    xs = jnp.array([1.0, -1.0, 1.0])
+    trace = jaxprop.explain(f, 0.7, xs, scan_steps=2)
+    gates = [r.gate for r in trace.rows]
+    assert "tanh [t=0,branch 1]" in gates and "sin [t=1,branch 0]" in gates, gates
+    assert "sin [t=0,branch 0]" not in gates and "tanh [t=1,branch 1]" not in gates, gates
+    expected = jax.grad(f, argnums=(0, 1))(0.7, xs)
+    for got, want in zip(trace.grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_a_while_loop_is_a_clear_error():
+    def f(x):
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.sin(c[0]), c[1] + 1),
+                                  (x, 0))[0]
+
+    with pytest.raises(ValueError, match=r"explain: cannot show the while loop at .*"
+                                         r"test_explain_scan.py"):
+        jaxprop.explain(f, 0.5, mode="forward")
