@@ -888,8 +888,9 @@ def branch_path() -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class BranchChoice:
-    """Which branch of one cond ran (``kind="branch"`` events, explain only): ``inputs`` is
-    the branch index, ``outputs`` the cond's outputs, ``upstream`` each branch's outputs."""
+    """Which branch of one cond ran (``kind="branch"`` events, explain only): ``inputs`` are
+    the branch index and the operands, ``outputs`` the cond's outputs, ``upstream`` each
+    branch's outputs, ``downstream`` the operands as each branch received them."""
 
     cond: int
     name: str = "cond"
@@ -900,18 +901,24 @@ def _explained_cond(branches, index, operands) -> list:
     are the chosen branch's, and an event tells explain which branch ran, so that it shows
     that branch's rows only."""
     cond = next(_CONDS)
-    outs = []
+    chosen = jnp.clip(index, 0, len(branches) - 1)
+    outs, fed = [], []
     for i, fn in enumerate(branches):
+        # a branch that did not run gets its operands under stop_gradient: its rules' NaN
+        # (log at 0 given a zero gradient) never reaches the operands' gradients
+        guarded = [jnp.where(chosen == i, o, lax.stop_gradient(o))
+                   if jnp.issubdtype(jnp.result_type(o), jnp.inexact) else o
+                   for o in operands]
         token = _BRANCH.set((*_BRANCH.get(), (cond, i)))
         try:
             with _at_step(f"branch {i}"):
-                outs.append(fn(*operands))
+                outs.append(fn(*guarded))
         finally:
             _BRANCH.reset(token)
-    chosen = jnp.clip(index, 0, len(branches) - 1)
+        fed.append(tuple(guarded))
     picked = [o[0] if len(o) == 1 else lax.select_n(chosen, *o) for o in zip(*outs)]
-    notify(RuleEvent(BranchChoice(cond), "branch", (chosen,), tuple(picked),
-                     tuple(tuple(o) for o in outs)))
+    notify(RuleEvent(BranchChoice(cond), "branch", (chosen, *operands), tuple(picked),
+                     tuple(tuple(o) for o in outs), tuple(fed)))
     return picked
 
 

@@ -429,6 +429,10 @@ def _branches_taken(apps, events, exported, out_leaf_ids):
         taken[e.gate.cond] = index
         for picked, ran in zip(e.outputs, e.upstream[index], strict=True):
             alias[id(picked)] = id(ran)
+        for fed in e.downstream:  # the operands as a branch received them: the operands
+            for given, operand in zip(fed, e.inputs[1:], strict=True):
+                if given is not operand:
+                    alias[id(given)] = id(operand)
     if not taken:
         return apps, out_leaf_ids
 

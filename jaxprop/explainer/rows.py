@@ -420,8 +420,10 @@ def _plain_gate_row(step: int, app: capture.Application, values: dict, reverse: 
         g = app.gate
         flow = ("the carry's gradient in (its upstream) and out (downstream), through the "
                 "steps' VJP rules" if reverse else "")
-        return Row(step, f"scan [t={g.first}..{g.last}]", "loop steps",
-                   f"steps {g.first}..{g.last}: the same gates, {g.count} more times "
+        span = f"{g.first}..{g.last}" if g.count > 1 else f"{g.first}"
+        times = f"{g.count} more times" if g.count > 1 else "once more"
+        return Row(step, f"scan [t={span}]", "loop steps",
+                   f"step{'s' if g.count > 1 else ''} {span}: the same gates, {times} "
                    f"(at {g.line}){'; ' + flow if flow else ''}", g.symbol, names, app.inputs,
                    out_names, app.outputs, app.upstream, "the same gates, step by step",
                    app.downstream)

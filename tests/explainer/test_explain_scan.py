@@ -171,3 +171,14 @@ def test_a_while_loop_is_a_clear_error():
     with pytest.raises(ValueError, match=r"explain: cannot show the while loop at .*"
                                          r"test_explain_scan.py"):
         jaxprop.explain(f, 0.5, mode="forward")
+
+
+def test_a_branch_that_did_not_run_adds_no_nan_and_reads_the_operand_by_name():
+    def f(x):
+        return jax.lax.cond(x > 0, lambda a: jnp.log(a), lambda a: a * 2.0, x)
+
+    trace = jaxprop.explain(f, 0.0)  # the log branch, not taken, would give 0 * (1/0)
+    assert [(r.gate, r.input_names) for r in trace.rows] == [("mul [branch 0]", ("x", "2"))]
+    np.testing.assert_allclose(trace.grads[0], jax.grad(f)(0.0))
+    trace = jaxprop.explain(f, 0.0, mode="forward")
+    np.testing.assert_allclose(trace.output_tangent, [2.0])
