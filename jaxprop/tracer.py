@@ -854,8 +854,9 @@ _STEP = contextvars.ContextVar("jaxprop_step", default=())
 
 
 @contextlib.contextmanager
-def unroll_for_explain(steps: int):
-    """Inside, each ``lax.scan`` runs its first ``steps`` steps unrolled (explain only)."""
+def unroll_for_explain(steps: int | None):
+    """Inside, each ``lax.scan`` runs its first ``steps`` steps unrolled, and a cond all its
+    branches with the chosen outputs selected (explain only; ``None``: as they are)."""
     token = _UNROLL.set(steps)
     try:
         yield
@@ -973,7 +974,7 @@ def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, rever
     nc, nk = len(consts), len(carry)
 
     def flat(*vals):  # every array an argument: the silenced scan closes over no tracer
-        with silenced():
+        with silenced(), unroll_for_explain(None):  # loops inside it run as they are
             c, ys = lax.scan(step_with(list(vals[:nc])), list(vals[nc:nc + nk]),
                              list(vals[nc + nk:]), reverse=reverse)
         return (*c, *ys)

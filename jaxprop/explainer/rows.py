@@ -407,7 +407,9 @@ def _label(app: capture.Application, values: dict, taken: set) -> str | None:
 
 def _gate_row(step: int, app: capture.Application, values: dict, reverse: bool) -> Row:
     row = _plain_gate_row(step, app, values, reverse)
-    if app.step is not None:
+    if app.step is not None and isinstance(app.gate, ScanSteps):  # a loop in a loop's step
+        row = dataclasses.replace(row, gate=row.gate.replace("[", f"[{app.step},", 1))
+    elif app.step is not None:
         row = dataclasses.replace(row, gate=f"{row.gate} [{app.step}]")
     return row
 

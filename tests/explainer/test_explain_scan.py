@@ -182,3 +182,22 @@ def test_a_branch_that_did_not_run_adds_no_nan_and_reads_the_operand_by_name():
     np.testing.assert_allclose(trace.grads[0], jax.grad(f)(0.0))
     trace = jaxprop.explain(f, 0.0, mode="forward")
     np.testing.assert_allclose(trace.output_tangent, [2.0])
+
+
+def test_a_scan_in_a_scan():
+    def f(w, xs):
+        def outer(h, row):
+            def inner(g, x):
+                return jnp.sin(w * g + x), None
+            return jax.lax.scan(inner, h, row)[0], None
+        return jax.lax.scan(outer, 0.3, xs)[0]
+
+    xs = jnp.arange(12.0).reshape(4, 3) / 10
+    trace = jaxprop.explain(f, 0.7, xs, scan_steps=2)
+    gates = [r.gate for r in trace.rows]
+    assert "sin [t=0,t=0]" in gates and "sin [t=1,t=1]" in gates, gates
+    assert [g for g in gates if g.startswith("scan")] == [
+        "scan [t=0,t=2]", "scan [t=1,t=2]", "scan [t=2..3]"], gates
+    expected = jax.grad(f, argnums=(0, 1))(0.7, xs)
+    for got, want in zip(trace.grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
