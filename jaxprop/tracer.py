@@ -976,22 +976,24 @@ def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, rever
     def flat(*vals):  # every array an argument: the silenced scan closes over no tracer
         with silenced(), unroll_for_explain(None):  # loops inside it run as they are
             c, ys = lax.scan(step_with(list(vals[:nc])), list(vals[nc:nc + nk]),
-                             list(vals[nc + nk:]), reverse=reverse)
+                             list(vals[nc + nk:]), length=summary.count, reverse=reverse)
         return (*c, *ys)
 
     # the row's inputs: the weights every step shares (floating-point ones), then the carry
     shown = [i for i, c in enumerate(consts)
              if jnp.issubdtype(jnp.result_type(c), jnp.inexact)] + list(range(nc, nc + nk))
 
+    n_out = nk or None  # the row's outputs: the carry, or the ys of a scan without one
+
     def event(kind, vals, out, out_bar=None, in_bars=None):
-        one = (lambda t: t[0]) if nk == 1 else tuple
+        one = (lambda t: t[0]) if len(out[:n_out]) == 1 else tuple
         ins = tuple(vals[i] for i in shown)
         bars = None if in_bars is None else tuple(in_bars[i] for i in shown)
         if kind == "jvp":  # upstream: which input tangents flow; downstream: none named
-            notify(RuleEvent(summary, kind, ins, one(out[:nk]), bars))
+            notify(RuleEvent(summary, kind, ins, one(out[:n_out]), bars))
         else:
-            notify(RuleEvent(summary, kind, ins, one(out[:nk]),
-                             None if out_bar is None else one(out_bar[:nk]), bars))
+            notify(RuleEvent(summary, kind, ins, one(out[:n_out]),
+                             None if out_bar is None else one(out_bar[:n_out]), bars))
 
     if not reversing:
         out = flat(*consts, *carry, *xs)

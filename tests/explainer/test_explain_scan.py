@@ -201,3 +201,20 @@ def test_a_scan_in_a_scan():
     expected = jax.grad(f, argnums=(0, 1))(0.7, xs)
     for got, want in zip(trace.grads, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_a_scan_without_carry_or_without_xs(mode):
+    def mapped(w, xs):  # lax.map: a scan with no carry, its ys the summary row's outputs
+        return jnp.sum(jax.lax.map(lambda x: jnp.sin(w * x), xs))
+
+    def powers(w):  # no xs: the length alone
+        return jax.lax.scan(lambda h, _: (jnp.tanh(w * h + 1.0), None), 0.2, length=4)[0]
+
+    for f, args in ((mapped, (0.7, jnp.arange(5.0))), (powers, (0.7,))):
+        trace = jaxprop.explain(f, *args, mode=mode, scan_steps=2)
+        gates = [r.gate for r in trace.rows]
+        assert "scan [t=2.." in " ".join(gates) and any("[t=1]" in g for g in gates), gates
+        expected = jax.grad(f, argnums=tuple(range(len(args))))(*args)
+        for got, want in zip(trace.grads, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10)
