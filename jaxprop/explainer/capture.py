@@ -207,8 +207,9 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
             fixed, dyn, upstream if mode == "reverse" else tangents)
     except jax.errors.UnexpectedTracerError as err:
         raise ValueError(
-            "explain: a gate value escaped its trace; pass the plain function, not one "
-            "wrapped in jax.jit (explain jits it itself)"
+            "explain: f applies a gate inside a JAX transformation that explain does not "
+            "open, so the gate's values cannot be shown (explain opens jax.jit, lax.scan, "
+            "fori_loop with static bounds, cond, switch and jax.checkpoint)"
         ) from err
     to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
     exported = to_np(exported)
