@@ -380,13 +380,16 @@ def _export(events: list[RuleEvent]) -> list:
 
 def _applications(events, exported, mode, wire_tangent, steps) -> list[Application]:
     """Pairs each gate application with its rule, by the primal value both saw."""
-    rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
+    # keyed by the gate too: a cast to the dtype its input already has returns that very
+    # input, so its output is the previous gate's output
+    rules = {(_key(e.outputs), id(e.gate)): (e, x) for e, x in zip(events, exported, strict=True)
              if e.kind in ("vjp", "jvp")}
     apps = []
     for event, values, (step, branches) in zip(events, exported, steps, strict=True):
         if event.kind not in APPLIED:
             continue
-        rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
+        rule_event, rule_values = rules.get((_key(event.outputs), id(event.gate)),
+                                            (None, None))
         differentiated = rule_event is not None and rule_event.gate is event.gate
         upstream = downstream = None
         if differentiated and mode == "reverse":  # the rule reports x_bars for arrays only

@@ -218,3 +218,16 @@ def test_a_scan_without_carry_or_without_xs(mode):
         expected = jax.grad(f, argnums=tuple(range(len(args))))(*args)
         for got, want in zip(trace.grads, expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_every_gate_of_a_shown_step_gets_its_gradient():
+    def scalar_rnn(w, h0, xs):  # h0 a Python float: step 0 casts it, later steps cast a no-op
+        def step(h, x):
+            return jnp.tanh(w * h + x), None
+        return jax.lax.scan(step, h0, xs)[0]
+
+    trace = jaxprop.explain(scalar_rnn, 0.5, 0.1, jnp.linspace(0.0, 0.8, 5), scan_steps=3)
+    for t in range(3):
+        rows = _rows(trace, f"t={t}")
+        assert "cast" in [r.gate.split(" [")[0] for r in rows]
+        assert all(r.upstream is not None for r in rows), [(r.gate, r.detail) for r in rows]
