@@ -7,6 +7,7 @@ rules is traced; ``jaxprop.explain`` and the tests listen.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -62,12 +63,28 @@ class RuleEvent:
     params: tuple = ()
 
 
+_silent = contextvars.ContextVar("jaxprop_silent", default=False)
+
+
+@contextlib.contextmanager
+def silenced():
+    """No event is sent while inside (explain's summarised loop steps: their gates run in
+    an inner trace whose values cannot be handed back)."""
+    token = _silent.set(True)
+    try:
+        yield
+    finally:
+        _silent.reset(token)
+
+
 def observing() -> bool:
     """Whether anyone observes now (the wiring builds no event otherwise)."""
-    return bool(_observers)
+    return bool(_observers) and not _silent.get()
 
 
 def notify(event: RuleEvent) -> None:
     """Sends ``event`` to every observer."""
+    if _silent.get():
+        return
     for callback in tuple(_observers):
         callback(event)

@@ -45,6 +45,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import itertools
 import os
 import threading
 import weakref
@@ -60,7 +61,7 @@ from jax.extend import core as jex
 
 from jaxprop import coverage, gates, wiring
 from jaxprop._jaxprs import called_jaxpr
-from jaxprop.events import RuleEvent, notify
+from jaxprop.events import RuleEvent, notify, silenced
 from jaxprop.gate import NoGateError
 
 __all__ = ["NoGateError", "JaxRule", "CustomRule", "Gated", "gated", "LIFTS", "OPENED_RULES"]
@@ -832,14 +833,201 @@ def _run_scan(op: _Op, vals, in_active, allow_jax_rules) -> list:
     init = [_tangent_from_the_start(c, some) if a and not b else c
             for c, a, b in zip(init, active[nc:nc + nk], in_active[nc:nc + nk])]
 
-    def step(carry, x):
-        with _in_reverse(reversing):
-            outs = run(body, [*consts, *carry, *x], active, allow_jax_rules)
-        return _typed(outs[:nk], carry_avals), outs[nk:]
+    def step_with(consts):
+        def step(carry, x):
+            with _in_reverse(reversing):
+                outs = run(body, [*consts, *carry, *x], active, allow_jax_rules)
+            return _typed(outs[:nk], carry_avals), outs[nk:]
+        return step
 
+    step = step_with(consts)
+    if _UNROLL.get() is not None:
+        return _explained_scan(op, step_with, consts, _typed(init, carry_avals), xs, reversing)
     carry, ys = lax.scan(step, _typed(init, carry_avals), xs, length=p["length"],
                          reverse=p["reverse"], unroll=p["unroll"])
     return [*carry, *ys]
+
+
+# ------------------------------------------------------------------- loops under explain
+#
+# ``jaxprop.explain`` shows a scan the lecture's way: the first steps unrolled (the body's
+# gates applied step by step in Python, so their events are ordinary events of the explained
+# trace, each labelled with its step), and the remaining steps as one lax.scan whose gates
+# send no event, shown as one summary row with the carry's gradient in and out.
+
+_UNROLL = contextvars.ContextVar("jaxprop_unroll", default=None)
+_STEP = contextvars.ContextVar("jaxprop_step", default=())
+
+
+@contextlib.contextmanager
+def unroll_for_explain(steps: int | None):
+    """Inside, each ``lax.scan`` runs its first ``steps`` steps unrolled, and a cond all its
+    branches with the chosen outputs selected (explain only; ``None``: as they are)."""
+    token = _UNROLL.set(steps)
+    try:
+        yield
+    finally:
+        _UNROLL.reset(token)
+
+
+def scan_step() -> str | None:
+    """The loop step being traced under :func:`unroll_for_explain` (``"t=1"``), or None."""
+    return ",".join(_STEP.get()) or None
+
+
+@contextlib.contextmanager
+def _at_step(label: str):
+    token = _STEP.set((*_STEP.get(), label))
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+_BRANCH = contextvars.ContextVar("jaxprop_branch", default=())
+_CONDS = itertools.count()
+
+
+def branch_path() -> tuple:
+    """The branches being traced under :func:`unroll_for_explain`: ``(cond, index)`` pairs."""
+    return _BRANCH.get()
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchChoice:
+    """Which branch of one cond ran (``kind="branch"`` events, explain only): ``inputs`` are
+    the branch index and the operands, ``outputs`` the cond's outputs, ``upstream`` each
+    branch's outputs, ``downstream`` the operands as each branch received them."""
+
+    cond: int
+    name: str = "cond"
+
+
+def _explained_cond(branches, index, operands) -> list:
+    """Every branch's gates run in the explained trace, labelled ``branch i``; the outputs
+    are the chosen branch's, and an event tells explain which branch ran, so that it shows
+    that branch's rows only."""
+    cond = next(_CONDS)
+    chosen = jnp.clip(index, 0, len(branches) - 1)
+    outs, fed = [], []
+    for i, fn in enumerate(branches):
+        # a branch that did not run gets its operands under stop_gradient: its rules' NaN
+        # (log at 0 given a zero gradient) never reaches the operands' gradients
+        guarded = [jnp.where(chosen == i, o, lax.stop_gradient(o))
+                   if jnp.issubdtype(jnp.result_type(o), jnp.inexact) else o
+                   for o in operands]
+        token = _BRANCH.set((*_BRANCH.get(), (cond, i)))
+        try:
+            with _at_step(f"branch {i}"):
+                outs.append(fn(*guarded))
+        finally:
+            _BRANCH.reset(token)
+        fed.append(tuple(guarded))
+    picked = [o[0] if len(o) == 1 else lax.select_n(chosen, *o) for o in zip(*outs)]
+    notify(RuleEvent(BranchChoice(cond), "branch", (chosen, *operands), tuple(picked),
+                     tuple(tuple(o) for o in outs), tuple(fed)))
+    return picked
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSteps:
+    """The steps of a scan that explain summarises in one row (``kind="forward"`` and
+    ``"vjp"`` events take a gate's place): ``first..last``, ``count`` of them."""
+
+    first: int
+    last: int
+    count: int
+    line: str
+    name: str = "scan"
+    pattern: str = "loop steps"
+    symbol: str = "scan"
+    elementwise: bool = False
+    vjp: tuple = ()
+
+
+def _explained_scan(op: _Op, step_with, consts, init, xs, reversing) -> list:
+    p = op.eqn.params
+    length, nk = p["length"], len(init)
+    k = min(_UNROLL.get(), length)
+    order = list(range(length))[::-1] if p["reverse"] else list(range(length))
+    carry, ys = list(init), {}
+    step = step_with(consts)
+    for t in order[:k]:
+        with _at_step(f"t={t}"):
+            carry, y = step(carry, [x[t] for x in xs])
+        ys[t] = y
+    rest = order[k:]
+    if rest:
+        lo, hi = min(rest), max(rest) + 1
+        summary = ScanSteps(rest[0], rest[-1], len(rest), _user_line(op))
+        carry, rest_ys = _summarised(summary, step_with, consts, carry,
+                                     [x[lo:hi] for x in xs], p["reverse"], reversing)
+    else:
+        rest_ys = None
+    stacked = []
+    for j in range(len(op.eqn.outvars) - nk):
+        done = [ys[t][j] for t in sorted(ys)]
+        parts = [jnp.stack(done)] if done else []
+        if rest_ys is not None:
+            parts.insert(0 if p["reverse"] else len(parts), rest_ys[j])
+        stacked.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+    return [*carry, *stacked]
+
+
+def _summarised(summary: ScanSteps, step_with, consts, carry, xs, reverse, reversing):
+    """The remaining steps as one lax.scan whose gates send no event; one event of its own
+    (and in reverse mode one ``"vjp"`` event with the carry's gradient in and out)."""
+    nc, nk = len(consts), len(carry)
+
+    def flat(*vals):  # every array an argument: the silenced scan closes over no tracer
+        with silenced(), unroll_for_explain(None):  # loops inside it run as they are
+            c, ys = lax.scan(step_with(list(vals[:nc])), list(vals[nc:nc + nk]),
+                             list(vals[nc + nk:]), length=summary.count, reverse=reverse)
+        return (*c, *ys)
+
+    # the row's inputs: the weights every step shares (floating-point ones), then the carry
+    shown = [i for i, c in enumerate(consts)
+             if jnp.issubdtype(jnp.result_type(c), jnp.inexact)] + list(range(nc, nc + nk))
+
+    n_out = nk or None  # the row's outputs: the carry, or the ys of a scan without one
+
+    def event(kind, vals, out, out_bar=None, in_bars=None):
+        one = (lambda t: t[0]) if len(out[:n_out]) == 1 else tuple
+        ins = tuple(vals[i] for i in shown)
+        bars = None if in_bars is None else tuple(in_bars[i] for i in shown)
+        if kind == "jvp":  # upstream: which input tangents flow; downstream: none named
+            notify(RuleEvent(summary, kind, ins, one(out[:n_out]), bars))
+        else:
+            notify(RuleEvent(summary, kind, ins, one(out[:n_out]),
+                             None if out_bar is None else one(out_bar[:n_out]), bars))
+
+    if not reversing:
+        out = flat(*consts, *carry, *xs)
+        event("forward", [*consts, *carry], out)
+        if wiring.current_rule_set() == "jvp":  # forward mode: explain shows the tangents
+            event("jvp", [*consts, *carry], out, in_bars=[True] * (nc + nk))
+        return list(out[:nk]), list(out[nk:])
+
+    @jax.custom_vjp
+    def rest(*vals):
+        return flat(*vals)
+
+    def fwd(*vals):
+        with silenced():
+            out, pull = jax.vjp(flat, *vals)
+        return out, (vals, out, pull)
+
+    def bwd(res, out_bar):
+        vals, out, pull = res
+        with silenced():
+            in_bars = pull(out_bar)
+        event("vjp", vals, out, out_bar, in_bars)
+        return in_bars
+
+    rest.defvjp(fwd, bwd)
+    out = rest(*consts, *carry, *xs)
+    event("forward", [*consts, *carry], out)
+    return list(out[:nk]), list(out[nk:])
 
 
 def _run_while(op: _Op, vals, in_active, allow_jax_rules) -> list:
@@ -848,6 +1036,12 @@ def _run_while(op: _Op, vals, in_active, allow_jax_rules) -> list:
     p = op.eqn.params
     cn, bn = p["cond_nconsts"], p["body_nconsts"]
     vals = [_materialize(v) for v in vals]
+    if _UNROLL.get() is not None:
+        raise ValueError(
+            f"explain: cannot show the while loop at {_user_line(op)} (lax.while_loop, or "
+            "lax.fori_loop with bounds known only at run time): its steps are not known "
+            "before it runs. Write it with lax.scan or lax.fori_loop with static bounds, "
+            "which explain shows step by step")
     if _reversing(vals, in_active):
         raise ValueError(
             f"jaxprop: reverse mode cannot differentiate the while loop at {_user_line(op)} "
@@ -880,6 +1074,8 @@ def _run_cond(op: _Op, vals, in_active, allow_jax_rules) -> list:
     def branch(program):
         return lambda *a: _typed(run(program, list(a), active, allow_jax_rules), out_avals)
 
+    if _UNROLL.get() is not None:
+        return _explained_cond([branch(b) for b in branches], index, operands)
     return list(lax.switch(index, [branch(b) for b in branches], *operands))
 
 
@@ -893,6 +1089,8 @@ def _run_remat(op: _Op, vals, in_active, allow_jax_rules) -> list:
     def fn(*a):
         return run(body, list(a), active, allow_jax_rules)
 
+    if _UNROLL.get() is not None:  # explain: the same values, the gates in the outer trace
+        return fn(*[_materialize(v) for v in vals])
     return list(jax.checkpoint(fn, prevent_cse=p["prevent_cse"], policy=p["policy"])(
         *[_materialize(v) for v in vals]))
 

@@ -11,6 +11,7 @@ as ``1.0`` is enough) becomes a floating array. For example::
   jaxprop explain mypkg.funcs:f --args "[-2.0, 5.0, -4.0]"
   jaxprop explain mypkg.funcs:g --args "[[1.0, -2, 3]]" --upstream "[1, 1, 1]"
   jaxprop explain mypkg.funcs:loss --args "[[[1.0, -2.0], [0.5, 3.0]], [1, 0]]"
+  jaxprop explain mypkg.funcs:rnn --args "[0.5, 0.1, [0.0, 0.2, 0.4]]" --scan-steps 2
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def register(subparsers) -> None:
                         help="print the function's flat code instead (jaxprop.flat: the forward "
                         "and backward pass, one line per gate, from the gates' rules); with "
                         "--out FILE.py, write it there (never over an existing file)")
+    parser.add_argument("--scan-steps", dest="scan_steps", metavar="N", type=int, default=3,
+                        help="each lax.scan shows its body's gates for its first N steps, "
+                        "then one row for the remaining steps (default: 3)")
     parser.set_defaults(func=run)
 
 
@@ -102,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
         fn, fn_args = example.fn, example.args()
         upstream = example.upstream() if example.upstream is not None else None
         title = example.title(args.mode)
+    if args.scan_steps < 1:
+        raise ValueError(f"--scan-steps must be a positive number of steps; got {args.scan_steps}")
     if args.code:
         return _print_code(fn, fn_args, args)
-    trace = explain(fn, *fn_args, mode=args.mode, upstream=upstream, title=title)
+    trace = explain(fn, *fn_args, mode=args.mode, upstream=upstream, title=title,
+                    scan_steps=args.scan_steps)
 
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no terminal width to respect

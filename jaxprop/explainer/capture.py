@@ -37,7 +37,7 @@ import numpy as np
 from jaxprop import core, forward, wiring
 from jaxprop.events import RuleEvent, observe
 from jaxprop.gate import is_constant
-from jaxprop.tracer import gated
+from jaxprop.tracer import branch_path, gated, scan_step, unroll_for_explain
 
 MODES = ("reverse", "forward")
 APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
@@ -45,6 +45,9 @@ APPLIED = ("forward", "jax", "custom_jvp", "custom_vjp")
 ``custom_jvp``/``custom_vjp`` function that kept its own rule."""
 DEFAULT_MAX_BASIS = 256
 """Most input elements forward mode pushes a basis vector for, unless told otherwise."""
+
+DEFAULT_SCAN_STEPS = 3
+"""How many first steps of each lax.scan explain shows unrolled, unless told otherwise."""
 
 LOCAL_MAX_ENTRIES = 4096
 """The largest local Jacobian (output size x input size) of a non-elementwise gate that
@@ -75,6 +78,8 @@ class Application:
     params: dict = dataclasses.field(default_factory=dict)
     jax_rule: bool = False
     own_rule: bool = False  # a custom_jvp/custom_vjp function, differentiated by its rule
+    step: str | None = None  # the loop step it ran in (``"t=0"``), for an unrolled scan
+    branches: tuple = ()  # the (cond, branch) pairs it is inside
 
 
 @dataclasses.dataclass
@@ -108,7 +113,8 @@ def _primal(x):
 
 
 def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
-        max_basis: int | None = DEFAULT_MAX_BASIS, allow_jax_rules: bool = False) -> Capture:
+        max_basis: int | None = DEFAULT_MAX_BASIS, allow_jax_rules: bool = False,
+        scan_steps: int = DEFAULT_SCAN_STEPS) -> Capture:
     """Runs f once in the jitted pipeline for ``mode`` and collects every rule's values."""
     if mode not in MODES:
         raise ValueError(f"explain: unknown mode {mode!r}; expected one of {MODES}")
@@ -145,7 +151,10 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
     scalar_out = jax.tree_util.treedef_is_leaf(jax.tree.structure(out_struct)) and \
         jax.tree.leaves(out_struct)[0].shape == ()
 
+    if isinstance(scan_steps, bool) or not isinstance(scan_steps, int) or scan_steps < 1:
+        raise ValueError(f"explain: scan_steps must be a positive int; got {scan_steps!r}")
     events: list[RuleEvent] = []
+    steps: list[tuple] = []  # per event: its loop step's label, the branches it is in
     meta: dict[str, Any] = {}
     f_gated = gated(f, allow_jax_rules=allow_jax_rules)  # plain JAX code meets the gates too
     if mode == "forward":
@@ -162,8 +171,14 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
 
     def traced(fixed, dyn, seed_or_tangents):
         events.clear()
+        steps.clear()
         fun = lambda *d: f_of_diff(fixed, *d)  # noqa: E731
-        with observe(events.append):
+
+        def record(e):
+            events.append(e)
+            steps.append((scan_step(), branch_path()))
+
+        with observe(record), unroll_for_explain(scan_steps):
             if mode == "reverse":
                 out, pull, _ = wiring.pullback(fun, *dyn)
                 seed = (jax.tree.map(jnp.ones_like, out) if seed_or_tangents is None
@@ -192,15 +207,18 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
             fixed, dyn, upstream if mode == "reverse" else tangents)
     except jax.errors.UnexpectedTracerError as err:
         raise ValueError(
-            "explain: a gate value escaped its trace; pass the plain function, not one "
-            "wrapped in jax.jit (explain jits it itself)"
+            "explain: f applies a gate inside a JAX transformation that explain does not "
+            "open, so the gate's values cannot be shown (explain opens jax.jit, lax.scan, "
+            "fori_loop with static bounds, cond, switch and jax.checkpoint)"
         ) from err
     to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
     exported = to_np(exported)
     wire_tangent = None
     if mode == "forward":
         wire_tangent = dict(zip(meta["wire_ids"], to_np(wire_dots), strict=True))
-    applications = _applications(events, exported, mode, wire_tangent)
+    applications = _applications(events, exported, mode, wire_tangent, steps)
+    applications, out_leaf_ids = _branches_taken(
+        applications, events, exported, [id(x) for x in meta["out_leaves"]])
     if not applications:
         raise ValueError(
             "explain: f applied no jaxprop gate (build it from jaxprop.gates; a function "
@@ -223,8 +241,8 @@ def run(f: Callable, args: tuple, mode: str, upstream=None, tangents=None,
             grads = _per_arg(to_np(extra), diff, len(args))  # exactly forward.value_and_grad's
         elif basis:
             grads = _forward_grads(output_tangent, upstream, dyn, diff, len(args))
-    return Capture(mode, basis, arg_leaf_ids, [id(x) for x in meta["out_leaves"]],
-                   applications, to_np(out), seed, arg_tangents, grads, output_tangent)
+    return Capture(mode, basis, arg_leaf_ids, out_leaf_ids, applications, to_np(out), seed,
+                   arg_tangents, grads, output_tangent)
 
 
 def _wires(events: list[RuleEvent]) -> list:
@@ -308,11 +326,13 @@ def _local(e: RuleEvent) -> tuple:
     ones. A small other gate's local Jacobian [output size, input size] is built one unit
     vector at a time: rows from the VJP rule, columns from the JVP rule.
     """
+    if e.rule is None:  # a summary of loop steps: no one rule to apply
+        return (None,) * len(e.inputs)
     gate, z = e.gate, e.outputs
     flat_z, unravel_z = jax.flatten_util.ravel_pytree(z)
     local = []
     for i, x in enumerate(e.inputs):
-        if is_constant(x) or gate.vjp[i] is None or e.rule is None:
+        if is_constant(x) or gate.vjp[i] is None:
             local.append(None)
             continue
         if gate.elementwise:
@@ -348,6 +368,8 @@ def _export(events: list[RuleEvent]) -> list:
                                 for x in e.inputs),
                 "outputs": jax.tree.map(_primal, e.outputs),
             })
+        elif e.kind == "branch":  # which branch of a cond ran
+            exported.append({"index": _primal(e.inputs[0])})
         elif e.kind == "vjp":
             exported.append({"upstream": e.upstream, "downstream": e.downstream,
                              "local": _local(e)})
@@ -356,15 +378,18 @@ def _export(events: list[RuleEvent]) -> list:
     return exported
 
 
-def _applications(events, exported, mode, wire_tangent) -> list[Application]:
+def _applications(events, exported, mode, wire_tangent, steps) -> list[Application]:
     """Pairs each gate application with its rule, by the primal value both saw."""
-    rules = {_key(e.outputs): (e, x) for e, x in zip(events, exported, strict=True)
+    # keyed by the gate too: a cast to the dtype its input already has returns that very
+    # input, so its output is the previous gate's output
+    rules = {(_key(e.outputs), id(e.gate)): (e, x) for e, x in zip(events, exported, strict=True)
              if e.kind in ("vjp", "jvp")}
     apps = []
-    for event, values in zip(events, exported, strict=True):
+    for event, values, (step, branches) in zip(events, exported, steps, strict=True):
         if event.kind not in APPLIED:
             continue
-        rule_event, rule_values = rules.get(_key(event.outputs), (None, None))
+        rule_event, rule_values = rules.get((_key(event.outputs), id(event.gate)),
+                                            (None, None))
         differentiated = rule_event is not None and rule_event.gate is event.gate
         upstream = downstream = None
         if differentiated and mode == "reverse":  # the rule reports x_bars for arrays only
@@ -391,8 +416,38 @@ def _applications(events, exported, mode, wire_tangent) -> list[Application]:
             params=dict(event.params),
             jax_rule=event.kind == "jax",
             own_rule=event.kind in ("custom_jvp", "custom_vjp"),
+            step=step,
+            branches=branches,
         ))
     return apps
+
+
+def _branches_taken(apps, events, exported, out_leaf_ids):
+    """Keeps the rows of the branch of each cond that ran; a value the cond chose is named
+    as that branch's output, so the wires run from the branch's gates to their users."""
+    taken, alias = {}, {}
+    for e, values in zip(events, exported, strict=True):
+        if e.kind != "branch":
+            continue
+        index = int(values["index"])
+        taken[e.gate.cond] = index
+        for picked, ran in zip(e.outputs, e.upstream[index], strict=True):
+            alias[id(picked)] = id(ran)
+        for fed in e.downstream:  # the operands as a branch received them: the operands
+            for given, operand in zip(fed, e.inputs[1:], strict=True):
+                if given is not operand:
+                    alias[id(given)] = id(operand)
+    if not taken:
+        return apps, out_leaf_ids
+
+    def named(vid):
+        while vid in alias:
+            vid = alias[vid]
+        return vid
+
+    kept = [dataclasses.replace(a, input_ids=tuple(named(v) for v in a.input_ids))
+            for a in apps if all(taken.get(c, i) == i for c, i in a.branches)]
+    return kept, [named(v) for v in out_leaf_ids]
 
 
 def _per_input(inputs: tuple, per_array: tuple) -> tuple:

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from jaxprop.explainer import capture, describe, fmt
+from jaxprop.tracer import ScanSteps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,8 @@ class Trace:
 
 def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=None,
             max_basis: int | None = capture.DEFAULT_MAX_BASIS, title: str = "",
-            allow_jax_rules: bool = False) -> Trace:
+            allow_jax_rules: bool = False,
+            scan_steps: int = capture.DEFAULT_SCAN_STEPS) -> Trace:
     """Runs f in the jitted pipeline and explains every gate: upstream x local = downstream.
 
     Tracing changes no number: the output and gradients come from the same jitted program
@@ -202,6 +204,9 @@ def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=N
       allow_jax_rules: let JAX's own rule differentiate an operation no gate stands for
         (see ``jaxprop.gated``); its row says "JAX's rule".
       title: a caption for the table and the picture.
+      scan_steps: each ``lax.scan`` shows its body's gates for this many first steps (rows
+        labelled ``tanh [t=0]``), the carry's gradient passing from step to step, then one
+        summary row for the remaining steps.
 
     Returns:
       The :class:`Trace`.
@@ -223,7 +228,8 @@ def explain(f: Callable, *args, mode: str = "reverse", upstream=None, tangents=N
     except ValueError:  # no signature (a builtin): let the call itself complain
         pass
     cap = capture.run(f, args, mode, upstream=upstream, tangents=tangents,
-                      max_basis=max_basis, allow_jax_rules=allow_jax_rules)
+                      max_basis=max_basis, allow_jax_rules=allow_jax_rules,
+                      scan_steps=scan_steps)
     return _build(cap, _arg_names(f, len(args)), args, title)
 
 
@@ -400,9 +406,29 @@ def _label(app: capture.Application, values: dict, taken: set) -> str | None:
 
 
 def _gate_row(step: int, app: capture.Application, values: dict, reverse: bool) -> Row:
+    row = _plain_gate_row(step, app, values, reverse)
+    if app.step is not None and isinstance(app.gate, ScanSteps):  # a loop in a loop's step
+        row = dataclasses.replace(row, gate=row.gate.replace("[", f"[{app.step},", 1))
+    elif app.step is not None:
+        row = dataclasses.replace(row, gate=f"{row.gate} [{app.step}]")
+    return row
+
+
+def _plain_gate_row(step: int, app: capture.Application, values: dict, reverse: bool) -> Row:
     names = tuple(fmt.number(c) if c is not None else values[vid].name
                   for vid, c in zip(app.input_ids, app.consts, strict=False))
     out_names = tuple(values[vid].name for vid in app.output_ids)
+    if isinstance(app.gate, ScanSteps):
+        g = app.gate
+        flow = ("the carry's gradient in (its upstream) and out (downstream), through the "
+                "steps' VJP rules" if reverse else "")
+        span = f"{g.first}..{g.last}" if g.count > 1 else f"{g.first}"
+        times = f"{g.count} more times" if g.count > 1 else "once more"
+        return Row(step, f"scan [t={span}]", "loop steps",
+                   f"step{'s' if g.count > 1 else ''} {span}: the same gates, {times} "
+                   f"(at {g.line}){'; ' + flow if flow else ''}", g.symbol, names, app.inputs,
+                   out_names, app.outputs, app.upstream, "the same gates, step by step",
+                   app.downstream)
     if app.jax_rule:
         return Row(step, app.gate.name, "JAX's rule",
                    "no gate stands for it: JAX differentiated it with its own rule "

@@ -114,3 +114,32 @@ def test_integer_labels_stay_integers(main, tmp_path, capsys):
     out = capsys.readouterr().out
     # softmax of equal scores is 1/2 each: ds = (p - onehot(y)) / N
     assert "gradients: s = [[0.25, -0.25], [-0.25, 0.25]]" in out
+
+
+RNN_FN = """
+import jax
+import jax.numpy as jnp
+
+
+def rnn(w, h0, xs):
+    def step(h, x):
+        h = jnp.tanh(w * h + x)
+        return h, h
+    return jnp.sum(jax.lax.scan(step, h0, xs)[0])
+"""
+
+
+def test_scan_steps_option(main, tmp_path, capsys):
+    path = tmp_path / "explain_rnn_fn.py"
+    path.write_text(RNN_FN)
+    argv = ["explain", f"{path}:rnn", "--args", "[0.5, 0.1, [0.0, 0.2, 0.4, 0.6]]",
+            "--out", str(tmp_path)]
+    assert main([*argv, "--scan-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tanh [t=0]" in out and "tanh [t=1]" not in out and "scan [t=1..3]" in out
+    assert main(argv) == 0  # three steps by default
+    out = capsys.readouterr().out
+    assert "tanh [t=2]" in out and "scan [t=3]" in out
+    assert main([*argv, "--scan-steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--scan-steps must be a positive number of steps; got 0" in err
