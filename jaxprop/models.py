@@ -503,10 +503,10 @@ MODELS: dict[str, Model] = {m.name: m for m in (
           "CS231n's three-layer ConvNet: conv - ReLU - 2x2 max pool - affine - ReLU - affine "
           "(optional batch norm and dropout)",
           config_keys=("num_filters", "filter_size", "batchnorm"), dropout=True),
-    Model("rnn", _recurrent("rnn"), rnn_scores, None,
+    Model("rnn", _recurrent("rnn"), rnn_scores, reference.rnn_scores,
           lambda h, c: 8 * 4 * h + 3 * c,  # per step: the state, its pre-activation, grads
           "vanilla RNN over the image's rows (lax.scan), scores from the last state"),
-    Model("lstm", _recurrent("lstm"), lstm_scores, None,
+    Model("lstm", _recurrent("lstm"), lstm_scores, reference.lstm_scores,
           lambda h, c: 8 * 12 * h + 3 * c,  # per step: four gates, c, h and their gradients
           "LSTM over the image's rows (lax.scan), scores from the last state"),
 )}

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-__all__ = ["linear_scores", "two_layer_scores", "convnet_scores", "svm_loss", "softmax_loss",
-           "l2_penalty", "objective"]
+__all__ = ["linear_scores", "two_layer_scores", "convnet_scores", "rnn_scores", "lstm_scores",
+           "svm_loss", "softmax_loss", "l2_penalty", "objective"]
 
 
 def linear_scores(params: dict, x):
@@ -75,6 +75,35 @@ def convnet_scores(params: dict, x, *, key=None, dropout_keep: float = 1.0):
         keep = jax.random.bernoulli(key, dropout_keep, hidden.shape)
         hidden = jnp.where(keep, hidden / dropout_keep, 0.0)
     return hidden @ params["W3"] + params["b3"][None, :]
+
+
+def _steps(params, x):
+    """x [N, T*D] (or [N, T, D]) as its T time steps, each [N, D]."""
+    d = params["Wx"].shape[0]
+    x = x if x.ndim == 3 else x.reshape(x.shape[0], -1, d)
+    return [x[:, t] for t in range(x.shape[1])]
+
+
+def rnn_scores(params: dict, x):
+    """The RNN classifier, its time loop a Python loop (unrolled), as CS231n's
+    ``rnn_forward`` writes it."""
+    h = jnp.zeros((x.shape[0], params["Wh"].shape[0]), x.dtype)
+    for x_t in _steps(params, x):
+        h = jnp.tanh(x_t @ params["Wx"] + h @ params["Wh"] + params["b"][None, :])
+    return h @ params["W_out"] + params["b_out"][None, :]
+
+
+def lstm_scores(params: dict, x):
+    """The LSTM classifier, its time loop a Python loop (unrolled), as CS231n's
+    ``lstm_forward`` writes it: gates i, f, o, g in that order."""
+    hidden = params["Wh"].shape[0]
+    h = c = jnp.zeros((x.shape[0], hidden), x.dtype)
+    for x_t in _steps(params, x):
+        a = x_t @ params["Wx"] + h @ params["Wh"] + params["b"][None, :]
+        i, f, o = (jax.nn.sigmoid(a[:, k * hidden:(k + 1) * hidden]) for k in range(3))
+        c = f * c + i * jnp.tanh(a[:, 3 * hidden:])
+        h = o * jnp.tanh(c)
+    return h @ params["W_out"] + params["b_out"][None, :]
 
 
 def svm_loss(scores, labels):

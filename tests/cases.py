@@ -59,6 +59,9 @@ class Case:
         check; every registry entry has at least one such case (a test says so).
       domain: where the property tests draw its inputs: "normal", "positive" (log, 1/x) or
         "grid" (kept off a kink).
+      explicit: ``fn`` calls gates itself, so plain ``jax.jvp``/``jax.vjp`` of it run our
+        rules too; False for plain ``jnp`` code, which only jaxprop's drivers (and
+        ``jaxprop.gated``) trace into gates (the recurrent models).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Case:
     covers: str = ""
     order2: bool = False
     domain: str = "normal"
+    explicit: bool = True
 
     def args(self) -> tuple:
         """The case's inputs, the same on every call and in every process."""
@@ -1170,16 +1174,29 @@ def _convnet_preactivations(p, x):
     return seen
 
 
+def _recurrent_params(rng, cell, n=3, steps=4, d=3, hidden=4, classes=3):
+    """A sequence classifier's params (biases drawn too) and x [N, T*D]."""
+    width = 4 * hidden if cell == "lstm" else hidden
+    p = {"Wx": 0.5 * normal(rng, (d, width)), "Wh": 0.5 * normal(rng, (hidden, width)),
+         "b": 0.3 * normal(rng, (width,)), "W_out": normal(rng, (hidden, classes)),
+         "b_out": 0.3 * normal(rng, (classes,))}
+    return p, normal(rng, (n, steps * d))
+
+
 _PARAMS = {"linear": _linear_params, "two_layer": _two_layer_params,
            # without batch norm: the battery probes x all equal, where var = 0 (see the
            # batch_norm case); the objective case below has it, at inputs of spread-out values
-           "convnet": lambda rng: _convnet_params(rng, norm=False)}
+           "convnet": lambda rng: _convnet_params(rng, norm=False),
+           "rnn": lambda rng: _recurrent_params(rng, "rnn"),
+           "lstm": lambda rng: _recurrent_params(rng, "lstm")}
 DROPOUT_KEY = np.array([0, 42], np.uint32)
 """The dropout key of the ConvNet's training-mode cases (a raw ``jax.random.PRNGKey``)."""
 
 MODEL_CASES = [
     Case(f"{name}_scores", entry.scores, entry.reference, lambda rng, name=name:
-         _PARAMS[name](rng), (0, 1), kind="model", covers=name)
+         _PARAMS[name](rng), (0, 1), kind="model", covers=name,
+         order2=name in ("rnn", "lstm"),  # a scan's check_grads to order 2: here, once
+         explicit=name not in ("rnn", "lstm"))  # plain jnp code with lax.scan
     for name, entry in models.MODELS.items()
 ] + [
     Case(f"objective_{model}_{loss}_reg{reg}",
@@ -1374,7 +1391,7 @@ def check_observed_rules(case: Case) -> None:
         "jvp": [lambda: jaxprop.forward.jvp(g, dyn, v),
                 lambda: jaxprop.forward.jacobian(case.fn, case.diff)(*args),
                 lambda: jax.jvp(g, dyn, v),  # plain JAX runs our JVP rules by default,
-                lambda: jax.vjp(g, *dyn)[1](u)],  # and transposes them for reverse mode
+                lambda: jax.vjp(g, *dyn)[1](u)][:None if case.explicit else 2],  # transposed
     }
     if is_scalar(jax.eval_shape(g, *dyn)):
         runs["vjp"].append(lambda: jaxprop.reverse.grad(case.fn, case.diff)(*args))

@@ -74,7 +74,8 @@ def test_config_by_name_with_overrides(tmp_path, capsys):
      "unknown config key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
     (["--set", "train.batch_size=big"], "'train.batch_size' must be an integer; got 'big'"),
     (["--set", "train.batch_size=-1"], "'train.batch_size' must be >= 1; got -1"),
-    (["--set", "model.kind=cnn"], "'model.kind' must be one of 'linear', 'two_layer'; got 'cnn'"),
+    (["--set", "model.kind=cnn"],
+     "'model.kind' must be one of 'linear', 'two_layer', 'convnet', 'rnn', 'lstm'; got 'cnn'"),
     (["--config", "no_such_experiment"], "'no_such_experiment' not found"),
     (["--config", "compare"], "config 'compare' ("),
     (["--config", "compare"], "is not a training experiment, so `jaxprop train` and "
