@@ -1243,17 +1243,20 @@ SAMPLED_GATES = frozenset({
 per-case test in the normal suite."""
 
 
+FAST_MODELS = frozenset({"linear", "two_layer", "svm", "softmax", "l2_penalty"})
+"""The lecture's models and losses: every per-case test runs on them in the normal suite."""
+
+
 def split(cases) -> list:
-    """``cases`` as pytest params: a gate's case is marked slow unless it is one of the
-    lecture's gates or the first case of a gate of :data:`SAMPLED_GATES`. Every gate case runs
-    the whole battery in the normal suite (finite differences, JAX's autodiff, the adjoint
-    test, our rules ran); the rest of the per-case tests of the others (drivers, observed and
-    swapped rules, order 2, explain, flat code) run in the slow job (``-m slow``, the second
-    step of ``.ci/run``)."""
+    """``cases`` as pytest params, marked slow unless the case is of one of the lecture's
+    gates, models or losses, or the first case of a gate of :data:`SAMPLED_GATES`. The
+    normal suite thus runs every per-case test (the battery, drivers, observed and swapped
+    rules, order 2, explain, flat code) on the lecture's slice and a sample of the rest; the
+    slow job (``-m slow``, the second step of ``.ci/run``) runs them on every other case."""
     seen: set[str] = set()
     params = []
     for c in cases:
-        fast = (c.kind != "gate" or c.covers in LECTURE_GATES
+        fast = ((c.kind != "gate" and c.covers in FAST_MODELS) or c.covers in LECTURE_GATES
                 or (c.covers in SAMPLED_GATES and c.covers not in seen))
         seen.add(c.covers)
         params.append(pytest.param(c, id=c.name, marks=() if fast else pytest.mark.slow))

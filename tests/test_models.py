@@ -22,6 +22,7 @@ from cases import (
     ref_two_layer,
     scaled_rules,
     softmax_loss_naive,
+    split,
     svm_loss_naive,
 )
 
@@ -36,23 +37,23 @@ SECOND_ORDER = [BY_NAME["objective_linear_svm_reg0.1"],
                 BY_NAME["objective_two_layer_softmax_reg0.01"]]
 
 
-@pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(MODEL_CASES))
 def test_battery(case):
     check_battery(case)
 
 
-@pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(MODEL_CASES))
 def test_drivers_agree(case):
     check_drivers(case)
 
 
-@pytest.mark.parametrize("case", SECOND_ORDER, ids=[c.name for c in SECOND_ORDER])
+@pytest.mark.parametrize("case", split(SECOND_ORDER))
 def test_check_grads_order2(case):
     check_second_order(case)
 
 
 
-@pytest.mark.parametrize("case", MODEL_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(MODEL_CASES))
 def test_observed_rules(case):
     check_observed_rules(case)
 

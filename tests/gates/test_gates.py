@@ -31,7 +31,7 @@ ids = [c.name for c in GATE_CASES]
 SWAPPABLE_GATES = [c for c in SWAPPABLE if c.kind == "gate"]
 
 
-@pytest.mark.parametrize("case", GATE_CASES, ids=ids)
+@pytest.mark.parametrize("case", split(GATE_CASES))
 def test_battery(case):
     check_battery(case)
 

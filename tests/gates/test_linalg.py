@@ -19,6 +19,8 @@ import jaxprop
 from jaxprop import gates
 from jaxprop.gate import Gate
 
+pytestmark = pytest.mark.slow  # these gates' own tests run in the slow job (.ci/run)
+
 N = 3
 
 

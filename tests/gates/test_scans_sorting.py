@@ -15,6 +15,8 @@ import jaxprop
 from jaxprop import gates
 from jaxprop.gates import arithmetic
 
+pytestmark = pytest.mark.slow  # these gates' own tests run in the slow job (.ci/run)
+
 NEW = ("cumsum", "cumprod", "cumlogsumexp", "cummax", "cummin", "sort", "top_k", "prod",
        "dynamic_update_slice", "tile")
 CASES = [c for c in GATE_CASES if c.covers in NEW or c.name == "select_n_three"]

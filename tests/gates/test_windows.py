@@ -14,6 +14,8 @@ from jaxprop import gates
 from jaxprop.gate import Gate
 from jaxprop.tracer import NoGateError
 
+pytestmark = pytest.mark.slow  # these gates' own tests run in the slow job (.ci/run)
+
 f64 = jnp.float64
 
 
