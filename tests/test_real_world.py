@@ -24,8 +24,8 @@ def _grad(mode: str, f, argnums):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-@pytest.mark.parametrize("mode", ["reverse", pytest.param("forward", marks=pytest.mark.slow),
-                                  pytest.param("gated", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 29 functions in 3 modes: the slow job (.ci/run)
+@pytest.mark.parametrize("mode", ["reverse", "forward", "gated"])
 def test_gives_jax_grads_through_our_rules(name, mode):
     fn, make_args, argnums = FUNCTIONS[name]
     args = make_args(np.random.default_rng(zlib.crc32(name.encode())))

@@ -12,6 +12,8 @@ from cases import ATOL, RTOL
 import jaxprop
 from jaxprop import Gate, models
 
+pytestmark = pytest.mark.slow  # the recurrent layers' tests run in the slow job (.ci/run)
+
 N, T, D, H, V = 3, 5, 4, 6, 7
 
 

@@ -16,6 +16,8 @@ import jaxprop
 from jaxprop import gates
 from jaxprop.tracer import NoGateError
 
+pytestmark = pytest.mark.slow  # these gates' own tests run in the slow job (.ci/run)
+
 SECOND_ORDER_DIFF = {"igamma": (1,)}
 """The inputs differentiated twice and thrice: igamma's derivative in a is JAX's
 igamma_grad_a, which has no derivative (test_igamma_second_derivative_in_a_is_refused);

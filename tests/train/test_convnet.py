@@ -27,6 +27,7 @@ def _small(*sets):
         "train.batch_size=32", "train.epochs=4", *sets])
 
 
+@pytest.mark.slow
 def test_digits_convnet_reaches_its_accuracy(digits, tmp_path):
     cfg = load_config("digits_convnet")  # as shipped
     result = train(cfg, tmp_path, dataset=digits, progress=False, write_plots=False)
@@ -36,6 +37,7 @@ def test_digits_convnet_reaches_its_accuracy(digits, tmp_path):
     assert result.params["W1"].shape == (32, 1, 7, 7)  # 32 filters of 7x7 on 1x8x8 images
 
 
+@pytest.mark.slow
 def test_resume_with_dropout_is_bit_identical(tmp_path):
     """Four epochs straight, and two then ``jaxprop train --resume`` to four: the same bits,
     dropout and batch norm on."""
