@@ -375,6 +375,9 @@ def flat(f: Callable, *args, mode: str = "reverse", allow_jax_rules: bool = Fals
         raise ValueError(f"flat: unknown mode {mode!r}; expected one of {MODES}")
     if not callable(f):
         raise TypeError(f"flat: f must be a function; got {gate_mod.describe(f)}")
+    # a Python float is an input to differentiate, as under jax.grad, not a constant
+    args = tuple(jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, float) else x, a)
+                 for a in args)
     diff = [i for i, a in enumerate(args) if jax.tree.leaves(a) and all(
         _is_inexact(x) for x in jax.tree.leaves(a))]
     if not diff:

@@ -197,3 +197,13 @@ def test_user_names_and_display(tmp_path):
 def test_bad_mode():
     with pytest.raises(ValueError, match="mode"):
         jaxprop.flat(lambda x: x * 2.0, jnp.ones(2), mode="sideways")
+
+
+def test_python_floats_are_inputs_as_under_jax_grad():
+    def neuron(w0, x0, w1, x1, w2):
+        return jax.nn.sigmoid(w0 * x0 + w1 * x1 + w2)
+
+    args = (2.0, -1.0, -3.0, -2.0, -3.0)
+    value, grads = jaxprop.flat(neuron, *args).compile()(*args)
+    want = jax.grad(neuron, argnums=(0, 1, 2, 3, 4))(*args)
+    _close(grads, want)
